@@ -1,0 +1,122 @@
+//! The fixed tantivy schema of every shard. Field types come from the index mapping, not from
+//! the tantivy schema, so new fields need no schema change: all values live in two JSON fields.
+//!
+//! - `t`: `text` fields, tokenized with positions (full text, phrases);
+//! - `k`: everything else (`keyword`, `long`, `double`, `boolean`, `date`, and the `.keyword`
+//!   sub-field of text fields), untokenized and columnar (fast) for sort, range and aggregations.
+
+use tantivy::schema::{
+    Field, IndexRecordOption, JsonObjectOptions, Schema, TextFieldIndexing, FAST, STORED, STRING,
+};
+
+use crate::mapping::{FieldType, Mappings};
+
+pub const ID_FIELD: &str = "_id";
+pub const SOURCE_FIELD: &str = "_source";
+pub const TEXT_FIELD: &str = "t";
+pub const KEYWORD_FIELD: &str = "k";
+
+/// Handles to the fields of a shard's schema.
+#[derive(Clone, Debug)]
+pub struct ShardLayout {
+    pub schema: Schema,
+    pub id: Field,
+    pub source: Field,
+    pub text: Field,
+    pub kw: Field,
+}
+
+/// Where a user-visible field lives in the tantivy layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedField {
+    /// `t` or `k`.
+    pub field: Field,
+    /// JSON path inside that field (the user's dotted path).
+    pub path: String,
+    pub kind: FieldType,
+}
+
+impl ResolvedField {
+    /// Name for tantivy fast-field APIs (sort, aggregations): `k.<path>`.
+    pub fn column_name(&self) -> String {
+        format!("{KEYWORD_FIELD}.{}", self.path)
+    }
+}
+
+impl Default for ShardLayout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ShardLayout {
+    pub fn new() -> Self {
+        let mut b = Schema::builder();
+        let id = b.add_text_field(ID_FIELD, STRING | STORED | FAST);
+        let source = b.add_bytes_field(SOURCE_FIELD, STORED);
+        let text_opts = JsonObjectOptions::default()
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            )
+            .set_expand_dots_enabled();
+        let text = b.add_json_field(TEXT_FIELD, text_opts);
+        let kw_opts = JsonObjectOptions::default()
+            .set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("raw")
+                    .set_index_option(IndexRecordOption::Basic),
+            )
+            .set_fast("raw")
+            .set_expand_dots_enabled();
+        let kw = b.add_json_field(KEYWORD_FIELD, kw_opts);
+        let schema = b.build();
+        ShardLayout {
+            schema,
+            id,
+            source,
+            text,
+            kw,
+        }
+    }
+
+    /// Resolves a field name from a query (`status`, `message`, `message.keyword`) against the
+    /// index mapping. `None` for unmapped fields, which match nothing, as in OpenSearch.
+    pub fn resolve(&self, mappings: &Mappings, name: &str) -> Option<ResolvedField> {
+        if let Some(fm) = mappings.get(name) {
+            let field = if fm.kind == FieldType::Text { self.text } else { self.kw };
+            return Some(ResolvedField {
+                field,
+                path: name.to_string(),
+                kind: fm.kind,
+            });
+        }
+        let parent = name.strip_suffix(".keyword")?;
+        let fm = mappings.get(parent)?;
+        (fm.kind == FieldType::Text && fm.keyword_subfield.is_some()).then(|| ResolvedField {
+            field: self.kw,
+            path: name.to_string(),
+            kind: FieldType::Keyword,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::FieldMapping;
+
+    #[test]
+    fn resolves_fields_and_keyword_subfields() {
+        let layout = ShardLayout::new();
+        let mut m = Mappings::default();
+        m.fields.insert("message".into(), FieldMapping::dynamic_text());
+        m.fields.insert("status".into(), FieldMapping::of(FieldType::Long));
+        assert_eq!(layout.resolve(&m, "message").unwrap().field, layout.text);
+        let kw = layout.resolve(&m, "message.keyword").unwrap();
+        assert_eq!((kw.field, kw.kind), (layout.kw, FieldType::Keyword));
+        assert_eq!(layout.resolve(&m, "status").unwrap().column_name(), "k.status");
+        assert!(layout.resolve(&m, "missing").is_none());
+    }
+}

@@ -1,0 +1,128 @@
+//! Index metadata and shard commit points, as persisted by the metastore.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::mapping::Mappings;
+
+/// Settings of one index, with OpenSearch's names and defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexSettings {
+    pub number_of_shards: u32,
+    /// Kept as the user wrote it (`"1s"`, `"500ms"`, `"-1"`), parsed by [`IndexSettings::refresh`].
+    pub refresh_interval: String,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings {
+            number_of_shards: 1,
+            refresh_interval: "1s".to_string(),
+        }
+    }
+}
+
+impl IndexSettings {
+    /// The refresh period; `None` when periodic refresh is disabled (`-1`).
+    pub fn refresh(&self) -> Option<Duration> {
+        parse_time_value(&self.refresh_interval)
+    }
+}
+
+/// Parses OpenSearch time values such as `1s`, `500ms`, `2m`; `-1` means "never".
+pub fn parse_time_value(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "-1" {
+        return None;
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "nanos" => n / 1e9,
+        "micros" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// One index as the metastore knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub uuid: String,
+    pub name: String,
+    pub settings: IndexSettings,
+    pub mappings: Mappings,
+    /// Milliseconds since the Unix epoch.
+    pub creation_date: i64,
+    /// Latest published commit point per shard (absent until the first refresh).
+    #[serde(default)]
+    pub shards: BTreeMap<u32, ShardCommit>,
+}
+
+impl IndexMeta {
+    /// Object-storage prefix holding this index's data.
+    pub fn data_prefix(&self) -> String {
+        format!("indexes/{}", self.uuid)
+    }
+
+    /// Object-storage prefix of one shard's segment files.
+    pub fn segments_prefix(&self, shard: u32) -> String {
+        format!("indexes/{}/{}/segments", self.uuid, shard)
+    }
+
+    pub fn doc_count(&self) -> u64 {
+        self.shards.values().map(|c| c.num_docs).sum()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.shards.values().map(|c| c.size_bytes).sum()
+    }
+}
+
+/// A file of a tantivy segment stored in the bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentFile {
+    /// File name inside the shard (`<segment-uuid>.idx`, ...).
+    pub name: String,
+    pub len: u64,
+}
+
+/// The state of one shard that searchers read: which files make it up, plus the tantivy
+/// `meta.json` that ties them together. Each publish increases `generation`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardCommit {
+    pub generation: u64,
+    /// tantivy's `meta.json` for exactly these files.
+    pub tantivy_meta: String,
+    pub files: Vec<SegmentFile>,
+    pub num_docs: u64,
+    pub size_bytes: u64,
+    /// Min/max `@timestamp` in milliseconds, when documents carry one.
+    pub min_timestamp: Option<i64>,
+    pub max_timestamp: Option<i64>,
+    /// Lease epoch of the writer that published it.
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_values() {
+        assert_eq!(parse_time_value("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_time_value("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_time_value("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_time_value("-1"), None);
+        assert_eq!(parse_time_value("abc"), None);
+    }
+}
