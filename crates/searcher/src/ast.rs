@@ -1,0 +1,58 @@
+//! The query tree Floe executes, independent of both the OpenSearch JSON it comes from and
+//! the tantivy queries it becomes. `dsl` builds it from JSON, `query_string` from Lucene
+//! syntax, and `translate` turns it into tantivy queries against a shard's layout.
+
+use serde_json::Value;
+
+/// Field name meaning "every searchable field" (`query_string` without a field).
+pub const ALL_FIELDS: &str = "*";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueryAst {
+    MatchAll,
+    MatchNone,
+    /// Full-text match: the text is analyzed for `text` fields, taken as one exact value otherwise.
+    Match {
+        field: String,
+        query: String,
+        /// `operator: and` — every token must match (default: any).
+        and: bool,
+    },
+    /// Tokens in order, adjacent.
+    MatchPhrase { field: String, query: String },
+    /// Exact value (not analyzed).
+    Term { field: String, value: Value },
+    Terms { field: String, values: Vec<Value> },
+    Range {
+        field: String,
+        gt: Option<Value>,
+        gte: Option<Value>,
+        lt: Option<Value>,
+        lte: Option<Value>,
+    },
+    Exists { field: String },
+    Prefix { field: String, value: String },
+    /// `*` and `?` wildcards.
+    Wildcard { field: String, value: String },
+    Bool {
+        must: Vec<QueryAst>,
+        should: Vec<QueryAst>,
+        filter: Vec<QueryAst>,
+        must_not: Vec<QueryAst>,
+        /// Defaults as OpenSearch: 1 if there are only `should` clauses, else 0.
+        minimum_should_match: Option<usize>,
+    },
+}
+
+impl QueryAst {
+    /// A `bool` with only the given parts; the others empty.
+    pub fn bool_of(must: Vec<QueryAst>, should: Vec<QueryAst>, must_not: Vec<QueryAst>) -> QueryAst {
+        QueryAst::Bool {
+            must,
+            should,
+            filter: Vec::new(),
+            must_not,
+            minimum_should_match: None,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Turns a JSON document into a tantivy document of the shard layout, checking each value
+//! against the index mapping (a string in a `long` field fails with `mapper_parsing_exception`).
+
+use floe_proto::layout::ShardLayout;
+use floe_proto::mapping::{for_each_leaf, parse_date, FieldMapping, FieldType, Mappings};
+use serde_json::{Map, Value};
+use tantivy::schema::OwnedValue;
+use tantivy::{DateTime, TantivyDocument};
+
+/// Why a document does not fit its mapping (OpenSearch's `mapper_parsing_exception`).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct MapperParsingError(pub String);
+
+/// Builds tantivy documents for one index mapping.
+pub struct DocBuilder<'a> {
+    layout: &'a ShardLayout,
+    mappings: &'a Mappings,
+}
+
+/// A built document plus what the writer tracks about it.
+pub struct BuiltDoc {
+    pub doc: TantivyDocument,
+    /// `@timestamp` in nanoseconds, when the document has a date there.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> DocBuilder<'a> {
+    pub fn new(layout: &'a ShardLayout, mappings: &'a Mappings) -> Self {
+        DocBuilder { layout, mappings }
+    }
+
+    /// `raw_source` is stored verbatim as `_source`; `source` is its parsed form.
+    pub fn build(&self, id: &str, raw_source: &[u8], source: &Map<String, Value>) -> Result<BuiltDoc, MapperParsingError> {
+        let mut text: Vec<(String, OwnedValue)> = Vec::new();
+        let mut kw: Vec<(String, OwnedValue)> = Vec::new();
+        let mut timestamp = None;
+        let mut err = None;
+        for_each_leaf(source, &mut |path, value| {
+            if err.is_some() {
+                return;
+            }
+            // Unmapped fields (dynamic: false) stay in _source only.
+            let Some(fm) = self.mappings.get(path) else { return };
+            match convert(fm, value) {
+                Ok(Converted::Text(s)) => {
+                    if let Some(limit) = fm.keyword_subfield {
+                        if s.chars().count() <= limit as usize {
+                            kw.push((format!("{path}.keyword"), OwnedValue::Str(s.clone())));
+                        }
+                    }
+                    text.push((path.to_string(), OwnedValue::Str(s)));
+                }
+                Ok(Converted::Kw(v)) => {
+                    if let (OwnedValue::Date(d), "@timestamp") = (&v, path) {
+                        timestamp = Some(d.into_timestamp_nanos());
+                    }
+                    kw.push((path.to_string(), v));
+                }
+                Err(reason) => {
+                    err = Some(MapperParsingError(format!(
+                        "failed to parse field [{path}] of type [{}] in document with id '{id}'. Preview of field's value: '{}'",
+                        fm.type_name,
+                        preview(value)
+                    ) + &reason))
+                }
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let mut doc = TantivyDocument::default();
+        doc.add_text(self.layout.id, id);
+        doc.add_bytes(self.layout.source, raw_source);
+        if !text.is_empty() {
+            doc.add_field_value(self.layout.text, &OwnedValue::Object(text));
+        }
+        if !kw.is_empty() {
+            doc.add_field_value(self.layout.kw, &OwnedValue::Object(kw));
+        }
+        Ok(BuiltDoc { doc, timestamp })
+    }
+}
+
+enum Converted {
+    Text(String),
+    Kw(OwnedValue),
+}
+
+fn preview(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    s.chars().take(40).collect()
+}
+
+fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
+    let as_text = || match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    match fm.kind {
+        FieldType::Text => as_text().map(Converted::Text).ok_or_default(),
+        FieldType::Keyword => as_text().map(|s| Converted::Kw(OwnedValue::Str(s))).ok_or_default(),
+        FieldType::Long => {
+            let n = match value {
+                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            n.map(|n| Converted::Kw(OwnedValue::I64(n))).ok_or_default()
+        }
+        FieldType::Double => {
+            let n = match value {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+                _ => None,
+            };
+            n.map(|n| Converted::Kw(OwnedValue::F64(n))).ok_or_default()
+        }
+        FieldType::Boolean => {
+            let b = match value {
+                Value::Bool(b) => Some(*b),
+                Value::String(s) if s == "true" => Some(true),
+                Value::String(s) if s == "false" || s.is_empty() => Some(false),
+                _ => None,
+            };
+            b.map(|b| Converted::Kw(OwnedValue::Bool(b))).ok_or_default()
+        }
+        FieldType::Date => parse_date(value)
+            .map(|ns| Converted::Kw(OwnedValue::Date(DateTime::from_timestamp_nanos(ns))))
+            .ok_or_default(),
+    }
+}
+
+trait OrDefault<T> {
+    fn ok_or_default(self) -> Result<T, String>;
+}
+
+impl<T> OrDefault<T> for Option<T> {
+    fn ok_or_default(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tantivy::Document;
+
+    fn mappings_for(doc: &Value) -> Mappings {
+        let mut m = Mappings::default();
+        let found = m.discover(doc.as_object().unwrap()).unwrap();
+        m.merge(&found);
+        m
+    }
+
+    #[test]
+    fn builds_typed_document() {
+        let layout = ShardLayout::new();
+        let src = json!({"@timestamp": "2024-01-01T00:00:00Z", "status": 200, "message": "GET /index.html", "ok": true});
+        let m = mappings_for(&src);
+        let raw = serde_json::to_vec(&src).unwrap();
+        let built = DocBuilder::new(&layout, &m).build("1", &raw, src.as_object().unwrap()).unwrap();
+        assert_eq!(built.timestamp, Some(1_704_067_200_000_000_000));
+        let json = built.doc.to_json(&layout.schema);
+        assert!(json.contains("\"k\""), "{json}");
+        assert!(json.contains("message.keyword") || json.contains("\"keyword\""), "{json}");
+    }
+
+    #[test]
+    fn wrong_type_is_a_mapper_parsing_error() {
+        let layout = ShardLayout::new();
+        let m = mappings_for(&json!({"status": 200}));
+        let bad = json!({"status": "abc"});
+        let err = DocBuilder::new(&layout, &m).build("7", b"{}", bad.as_object().unwrap()).err().unwrap();
+        assert!(err.0.contains("failed to parse field [status] of type [long]"), "{}", err.0);
+        // Numeric strings are coerced, as OpenSearch does.
+        let ok = json!({"status": "404"});
+        assert!(DocBuilder::new(&layout, &m).build("8", b"{}", ok.as_object().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,38 @@
+use floe_metastore::MetastoreError;
+use floe_storage::StorageError;
+
+use crate::bulk::BulkParseError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    #[error(transparent)]
+    BulkParse(#[from] BulkParseError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    MapperParsing(String),
+    #[error("[{0}]: version conflict, document already exists (current version [1])")]
+    VersionConflict(String),
+    #[error(transparent)]
+    Metastore(#[from] MetastoreError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("indexing error: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    #[error("local i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<tantivy::directory::error::OpenDirectoryError> for WriterError {
+    fn from(e: tantivy::directory::error::OpenDirectoryError) -> Self {
+        WriterError::Internal(e.to_string())
+    }
+}
+
+impl From<tantivy::directory::error::OpenReadError> for WriterError {
+    fn from(e: tantivy::directory::error::OpenReadError) -> Self {
+        WriterError::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,18 @@
+//! The writer role: takes OpenSearch writes (`_bulk`, `_doc`), routes documents to shards,
+//! indexes them with tantivy, and on every refresh uploads new segments to the bucket and
+//! publishes the shard's commit point to the metastore.
+//!
+//! Request path: [`Writer::bulk`] → `bulk::parse_bulk` → per index: auto-create, dynamic
+//! mapping merged into the metastore → `document::DocBuilder` → `shard::ShardWriter::index`.
+//! Refresh path: [`Writer::run_refresh_loop`] / [`Writer::refresh`] →
+//! `ShardWriter::prepare_commit` (tantivy commit + upload) → `Metastore::publish_commit`.
+
+pub mod bulk;
+pub mod document;
+mod error;
+mod service;
+pub mod shard;
+
+pub use bulk::{BulkOp, OpKind};
+pub use error::WriterError;
+pub use service::{RefreshPolicy, Writer, WriterConfig};

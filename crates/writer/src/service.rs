@@ -1,0 +1,506 @@
+//! The writer service: owns the open shards of this process and the refresh loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floe_metastore::{Metastore, MetastoreError};
+use floe_proto::layout::ShardLayout;
+use floe_proto::mapping::FieldMapping;
+use floe_proto::{IndexMeta, IndexSettings, Mappings};
+use floe_storage::Storage;
+use serde_json::{json, Map, Value};
+use tracing::{info, instrument, warn};
+
+use crate::bulk::{parse_bulk, BulkOp, OpKind};
+use crate::document::DocBuilder;
+use crate::shard::{ShardSpec, ShardWriter};
+use crate::WriterError;
+
+/// Writer settings (the `[writer]` part of Floe's configuration).
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Local scratch space for shards being written; disposable.
+    pub scratch_dir: PathBuf,
+    /// tantivy indexing memory per shard.
+    pub memory_budget_per_shard: usize,
+    /// tantivy indexing threads per shard.
+    pub threads_per_shard: usize,
+}
+
+/// The `refresh` parameter of write requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RefreshPolicy {
+    #[default]
+    False,
+    True,
+    WaitFor,
+}
+
+impl RefreshPolicy {
+    pub fn parse(s: Option<&str>) -> Result<Self, WriterError> {
+        match s {
+            None | Some("false") => Ok(RefreshPolicy::False),
+            Some("") | Some("true") => Ok(RefreshPolicy::True),
+            Some("wait_for") => Ok(RefreshPolicy::WaitFor),
+            Some(other) => Err(WriterError::BadRequest(format!("Unknown value for refresh: [{other}]."))),
+        }
+    }
+}
+
+type ShardKey = (String, u32);
+
+/// The writer role of one process.
+pub struct Writer {
+    metastore: Arc<Metastore>,
+    storage: Storage,
+    config: WriterConfig,
+    shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
+    /// Lease epoch used as `_primary_term` and commit epoch (leases arrive with issue 4).
+    epoch: u64,
+}
+
+/// One item of a `_bulk` response, before serialization.
+struct ItemOutcome {
+    kind: OpKind,
+    index: String,
+    id: String,
+    result: Result<(&'static str, u64, u16), (u16, &'static str, String)>,
+}
+
+impl ItemOutcome {
+    fn failed(kind: OpKind, index: &str, id: &str, status: u16, typ: &'static str, reason: String) -> Self {
+        ItemOutcome {
+            kind,
+            index: index.to_string(),
+            id: id.to_string(),
+            result: Err((status, typ, reason)),
+        }
+    }
+
+    fn to_json(&self, epoch: u64) -> Value {
+        let body = match &self.result {
+            Ok((result, seq_no, status)) => json!({
+                "_index": self.index, "_id": self.id, "_version": 1, "result": result,
+                "_shards": {"total": 1, "successful": 1, "failed": 0},
+                "_seq_no": seq_no, "_primary_term": epoch, "status": status,
+            }),
+            Err((status, typ, reason)) => json!({
+                "_index": self.index, "_id": self.id, "status": status,
+                "error": {"type": typ, "reason": reason, "index": self.index},
+            }),
+        };
+        json!({ self.kind.name(): body })
+    }
+}
+
+/// Parses the body of `PUT /{index}` into settings and mappings.
+pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), WriterError> {
+    let mut settings = IndexSettings::default();
+    if let Some(s) = body.get("settings") {
+        let s = s.get("index").unwrap_or(s);
+        let get = |k: &str| s.get(k).or_else(|| s.get(format!("index.{k}")));
+        if let Some(n) = get("number_of_shards") {
+            settings.number_of_shards = match n {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            }
+            .filter(|n| *n >= 1 && *n <= 1024)
+            .ok_or_else(|| WriterError::BadRequest(format!("Failed to parse value [{n}] for setting [index.number_of_shards] must be >= 1")))? as u32;
+        }
+        if let Some(r) = get("refresh_interval") {
+            let r = match r {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if r != "-1" && floe_proto::model::parse_time_value(&r).is_none() {
+                return Err(WriterError::BadRequest(format!(
+                    "failed to parse setting [index.refresh_interval] with value [{r}] as a time value: unit is missing or unrecognized"
+                )));
+            }
+            settings.refresh_interval = r;
+        }
+    }
+    let mappings = match body.get("mappings") {
+        Some(m) => Mappings::from_opensearch(m).map_err(|e| WriterError::MapperParsing(format!("Failed to parse mapping [_doc]: {e}")))?,
+        None => Mappings::default(),
+    };
+    Ok((settings, mappings))
+}
+
+fn shard_for(key: &str, num_shards: u32) -> u32 {
+    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0).unwrap_or(0);
+    hash % num_shards.max(1)
+}
+
+impl Writer {
+    pub fn new(metastore: Arc<Metastore>, storage: Storage, config: WriterConfig) -> Writer {
+        Writer {
+            metastore,
+            storage,
+            config,
+            shards: tokio::sync::Mutex::new(HashMap::new()),
+            epoch: 1,
+        }
+    }
+
+    /// `PUT /{index}`.
+    #[instrument(skip(self, body))]
+    pub async fn create_index(&self, name: &str, body: &Value) -> Result<IndexMeta, WriterError> {
+        let (settings, mappings) = parse_create_body(body)?;
+        Ok(self.metastore.create_index(name, settings, mappings).await?)
+    }
+
+    /// The index, created with defaults when missing (OpenSearch's `action.auto_create_index`).
+    async fn index_or_create(&self, name: &str) -> Result<IndexMeta, MetastoreError> {
+        if let Some(meta) = self.metastore.get_index(name) {
+            return Ok(meta);
+        }
+        match self.metastore.create_index(name, IndexSettings::default(), Mappings::default()).await {
+            Ok(meta) => Ok(meta),
+            Err(MetastoreError::IndexAlreadyExists(_)) => self.metastore.get_index(name).ok_or(MetastoreError::IndexNotFound(name.into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn shard(&self, meta: &IndexMeta, shard: u32) -> Result<Arc<ShardWriter>, WriterError> {
+        let mut shards = self.shards.lock().await;
+        let key = (meta.uuid.clone(), shard);
+        if let Some(s) = shards.get(&key) {
+            return Ok(s.clone());
+        }
+        let threads = if meta.settings.number_of_shards == 1 { self.config.threads_per_shard } else { 1 };
+        let spec = ShardSpec {
+            index_uuid: meta.uuid.clone(),
+            shard,
+            segments_prefix: meta.segments_prefix(shard),
+            scratch_dir: self.config.scratch_dir.join(&meta.uuid).join(shard.to_string()),
+            threads,
+            memory_budget: self.config.memory_budget_per_shard,
+        };
+        let writer = Arc::new(ShardWriter::open(spec, self.storage.clone(), meta.shards.get(&shard)).await?);
+        shards.insert(key, writer.clone());
+        Ok(writer)
+    }
+
+    /// `POST /_bulk` and `POST /{index}/_bulk`. Returns the OpenSearch response body.
+    #[instrument(skip(self, body), fields(bytes = body.len()))]
+    pub async fn bulk(&self, default_index: Option<&str>, body: Bytes, refresh: RefreshPolicy) -> Result<Value, WriterError> {
+        let started = Instant::now();
+        let ops = parse_bulk(&body)?;
+        let outcomes = self.apply(default_index, ops).await?;
+        let touched: Vec<String> = {
+            let mut v: Vec<String> = outcomes.iter().filter(|o| o.result.is_ok()).map(|o| o.index.clone()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if refresh != RefreshPolicy::False {
+            self.refresh(&touched).await?;
+        }
+        let errors = outcomes.iter().any(|o| o.result.is_err());
+        let items: Vec<Value> = outcomes.iter().map(|o| o.to_json(self.epoch)).collect();
+        Ok(json!({"took": started.elapsed().as_millis() as u64, "errors": errors, "items": items}))
+    }
+
+    /// A single-document write (`PUT /{index}/_doc/{id}`, `POST /{index}/_doc`,
+    /// `PUT /{index}/_create/{id}`, `DELETE /{index}/_doc/{id}`). Returns (status, body).
+    pub async fn single(&self, op: BulkOp, refresh: RefreshPolicy) -> Result<(u16, Value), WriterError> {
+        let index = op.index.clone().unwrap_or_default();
+        let mut outcomes = self.apply(None, vec![op]).await?;
+        let outcome = outcomes.pop().ok_or_else(|| WriterError::Internal("no outcome".into()))?;
+        if refresh != RefreshPolicy::False && outcome.result.is_ok() {
+            self.refresh(std::slice::from_ref(&index)).await?;
+        }
+        match outcome.result {
+            Ok((_, _, status)) => {
+                let mut item = outcome.to_json(self.epoch);
+                let body = item[outcome.kind.name()].take();
+                let mut body = body;
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("status");
+                }
+                Ok((status, body))
+            }
+            Err((400, "mapper_parsing_exception", reason)) => Err(WriterError::MapperParsing(reason)),
+            Err((409, _, _)) => Err(WriterError::VersionConflict(outcome.id)),
+            Err((_, _, reason)) => Err(WriterError::BadRequest(reason)),
+        }
+    }
+
+    /// Applies operations, grouped by index; per-item failures are outcomes, not errors.
+    async fn apply(&self, default_index: Option<&str>, ops: Vec<BulkOp>) -> Result<Vec<ItemOutcome>, WriterError> {
+        let mut outcomes: Vec<Option<ItemOutcome>> = (0..ops.len()).map(|_| None).collect();
+        // Group op positions by index name.
+        let mut by_index: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            match op.index.as_deref().or(default_index) {
+                Some(name) => by_index.entry(name.to_string()).or_default().push(i),
+                None => {
+                    outcomes[i] = Some(ItemOutcome::failed(op.kind, "", op.id.as_deref().unwrap_or(""), 400, "action_request_validation_exception", "Validation Failed: 1: index is missing;".into()))
+                }
+            }
+        }
+        let ops = Arc::new(ops);
+        for (name, positions) in by_index {
+            let results = self.apply_to_index(&name, ops.clone(), positions.clone()).await;
+            for (pos, outcome) in positions.into_iter().zip(results) {
+                outcomes[pos] = Some(outcome);
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("every op has an outcome")).collect())
+    }
+
+    async fn apply_to_index(&self, name: &str, ops: Arc<Vec<BulkOp>>, positions: Vec<usize>) -> Vec<ItemOutcome> {
+        let fail_all = |status: u16, typ: &'static str, reason: String| {
+            positions
+                .iter()
+                .map(|&i| ItemOutcome::failed(ops[i].kind, name, ops[i].id.as_deref().unwrap_or(""), status, typ, reason.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut meta = match self.index_or_create(name).await {
+            Ok(m) => m,
+            Err(e @ MetastoreError::InvalidIndexName { .. }) => return fail_all(400, "invalid_index_name_exception", e.to_string()),
+            Err(e) => return fail_all(500, "exception", e.to_string()),
+        };
+        // Parse documents (blocking-heavy work off the async threads).
+        let parsed: Vec<Option<Result<Map<String, Value>, String>>> = {
+            let ops = ops.clone();
+            let positions = positions.clone();
+            tokio::task::spawn_blocking(move || {
+                positions
+                    .iter()
+                    .map(|&i| {
+                        ops[i].source.as_ref().map(|src| match serde_json::from_slice::<Value>(src) {
+                            Ok(Value::Object(m)) => Ok(m),
+                            Ok(_) => Err("failed to parse, document is empty or not an object".to_string()),
+                            Err(e) => Err(format!("failed to parse: {e}")),
+                        })
+                    })
+                    .collect()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        // Dynamic mapping: discover new fields across the batch, publish them once.
+        let mut new_fields: BTreeMap<String, FieldMapping> = BTreeMap::new();
+        let mut strict_errors: HashMap<usize, String> = HashMap::new();
+        for (j, doc) in parsed.iter().enumerate() {
+            if let Some(Ok(doc)) = doc {
+                let mut view = meta.mappings.clone();
+                view.merge(&new_fields);
+                match view.discover(doc) {
+                    Ok(found) => new_fields.extend(found),
+                    Err(e) => {
+                        strict_errors.insert(j, e.to_string());
+                    }
+                }
+            }
+        }
+        if !new_fields.is_empty() {
+            match self.metastore.merge_mappings(name, &new_fields).await {
+                Ok(m) => meta = m,
+                Err(e) => return fail_all(500, "exception", e.to_string()),
+            }
+        }
+        // Open the shards this batch needs.
+        let mut shard_writers: HashMap<u32, Arc<ShardWriter>> = HashMap::new();
+        let mut routes = Vec::with_capacity(positions.len());
+        let mut generated_ids = Vec::with_capacity(positions.len());
+        for &i in &positions {
+            let op = &ops[i];
+            let id = op.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            generated_ids.push(op.id.is_none());
+            let shard = shard_for(op.routing.as_deref().unwrap_or(&id), meta.settings.number_of_shards);
+            if let std::collections::hash_map::Entry::Vacant(e) = shard_writers.entry(shard) {
+                match self.shard(&meta, shard).await {
+                    Ok(w) => {
+                        e.insert(w);
+                    }
+                    Err(err) => return fail_all(500, "exception", err.to_string()),
+                }
+            }
+            routes.push((id, shard));
+        }
+        let name = name.to_string();
+        let ops2 = ops.clone();
+        tokio::task::spawn_blocking(move || {
+            let layout = ShardLayout::new();
+            let builder = DocBuilder::new(&layout, &meta.mappings);
+            let mut out = Vec::with_capacity(positions.len());
+            for (j, &i) in positions.iter().enumerate() {
+                let op = &ops2[i];
+                let (id, shard) = &routes[j];
+                let writer = &shard_writers[shard];
+                let result = match (&op.kind, &parsed[j]) {
+                    (OpKind::Delete, _) => match writer.delete(id) {
+                        Ok((true, seq)) => Ok(("deleted", seq, 200)),
+                        Ok((false, seq)) => Ok(("not_found", seq, 404)),
+                        Err(e) => Err((500, "exception", e.to_string())),
+                    },
+                    (_, Some(Err(reason))) => Err((400, "mapper_parsing_exception", reason.clone())),
+                    (_, Some(Ok(_))) if strict_errors.contains_key(&j) => Err((400, "strict_dynamic_mapping_exception", strict_errors[&j].clone())),
+                    (kind, Some(Ok(doc))) => {
+                        let raw = op.source.as_deref().unwrap_or_default();
+                        match builder.build(id, raw, doc) {
+                            Err(e) => Err((400, "mapper_parsing_exception", e.0)),
+                            Ok(built) => match writer.index(id, built.doc, built.timestamp, !generated_ids[j], *kind == OpKind::Create) {
+                                Ok((false, seq)) => Ok(("created", seq, 201)),
+                                Ok((true, seq)) => Ok(("updated", seq, 200)),
+                                Err(WriterError::VersionConflict(_)) => Err((409, "version_conflict_engine_exception", format!("[{id}]: version conflict, document already exists (current version [1])"))),
+                                Err(e) => Err((500, "exception", e.to_string())),
+                            },
+                        }
+                    }
+                    (_, None) => Err((400, "action_request_validation_exception", "Validation Failed: 1: source is missing;".into())),
+                };
+                out.push(ItemOutcome {
+                    kind: op.kind,
+                    index: name.clone(),
+                    id: id.clone(),
+                    result,
+                });
+            }
+            out
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// `POST /{index}/_refresh`: commits, uploads and publishes every dirty shard of the
+    /// named indexes, so what was written before is searchable when this returns.
+    #[instrument(skip(self))]
+    pub async fn refresh(&self, index_names: &[String]) -> Result<(), WriterError> {
+        let uuids: Vec<(String, String)> = index_names
+            .iter()
+            .filter_map(|n| self.metastore.get_index(n).map(|m| (m.name, m.uuid)))
+            .collect();
+        let targets: Vec<(String, u32, Arc<ShardWriter>)> = {
+            let shards = self.shards.lock().await;
+            shards
+                .iter()
+                .filter_map(|((uuid, shard), w)| uuids.iter().find(|(_, u)| u == uuid).map(|(n, _)| (n.clone(), *shard, w.clone())))
+                .collect()
+        };
+        for (name, shard, writer) in targets {
+            self.refresh_shard(&name, shard, &writer).await?;
+        }
+        Ok(())
+    }
+
+    async fn refresh_shard(&self, name: &str, shard: u32, writer: &ShardWriter) -> Result<(), WriterError> {
+        let _guard = writer.refresh_lock.lock().await;
+        let Some(prepared) = writer.prepare_commit(self.epoch).await.inspect_err(|_| writer.mark_dirty())? else {
+            return Ok(());
+        };
+        let docs = prepared.commit.num_docs;
+        let generation = prepared.commit.generation;
+        if let Err(e) = self.metastore.publish_commit(name, &writer.spec.index_uuid, shard, prepared.commit).await {
+            writer.mark_dirty();
+            return Err(e.into());
+        }
+        info!(index = name, shard, generation, docs, "commit published");
+        Ok(())
+    }
+
+    /// Forgets the shards of a deleted index and removes their scratch space.
+    pub async fn delete_index(&self, name: &str) -> Result<IndexMeta, WriterError> {
+        let meta = self.metastore.delete_index(name).await?;
+        let removed: Vec<Arc<ShardWriter>> = {
+            let mut shards = self.shards.lock().await;
+            let keys: Vec<ShardKey> = shards.keys().filter(|(u, _)| *u == meta.uuid).cloned().collect();
+            keys.iter().filter_map(|k| shards.remove(k)).collect()
+        };
+        drop(removed);
+        let dir = self.config.scratch_dir.join(&meta.uuid);
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(meta)
+    }
+
+    /// Refreshes each shard whose index `refresh_interval` has elapsed since its last
+    /// refresh. Runs until the process ends.
+    pub async fn run_refresh_loop(self: Arc<Self>) {
+        let mut last: HashMap<ShardKey, Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            let open: Vec<(ShardKey, Arc<ShardWriter>)> = {
+                let shards = self.shards.lock().await;
+                shards.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            };
+            let indexes = self.metastore.list_indexes();
+            for (key, writer) in open {
+                let Some(meta) = indexes.iter().find(|m| m.uuid == key.0) else { continue };
+                let Some(interval) = meta.settings.refresh() else { continue };
+                let due = last.get(&key).is_none_or(|t| t.elapsed() >= interval);
+                if !due || !writer.is_dirty() {
+                    continue;
+                }
+                last.insert(key.clone(), Instant::now());
+                if let Err(e) = self.refresh_shard(&meta.name, key.1, &writer).await {
+                    warn!(index = %meta.name, shard = key.1, "refresh failed, will retry: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_is_stable_and_spread() {
+        let mut counts = [0u32; 3];
+        for i in 0..300 {
+            counts[shard_for(&i.to_string(), 3) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+        assert_eq!(shard_for("abc", 5), shard_for("abc", 5));
+    }
+
+    #[test]
+    fn create_body() {
+        let (s, m) = parse_create_body(&json!({"settings": {"index": {"number_of_shards": "3", "refresh_interval": "500ms"}},
+            "mappings": {"properties": {"n": {"type": "long"}}}})).unwrap();
+        assert_eq!(s.number_of_shards, 3);
+        assert_eq!(s.refresh(), Some(Duration::from_millis(500)));
+        assert!(m.get("n").is_some());
+        assert!(parse_create_body(&json!({"settings": {"number_of_shards": 0}})).is_err());
+        assert!(parse_create_body(&json!({"settings": {"refresh_interval": "abc"}})).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bulk_refresh_publishes_segments_and_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().join("bucket")).unwrap();
+        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let config = WriterConfig {
+            scratch_dir: dir.path().join("scratch"),
+            memory_budget_per_shard: 20_000_000,
+            threads_per_shard: 1,
+        };
+        let w = Writer::new(ms.clone(), storage.clone(), config.clone());
+        let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":1,\"m\":\"hello world\"}\n{\"index\":{\"_index\":\"t\"}}\n{\"n\":\"bad\"}\n{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":2}\n");
+        let resp = w.bulk(None, body, RefreshPolicy::True).await.unwrap();
+        assert_eq!(resp["errors"], true);
+        assert_eq!(resp["items"][0]["index"]["result"], "created");
+        assert_eq!(resp["items"][1]["index"]["error"]["type"], "mapper_parsing_exception");
+        assert_eq!(resp["items"][2]["index"]["result"], "updated");
+        let meta = ms.get_index("t").unwrap();
+        assert_eq!(meta.shards[&0].num_docs, 1);
+        assert!(!storage.list(&meta.segments_prefix(0)).await.unwrap().is_empty());
+        // A fresh writer (empty scratch) continues from the bucket.
+        std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
+        let w2 = Writer::new(ms.clone(), storage.clone(), config);
+        let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"2\"}}\n{\"n\":3}\n{\"delete\":{\"_index\":\"t\",\"_id\":\"1\"}}\n");
+        let resp = w2.bulk(None, body, RefreshPolicy::True).await.unwrap();
+        assert_eq!(resp["items"][1]["delete"]["result"], "deleted", "{resp}");
+        assert_eq!(ms.get_index("t").unwrap().shards[&0].num_docs, 1);
+    }
+}
