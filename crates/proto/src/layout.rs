@@ -13,6 +13,7 @@ use crate::mapping::{FieldType, Mappings};
 
 pub const ID_FIELD: &str = "_id";
 pub const SOURCE_FIELD: &str = "_source";
+pub const VERSION_FIELD: &str = "_version";
 pub const TEXT_FIELD: &str = "t";
 pub const KEYWORD_FIELD: &str = "k";
 
@@ -22,6 +23,8 @@ pub struct ShardLayout {
     pub schema: Schema,
     pub id: Field,
     pub source: Field,
+    /// Document version (1 on create, +1 per overwrite), read back when a write replaces it.
+    pub version: Field,
     pub text: Field,
     pub kw: Field,
 }
@@ -54,6 +57,7 @@ impl ShardLayout {
         let mut b = Schema::builder();
         let id = b.add_text_field(ID_FIELD, STRING | STORED | FAST);
         let source = b.add_bytes_field(SOURCE_FIELD, STORED);
+        let version = b.add_u64_field(VERSION_FIELD, FAST);
         let text_opts = JsonObjectOptions::default()
             .set_indexing_options(
                 TextFieldIndexing::default()
@@ -76,6 +80,7 @@ impl ShardLayout {
             schema,
             id,
             source,
+            version,
             text,
             kw,
         }

@@ -31,6 +31,7 @@ impl<'a> DocBuilder<'a> {
     }
 
     /// `raw_source` is stored verbatim as `_source`; `source` is its parsed form.
+    /// The `_version` is set later by the shard, which knows the previous version.
     pub fn build(&self, id: &str, raw_source: &[u8], source: &Map<String, Value>) -> Result<BuiltDoc, MapperParsingError> {
         let mut text: Vec<(String, OwnedValue)> = Vec::new();
         let mut kw: Vec<(String, OwnedValue)> = Vec::new();

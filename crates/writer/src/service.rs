@@ -67,7 +67,8 @@ struct ItemOutcome {
     kind: OpKind,
     index: String,
     id: String,
-    result: Result<(&'static str, u64, u16), (u16, &'static str, String)>,
+    /// Ok((result, version, seq_no, status)) or Err((status, type, reason)).
+    result: Result<(&'static str, u64, u64, u16), (u16, &'static str, String)>,
 }
 
 impl ItemOutcome {
@@ -82,8 +83,8 @@ impl ItemOutcome {
 
     fn to_json(&self, epoch: u64) -> Value {
         let body = match &self.result {
-            Ok((result, seq_no, status)) => json!({
-                "_index": self.index, "_id": self.id, "_version": 1, "result": result,
+            Ok((result, version, seq_no, status)) => json!({
+                "_index": self.index, "_id": self.id, "_version": version, "result": result,
                 "_shards": {"total": 1, "successful": 1, "failed": 0},
                 "_seq_no": seq_no, "_primary_term": epoch, "status": status,
             }),
@@ -216,7 +217,7 @@ impl Writer {
             self.refresh(std::slice::from_ref(&index)).await?;
         }
         match outcome.result {
-            Ok((_, _, status)) => {
+            Ok((_, _, _, status)) => {
                 let mut item = outcome.to_json(self.epoch);
                 let body = item[outcome.kind.name()].take();
                 let mut body = body;
@@ -337,8 +338,8 @@ impl Writer {
                 let writer = &shard_writers[shard];
                 let result = match (&op.kind, &parsed[j]) {
                     (OpKind::Delete, _) => match writer.delete(id) {
-                        Ok((true, seq)) => Ok(("deleted", seq, 200)),
-                        Ok((false, seq)) => Ok(("not_found", seq, 404)),
+                        Ok((Some(v), seq)) => Ok(("deleted", v + 1, seq, 200)),
+                        Ok((None, seq)) => Ok(("not_found", 1, seq, 404)),
                         Err(e) => Err((500, "exception", e.to_string())),
                     },
                     (_, Some(Err(reason))) => Err((400, "mapper_parsing_exception", reason.clone())),
@@ -348,8 +349,8 @@ impl Writer {
                         match builder.build(id, raw, doc) {
                             Err(e) => Err((400, "mapper_parsing_exception", e.0)),
                             Ok(built) => match writer.index(id, built.doc, built.timestamp, !generated_ids[j], *kind == OpKind::Create) {
-                                Ok((false, seq)) => Ok(("created", seq, 201)),
-                                Ok((true, seq)) => Ok(("updated", seq, 200)),
+                                Ok((None, v, seq)) => Ok(("created", v, seq, 201)),
+                                Ok((Some(_), v, seq)) => Ok(("updated", v, seq, 200)),
                                 Err(WriterError::VersionConflict(_)) => Err((409, "version_conflict_engine_exception", format!("[{id}]: version conflict, document already exists (current version [1])"))),
                                 Err(e) => Err((500, "exception", e.to_string())),
                             },

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use floe_proto::layout::ShardLayout;
+use floe_proto::layout::{ShardLayout, VERSION_FIELD};
 use floe_proto::{SegmentFile, ShardCommit};
 use floe_storage::Storage;
 use tantivy::directory::{Directory, MmapDirectory};
@@ -36,8 +36,8 @@ pub struct PreparedCommit {
 
 struct State {
     writer: IndexWriter,
-    /// Documents written since the last commit, by `_id`: `true` if the id now exists.
-    pending: HashMap<String, bool>,
+    /// Documents written since the last commit, by `_id`: the version now live, if any.
+    pending: HashMap<String, Option<u64>>,
     dirty: bool,
     next_seq_no: u64,
     min_ts: Option<i64>,
@@ -112,10 +112,10 @@ impl ShardWriter {
         Term::from_field_text(self.layout.id, id)
     }
 
-    /// Whether `_id` exists, counting uncommitted writes.
-    fn exists_locked(&self, state: &State, id: &str) -> Result<bool, WriterError> {
-        if let Some(&exists) = state.pending.get(id) {
-            return Ok(exists);
+    /// The live version of `_id`, if it exists, counting uncommitted writes.
+    fn version_locked(&self, state: &State, id: &str) -> Result<Option<u64>, WriterError> {
+        if let Some(&version) = state.pending.get(id) {
+            return Ok(version);
         }
         let searcher = self.reader.searcher();
         let term = self.id_term(id);
@@ -126,29 +126,32 @@ impl ShardWriter {
                 let mut doc = postings.doc();
                 while doc != tantivy::TERMINATED {
                     if seg.alive_bitset().is_none_or(|a| a.is_alive(doc)) {
-                        return Ok(true);
+                        let column = seg.fast_fields().u64(VERSION_FIELD)?;
+                        return Ok(Some(column.first(doc).unwrap_or(1)));
                     }
                     doc = postings.advance();
                 }
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
-    /// Adds or replaces a document. Returns (existed before, seq_no).
-    /// `check_existing` is false for generated ids, which cannot exist yet.
-    pub fn index(&self, id: &str, doc: TantivyDocument, timestamp: Option<i64>, check_existing: bool, create_only: bool) -> Result<(bool, u64), WriterError> {
+    /// Adds or replaces a document. Returns (previous version if it existed, new version,
+    /// seq_no). `check_existing` is false for generated ids, which cannot exist yet.
+    pub fn index(&self, id: &str, mut doc: TantivyDocument, timestamp: Option<i64>, check_existing: bool, create_only: bool) -> Result<(Option<u64>, u64, u64), WriterError> {
         let mut st = self.state.lock().expect("shard lock");
-        let existed = check_existing && self.exists_locked(&st, id)?;
-        if existed && create_only {
+        let previous = if check_existing { self.version_locked(&st, id)? } else { None };
+        if previous.is_some() && create_only {
             return Err(WriterError::VersionConflict(id.to_string()));
         }
-        if existed || check_existing {
+        if check_existing {
             st.writer.delete_term(self.id_term(id));
         }
+        let version = previous.map_or(1, |v| v + 1);
+        doc.add_u64(self.layout.version, version);
         st.writer.add_document(doc)?;
         if check_existing {
-            st.pending.insert(id.to_string(), true);
+            st.pending.insert(id.to_string(), Some(version));
         }
         if let Some(ts) = timestamp {
             st.min_ts = Some(st.min_ts.map_or(ts, |m| m.min(ts)));
@@ -156,20 +159,20 @@ impl ShardWriter {
         }
         st.dirty = true;
         st.next_seq_no += 1;
-        Ok((existed, st.next_seq_no - 1))
+        Ok((previous, version, st.next_seq_no - 1))
     }
 
-    /// Deletes a document by `_id`. Returns (existed, seq_no).
-    pub fn delete(&self, id: &str) -> Result<(bool, u64), WriterError> {
+    /// Deletes a document by `_id`. Returns (deleted version if it existed, seq_no).
+    pub fn delete(&self, id: &str) -> Result<(Option<u64>, u64), WriterError> {
         let mut st = self.state.lock().expect("shard lock");
-        let existed = self.exists_locked(&st, id)?;
-        if existed {
+        let previous = self.version_locked(&st, id)?;
+        if previous.is_some() {
             st.writer.delete_term(self.id_term(id));
-            st.pending.insert(id.to_string(), false);
+            st.pending.insert(id.to_string(), None);
             st.dirty = true;
         }
         st.next_seq_no += 1;
-        Ok((existed, st.next_seq_no - 1))
+        Ok((previous, st.next_seq_no - 1))
     }
 
     pub fn is_dirty(&self) -> bool {

@@ -1,0 +1,19 @@
+//! The searcher role: answers `_search`, `_count` and `GET _doc` from the segments of each
+//! shard's latest published commit, fetched from the bucket into a local cache.
+//!
+//! Request path: [`SearchService::search`] → `resolve` (index names, lists, wildcards) →
+//! `dsl`/`query_string` → [`ast::QueryAst`] → `translate` (tantivy query, per index mapping) →
+//! `shards::ShardReaders` (open the commit, fetching files) → per-shard top-k, count and
+//! aggregations → merged into one OpenSearch response (`search`).
+
+pub mod ast;
+pub mod dsl;
+mod error;
+pub mod query_string;
+mod resolve;
+mod search;
+pub mod shards;
+pub mod translate;
+
+pub use error::SearchError;
+pub use search::{SearchParams, SearchService};

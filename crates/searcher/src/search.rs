@@ -1,0 +1,508 @@
+//! Executing a search over every shard of the resolved indexes and merging the results.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use floe_cache::FileCache;
+use floe_metastore::Metastore;
+use floe_proto::layout::ShardLayout;
+use floe_proto::mapping::FieldType;
+use floe_proto::IndexMeta;
+use serde_json::{json, Map, Value};
+use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
+use tantivy::aggregation::{AggContextParams, AggregationLimitsGuard, DistributedAggregationCollector};
+use tantivy::collector::sort_key::{ComparatorEnum, SortByErasedType};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::Query;
+use tantivy::schema::{OwnedValue, Value as _};
+use tantivy::{DocAddress, Order, TantivyDocument};
+use tracing::instrument;
+
+use crate::ast::{QueryAst, ALL_FIELDS};
+use crate::dsl::parse_query;
+use crate::query_string::parse_query_string;
+use crate::resolve::resolve;
+use crate::shards::{OpenShard, ShardReaders};
+use crate::translate::Translator;
+use crate::SearchError;
+
+/// URL parameters of `_search` / `_count`.
+#[derive(Clone, Debug, Default)]
+pub struct SearchParams {
+    pub q: Option<String>,
+    pub df: Option<String>,
+    pub default_operator: Option<String>,
+    pub from: Option<usize>,
+    pub size: Option<usize>,
+    /// `field:asc,other:desc`
+    pub sort: Option<String>,
+    pub track_total_hits: Option<String>,
+    pub ignore_unavailable: bool,
+}
+
+/// One sort criterion; only the first decides the order (more are accepted and ignored).
+#[derive(Clone, Debug)]
+enum SortBy {
+    Score,
+    Field { name: String, column: String, order: Order },
+}
+
+/// Everything a search request asks for, parsed.
+struct Request {
+    query: QueryAst,
+    from: usize,
+    size: usize,
+    sort: SortBy,
+    source: SourceFilter,
+    aggs: Option<Value>,
+    track_total_hits: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+enum SourceFilter {
+    All,
+    None,
+    Include(Vec<String>),
+}
+
+/// One candidate hit from one shard.
+struct Candidate {
+    key: OwnedValue,
+    score: f32,
+    index: Arc<IndexMeta>,
+    shard: usize,
+    addr: DocAddress,
+}
+
+/// What one shard returns.
+struct ShardResult {
+    hits: Vec<(OwnedValue, DocAddress)>,
+    count: usize,
+    aggs: Option<IntermediateAggregationResults>,
+}
+
+pub struct SearchService {
+    metastore: Arc<Metastore>,
+    readers: ShardReaders,
+    layout: ShardLayout,
+}
+
+const KNOWN_BODY_KEYS: &[&str] = &[
+    "query", "from", "size", "sort", "_source", "aggs", "aggregations", "track_total_hits", "timeout", "min_score",
+    "highlight", "stored_fields", "docvalue_fields", "version", "seq_no_primary_term", "explain", "track_scores",
+    "terminate_after", "profile",
+];
+
+fn parsing(reason: impl Into<String>) -> SearchError {
+    SearchError::Parsing(reason.into())
+}
+
+impl SearchService {
+    pub fn new(metastore: Arc<Metastore>, cache: FileCache) -> Self {
+        SearchService {
+            metastore,
+            readers: ShardReaders::new(cache),
+            layout: ShardLayout::new(),
+        }
+    }
+
+    /// Indexes matching an expression.
+    pub fn resolve(&self, expr: &str, ignore_unavailable: bool) -> Result<Vec<IndexMeta>, SearchError> {
+        resolve(expr, &self.metastore.list_indexes(), ignore_unavailable)
+    }
+
+    pub fn forget_index(&self, uuid: &str) {
+        self.readers.forget(uuid);
+    }
+
+    fn parse_request(&self, body: Option<&Value>, params: &SearchParams) -> Result<Request, SearchError> {
+        let empty = Map::new();
+        let body = match body {
+            None | Some(Value::Null) => &empty,
+            Some(Value::Object(o)) => o,
+            Some(_) => return Err(parsing("request body must be a JSON object")),
+        };
+        for key in body.keys() {
+            if !KNOWN_BODY_KEYS.contains(&key.as_str()) {
+                return Err(parsing(format!("Unknown key for a START_OBJECT in [{key}].")));
+            }
+        }
+        let query = match (&params.q, body.get("query")) {
+            (Some(q), _) => {
+                let df = params.df.as_deref().unwrap_or(ALL_FIELDS);
+                let and = params.default_operator.as_deref().is_some_and(|o| o.eq_ignore_ascii_case("and"));
+                parse_query_string(q, df, and).map_err(|e| parsing(format!("Failed to parse query [{q}]: {e}")))?
+            }
+            (None, Some(q)) => parse_query(q)?,
+            (None, None) => QueryAst::MatchAll,
+        };
+        let num = |key: &str| -> Result<Option<usize>, SearchError> {
+            match body.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => n.as_u64().map(|n| Some(n as usize)).ok_or_else(|| parsing(format!("[{key}] must be a non-negative integer"))),
+                Some(Value::String(s)) => s.parse().map(Some).map_err(|_| parsing(format!("[{key}] must be a number"))),
+                Some(other) => Err(parsing(format!("[{key}] must be a number, found {other}"))),
+            }
+        };
+        let from = params.from.or(num("from")?).unwrap_or(0);
+        let size = params.size.or(num("size")?).unwrap_or(10);
+        if from + size > 10_000 {
+            return Err(SearchError::IllegalArgument(format!(
+                "Result window is too large, from + size must be less than or equal to: [10000] but was [{}].",
+                from + size
+            )));
+        }
+        let sort_spec: Vec<(String, Option<String>)> = match (&params.sort, body.get("sort")) {
+            (Some(s), _) => s
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once(':') {
+                    Some((f, o)) => (f.to_string(), Some(o.to_string())),
+                    None => (p.to_string(), None),
+                })
+                .collect(),
+            (None, Some(v)) => parse_sort(v)?,
+            (None, None) => Vec::new(),
+        };
+        let sort = match sort_spec.first() {
+            None => SortBy::Score,
+            Some((f, _)) if f == "_score" => SortBy::Score,
+            Some((f, order)) => {
+                let order = match order.as_deref() {
+                    None | Some("asc") => Order::Asc,
+                    Some("desc") => Order::Desc,
+                    Some(o) => return Err(parsing(format!("[sort] unknown order [{o}]"))),
+                };
+                SortBy::Field { name: f.clone(), column: String::new(), order }
+            }
+        };
+        let source = match body.get("_source") {
+            None | Some(Value::Bool(true)) => SourceFilter::All,
+            Some(Value::Bool(false)) => SourceFilter::None,
+            Some(Value::String(s)) => SourceFilter::Include(vec![s.clone()]),
+            Some(Value::Array(a)) => SourceFilter::Include(a.iter().filter_map(Value::as_str).map(String::from).collect()),
+            Some(Value::Object(o)) => match o.get("includes").or(o.get("include")) {
+                Some(Value::Array(a)) => SourceFilter::Include(a.iter().filter_map(Value::as_str).map(String::from).collect()),
+                Some(Value::String(s)) => SourceFilter::Include(vec![s.clone()]),
+                _ => SourceFilter::All,
+            },
+            Some(other) => return Err(parsing(format!("[_source] unsupported value {other}"))),
+        };
+        let aggs = body.get("aggs").or(body.get("aggregations")).cloned();
+        let tth = params.track_total_hits.clone().map(Value::String).or(body.get("track_total_hits").cloned());
+        let track_total_hits = match tth {
+            None => Some(10_000),
+            Some(Value::Bool(true)) => None,
+            Some(Value::String(s)) if s == "true" => None,
+            Some(Value::Bool(false)) => Some(0),
+            Some(Value::String(s)) if s == "false" => Some(0),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => Some(s.parse().map_err(|_| parsing(format!("[track_total_hits] invalid value [{s}]")))?),
+            Some(other) => return Err(parsing(format!("[track_total_hits] invalid value {other}"))),
+        };
+        Ok(Request { query, from, size, sort, source, aggs, track_total_hits })
+    }
+
+    /// `GET|POST /{index}/_search`. `expr` is the index expression (empty for `/_search`).
+    #[instrument(skip(self, body, params))]
+    pub async fn search(&self, expr: &str, body: Option<&Value>, params: &SearchParams) -> Result<Value, SearchError> {
+        let started = Instant::now();
+        let req = self.parse_request(body, params)?;
+        let indexes = self.resolve(expr, params.ignore_unavailable)?;
+        let limit = (req.from + req.size).max(1);
+        let mut total_shards = 0usize;
+        let mut tasks = Vec::new();
+        for meta in indexes {
+            total_shards += meta.settings.number_of_shards as usize;
+            let meta = Arc::new(meta);
+            let query: Arc<dyn Query> = Arc::from(Translator::new(&self.layout, &meta.mappings).translate(&req.query)?);
+            let sort = match &req.sort {
+                SortBy::Score => SortBy::Score,
+                SortBy::Field { name, order, .. } => {
+                    let r = self.layout.resolve(&meta.mappings, name);
+                    match r {
+                        Some(r) if r.kind == FieldType::Text => {
+                            return Err(SearchError::IllegalArgument(format!(
+                                "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{name}] in order to load field data by uninverting the inverted index."
+                            )))
+                        }
+                        Some(r) => SortBy::Field { name: name.clone(), column: r.column_name(), order: *order },
+                        None => SortBy::Field { name: name.clone(), column: format!("k.{name}"), order: *order },
+                    }
+                }
+            };
+            let aggs = match &req.aggs {
+                Some(a) => Some(rewrite_aggs(a, &self.layout, &meta)?),
+                None => None,
+            };
+            for shard in self.readers.shards(&meta).await? {
+                let (query, sort, aggs, meta) = (query.clone(), sort.clone(), aggs.clone(), meta.clone());
+                tasks.push(tokio::task::spawn_blocking(move || {
+                    let res = run_shard(&shard, query.as_ref(), &sort, limit, aggs);
+                    (meta, shard, res)
+                }));
+            }
+        }
+        let mut candidates: Vec<Candidate> = Vec::new();
+        let mut opened: Vec<OpenShard> = Vec::new();
+        let mut total = 0usize;
+        let mut merged_aggs: Option<IntermediateAggregationResults> = None;
+        for task in tasks {
+            let (meta, shard, res) = task.await.map_err(|e| SearchError::Internal(e.to_string()))?;
+            let res = res?;
+            total += res.count;
+            if let Some(a) = res.aggs {
+                match &mut merged_aggs {
+                    None => merged_aggs = Some(a),
+                    Some(m) => m.merge_fruits(a)?,
+                }
+            }
+            let shard_pos = opened.len();
+            opened.push(shard);
+            for (key, addr) in res.hits {
+                let score = match (&req.sort, &key) {
+                    (SortBy::Score, OwnedValue::F64(s)) => *s as f32,
+                    _ => f32::NAN,
+                };
+                candidates.push(Candidate { key, score, index: meta.clone(), shard: shard_pos, addr });
+            }
+        }
+        match &req.sort {
+            SortBy::Score => candidates.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal)),
+            SortBy::Field { order, .. } => candidates.sort_by(|a, b| compare_keys(&a.key, &b.key, *order)),
+        }
+        let by_score = matches!(req.sort, SortBy::Score);
+        let max_score = if by_score { candidates.first().map(|c| json!(c.score)).unwrap_or(Value::Null) } else { Value::Null };
+        let mut hits = Vec::new();
+        for c in candidates.into_iter().skip(req.from).take(req.size) {
+            let searcher = &opened[c.shard].searcher;
+            let doc: TantivyDocument = searcher.doc(c.addr)?;
+            let id = doc.get_first(self.layout.id).and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if by_score { json!(c.score) } else { Value::Null }});
+            if !matches!(req.source, SourceFilter::None) {
+                let raw = doc.get_first(self.layout.source).and_then(|v| v.as_bytes().map(|b| b.to_vec())).unwrap_or_default();
+                let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+                hit["_source"] = filter_source(source, &req.source);
+            }
+            if !by_score {
+                hit["sort"] = json!([sort_value(&c.key)]);
+            }
+            hits.push(hit);
+        }
+        let (value, relation) = match req.track_total_hits {
+            Some(limit) if (total as u64) > limit => (limit, "gte"),
+            _ => (total as u64, "eq"),
+        };
+        let mut response = json!({
+            "took": started.elapsed().as_millis() as u64,
+            "timed_out": false,
+            "_shards": {"total": total_shards, "successful": total_shards, "skipped": 0, "failed": 0},
+            "hits": {"total": {"value": value, "relation": relation}, "max_score": max_score, "hits": hits},
+        });
+        if let Some(aggs_req) = &req.aggs {
+            let parsed: Aggregations = serde_json::from_value(rewrite_for_parse(aggs_req)).map_err(|e| parsing(format!("invalid aggregations: {e}")))?;
+            let merged = merged_aggs.unwrap_or_default();
+            let final_res = merged.into_final_result(parsed, AggregationLimitsGuard::default())?;
+            let mut rendered = serde_json::to_value(final_res).map_err(|e| SearchError::Internal(e.to_string()))?;
+            restore_agg_shapes(&mut rendered);
+            response["aggregations"] = rendered;
+        }
+        Ok(response)
+    }
+
+    /// `GET /{index}/_count`.
+    pub async fn count(&self, expr: &str, body: Option<&Value>, params: &SearchParams) -> Result<Value, SearchError> {
+        let mut body = body.cloned().unwrap_or(json!({}));
+        if let Some(o) = body.as_object_mut() {
+            o.insert("size".into(), json!(0));
+            o.insert("track_total_hits".into(), json!(true));
+        }
+        let mut params = params.clone();
+        params.size = Some(0);
+        params.track_total_hits = Some("true".into());
+        let res = self.search(expr, Some(&body), &params).await?;
+        Ok(json!({"count": res["hits"]["total"]["value"], "_shards": res["_shards"]}))
+    }
+
+    /// `GET /{index}/_doc/{id}`: the document's `_source`, or `None`.
+    pub async fn get_doc(&self, index: &str, id: &str) -> Result<Option<Value>, SearchError> {
+        let body = json!({"query": {"ids": {"values": [id]}}, "size": 1});
+        let res = self.search(index, Some(&body), &SearchParams::default()).await?;
+        Ok(res["hits"]["hits"].get(0).map(|h| h["_source"].clone()))
+    }
+}
+
+fn parse_sort(v: &Value) -> Result<Vec<(String, Option<String>)>, SearchError> {
+    let items = match v {
+        Value::Array(a) => a.clone(),
+        other => vec![other.clone()],
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) => Ok((s.clone(), None)),
+            Value::Object(o) if o.len() == 1 => {
+                let (f, spec) = o.iter().next().expect("one");
+                let order = match spec {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Object(so) => so.get("order").and_then(Value::as_str).map(String::from),
+                    _ => None,
+                };
+                Ok((f.clone(), order))
+            }
+            other => Err(parsing(format!("[sort] malformed: {other}"))),
+        })
+        .collect()
+}
+
+fn run_shard(shard: &OpenShard, query: &dyn Query, sort: &SortBy, limit: usize, aggs: Option<Aggregations>) -> Result<ShardResult, SearchError> {
+    let key = match sort {
+        SortBy::Score => (SortByErasedType::for_score(), ComparatorEnum::from(Order::Desc)),
+        SortBy::Field { column, order, .. } => (SortByErasedType::for_field(column), ComparatorEnum::from(*order)),
+    };
+    let top = TopDocs::with_limit(limit).order_by(key);
+    let agg_collector = aggs.map(|a| DistributedAggregationCollector::from_aggs(a, AggContextParams::new(AggregationLimitsGuard::default(), Default::default())));
+    let (hits, count, aggs) = shard.searcher.search(query, &(top, Count, agg_collector))?;
+    Ok(ShardResult { hits, count, aggs })
+}
+
+/// Orders field sort keys; missing values last in both directions, as OpenSearch.
+fn compare_keys(a: &OwnedValue, b: &OwnedValue, order: Order) -> Ordering {
+    let rank = |v: &OwnedValue| -> Option<f64> {
+        match v {
+            OwnedValue::I64(n) => Some(*n as f64),
+            OwnedValue::U64(n) => Some(*n as f64),
+            OwnedValue::F64(n) => Some(*n),
+            OwnedValue::Bool(b) => Some(*b as u8 as f64),
+            OwnedValue::Date(d) => Some(d.into_timestamp_nanos() as f64),
+            _ => None,
+        }
+    };
+    let is_missing = |v: &OwnedValue| matches!(v, OwnedValue::Null);
+    match (is_missing(a), is_missing(b)) {
+        (true, true) => return Ordering::Equal,
+        (true, false) => return Ordering::Greater,
+        (false, true) => return Ordering::Less,
+        _ => {}
+    }
+    let natural = match (rank(a), rank(b)) {
+        (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+        _ => match (a, b) {
+            (OwnedValue::Str(x), OwnedValue::Str(y)) => x.cmp(y),
+            _ => Ordering::Equal,
+        },
+    };
+    if order == Order::Desc {
+        natural.reverse()
+    } else {
+        natural
+    }
+}
+
+/// The `sort` value OpenSearch shows in a hit: dates as epoch millis.
+fn sort_value(v: &OwnedValue) -> Value {
+    match v {
+        OwnedValue::I64(n) => json!(n),
+        OwnedValue::U64(n) => json!(n),
+        OwnedValue::F64(n) => json!(n),
+        OwnedValue::Bool(b) => json!(b),
+        OwnedValue::Str(s) => json!(s),
+        OwnedValue::Date(d) => json!(d.into_timestamp_millis()),
+        _ => Value::Null,
+    }
+}
+
+fn filter_source(source: Value, filter: &SourceFilter) -> Value {
+    let SourceFilter::Include(patterns) = filter else { return source };
+    let Value::Object(map) = source else { return source };
+    let keep = |k: &str| {
+        patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => k.starts_with(prefix),
+            None => k == p || p.starts_with(&format!("{k}.")),
+        })
+    };
+    Value::Object(map.into_iter().filter(|(k, _)| keep(k)).collect())
+}
+
+/// Rewrites user field names in an aggregation request to the shard layout's columns
+/// (`status` → `k.status`) and OpenSearch interval forms to the ones tantivy takes.
+fn rewrite_aggs(aggs: &Value, layout: &ShardLayout, meta: &IndexMeta) -> Result<Aggregations, SearchError> {
+    let mut v = rewrite_for_parse(aggs);
+    fn walk(v: &mut Value, layout: &ShardLayout, meta: &IndexMeta) -> Result<(), SearchError> {
+        if let Value::Object(o) = v {
+            for (key, child) in o.iter_mut() {
+                if key == "field" {
+                    if let Some(name) = child.as_str() {
+                        let column = match layout.resolve(&meta.mappings, name) {
+                            Some(r) if r.kind == FieldType::Text => {
+                                return Err(SearchError::IllegalArgument(format!(
+                                    "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{name}] in order to load field data by uninverting the inverted index."
+                                )))
+                            }
+                            Some(r) => r.column_name(),
+                            None => format!("k.{name}"),
+                        };
+                        *child = Value::String(column);
+                    }
+                } else {
+                    walk(child, layout, meta)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(&mut v, layout, meta)?;
+    serde_json::from_value(v).map_err(|e| parsing(format!("invalid aggregations: {e}")))
+}
+
+/// OpenSearch accepts `calendar_interval`/`interval` on date histograms; tantivy takes
+/// `fixed_interval`. Calendar units map to their fixed length (months as 30 days).
+fn rewrite_for_parse(aggs: &Value) -> Value {
+    let mut v = aggs.clone();
+    fn walk(v: &mut Value) {
+        if let Value::Object(o) = v {
+            if let Some(Value::Object(dh)) = o.get_mut("date_histogram") {
+                for legacy in ["calendar_interval", "interval"] {
+                    if let Some(Value::String(iv)) = dh.remove(legacy) {
+                        let fixed = match iv.as_str() {
+                            "minute" | "1m" => "1m".to_string(),
+                            "hour" | "1h" => "1h".to_string(),
+                            "day" | "1d" => "1d".to_string(),
+                            "week" | "1w" => "7d".to_string(),
+                            "month" | "1M" => "30d".to_string(),
+                            "quarter" | "1q" => "90d".to_string(),
+                            "year" | "1y" => "365d".to_string(),
+                            other => other.to_string(),
+                        };
+                        dh.insert("fixed_interval".into(), Value::String(fixed));
+                    }
+                }
+            }
+            for (_, child) in o.iter_mut() {
+                walk(child);
+            }
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+/// tantivy renders aggregations almost as OpenSearch does; close the gaps: histogram keys
+/// are integers (epoch millis) and `terms` results carry `doc_count_error_upper_bound`.
+fn restore_agg_shapes(v: &mut Value) {
+    if let Value::Object(o) = v {
+        if o.contains_key("key_as_string") {
+            if let Some(k) = o.get("key").and_then(Value::as_f64).filter(|k| k.fract() == 0.0) {
+                o.insert("key".into(), json!(k as i64));
+            }
+        }
+        if o.contains_key("buckets") && o.get("buckets").is_some_and(Value::is_array) && o.contains_key("sum_other_doc_count") {
+            o.entry("doc_count_error_upper_bound").or_insert(json!(0));
+        }
+        for (_, child) in o.iter_mut() {
+            restore_agg_shapes(child);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Opening a shard's published commit for search: its segment files are fetched into the
+//! local cache directory, and a tantivy reader is kept per commit generation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use floe_cache::FileCache;
+use floe_proto::{IndexMeta, ShardCommit};
+use tantivy::directory::MmapDirectory;
+use tantivy::{Index, ReloadPolicy, Searcher};
+use tracing::{debug, instrument};
+
+use crate::SearchError;
+
+/// An opened shard at one commit generation.
+#[derive(Clone)]
+pub struct OpenShard {
+    pub shard: u32,
+    pub generation: u64,
+    pub searcher: Searcher,
+}
+
+/// Readers of every shard this searcher has opened, by (index uuid, shard).
+pub struct ShardReaders {
+    cache: FileCache,
+    open: Mutex<HashMap<(String, u32), OpenShard>>,
+    /// One opener per shard at a time, so files are fetched once.
+    openers: Mutex<HashMap<(String, u32), Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ShardReaders {
+    pub fn new(cache: FileCache) -> Self {
+        ShardReaders {
+            cache,
+            open: Mutex::new(HashMap::new()),
+            openers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Searchers for every shard of `meta` that has a published commit.
+    pub async fn shards(&self, meta: &IndexMeta) -> Result<Vec<OpenShard>, SearchError> {
+        let mut out = Vec::with_capacity(meta.shards.len());
+        for (&shard, commit) in &meta.shards {
+            out.push(self.shard(meta, shard, commit).await?);
+        }
+        Ok(out)
+    }
+
+    #[instrument(skip(self, meta, commit), fields(index = %meta.name, generation = commit.generation))]
+    async fn shard(&self, meta: &IndexMeta, shard: u32, commit: &ShardCommit) -> Result<OpenShard, SearchError> {
+        let key = (meta.uuid.clone(), shard);
+        if let Some(s) = self.current(&key, commit.generation) {
+            return Ok(s);
+        }
+        let opener = self.openers.lock().expect("openers lock").entry(key.clone()).or_default().clone();
+        let _guard = opener.lock().await;
+        if let Some(s) = self.current(&key, commit.generation) {
+            return Ok(s);
+        }
+        let dir = self.cache.dir(format!("{}/{}", meta.uuid, shard));
+        let prefix = meta.segments_prefix(shard);
+        for f in &commit.files {
+            self.cache.ensure(&format!("{prefix}/{}", f.name), &dir.join(&f.name)).await?;
+        }
+        let meta_json = commit.tantivy_meta.clone();
+        let generation = commit.generation;
+        let searcher = tokio::task::spawn_blocking(move || -> Result<Searcher, SearchError> {
+            let tmp = dir.join("meta.json.tmp");
+            std::fs::write(&tmp, meta_json.as_bytes())?;
+            std::fs::rename(&tmp, dir.join("meta.json"))?;
+            let index = Index::open(MmapDirectory::open(&dir).map_err(|e| SearchError::Internal(e.to_string()))?)?;
+            let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+            Ok(reader.searcher())
+        })
+        .await
+        .map_err(|e| SearchError::Internal(e.to_string()))??;
+        debug!(shard, generation, "shard opened");
+        let opened = OpenShard { shard, generation, searcher };
+        self.open.lock().expect("open lock").insert(key, opened.clone());
+        Ok(opened)
+    }
+
+    fn current(&self, key: &(String, u32), generation: u64) -> Option<OpenShard> {
+        self.open.lock().expect("open lock").get(key).filter(|s| s.generation == generation).cloned()
+    }
+
+    /// Forgets the readers of a deleted index.
+    pub fn forget(&self, uuid: &str) {
+        self.open.lock().expect("open lock").retain(|(u, _), _| u != uuid);
+    }
+}

@@ -1,0 +1,360 @@
+//! [`QueryAst`] → tantivy queries, resolved against an index mapping and the shard layout.
+
+use std::ops::Bound;
+
+use floe_proto::layout::{ResolvedField, ShardLayout};
+use floe_proto::mapping::{parse_date, FieldType, Mappings};
+use serde_json::Value;
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, ExistsQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, TermQuery,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::tokenizer::TextAnalyzer;
+use tantivy::{DateTime, Term};
+
+use crate::ast::{QueryAst, ALL_FIELDS};
+use crate::SearchError;
+
+/// Translates queries for one index.
+pub struct Translator<'a> {
+    layout: &'a ShardLayout,
+    mappings: &'a Mappings,
+    analyzer: TextAnalyzer,
+}
+
+fn shard_error(reason: impl Into<String>) -> SearchError {
+    SearchError::QueryShard(reason.into())
+}
+
+impl<'a> Translator<'a> {
+    pub fn new(layout: &'a ShardLayout, mappings: &'a Mappings) -> Self {
+        let analyzer = tantivy::tokenizer::TokenizerManager::default().get("default").expect("default tokenizer exists");
+        Translator { layout, mappings, analyzer }
+    }
+
+    pub fn translate(&mut self, ast: &QueryAst) -> Result<Box<dyn Query>, SearchError> {
+        Ok(match ast {
+            QueryAst::MatchAll => Box::new(AllQuery),
+            QueryAst::MatchNone => Box::new(EmptyQuery),
+            QueryAst::Match { field, query, and } => self.on_fields(field, |t, f| t.match_query(f, query, *and))?,
+            QueryAst::MatchPhrase { field, query } => self.on_fields(field, |t, f| t.phrase_query(f, query))?,
+            QueryAst::Term { field, value } => self.term_values(field, std::slice::from_ref(value))?,
+            QueryAst::Terms { field, values } => self.term_values(field, values)?,
+            QueryAst::Range { field, gt, gte, lt, lte } => self.range(field, gt, gte, lt, lte)?,
+            QueryAst::Exists { field } => match self.resolve(field) {
+                None => Box::new(EmptyQuery),
+                Some(r) => {
+                    // Text fields have no column; their `.keyword` sub-field does.
+                    let column = if r.kind == FieldType::Text { format!("k.{field}.keyword") } else { r.column_name() };
+                    Box::new(ExistsQuery::new(column, false))
+                }
+            },
+            QueryAst::Prefix { field, value } => self.on_fields(field, |t, f| Ok(t.prefix(f, value)))?,
+            QueryAst::Wildcard { field, value } => {
+                let star = value.find(['*', '?']);
+                match star {
+                    Some(pos) if pos == value.len() - 1 && value.ends_with('*') => {
+                        let prefix = &value[..pos];
+                        self.on_fields(field, |t, f| Ok(t.prefix(f, prefix)))?
+                    }
+                    None => self.on_fields(field, |t, f| t.exact(f, &Value::String(value.clone())))?,
+                    Some(_) => return Err(shard_error(format!("wildcard [{value}]: only a trailing '*' is supported"))),
+                }
+            }
+            QueryAst::Bool { must, should, filter, must_not, minimum_should_match } => {
+                let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                for q in must {
+                    parts.push((Occur::Must, self.translate(q)?));
+                }
+                for q in filter {
+                    // Filters do not score: wrap in a constant-score query.
+                    let inner = self.translate(q)?;
+                    parts.push((Occur::Must, Box::new(tantivy::query::ConstScoreQuery::new(inner, 0.0))));
+                }
+                for q in must_not {
+                    parts.push((Occur::MustNot, self.translate(q)?));
+                }
+                let positive = !must.is_empty() || !filter.is_empty();
+                let msm = minimum_should_match.unwrap_or(if positive { 0 } else { 1 });
+                if !should.is_empty() {
+                    let shoulds: Vec<(Occur, Box<dyn Query>)> = should.iter().map(|q| Ok((Occur::Should, self.translate(q)?))).collect::<Result<_, SearchError>>()?;
+                    if msm == 0 {
+                        parts.extend(shoulds);
+                    } else {
+                        let inner = BooleanQuery::with_minimum_required_clauses(shoulds, msm);
+                        parts.push((Occur::Must, Box::new(inner)));
+                    }
+                }
+                if parts.iter().all(|(o, _)| *o == Occur::MustNot) {
+                    parts.push((Occur::Must, Box::new(AllQuery)));
+                }
+                Box::new(BooleanQuery::new(parts))
+            }
+        })
+    }
+
+    fn resolve(&self, field: &str) -> Option<ResolvedField> {
+        self.layout.resolve(self.mappings, field)
+    }
+
+    /// Applies `f` to one field, or to every searchable field for `*` (OR-ed).
+    fn on_fields(&mut self, field: &str, f: impl Fn(&mut Self, &ResolvedField) -> Result<Box<dyn Query>, SearchError>) -> Result<Box<dyn Query>, SearchError> {
+        if field == ALL_FIELDS || field.contains('*') {
+            let names: Vec<String> = self.mappings.fields.keys().filter(|n| glob(field, n)).cloned().collect();
+            let mut should = Vec::new();
+            for name in names {
+                let r = self.resolve(&name).expect("mapped field resolves");
+                // Lenient, as query_string on `*`: skip fields the text cannot be a value of.
+                if let Ok(q) = f(self, &r) {
+                    should.push((Occur::Should, q));
+                }
+            }
+            return Ok(if should.is_empty() { Box::new(EmptyQuery) } else { Box::new(BooleanQuery::new(should)) });
+        }
+        match self.resolve(field) {
+            Some(r) => f(self, &r),
+            None if field == "_id" => Err(shard_error("use a term or ids query on [_id]")),
+            None => Ok(Box::new(EmptyQuery)),
+        }
+    }
+
+    fn tokens(&mut self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stream = self.analyzer.token_stream(text);
+        while let Some(tok) = stream.next() {
+            out.push(tok.text.clone());
+        }
+        out
+    }
+
+    fn text_term(&self, r: &ResolvedField, token: &str) -> Term {
+        let mut term = Term::from_field_json_path(r.field, &r.path, true);
+        term.append_type_and_str(token);
+        term
+    }
+
+    fn match_query(&mut self, r: &ResolvedField, text: &str, and: bool) -> Result<Box<dyn Query>, SearchError> {
+        if r.kind != FieldType::Text {
+            return self.exact(r, &Value::String(text.to_string()));
+        }
+        let terms: Vec<Term> = self.tokens(text).iter().map(|t| self.text_term(r, t)).collect();
+        Ok(match terms.len() {
+            0 => Box::new(EmptyQuery),
+            1 => Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::WithFreqs)),
+            _ => {
+                let occur = if and { Occur::Must } else { Occur::Should };
+                Box::new(BooleanQuery::new(
+                    terms.into_iter().map(|t| (occur, Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn Query>)).collect(),
+                ))
+            }
+        })
+    }
+
+    fn phrase_query(&mut self, r: &ResolvedField, text: &str) -> Result<Box<dyn Query>, SearchError> {
+        if r.kind != FieldType::Text {
+            return self.exact(r, &Value::String(text.to_string()));
+        }
+        let terms: Vec<Term> = self.tokens(text).iter().map(|t| self.text_term(r, t)).collect();
+        Ok(match terms.len() {
+            0 => Box::new(EmptyQuery),
+            1 => Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::WithFreqs)),
+            _ => Box::new(PhraseQuery::new(terms)),
+        })
+    }
+
+    fn prefix(&mut self, r: &ResolvedField, prefix: &str) -> Box<dyn Query> {
+        let value = if r.kind == FieldType::Text { prefix.to_lowercase() } else { prefix.to_string() };
+        let mut q = PhrasePrefixQuery::new(vec![self.text_term(r, &value)]);
+        q.set_max_expansions(10_000);
+        Box::new(q)
+    }
+
+    /// An exact (unanalyzed) value of a field, typed by its mapping.
+    fn exact(&mut self, r: &ResolvedField, value: &Value) -> Result<Box<dyn Query>, SearchError> {
+        let term = self.typed_term(r, value)?;
+        Ok(Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
+    }
+
+    fn typed_term(&self, r: &ResolvedField, value: &Value) -> Result<Term, SearchError> {
+        let mut term = Term::from_field_json_path(r.field, &r.path, true);
+        let bad = || shard_error(format!("failed to create query: [{value}] is not a valid value for field [{}] of type [{:?}]", r.path, r.kind).to_lowercase());
+        match r.kind {
+            FieldType::Text | FieldType::Keyword => {
+                let s = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(_) | Value::Bool(_) => value.to_string(),
+                    _ => return Err(bad()),
+                };
+                term.append_type_and_str(&s);
+            }
+            FieldType::Long => {
+                let n = match value {
+                    Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                    Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                }
+                .ok_or_else(bad)?;
+                term.append_type_and_fast_value(n);
+            }
+            FieldType::Double => {
+                let n = match value {
+                    Value::Number(n) => n.as_f64(),
+                    Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                }
+                .ok_or_else(bad)?;
+                term.append_type_and_fast_value(n);
+            }
+            FieldType::Boolean => {
+                let b = match value {
+                    Value::Bool(b) => Some(*b),
+                    Value::String(s) => s.parse().ok(),
+                    _ => None,
+                }
+                .ok_or_else(bad)?;
+                term.append_type_and_fast_value(b);
+            }
+            FieldType::Date => {
+                let ns = date_value(value).ok_or_else(bad)?;
+                term.append_type_and_fast_value(DateTime::from_timestamp_nanos(ns));
+            }
+        }
+        Ok(term)
+    }
+
+    fn term_values(&mut self, field: &str, values: &[Value]) -> Result<Box<dyn Query>, SearchError> {
+        let mut queries: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for v in values {
+            let q: Box<dyn Query> = if field == "_id" {
+                let id = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Box::new(TermQuery::new(Term::from_field_text(self.layout.id, &id), IndexRecordOption::Basic))
+            } else {
+                match self.resolve(field) {
+                    None => Box::new(EmptyQuery),
+                    Some(r) => self.exact(&r, v)?,
+                }
+            };
+            queries.push((Occur::Should, q));
+        }
+        Ok(if queries.len() == 1 { queries.pop().expect("one").1 } else { Box::new(BooleanQuery::new(queries)) })
+    }
+
+    fn range(&mut self, field: &str, gt: &Option<Value>, gte: &Option<Value>, lt: &Option<Value>, lte: &Option<Value>) -> Result<Box<dyn Query>, SearchError> {
+        let Some(r) = self.resolve(field) else { return Ok(Box::new(EmptyQuery)) };
+        if r.kind == FieldType::Text {
+            return Err(shard_error(format!("range queries on text field [{field}] are not supported; use [{field}.keyword]")));
+        }
+        let lower = match (gt, gte) {
+            (Some(v), _) => Bound::Excluded(self.typed_term(&r, v)?),
+            (None, Some(v)) => Bound::Included(self.typed_term(&r, v)?),
+            _ => Bound::Unbounded,
+        };
+        let upper = match (lt, lte) {
+            (Some(v), _) => Bound::Excluded(self.typed_term(&r, v)?),
+            (None, Some(v)) => Bound::Included(self.typed_term(&r, v)?),
+            _ => Bound::Unbounded,
+        };
+        if matches!((&lower, &upper), (Bound::Unbounded, Bound::Unbounded)) {
+            return Ok(Box::new(ExistsQuery::new(r.column_name(), false)));
+        }
+        Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+}
+
+/// A date from a query: any format documents accept, plus `now` with `+`/`-` offsets
+/// (`now-15m`) and rounding (`now/d`) as in OpenSearch date math.
+pub fn date_value(value: &Value) -> Option<i64> {
+    if let Some(s) = value.as_str() {
+        if let Some(rest) = s.strip_prefix("now") {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i64;
+            return date_math(now, rest);
+        }
+        if let Some((base, math)) = s.split_once("||") {
+            return date_math(parse_date(&Value::String(base.to_string()))?, math);
+        }
+    }
+    parse_date(value)
+}
+
+fn unit_nanos(unit: char) -> Option<i64> {
+    let s = 1_000_000_000i64;
+    Some(match unit {
+        's' => s,
+        'm' => 60 * s,
+        'h' | 'H' => 3600 * s,
+        'd' => 86_400 * s,
+        'w' => 7 * 86_400 * s,
+        'M' => 30 * 86_400 * s,
+        'y' => 365 * 86_400 * s,
+        _ => return None,
+    })
+}
+
+fn date_math(mut t: i64, mut expr: &str) -> Option<i64> {
+    while !expr.is_empty() {
+        let op = expr.chars().next()?;
+        expr = &expr[1..];
+        match op {
+            '+' | '-' => {
+                let digits = expr.find(|c: char| !c.is_ascii_digit()).unwrap_or(expr.len());
+                let n: i64 = if digits == 0 { 1 } else { expr[..digits].parse().ok()? };
+                let unit = expr[digits..].chars().next()?;
+                let d = n * unit_nanos(unit)?;
+                t = if op == '+' { t + d } else { t - d };
+                expr = &expr[digits + 1..];
+            }
+            '/' => {
+                let unit = expr.chars().next()?;
+                let u = unit_nanos(unit)?;
+                t = t.div_euclid(u) * u;
+                expr = &expr[1..];
+            }
+            _ => return None,
+        }
+    }
+    Some(t)
+}
+
+fn glob(pattern: &str, name: &str) -> bool {
+    if pattern == ALL_FIELDS {
+        return true;
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else { return false };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(pos) = rest.find(part) else { return false };
+            rest = &rest[pos + part.len()..];
+        }
+    }
+    rest.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn date_math_works() {
+        let base = parse_date(&json!("2024-01-01T10:30:00Z")).unwrap();
+        assert_eq!(date_value(&json!("2024-01-01T10:30:00Z||-30m")), Some(base - 30 * 60 * 1_000_000_000));
+        assert_eq!(date_value(&json!("2024-01-01T10:30:00Z||/d")), parse_date(&json!("2024-01-01")));
+        assert!(date_value(&json!("now-1h")).is_some());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("req*", "request.method"));
+        assert!(glob("*.method", "request.method"));
+        assert!(!glob("req*", "status"));
+    }
+}

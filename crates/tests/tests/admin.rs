@@ -1,0 +1,125 @@
+//! Admin endpoints: HEAD index, cluster health, `_cat/indices`, DELETE index.
+
+use std::time::{Duration, Instant};
+
+use floe_tests::*;
+
+const N: usize = 50;
+
+async fn head_health_cat(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    c.bulk_ok("/_bulk", logs_bulk("logs", 0..N)).await;
+    c.refresh("logs").await;
+
+    assert_eq!(c.head("/logs").await.status, 200);
+    assert_eq!(c.head("/nope").await.status, 404);
+
+    let r = c.get("/_cluster/health").await;
+    assert_eq!(r.status, 200, "{r}");
+    let status = r.json["status"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status: {r}"));
+    assert!(["green", "yellow", "red"].contains(&status), "{r}");
+
+    let r = c.get("/_cat/indices?v").await;
+    assert_eq!(r.status, 200, "{r}");
+    let mut lines = r.text.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.split_whitespace().any(|w| w == "index"),
+        "header line with `index`: {r}"
+    );
+    assert!(
+        header.split_whitespace().any(|w| w == "docs.count"),
+        "header line with `docs.count`: {r}"
+    );
+    assert!(
+        lines.any(|l| l.split_whitespace().any(|w| w == "logs")),
+        "a line for `logs`: {r}"
+    );
+
+    let r = c.get("/_cat/indices?format=json").await;
+    assert_eq!(r.status, 200, "{r}");
+    let rows = r
+        .json
+        .as_array()
+        .unwrap_or_else(|| panic!("JSON array: {r}"));
+    let row = rows
+        .iter()
+        .find(|row| row["index"] == "logs")
+        .unwrap_or_else(|| panic!("no logs row: {r}"));
+    // OpenSearch renders cat values as strings.
+    let docs = &row["docs.count"];
+    assert!(
+        docs == &json!(N.to_string()) || docs == &json!(N),
+        "docs.count: {r}"
+    );
+}
+
+/// DELETE removes the index (404 afterwards) and its objects under `indexes/<uuid>/`; a new
+/// index of the same name starts empty.
+async fn delete_index(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    c.bulk_ok("/_bulk", logs_bulk("logs", 0..N)).await;
+    c.refresh("logs").await;
+    assert_eq!(c.count("logs").await, N as u64);
+
+    let r = c.get("/logs/_settings").await;
+    assert_eq!(r.status, 200, "{r}");
+    let uuid = r.json["logs"]["settings"]["index"]["uuid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("logs.settings.index.uuid: {r}"))
+        .to_string();
+    let data_prefix = format!("indexes/{uuid}/");
+    let before = env.storage_keys(&data_prefix).await;
+    assert!(
+        !before.is_empty(),
+        "no objects under {data_prefix} after refresh"
+    );
+
+    let r = c.delete("/logs").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["acknowledged"], json!(true), "{r}");
+
+    let r = c
+        .post("/logs/_search", &json!({"query": {"match_all": {}}}))
+        .await;
+    assert_error(&r, 404, "index_not_found_exception");
+    assert_eq!(c.head("/logs").await.status, 404);
+    let r = c.delete("/logs").await;
+    assert_error(&r, 404, "index_not_found_exception");
+
+    // Objects may be removed in the background: allow 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        let left = env.storage_keys(&data_prefix).await;
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        left.is_empty(),
+        "{} objects left under {data_prefix} 30 s after DELETE: {:?}",
+        left.len(),
+        &left[..left.len().min(20)]
+    );
+
+    // Same name again: a new, empty index.
+    let r = c
+        .put("/logs/_doc/fresh", &json!({"message": "new index"}))
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    c.refresh("logs").await;
+    assert_eq!(c.count("logs").await, 1);
+    let r = c.get("/logs/_settings").await;
+    assert_ne!(
+        r.json["logs"]["settings"]["index"]["uuid"],
+        json!(uuid),
+        "a recreated index gets a new uuid: {r}"
+    );
+}
+
+e2e!(head_health_cat, delete_index);

@@ -1,0 +1,239 @@
+//! Mappings, explicit index creation with shards, single-document index/update, and
+//! `refresh_interval`.
+
+use std::time::{Duration, Instant};
+
+use floe_tests::*;
+
+/// Dynamic mapping of the auto-created `logs` index.
+async fn dynamic_mapping(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    c.bulk_ok("/_bulk", logs_bulk("logs", 0..20)).await;
+
+    let r = c.get("/logs/_mapping").await;
+    assert_eq!(r.status, 200, "{r}");
+    let props = &r.json["logs"]["mappings"]["properties"];
+    assert_eq!(props["status"]["type"], json!("long"), "status: {r}");
+    assert_eq!(props["size"]["type"], json!("long"), "size: {r}");
+    assert_eq!(props["message"]["type"], json!("text"), "message: {r}");
+    assert_eq!(
+        props["message"]["fields"]["keyword"]["type"],
+        json!("keyword"),
+        "message.keyword: {r}"
+    );
+    assert_eq!(
+        props["@timestamp"]["type"],
+        json!("date"),
+        "@timestamp: {r}"
+    );
+    assert_eq!(props["bytes"]["type"], json!("float"), "bytes: {r}");
+    assert_eq!(props["ok"]["type"], json!("boolean"), "ok: {r}");
+}
+
+/// `PUT /typed` with 3 shards and an explicit mapping; a second PUT fails; docs spread over
+/// the shards are all found, sorted and paged across shards.
+async fn create_index_with_shards(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let body = json!({
+        "settings": {"number_of_shards": 3, "refresh_interval": "1s"},
+        "mappings": {"properties": {"n": {"type": "long"}, "tag": {"type": "keyword"}}},
+    });
+    let r = c.put("/typed", &body).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["acknowledged"], json!(true), "{r}");
+    assert_eq!(r.json["index"], json!("typed"), "{r}");
+
+    let r = c.put("/typed", &body).await;
+    assert_error(&r, 400, "resource_already_exists_exception");
+
+    let r = c.get("/typed/_mapping").await;
+    assert_eq!(r.status, 200, "{r}");
+    let props = &r.json["typed"]["mappings"]["properties"];
+    assert_eq!(props["n"]["type"], json!("long"), "{r}");
+    assert_eq!(props["tag"]["type"], json!("keyword"), "{r}");
+
+    let r = c.get("/typed/_settings").await;
+    assert_eq!(r.status, 200, "{r}");
+    let idx = &r.json["typed"]["settings"]["index"];
+    // OpenSearch renders setting values as strings; accept numbers too.
+    assert!(
+        idx["number_of_shards"] == json!("3") || idx["number_of_shards"] == json!(3),
+        "{r}"
+    );
+    assert_eq!(idx["refresh_interval"], json!("1s"), "{r}");
+    assert!(
+        idx["uuid"].as_str().is_some_and(|u| !u.is_empty()),
+        "index.uuid: {r}"
+    );
+
+    const N: usize = 60;
+    let docs = (0..N).map(|i| {
+        (format!("t-{i}"), {
+            let tag = ["a", "b", "c"][i % 3];
+            json!({"n": i, "tag": tag})
+        })
+    });
+    c.bulk_ok("/_bulk", bulk_body("typed", docs)).await;
+    c.refresh("typed").await;
+    assert_eq!(c.count("typed").await, N as u64);
+
+    let r = c
+        .search("typed", &json!({"query": {"match_all": {}}, "size": 0}))
+        .await;
+    assert_eq!(r.json["_shards"]["total"], json!(3), "_shards.total: {r}");
+    assert_eq!(r.json["_shards"]["failed"], json!(0), "{r}");
+    assert_eq!(total_hits(&r), N as u64);
+    assert_eq!(hits(&r).len(), 0, "size 0: {r}");
+
+    let r = c
+        .search(
+            "typed",
+            &json!({"query": {"term": {"tag": "a"}}, "size": N}),
+        )
+        .await;
+    assert_eq!(total_hits(&r), (N / 3) as u64, "{r}");
+    let r = c
+        .search(
+            "typed",
+            &json!({"query": {"range": {"n": {"gte": 10, "lt": 20}}}}),
+        )
+        .await;
+    assert_eq!(total_hits(&r), 10, "{r}");
+
+    // Cross-shard merge of sorted results, with paging.
+    let r = c
+        .search("typed", &json!({"sort": [{"n": "asc"}], "size": N}))
+        .await;
+    let want: Vec<String> = (0..N).map(|i| format!("t-{i}")).collect();
+    assert_eq!(hit_ids(&r), want, "{r}");
+    let r = c
+        .search(
+            "typed",
+            &json!({"sort": [{"n": "desc"}], "from": 25, "size": 10}),
+        )
+        .await;
+    let want: Vec<String> = (0..N)
+        .rev()
+        .skip(25)
+        .take(10)
+        .map(|i| format!("t-{i}"))
+        .collect();
+    assert_eq!(hit_ids(&r), want, "{r}");
+
+    for i in 0..N {
+        let r = c.get(&format!("/typed/_doc/t-{i}")).await;
+        assert_eq!(r.status, 200, "t-{i}: {r}");
+        assert_eq!(r.json["_source"]["n"], json!(i), "{r}");
+    }
+}
+
+/// `PUT /_doc/{id}` and `POST /_doc` create (201); re-PUT updates (200) without a new doc.
+async fn index_and_update_doc(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+
+    let r = c
+        .put("/docs/_doc/abc", &json!({"v": 1, "msg": "first version"}))
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.json["result"], json!("created"), "{r}");
+    assert_eq!(r.json["_id"], json!("abc"), "{r}");
+    assert_eq!(r.json["_index"], json!("docs"), "{r}");
+    let v1 = r.json["_version"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("_version: {r}"));
+
+    let r = c
+        .post("/docs/_doc", &json!({"v": 10, "msg": "generated id"}))
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.json["result"], json!("created"), "{r}");
+    let generated = r.json["_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("_id: {r}"))
+        .to_string();
+    assert!(!generated.is_empty() && generated != "abc", "{r}");
+
+    let r = c
+        .put("/docs/_doc/abc", &json!({"v": 2, "msg": "second version"}))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["result"], json!("updated"), "{r}");
+    let v2 = r.json["_version"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("_version: {r}"));
+    assert!(v2 > v1, "_version must grow: {v1} -> {v2}");
+
+    c.refresh("docs").await;
+    assert_eq!(
+        c.count("docs").await,
+        2,
+        "an update must not add a document"
+    );
+
+    let r = c.get("/docs/_doc/abc").await;
+    assert_eq!(
+        r.json["_source"],
+        json!({"v": 2, "msg": "second version"}),
+        "{r}"
+    );
+    let r = c.get(&format!("/docs/_doc/{generated}")).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["_source"]["v"], json!(10), "{r}");
+
+    // The old version is gone from the index, the new one is there.
+    let r = c
+        .search("docs", &json!({"query": {"match": {"msg": "first"}}}))
+        .await;
+    assert_eq!(total_hits(&r), 0, "old version still searchable: {r}");
+    let r = c
+        .search("docs", &json!({"query": {"match": {"msg": "second"}}}))
+        .await;
+    assert_eq!(hit_ids(&r), vec!["abc".to_string()], "{r}");
+    let r = c
+        .search("docs", &json!({"query": {"term": {"v": 1}}}))
+        .await;
+    assert_eq!(total_hits(&r), 0, "{r}");
+}
+
+/// Without an explicit `_refresh`, new docs become searchable within 10 s (default
+/// `refresh_interval` of an auto-created index, and an explicit `"1s"`).
+async fn refresh_interval(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/explicit",
+            &json!({"settings": {"refresh_interval": "1s"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+
+    for index in ["auto", "explicit"] {
+        let r = c
+            .put(&format!("/{index}/_doc/1"), &json!({"msg": "hello"}))
+            .await;
+        assert_eq!(r.status, 201, "{r}");
+        let started = Instant::now();
+        let n = c.wait_for_count(index, 1, Duration::from_secs(10)).await;
+        assert_eq!(
+            n,
+            Some(1),
+            "{index}: doc not searchable 10 s after indexing without _refresh"
+        );
+        let r = c
+            .search(index, &json!({"query": {"match": {"msg": "hello"}}}))
+            .await;
+        assert_eq!(hit_ids(&r), vec!["1".to_string()], "{r}");
+        eprintln!("{index}: searchable after {:?}", started.elapsed());
+    }
+}
+
+e2e!(
+    dynamic_mapping,
+    create_index_with_shards,
+    index_and_update_doc,
+    refresh_interval
+);

@@ -1,0 +1,398 @@
+//! `_bulk` ingest and the `_search` / `_count` / `_doc` read paths, on 200 log documents
+//! (see `floe_tests::log_doc`) in the auto-created index `logs`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use floe_tests::*;
+
+const N: usize = 200;
+
+/// Starts Floe on `backend`, bulk-loads `N` log docs into `logs`, refreshes, checks `_count`.
+async fn loaded(backend: Backend) -> (TestEnv, Client) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c.bulk_ok("/_bulk", logs_bulk("logs", 0..N)).await;
+    let items = r.json["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items: {r}"));
+    assert_eq!(items.len(), N, "{r}");
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["index"]["_id"], json!(log_id(i)), "item {i}: {item}");
+        assert_eq!(item["index"]["_index"], json!("logs"), "item {i}: {item}");
+        assert_eq!(item["index"]["status"], json!(201), "item {i}: {item}");
+        assert_eq!(
+            item["index"]["result"],
+            json!("created"),
+            "item {i}: {item}"
+        );
+    }
+    c.refresh("logs").await;
+    assert_eq!(c.count("logs").await, N as u64);
+    (env, c)
+}
+
+/// Number of log docs (of the first `N`) matching `pred`.
+fn expected(pred: impl Fn(usize, &Value) -> bool) -> u64 {
+    (0..N).filter(|&i| pred(i, &log_doc(i))).count() as u64
+}
+
+fn status(d: &Value) -> i64 {
+    d["status"].as_i64().unwrap()
+}
+
+async fn root_info(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let r = env.client().get("/").await;
+    assert_eq!(r.status, 200, "{r}");
+    let number = r.json["version"]["number"]
+        .as_str()
+        .unwrap_or_else(|| panic!("version.number: {r}"));
+    assert!(
+        number.starts_with("2."),
+        "version.number should be 2.x: {r}"
+    );
+    assert_eq!(
+        r.json["version"]["distribution"],
+        json!("opensearch"),
+        "{r}"
+    );
+    assert!(r.json["tagline"].is_string(), "tagline: {r}");
+}
+
+/// match_all, match, term, terms, range (numbers and dates), bool, query_string, `q=`.
+async fn queries(backend: Backend) {
+    let (_env, c) = loaded(backend).await;
+
+    let cases: Vec<(&str, Value, u64)> = vec![
+        ("match_all", json!({"match_all": {}}), N as u64),
+        (
+            "match error",
+            json!({"match": {"message": "error"}}),
+            expected(|_, d| status(d) >= 400),
+        ),
+        (
+            "match timeout",
+            json!({"match": {"message": "timeout"}}),
+            expected(|_, d| status(d) == 500),
+        ),
+        (
+            "match two words (OR)",
+            json!({"match": {"message": "timeout moved"}}),
+            expected(|_, d| status(d) == 500 || status(d) == 301),
+        ),
+        (
+            "match with operator and",
+            json!({"match": {"message": {"query": "users error", "operator": "and"}}}),
+            expected(|i, d| i % 3 == 0 && status(d) >= 400),
+        ),
+        (
+            "term status",
+            json!({"term": {"status": 404}}),
+            expected(|_, d| status(d) == 404),
+        ),
+        (
+            "term ok",
+            json!({"term": {"ok": false}}),
+            expected(|_, d| status(d) >= 400),
+        ),
+        (
+            "term message.keyword",
+            json!({"term": {"message.keyword": "GET /api/users completed ok"}}),
+            expected(|_, d| d["message"] == "GET /api/users completed ok"),
+        ),
+        (
+            "terms status",
+            json!({"terms": {"status": [301, 500]}}),
+            expected(|_, d| [301, 500].contains(&status(d))),
+        ),
+        (
+            "range status",
+            json!({"range": {"status": {"gte": 400, "lt": 500}}}),
+            expected(|_, d| (400..500).contains(&status(d))),
+        ),
+        (
+            "range size",
+            json!({"range": {"size": {"gt": 100, "lte": 500}}}),
+            expected(|i, _| i * 10 > 100 && i * 10 <= 500),
+        ),
+        (
+            "range bytes",
+            json!({"range": {"bytes": {"gte": 10.5, "lt": 20.0}}}),
+            expected(|i, _| (10..20).contains(&i)),
+        ),
+        (
+            "range @timestamp",
+            json!({"range": {"@timestamp": {"gte": "2024-05-01T01:00:00Z", "lt": "2024-05-01T02:00:00Z"}}}),
+            expected(|i, _| (3600..7200).contains(&log_seconds(i))),
+        ),
+        (
+            "range @timestamp, date only",
+            json!({"range": {"@timestamp": {"gte": "2024-05-01", "lt": "2024-05-02"}}}),
+            N as u64,
+        ),
+        (
+            "bool must/filter/must_not",
+            json!({"bool": {
+                "must": [{"match": {"message": "error"}}],
+                "filter": [{"range": {"status": {"gte": 400}}}],
+                "must_not": [{"term": {"status": 500}}],
+                "should": [{"match": {"message": "users"}}],
+            }}),
+            expected(|_, d| status(d) == 404),
+        ),
+        (
+            "bool should only",
+            json!({"bool": {"should": [{"term": {"status": 301}}, {"term": {"status": 500}}]}}),
+            expected(|_, d| [301, 500].contains(&status(d))),
+        ),
+        (
+            "bool filter with term and range",
+            json!({"bool": {"filter": [
+                {"term": {"status": 200}},
+                {"range": {"@timestamp": {"lt": "2024-05-01T01:00:00Z"}}},
+            ]}}),
+            expected(|i, d| status(d) == 200 && log_seconds(i) < 3600),
+        ),
+        (
+            "query_string AND",
+            json!({"query_string": {"query": "status:404 AND message:error"}}),
+            expected(|_, d| status(d) == 404),
+        ),
+        (
+            "query_string OR",
+            json!({"query_string": {"query": "message:timeout OR status:301"}}),
+            expected(|_, d| [301, 500].contains(&status(d))),
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (name, query, want) in &cases {
+        let r = c
+            .post("/logs/_search", &json!({"query": query, "size": N}))
+            .await;
+        if r.status != 200 {
+            failures.push(format!("{name}: {query} -> {r}"));
+            continue;
+        }
+        let total = &r.json["hits"]["total"];
+        let got_hits = r.json["hits"]["hits"].as_array().map(|h| h.len() as u64);
+        if total["value"] != json!(want)
+            || total["relation"] != json!("eq")
+            || got_hits != Some(*want)
+        {
+            failures.push(format!(
+                "{name}: {query}: want {want} (eq), got total {total}, {got_hits:?} hits"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+
+    // URL query `q=` (GET) and a GET with a JSON body, as curl users send it.
+    let r = c.get("/logs/_search?q=status:404").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        total_hits(&r),
+        expected(|_, d| status(d) == 404),
+        "q=status:404: {r}"
+    );
+    let r = c
+        .get_json(
+            "/logs/_search",
+            &json!({"query": {"term": {"status": 500}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        total_hits(&r),
+        expected(|_, d| status(d) == 500),
+        "GET with body: {r}"
+    );
+
+    // _count with a query.
+    let r = c
+        .post(
+            "/logs/_count",
+            &json!({"query": {"match": {"message": "error"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.json["count"],
+        json!(expected(|_, d| status(d) >= 400)),
+        "{r}"
+    );
+}
+
+/// Default size, from/size, sort by `@timestamp` and `status`, `_source`/`_id`/`_index` in hits.
+async fn paging_sort_source(backend: Backend) {
+    let (_env, c) = loaded(backend).await;
+
+    // Ids ordered by @timestamp.
+    let mut by_ts: Vec<usize> = (0..N).collect();
+    by_ts.sort_by_key(|&i| log_seconds(i));
+    let asc_ids: Vec<String> = by_ts.iter().map(|&i| log_id(i)).collect();
+    let desc_ids: Vec<String> = asc_ids.iter().rev().cloned().collect();
+
+    // Default size is 10; total still counts everything.
+    let r = c.search("logs", &json!({"query": {"match_all": {}}})).await;
+    assert_eq!(hits(&r).len(), 10, "default size: {r}");
+    assert_eq!(total_hits(&r), N as u64);
+    assert_eq!(r.json["hits"]["total"]["relation"], json!("eq"), "{r}");
+
+    // _source, _id, _index in every hit; _source is the document as sent.
+    let r = c
+        .search("logs", &json!({"query": {"match_all": {}}, "size": N}))
+        .await;
+    let mut seen = BTreeSet::new();
+    for h in hits(&r) {
+        let id = h["_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("hit without _id: {h}"));
+        let i: usize = id
+            .trim_start_matches("log-")
+            .parse()
+            .unwrap_or_else(|_| panic!("unexpected _id {id}"));
+        assert_eq!(h["_index"], json!("logs"), "{h}");
+        assert_eq!(h["_source"], log_doc(i), "_source of {id}");
+        seen.insert(i);
+    }
+    assert_eq!(seen.len(), N, "every doc exactly once");
+
+    // Sort by @timestamp desc (object form), top 10.
+    let r = c
+        .search(
+            "logs",
+            &json!({"sort": [{"@timestamp": {"order": "desc"}}], "size": 10}),
+        )
+        .await;
+    assert_eq!(
+        hit_ids(&r),
+        desc_ids[..10].to_vec(),
+        "sort @timestamp desc: {r}"
+    );
+    for h in hits(&r) {
+        assert!(h["sort"].is_array(), "sorted hits carry `sort` values: {h}");
+    }
+
+    // Sort asc with from/size (paging through the sorted list).
+    for from in [0usize, 10, 95, 195] {
+        let r = c
+            .search(
+                "logs",
+                &json!({"sort": [{"@timestamp": "asc"}], "from": from, "size": 10}),
+            )
+            .await;
+        let want = asc_ids[from..(from + 10).min(N)].to_vec();
+        assert_eq!(hit_ids(&r), want, "sort @timestamp asc from {from}: {r}");
+    }
+
+    // Sort by status asc (string form), all docs: non-decreasing, complete.
+    let r = c
+        .search("logs", &json!({"sort": ["status"], "size": N}))
+        .await;
+    let statuses: Vec<i64> = hits(&r)
+        .iter()
+        .map(|h| h["_source"]["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), N, "{r}");
+    assert!(
+        statuses.windows(2).all(|w| w[0] <= w[1]),
+        "status asc not sorted: {statuses:?}"
+    );
+
+    // Two sort keys: status desc, then @timestamp asc.
+    let r = c
+        .search(
+            "logs",
+            &json!({"sort": [{"status": "desc"}, {"@timestamp": "asc"}], "size": 30}),
+        )
+        .await;
+    let mut want: Vec<usize> = (0..N).collect();
+    want.sort_by_key(|&i| (-STATUSES[i % 10], log_seconds(i)));
+    let want: Vec<String> = want[..30].iter().map(|&i| log_id(i)).collect();
+    assert_eq!(hit_ids(&r), want, "sort status desc, @timestamp asc: {r}");
+
+    // Query + sort + paging together.
+    let r = c
+        .search(
+            "logs",
+            &json!({"query": {"term": {"status": 404}}, "sort": [{"@timestamp": "desc"}], "from": 5, "size": 5}),
+        )
+        .await;
+    let want: Vec<String> = desc_ids
+        .iter()
+        .filter(|id| STATUSES[id[4..].parse::<usize>().unwrap() % 10] == 404)
+        .skip(5)
+        .take(5)
+        .cloned()
+        .collect();
+    assert_eq!(hit_ids(&r), want, "{r}");
+    assert_eq!(total_hits(&r), expected(|_, d| status(d) == 404));
+}
+
+/// `/logs,other/_search`, `lo*`, `/_search`.
+async fn multi_index(backend: Backend) {
+    let (_env, c) = loaded(backend).await;
+    let other: Vec<(String, Value)> = (0..5)
+        .map(|i| {
+            (
+                format!("o-{i}"),
+                json!({"message": "other index doc", "status": 200}),
+            )
+        })
+        .collect();
+    c.bulk_ok("/_bulk", bulk_body("other", other)).await;
+    c.refresh("other").await;
+
+    let all = json!({"query": {"match_all": {}}, "size": 300});
+    let r = c.search("logs,other", &all).await;
+    assert_eq!(total_hits(&r), N as u64 + 5, "logs,other: {r}");
+    let indexes: BTreeSet<&str> = hits(&r)
+        .iter()
+        .map(|h| h["_index"].as_str().unwrap())
+        .collect();
+    assert_eq!(indexes, BTreeSet::from(["logs", "other"]), "{r}");
+
+    let r = c.search("lo*", &all).await;
+    assert_eq!(total_hits(&r), N as u64, "lo*: {r}");
+    assert!(hits(&r).iter().all(|h| h["_index"] == "logs"), "{r}");
+
+    let r = c.search("", &all).await;
+    assert_eq!(total_hits(&r), N as u64 + 5, "/_search: {r}");
+
+    let r = c
+        .search(
+            "logs,other",
+            &json!({"query": {"match": {"message": "other"}}}),
+        )
+        .await;
+    assert_eq!(total_hits(&r), 5, "{r}");
+    assert!(hits(&r).iter().all(|h| h["_index"] == "other"), "{r}");
+}
+
+/// `GET /logs/_doc/{id}`: found with `_source`; missing id → 404 `found: false`.
+async fn get_doc(backend: Backend) {
+    let (_env, c) = loaded(backend).await;
+    let docs: HashMap<String, Value> = (0..N).map(|i| (log_id(i), log_doc(i))).collect();
+    for i in [0usize, 7, 123, N - 1] {
+        let id = log_id(i);
+        let r = c.get(&format!("/logs/_doc/{id}")).await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.json["found"], json!(true), "{r}");
+        assert_eq!(r.json["_id"], json!(id), "{r}");
+        assert_eq!(r.json["_index"], json!("logs"), "{r}");
+        assert_eq!(r.json["_source"], docs[&id], "{r}");
+    }
+    let r = c.get("/logs/_doc/no-such-id").await;
+    assert_eq!(r.status, 404, "{r}");
+    assert_eq!(r.json["found"], json!(false), "{r}");
+    assert_eq!(r.json["_id"], json!("no-such-id"), "{r}");
+}
+
+e2e!(root_info, queries, paging_sort_source, multi_index, get_doc);

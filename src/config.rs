@@ -1,0 +1,183 @@
+//! Floe's configuration: one typed struct, loaded from a TOML file, then `FLOE_*` / `AWS_*`
+//! environment variables, then command-line flags (each later source wins).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use floe_storage::{S3Config, StorageConfig};
+use serde::{Deserialize, Serialize};
+
+/// HTTP front end settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// `http.max_content_length`: larger request bodies get 413.
+    pub max_content_length: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:9200".parse().expect("valid default address"),
+            max_content_length: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// Writer (indexing) settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IndexingConfig {
+    /// tantivy indexing memory per shard, in bytes.
+    pub memory_per_shard: usize,
+    /// tantivy indexing threads for a single-shard index (multi-shard indexes use one per shard).
+    pub threads_per_shard: usize,
+}
+
+impl Default for IndexingConfig {
+    fn default() -> Self {
+        IndexingConfig {
+            memory_per_shard: 256 * 1024 * 1024,
+            threads_per_shard: std::thread::available_parallelism().map(|n| n.get().min(4)).unwrap_or(1),
+        }
+    }
+}
+
+/// Everything `floe standalone` needs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FloeConfig {
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    /// Searcher cache and writer scratch space; disposable while Floe is stopped.
+    pub cache_dir: PathBuf,
+    pub indexing: IndexingConfig,
+}
+
+/// Command-line overrides (all optional; `None` keeps the file/env value).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ConfigFlags {
+    /// TOML configuration file.
+    #[arg(long, env = "FLOE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:9200].
+    #[arg(long, env = "FLOE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Root of the local-directory object storage [default: ./data].
+    #[arg(long, env = "FLOE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Local cache and scratch directory [default: ./cache].
+    #[arg(long, env = "FLOE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Maximum request body in bytes [default: 104857600].
+    #[arg(long, env = "FLOE_MAX_CONTENT_LENGTH")]
+    pub max_content_length: Option<usize>,
+    /// S3-compatible endpoint URL (selects S3 instead of --data-dir).
+    #[arg(long, env = "FLOE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket (selects S3 instead of --data-dir).
+    #[arg(long, env = "FLOE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "FLOE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Key prefix inside the bucket (or data dir).
+    #[arg(long, env = "FLOE_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+}
+
+impl FloeConfig {
+    /// Defaults, then the file (if any), then flags/env (clap already merged env into flags).
+    pub fn load(flags: &ConfigFlags) -> anyhow::Result<FloeConfig> {
+        let mut config = match &flags.config {
+            Some(path) => Self::from_file(path)?,
+            None => FloeConfig {
+                cache_dir: PathBuf::from("./cache"),
+                ..FloeConfig::default()
+            },
+        };
+        if config.cache_dir.as_os_str().is_empty() {
+            config.cache_dir = PathBuf::from("./cache");
+        }
+        if let Some(a) = flags.http_addr {
+            config.http.addr = a;
+        }
+        if let Some(d) = &flags.data_dir {
+            config.storage.data_dir = d.clone();
+        }
+        if let Some(d) = &flags.cache_dir {
+            config.cache_dir = d.clone();
+        }
+        if let Some(n) = flags.max_content_length {
+            config.http.max_content_length = n;
+        }
+        if let Some(p) = &flags.s3_prefix {
+            config.storage.prefix = p.clone();
+        }
+        if flags.s3_bucket.is_some() || flags.s3_endpoint.is_some() || config.storage.s3.is_some() {
+            let mut s3: S3Config = config.storage.s3.clone().unwrap_or_default();
+            if let Some(v) = &flags.s3_endpoint {
+                s3.endpoint = Some(v.clone());
+            }
+            if let Some(v) = &flags.s3_bucket {
+                s3.bucket = v.clone();
+            }
+            if let Some(v) = flags.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()) {
+                s3.region = Some(v);
+            }
+            if let Some(v) = &flags.s3_access_key_id {
+                s3.access_key_id = Some(v.clone());
+            }
+            if let Some(v) = &flags.s3_secret_access_key {
+                s3.secret_access_key = Some(v.clone());
+            }
+            anyhow::ensure!(!s3.bucket.is_empty(), "an S3 endpoint needs a bucket: --s3-bucket");
+            config.storage.s3 = Some(s3);
+        }
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> anyhow::Result<FloeConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let mut config: FloeConfig = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        if config.cache_dir.as_os_str().is_empty() {
+            config.cache_dir = PathBuf::from("./cache");
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("floe.toml");
+        std::fs::write(&file, "cache_dir = \"/tmp/c\"\n[http]\nmax_content_length = 1024\n[storage]\ndata_dir = \"/tmp/d\"\n").unwrap();
+        let flags = ConfigFlags {
+            config: Some(file),
+            http_addr: Some("127.0.0.1:9300".parse().unwrap()),
+            ..ConfigFlags::default()
+        };
+        let c = FloeConfig::load(&flags).unwrap();
+        assert_eq!(c.http.max_content_length, 1024);
+        assert_eq!(c.http.addr.port(), 9300);
+        assert_eq!(c.storage.data_dir, PathBuf::from("/tmp/d"));
+        assert_eq!(c.cache_dir, PathBuf::from("/tmp/c"));
+        assert!(c.storage.s3.is_none());
+        let s3 = FloeConfig::load(&ConfigFlags {
+            s3_bucket: Some("b".into()),
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            ..ConfigFlags::default()
+        })
+        .unwrap();
+        assert_eq!(s3.storage.s3.unwrap().bucket, "b");
+    }
+}

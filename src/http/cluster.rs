@@ -1,0 +1,113 @@
+//! `GET /`, `_cluster/health`, `_cat/indices`.
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{empty, ApiError, Params, State};
+
+/// The OpenSearch version Floe answers as, so official clients accept it.
+pub const COMPAT_VERSION: &str = "2.11.0";
+
+pub async fn root() -> Json<Value> {
+    Json(json!({
+        "name": "floe",
+        "cluster_name": "floe",
+        "cluster_uuid": "floe",
+        "version": {
+            "distribution": "opensearch",
+            "number": COMPAT_VERSION,
+            "build_type": "floe",
+            "build_hash": env!("CARGO_PKG_VERSION"),
+            "build_date": "2026-01-01T00:00:00Z",
+            "build_snapshot": false,
+            "lucene_version": "9.7.0",
+            "minimum_wire_compatibility_version": "7.10.0",
+            "minimum_index_compatibility_version": "7.0.0",
+        },
+        "tagline": "The OpenSearch Project: https://opensearch.org/",
+    }))
+}
+
+pub async fn root_head() -> Response {
+    empty(StatusCode::OK)
+}
+
+pub async fn health(state: State, index: Option<Path<String>>) -> Result<Json<Value>, ApiError> {
+    let indexes = match index {
+        Some(Path(expr)) => state.searcher.resolve(&expr, false)?,
+        None => state.metastore.list_indexes(),
+    };
+    let shards: u64 = indexes.iter().map(|m| m.settings.number_of_shards as u64).sum();
+    // Every shard is readable from the bucket and has no replicas to wait for: green.
+    Ok(Json(json!({
+        "cluster_name": "floe", "status": "green", "timed_out": false,
+        "number_of_nodes": 1, "number_of_data_nodes": 1, "discovered_master": true, "discovered_cluster_manager": true,
+        "active_primary_shards": shards, "active_shards": shards, "relocating_shards": 0, "initializing_shards": 0,
+        "unassigned_shards": 0, "delayed_unassigned_shards": 0, "number_of_pending_tasks": 0,
+        "number_of_in_flight_fetch": 0, "task_max_waiting_in_queue_millis": 0, "active_shards_percent_as_number": 100.0,
+    })))
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["b", "kb", "mb", "gb", "tb"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}b")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
+pub async fn cat_indices(state: State, index: Option<Path<String>>, params: Params) -> Result<Response, ApiError> {
+    let indexes = match index {
+        Some(Path(expr)) => state.searcher.resolve(&expr, false)?,
+        None => state.metastore.list_indexes(),
+    };
+    const COLS: [&str; 10] = ["health", "status", "index", "uuid", "pri", "rep", "docs.count", "docs.deleted", "store.size", "pri.store.size"];
+    let rows: Vec<Vec<String>> = indexes
+        .iter()
+        .map(|m| {
+            let size = human_bytes(m.size_bytes());
+            vec![
+                "green".into(),
+                "open".into(),
+                m.name.clone(),
+                m.uuid.clone(),
+                m.settings.number_of_shards.to_string(),
+                "0".into(),
+                m.doc_count().to_string(),
+                "0".into(),
+                size.clone(),
+                size,
+            ]
+        })
+        .collect();
+    if params.get("format").map(String::as_str) == Some("json") {
+        let arr: Vec<Value> = rows
+            .iter()
+            .map(|r| Value::Object(COLS.iter().zip(r).map(|(c, v)| (c.to_string(), json!(v))).collect()))
+            .collect();
+        return Ok(Json(Value::Array(arr)).into_response());
+    }
+    let mut table: Vec<Vec<String>> = Vec::new();
+    if params.contains_key("v") {
+        table.push(COLS.iter().map(|c| c.to_string()).collect());
+    }
+    table.extend(rows);
+    let widths: Vec<usize> = (0..COLS.len()).map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut text = String::new();
+    for row in &table {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        text.push_str(line.join(" ").trim_end());
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text).into_response())
+}

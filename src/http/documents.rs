@@ -1,0 +1,78 @@
+//! Writes: `_bulk`, `_doc`, `_create`.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use floe_writer::{BulkOp, OpKind, RefreshPolicy};
+use tracing::instrument;
+
+use super::{json_response, ApiError, Params, State};
+
+fn refresh_of(params: &Params) -> Result<RefreshPolicy, ApiError> {
+    Ok(RefreshPolicy::parse(params.get("refresh").map(String::as_str))?)
+}
+
+#[instrument(skip_all)]
+pub async fn bulk(state: State, params: Params, body: Bytes) -> Result<Response, ApiError> {
+    let refresh = refresh_of(&params)?;
+    let resp = state.writer.bulk(None, body, refresh).await?;
+    Ok(json_response(StatusCode::OK, resp))
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn bulk_index(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+    let refresh = refresh_of(&params)?;
+    let resp = state.writer.bulk(Some(&index), body, refresh).await?;
+    Ok(json_response(StatusCode::OK, resp))
+}
+
+async fn single(state: State, params: Params, kind: OpKind, index: String, id: Option<String>, body: Option<Bytes>) -> Result<Response, ApiError> {
+    let refresh = refresh_of(&params)?;
+    let kind = match (kind, params.get("op_type").map(String::as_str)) {
+        (OpKind::Index, Some("create")) => OpKind::Create,
+        (k, _) => k,
+    };
+    if let Some(b) = &body {
+        if b.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "parse_exception", "request body is required"));
+        }
+    }
+    // A single document may span several lines; the bulk path wants it on one.
+    let source = body.map(|b| match serde_json::from_slice::<serde_json::Value>(&b) {
+        Ok(v) => Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+        Err(_) => b,
+    });
+    let op = BulkOp {
+        kind,
+        index: Some(index),
+        id,
+        routing: params.get("routing").cloned(),
+        source,
+    };
+    let (status, body) = state.writer.single(op, refresh).await?;
+    Ok(json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body))
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn index_auto_id(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+    single(state, params, OpKind::Index, index, None, Some(body)).await
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn index_with_id(state: State, Path((index, id)): Path<(String, String)>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+    single(state, params, OpKind::Index, index, Some(id), Some(body)).await
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn create_with_id(state: State, Path((index, id)): Path<(String, String)>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+    single(state, params, OpKind::Create, index, Some(id), Some(body)).await
+}
+
+#[instrument(skip(state, params))]
+pub async fn delete_doc(state: State, Path((index, id)): Path<(String, String)>, params: Params) -> Result<Response, ApiError> {
+    if state.metastore.get_index(&index).is_none() {
+        return Err(ApiError::index_not_found(&index));
+    }
+    single(state, params, OpKind::Delete, index, Some(id), None).await
+}

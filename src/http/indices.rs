@@ -1,0 +1,120 @@
+//! Index administration: create, get, exists, delete, mappings, settings, refresh.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use bytes::Bytes;
+use floe_proto::mapping::Mappings;
+use floe_proto::IndexMeta;
+use serde_json::{json, Map, Value};
+use tracing::instrument;
+
+use super::cluster::COMPAT_VERSION;
+use super::{empty, json_body, ApiError, State};
+
+fn settings_json(m: &IndexMeta) -> Value {
+    json!({"index": {
+        "number_of_shards": m.settings.number_of_shards.to_string(),
+        "number_of_replicas": "0",
+        "refresh_interval": m.settings.refresh_interval,
+        "uuid": m.uuid,
+        "creation_date": m.creation_date.to_string(),
+        "provided_name": m.name,
+        "version": {"created": COMPAT_VERSION},
+    }})
+}
+
+fn existing(state: &State, expr: &str) -> Result<Vec<IndexMeta>, ApiError> {
+    let found = state.searcher.resolve(expr, false)?;
+    Ok(found)
+}
+
+#[instrument(skip(state, body))]
+pub async fn create(state: State, Path(index): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?.unwrap_or(json!({}));
+    let meta = state.writer.create_index(&index, &body).await?;
+    Ok(Json(json!({"acknowledged": true, "shards_acknowledged": true, "index": meta.name})))
+}
+
+pub async fn get(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    let mut out = Map::new();
+    for m in existing(&state, &index)? {
+        out.insert(m.name.clone(), json!({"aliases": {}, "mappings": m.mappings.to_opensearch(), "settings": settings_json(&m)}));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+pub async fn exists(state: State, Path(index): Path<String>) -> Response {
+    let found = state.searcher.resolve(&index, false).is_ok_and(|v| !v.is_empty());
+    empty(if found { StatusCode::OK } else { StatusCode::NOT_FOUND })
+}
+
+#[instrument(skip(state))]
+pub async fn delete(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    for m in existing(&state, &index)? {
+        state.writer.delete_index(&m.name).await?;
+        state.searcher.forget_index(&m.uuid);
+    }
+    Ok(Json(json!({"acknowledged": true})))
+}
+
+pub async fn get_mapping(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    let mut out = Map::new();
+    for m in existing(&state, &index)? {
+        out.insert(m.name.clone(), json!({"mappings": m.mappings.to_opensearch()}));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+pub async fn get_mapping_all(state: State) -> Json<Value> {
+    let out: Map<String, Value> = state
+        .metastore
+        .list_indexes()
+        .into_iter()
+        .map(|m| (m.name.clone(), json!({"mappings": m.mappings.to_opensearch()})))
+        .collect();
+    Json(Value::Object(out))
+}
+
+/// `PUT /{index}/_mapping`: adds fields; changing the type of an existing field is refused.
+#[instrument(skip(state, body))]
+pub async fn put_mapping(state: State, Path(index): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?.ok_or_else(|| ApiError::bad_request("mapping source is required"))?;
+    let new = Mappings::from_opensearch(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "mapper_parsing_exception", e.to_string()))?;
+    for m in existing(&state, &index)? {
+        for (path, fm) in &new.fields {
+            if let Some(old) = m.mappings.get(path) {
+                if old.kind != fm.kind {
+                    return Err(ApiError::bad_request(format!(
+                        "mapper [{path}] cannot be changed from type [{}] to [{}]",
+                        old.type_name, fm.type_name
+                    )));
+                }
+            }
+        }
+        state.metastore.merge_mappings(&m.name, &new.fields).await?;
+    }
+    Ok(Json(json!({"acknowledged": true})))
+}
+
+pub async fn get_settings(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    let mut out = Map::new();
+    for m in existing(&state, &index)? {
+        out.insert(m.name.clone(), json!({"settings": settings_json(&m)}));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+#[instrument(skip(state))]
+pub async fn refresh(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    let names: Vec<String> = existing(&state, &index)?.into_iter().map(|m| m.name).collect();
+    state.writer.refresh(&names).await?;
+    Ok(Json(json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}})))
+}
+
+pub async fn refresh_all(state: State) -> Result<Json<Value>, ApiError> {
+    let names: Vec<String> = state.metastore.list_indexes().into_iter().map(|m| m.name).collect();
+    state.writer.refresh(&names).await?;
+    Ok(Json(json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}})))
+}

@@ -1,0 +1,133 @@
+//! The OpenSearch-compatible REST front end: routes, shared state, body limits and the
+//! JSON shape of errors. Handlers are thin: they parse HTTP and call the role crates.
+
+mod cluster;
+mod documents;
+pub mod error;
+mod indices;
+mod search;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use bytes::Bytes;
+use floe_metastore::Metastore;
+use floe_searcher::SearchService;
+use floe_writer::Writer;
+use serde_json::Value;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub metastore: Arc<Metastore>,
+    pub writer: Arc<Writer>,
+    pub searcher: Arc<SearchService>,
+    pub max_content_length: usize,
+}
+
+pub type State = axum::extract::State<Arc<AppState>>;
+pub type Params = axum::extract::Query<HashMap<String, String>>;
+
+/// Builds the router of `floe standalone`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_content_length;
+    Router::new()
+        .route("/", get(cluster::root).head(cluster::root_head))
+        .route("/_cluster/health", get(cluster::health))
+        .route("/_cluster/health/{index}", get(cluster::health))
+        .route("/_cat/indices", get(cluster::cat_indices))
+        .route("/_cat/indices/{index}", get(cluster::cat_indices))
+        .route("/_bulk", post(documents::bulk).put(documents::bulk))
+        .route("/{index}/_bulk", post(documents::bulk_index).put(documents::bulk_index))
+        .route("/_search", get(search::search_all).post(search::search_all))
+        .route("/{index}/_search", get(search::search).post(search::search))
+        .route("/_count", get(search::count_all).post(search::count_all))
+        .route("/{index}/_count", get(search::count).post(search::count))
+        .route("/_refresh", get(indices::refresh_all).post(indices::refresh_all))
+        .route("/{index}/_refresh", get(indices::refresh).post(indices::refresh))
+        .route("/_mapping", get(indices::get_mapping_all))
+        .route("/{index}/_mapping", get(indices::get_mapping).put(indices::put_mapping).post(indices::put_mapping))
+        .route("/{index}/_settings", get(indices::get_settings))
+        .route("/{index}/_doc", post(documents::index_auto_id))
+        .route(
+            "/{index}/_doc/{id}",
+            put(documents::index_with_id).post(documents::index_with_id).get(search::get_doc).head(search::head_doc).delete(documents::delete_doc),
+        )
+        .route("/{index}/_create/{id}", put(documents::create_with_id).post(documents::create_with_id))
+        .route("/{index}", put(indices::create).get(indices::get).head(indices::exists).delete(indices::delete))
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_body))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Rejects bodies over `http.max_content_length` with a 413 before reading them, and gives
+/// the limit's own rejections (chunked bodies) the OpenSearch error shape.
+async fn limit_body(axum::extract::State(state): axum::extract::State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_content_length) {
+        return too_large(state.max_content_length);
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && resp.headers().get(header::CONTENT_TYPE).is_none_or(|v| v != "application/json") {
+        return too_large(state.max_content_length);
+    }
+    resp
+}
+
+fn too_large(limit: usize) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "content_too_long_exception",
+        format!("request body is larger than http.max_content_length [{limit}] bytes"),
+    )
+    .into_response()
+}
+
+async fn unknown_endpoint(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_exception",
+        format!("no handler found for uri [{}] and method [{method}]", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed_exception",
+        format!("Incorrect HTTP method for uri [{}] and method [{method}]", uri.path()),
+    )
+}
+
+/// Parses an optional JSON body (empty → `None`).
+pub fn json_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "parsing_exception", format!("request body is not valid JSON: {e}")))
+}
+
+/// A JSON response with an explicit status.
+pub fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+pub fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}

@@ -1,0 +1,76 @@
+//! Reads: `_search`, `_count`, `GET _doc`.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use bytes::Bytes;
+use floe_searcher::SearchParams;
+use serde_json::{json, Value};
+use tracing::instrument;
+
+use super::{empty, json_body, json_response, ApiError, Params, State};
+
+fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
+    let num = |k: &str| -> Result<Option<usize>, ApiError> {
+        p.get(k)
+            .map(|v| v.parse::<usize>().map_err(|_| ApiError::bad_request(format!("Failed to parse int parameter [{k}] with value [{v}]"))))
+            .transpose()
+    };
+    Ok(SearchParams {
+        q: p.get("q").cloned(),
+        df: p.get("df").cloned(),
+        default_operator: p.get("default_operator").cloned(),
+        from: num("from")?,
+        size: num("size")?,
+        sort: p.get("sort").cloned(),
+        track_total_hits: p.get("track_total_hits").cloned(),
+        ignore_unavailable: p.get("ignore_unavailable").is_some_and(|v| v == "true"),
+    })
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn search(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?;
+    Ok(Json(state.searcher.search(&index, body.as_ref(), &params_of(&params)?).await?))
+}
+
+#[instrument(skip_all)]
+pub async fn search_all(state: State, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?;
+    Ok(Json(state.searcher.search("", body.as_ref(), &params_of(&params)?).await?))
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn count(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?;
+    Ok(Json(state.searcher.count(&index, body.as_ref(), &params_of(&params)?).await?))
+}
+
+#[instrument(skip_all)]
+pub async fn count_all(state: State, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?;
+    Ok(Json(state.searcher.count("", body.as_ref(), &params_of(&params)?).await?))
+}
+
+#[instrument(skip(state))]
+pub async fn get_doc(state: State, Path((index, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    if state.metastore.get_index(&index).is_none() {
+        return Err(ApiError::index_not_found(&index));
+    }
+    Ok(match state.searcher.get_doc(&index, &id).await? {
+        Some(source) => json_response(
+            StatusCode::OK,
+            json!({"_index": index, "_id": id, "_version": 1, "_seq_no": 0, "_primary_term": 1, "found": true, "_source": source}),
+        ),
+        None => json_response(StatusCode::NOT_FOUND, json!({"_index": index, "_id": id, "found": false})),
+    })
+}
+
+pub async fn head_doc(state: State, Path((index, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    if state.metastore.get_index(&index).is_none() {
+        return Ok(empty(StatusCode::NOT_FOUND));
+    }
+    let found = state.searcher.get_doc(&index, &id).await?.is_some();
+    Ok(empty(if found { StatusCode::OK } else { StatusCode::NOT_FOUND }))
+}

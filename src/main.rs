@@ -1,0 +1,35 @@
+//! The `floe` binary: `floe standalone` runs metastore, writer and searcher in one process.
+
+mod config;
+mod http;
+mod standalone;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "floe", version, about = "Floe: an OpenSearch-compatible search engine whose only state is in object storage")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Metastore + writer + searcher in one process (local directory storage by default).
+    Standalone(config::ConfigFlags),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tantivy=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Standalone(flags) => {
+            let config = config::FloeConfig::load(&flags)?;
+            runtime.block_on(standalone::run(config))
+        }
+    }
+}

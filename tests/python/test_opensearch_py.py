@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""opensearch-py against a running Floe on http://127.0.0.1:$FLOE_PORT.
+
+A plain script (no pytest): runs each check in order, prints one line per check and
+"opensearch-py: N passed, M failed" at the end, and exits non-zero if any check failed.
+Later checks depend on earlier ones (the index and its documents).
+"""
+
+import os
+import sys
+import traceback
+
+from opensearchpy import OpenSearch, helpers
+from opensearchpy.exceptions import NotFoundError
+
+PORT = int(os.environ["FLOE_PORT"])
+INDEX = "pylogs"
+N = 1000
+STATUSES = [200, 200, 200, 200, 200, 200, 301, 404, 404, 500]
+
+client = OpenSearch(
+    hosts=[{"host": "127.0.0.1", "port": PORT}],
+    use_ssl=False,
+    timeout=30,
+    max_retries=0,
+)
+
+
+def doc(i):
+    status = STATUSES[i % 10]
+    return {
+        "@timestamp": "2024-05-01T%02d:%02d:%02dZ" % (i // 3600, i // 60 % 60, i % 60),
+        "status": status,
+        "message": "request %d %s" % (i, "failed with error" if status >= 400 else "completed ok"),
+        "service": ["api", "web", "db", "auth"][i % 4],
+        "latency_ms": i % 250,
+    }
+
+
+def count_where(pred):
+    return sum(1 for i in range(N) if pred(doc(i)))
+
+
+def check_info():
+    info = client.info()
+    assert info["version"]["distribution"] == "opensearch", info
+    assert info["version"]["number"].startswith("2."), info
+
+
+def check_create():
+    r = client.indices.create(
+        index=INDEX,
+        body={
+            "settings": {"number_of_shards": 2},
+            "mappings": {
+                "properties": {
+                    "@timestamp": {"type": "date"},
+                    "status": {"type": "integer"},
+                    "message": {"type": "text"},
+                    "service": {"type": "keyword"},
+                    "latency_ms": {"type": "long"},
+                }
+            },
+        },
+    )
+    assert r["acknowledged"] is True, r
+    assert client.indices.exists(index=INDEX)
+    assert not client.indices.exists(index="py-nope")
+    mapping = client.indices.get_mapping(index=INDEX)
+    assert mapping[INDEX]["mappings"]["properties"]["service"]["type"] == "keyword", mapping
+
+
+def check_bulk():
+    actions = ({"_index": INDEX, "_id": "py-%d" % i, "_source": doc(i)} for i in range(N))
+    ok, errors = helpers.bulk(client, actions, chunk_size=250, raise_on_error=False)
+    assert ok == N, (ok, errors[:3])
+    assert not errors, errors[:3]
+
+
+def check_refresh_count():
+    client.indices.refresh(index=INDEX)
+    assert client.count(index=INDEX)["count"] == N
+
+
+def search_total(query, **kw):
+    r = client.search(index=INDEX, body={"query": query, **kw})
+    return r["hits"]["total"]["value"], r["hits"]["hits"]
+
+
+def check_match():
+    total, hits = search_total({"match": {"message": "error"}}, size=5)
+    assert total == count_where(lambda d: d["status"] >= 400), total
+    assert len(hits) == 5 and all(h["_source"]["status"] >= 400 for h in hits), hits
+
+
+def check_term():
+    total, _ = search_total({"term": {"service": "web"}})
+    assert total == N // 4, total
+    total, _ = search_total({"term": {"status": 404}})
+    assert total == count_where(lambda d: d["status"] == 404), total
+
+
+def check_range():
+    total, _ = search_total({"range": {"latency_ms": {"gte": 100, "lt": 200}}})
+    assert total == count_where(lambda d: 100 <= d["latency_ms"] < 200), total
+    total, _ = search_total({"range": {"@timestamp": {"gte": "2024-05-01T00:10:00Z", "lt": "2024-05-01T00:12:00Z"}}})
+    assert total == 120, total
+
+
+def check_bool_sort():
+    q = {"bool": {"filter": [{"term": {"service": "api"}}], "must_not": [{"term": {"status": 200}}]}}
+    total, hits = search_total(q, size=10, sort=[{"@timestamp": "desc"}])
+    want = [i for i in range(N) if i % 4 == 0 and STATUSES[i % 10] != 200]
+    assert total == len(want), total
+    assert [h["_id"] for h in hits] == ["py-%d" % i for i in sorted(want, reverse=True)[:10]], hits
+
+
+def check_count_query():
+    r = client.count(index=INDEX, body={"query": {"term": {"status": 500}}})
+    assert r["count"] == count_where(lambda d: d["status"] == 500), r
+
+
+def check_get_and_missing():
+    r = client.get(index=INDEX, id="py-7")
+    assert r["found"] and r["_source"] == doc(7), r
+    try:
+        client.get(index=INDEX, id="py-missing")
+    except NotFoundError:
+        pass
+    else:
+        raise AssertionError("missing doc did not raise NotFoundError")
+    try:
+        client.search(index="py-nope", body={"query": {"match_all": {}}})
+    except NotFoundError as e:
+        assert e.error == "index_not_found_exception", e.info
+    else:
+        raise AssertionError("search on a missing index did not raise NotFoundError")
+
+
+def check_delete():
+    r = client.indices.delete(index=INDEX)
+    assert r["acknowledged"] is True, r
+    assert not client.indices.exists(index=INDEX)
+
+
+CHECKS = [
+    check_info,
+    check_create,
+    check_bulk,
+    check_refresh_count,
+    check_match,
+    check_term,
+    check_range,
+    check_bool_sort,
+    check_count_query,
+    check_get_and_missing,
+    check_delete,
+]
+
+# Everything after these depends on them.
+STOP_ON_FAILURE = {check_info, check_create, check_bulk}
+
+
+def main():
+    passed = failed = 0
+    for check in CHECKS:
+        try:
+            check()
+        except Exception:  # noqa: BLE001 - report every failure and go on
+            failed += 1
+            print("FAIL %s" % check.__name__)
+            traceback.print_exc()
+            if check in STOP_ON_FAILURE:
+                print("stopping: later checks need %s" % check.__name__)
+                break
+        else:
+            passed += 1
+            print("ok   %s" % check.__name__)
+        sys.stdout.flush()
+    print("opensearch-py: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
