@@ -40,7 +40,9 @@ impl Default for IndexingConfig {
     fn default() -> Self {
         IndexingConfig {
             memory_per_shard: 256 * 1024 * 1024,
-            threads_per_shard: std::thread::available_parallelism().map(|n| n.get().min(4)).unwrap_or(1),
+            threads_per_shard: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
         }
     }
 }
@@ -127,7 +129,11 @@ impl FloeConfig {
             if let Some(v) = &flags.s3_bucket {
                 s3.bucket = v.clone();
             }
-            if let Some(v) = flags.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()) {
+            if let Some(v) = flags
+                .s3_region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+            {
                 s3.region = Some(v);
             }
             if let Some(v) = &flags.s3_access_key_id {
@@ -136,15 +142,20 @@ impl FloeConfig {
             if let Some(v) = &flags.s3_secret_access_key {
                 s3.secret_access_key = Some(v.clone());
             }
-            anyhow::ensure!(!s3.bucket.is_empty(), "an S3 endpoint needs a bucket: --s3-bucket");
+            anyhow::ensure!(
+                !s3.bucket.is_empty(),
+                "an S3 endpoint needs a bucket: --s3-bucket"
+            );
             config.storage.s3 = Some(s3);
         }
         Ok(config)
     }
 
     fn from_file(path: &Path) -> anyhow::Result<FloeConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let mut config: FloeConfig = toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let mut config: FloeConfig = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
         if config.cache_dir.as_os_str().is_empty() {
             config.cache_dir = PathBuf::from("./cache");
         }

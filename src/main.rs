@@ -7,7 +7,11 @@ mod standalone;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "floe", version, about = "Floe: an OpenSearch-compatible search engine whose only state is in object storage")]
+#[command(
+    name = "floe",
+    version,
+    about = "Floe: an OpenSearch-compatible search engine whose only state is in object storage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,11 +25,16 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tantivy=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tantivy=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Standalone(flags) => {
             let config = config::FloeConfig::load(&flags)?;

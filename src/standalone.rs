@@ -17,11 +17,18 @@ use crate::http::{router, AppState};
 pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     let storage = Storage::open(&config.storage).context("opening object storage")?;
     match &config.storage.s3 {
-        Some(s3) => info!(bucket = %s3.bucket, endpoint = ?s3.endpoint, prefix = %config.storage.prefix, "storage: S3"),
+        Some(s3) => {
+            info!(bucket = %s3.bucket, endpoint = ?s3.endpoint, prefix = %config.storage.prefix, "storage: S3")
+        }
         None => info!(dir = %config.storage.data_dir.display(), "storage: local directory"),
     }
-    let metastore = Arc::new(Metastore::open(storage.clone()).await.context("loading the metastore from object storage")?);
-    std::fs::create_dir_all(&config.cache_dir).with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
+    let metastore = Arc::new(
+        Metastore::open(storage.clone())
+            .await
+            .context("loading the metastore from object storage")?,
+    );
+    std::fs::create_dir_all(&config.cache_dir)
+        .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
     let writer = Arc::new(Writer::new(
         metastore.clone(),
         storage.clone(),

@@ -40,7 +40,10 @@ pub async fn health(state: State, index: Option<Path<String>>) -> Result<Json<Va
         Some(Path(expr)) => state.searcher.resolve(&expr, false)?,
         None => state.metastore.list_indexes(),
     };
-    let shards: u64 = indexes.iter().map(|m| m.settings.number_of_shards as u64).sum();
+    let shards: u64 = indexes
+        .iter()
+        .map(|m| m.settings.number_of_shards as u64)
+        .sum();
     // Every shard is readable from the bucket and has no replicas to wait for: green.
     Ok(Json(json!({
         "cluster_name": "floe", "status": "green", "timed_out": false,
@@ -66,12 +69,27 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-pub async fn cat_indices(state: State, index: Option<Path<String>>, params: Params) -> Result<Response, ApiError> {
+pub async fn cat_indices(
+    state: State,
+    index: Option<Path<String>>,
+    params: Params,
+) -> Result<Response, ApiError> {
     let indexes = match index {
         Some(Path(expr)) => state.searcher.resolve(&expr, false)?,
         None => state.metastore.list_indexes(),
     };
-    const COLS: [&str; 10] = ["health", "status", "index", "uuid", "pri", "rep", "docs.count", "docs.deleted", "store.size", "pri.store.size"];
+    const COLS: [&str; 10] = [
+        "health",
+        "status",
+        "index",
+        "uuid",
+        "pri",
+        "rep",
+        "docs.count",
+        "docs.deleted",
+        "store.size",
+        "pri.store.size",
+    ];
     let rows: Vec<Vec<String>> = indexes
         .iter()
         .map(|m| {
@@ -93,7 +111,14 @@ pub async fn cat_indices(state: State, index: Option<Path<String>>, params: Para
     if params.get("format").map(String::as_str) == Some("json") {
         let arr: Vec<Value> = rows
             .iter()
-            .map(|r| Value::Object(COLS.iter().zip(r).map(|(c, v)| (c.to_string(), json!(v))).collect()))
+            .map(|r| {
+                Value::Object(
+                    COLS.iter()
+                        .zip(r)
+                        .map(|(c, v)| (c.to_string(), json!(v)))
+                        .collect(),
+                )
+            })
             .collect();
         return Ok(Json(Value::Array(arr)).into_response());
     }
@@ -102,10 +127,16 @@ pub async fn cat_indices(state: State, index: Option<Path<String>>, params: Para
         table.push(COLS.iter().map(|c| c.to_string()).collect());
     }
     table.extend(rows);
-    let widths: Vec<usize> = (0..COLS.len()).map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..COLS.len())
+        .map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     let mut text = String::new();
     for row in &table {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
         text.push_str(line.join(" ").trim_end());
         text.push('\n');
     }

@@ -10,7 +10,9 @@ use tracing::instrument;
 use super::{json_response, ApiError, Params, State};
 
 fn refresh_of(params: &Params) -> Result<RefreshPolicy, ApiError> {
-    Ok(RefreshPolicy::parse(params.get("refresh").map(String::as_str))?)
+    Ok(RefreshPolicy::parse(
+        params.get("refresh").map(String::as_str),
+    )?)
 }
 
 #[instrument(skip_all)]
@@ -21,13 +23,25 @@ pub async fn bulk(state: State, params: Params, body: Bytes) -> Result<Response,
 }
 
 #[instrument(skip(state, params, body))]
-pub async fn bulk_index(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+pub async fn bulk_index(
+    state: State,
+    Path(index): Path<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
     let resp = state.writer.bulk(Some(&index), body, refresh).await?;
     Ok(json_response(StatusCode::OK, resp))
 }
 
-async fn single(state: State, params: Params, kind: OpKind, index: String, id: Option<String>, body: Option<Bytes>) -> Result<Response, ApiError> {
+async fn single(
+    state: State,
+    params: Params,
+    kind: OpKind,
+    index: String,
+    id: Option<String>,
+    body: Option<Bytes>,
+) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
     let kind = match (kind, params.get("op_type").map(String::as_str)) {
         (OpKind::Index, Some("create")) => OpKind::Create,
@@ -35,7 +49,11 @@ async fn single(state: State, params: Params, kind: OpKind, index: String, id: O
     };
     if let Some(b) = &body {
         if b.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "parse_exception", "request body is required"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "parse_exception",
+                "request body is required",
+            ));
         }
     }
     // A single document may span several lines; the bulk path wants it on one.
@@ -51,26 +69,48 @@ async fn single(state: State, params: Params, kind: OpKind, index: String, id: O
         source,
     };
     let (status, body) = state.writer.single(op, refresh).await?;
-    Ok(json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body))
+    Ok(json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        body,
+    ))
 }
 
 #[instrument(skip(state, params, body))]
-pub async fn index_auto_id(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+pub async fn index_auto_id(
+    state: State,
+    Path(index): Path<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     single(state, params, OpKind::Index, index, None, Some(body)).await
 }
 
 #[instrument(skip(state, params, body))]
-pub async fn index_with_id(state: State, Path((index, id)): Path<(String, String)>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+pub async fn index_with_id(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     single(state, params, OpKind::Index, index, Some(id), Some(body)).await
 }
 
 #[instrument(skip(state, params, body))]
-pub async fn create_with_id(state: State, Path((index, id)): Path<(String, String)>, params: Params, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create_with_id(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     single(state, params, OpKind::Create, index, Some(id), Some(body)).await
 }
 
 #[instrument(skip(state, params))]
-pub async fn delete_doc(state: State, Path((index, id)): Path<(String, String)>, params: Params) -> Result<Response, ApiError> {
+pub async fn delete_doc(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+    params: Params,
+) -> Result<Response, ApiError> {
     if state.metastore.get_index(&index).is_none() {
         return Err(ApiError::index_not_found(&index));
     }

@@ -22,17 +22,30 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Self {
-        ApiError { status, kind, reason: reason.into(), index: None }
+        ApiError {
+            status,
+            kind,
+            reason: reason.into(),
+            index: None,
+        }
     }
 
     pub fn bad_request(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "illegal_argument_exception", reason)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "illegal_argument_exception",
+            reason,
+        )
     }
 
     pub fn index_not_found(index: &str) -> Self {
         ApiError {
             index: Some(index.to_string()),
-            ..Self::new(StatusCode::NOT_FOUND, "index_not_found_exception", format!("no such index [{index}]"))
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "index_not_found_exception",
+                format!("no such index [{index}]"),
+            )
         }
     }
 
@@ -61,7 +74,11 @@ impl IntoResponse for ApiError {
 }
 
 fn from_storage(e: &StorageError) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable_exception", format!("object storage unavailable: {e}"))
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable_exception",
+        format!("object storage unavailable: {e}"),
+    )
 }
 
 impl From<MetastoreError> for ApiError {
@@ -70,18 +87,32 @@ impl From<MetastoreError> for ApiError {
             MetastoreError::IndexNotFound(name) => ApiError::index_not_found(name),
             MetastoreError::IndexAlreadyExists(name) => ApiError {
                 index: Some(name.clone()),
-                ..ApiError::new(StatusCode::BAD_REQUEST, "resource_already_exists_exception", e.to_string())
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "resource_already_exists_exception",
+                    e.to_string(),
+                )
             },
             MetastoreError::InvalidIndexName { name, .. } => ApiError {
                 index: Some(name.clone()),
-                ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_index_name_exception", e.to_string())
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_index_name_exception",
+                    e.to_string(),
+                )
             },
             MetastoreError::Rejected(_) => ApiError::bad_request(e.to_string()),
             MetastoreError::Storage(s) => from_storage(s),
-            MetastoreError::StaleCommit { .. } | MetastoreError::Contended(_) => {
-                ApiError::new(StatusCode::CONFLICT, "version_conflict_engine_exception", e.to_string())
-            }
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.to_string()),
+            MetastoreError::StaleCommit { .. } | MetastoreError::Contended(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "version_conflict_engine_exception",
+                e.to_string(),
+            ),
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -89,15 +120,31 @@ impl From<MetastoreError> for ApiError {
 impl From<WriterError> for ApiError {
     fn from(e: WriterError) -> Self {
         match e {
-            WriterError::BulkParse(floe_writer::bulk::BulkParseError::Empty) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "action_request_validation_exception", e.to_string())
+            WriterError::BulkParse(floe_writer::bulk::BulkParseError::Empty) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "action_request_validation_exception",
+                e.to_string(),
+            ),
+            WriterError::BulkParse(_) | WriterError::BadRequest(_) => {
+                ApiError::bad_request(e.to_string())
             }
-            WriterError::BulkParse(_) | WriterError::BadRequest(_) => ApiError::bad_request(e.to_string()),
-            WriterError::MapperParsing(_) => ApiError::new(StatusCode::BAD_REQUEST, "mapper_parsing_exception", e.to_string()),
-            WriterError::VersionConflict(_) => ApiError::new(StatusCode::CONFLICT, "version_conflict_engine_exception", e.to_string()),
+            WriterError::MapperParsing(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "mapper_parsing_exception",
+                e.to_string(),
+            ),
+            WriterError::VersionConflict(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "version_conflict_engine_exception",
+                e.to_string(),
+            ),
             WriterError::Metastore(m) => m.into(),
             WriterError::Storage(s) => from_storage(&s),
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", other.to_string()),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                other.to_string(),
+            ),
         }
     }
 }
@@ -106,15 +153,26 @@ impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
             SearchError::IndexNotFound(name) => ApiError::index_not_found(&name),
-            SearchError::Parsing(_) => ApiError::new(StatusCode::BAD_REQUEST, "parsing_exception", e.to_string()),
-            SearchError::QueryShard(_) => ApiError::new(StatusCode::BAD_REQUEST, "query_shard_exception", e.to_string()),
+            SearchError::Parsing(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "parsing_exception", e.to_string())
+            }
+            SearchError::QueryShard(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "query_shard_exception",
+                e.to_string(),
+            ),
             SearchError::IllegalArgument(_) => ApiError::bad_request(e.to_string()),
-            SearchError::Tantivy(tantivy::TantivyError::InvalidArgument(_)) | SearchError::Tantivy(tantivy::TantivyError::AggregationError(_)) => {
+            SearchError::Tantivy(tantivy::TantivyError::InvalidArgument(_))
+            | SearchError::Tantivy(tantivy::TantivyError::AggregationError(_)) => {
                 ApiError::bad_request(e.to_string())
             }
             SearchError::Metastore(m) => m.into(),
             SearchError::Storage(s) => from_storage(&s),
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", other.to_string()),
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "exception",
+                other.to_string(),
+            ),
         }
     }
 }

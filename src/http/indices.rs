@@ -31,10 +31,16 @@ fn existing(state: &State, expr: &str) -> Result<Vec<IndexMeta>, ApiError> {
 }
 
 #[instrument(skip(state, body))]
-pub async fn create(state: State, Path(index): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn create(
+    state: State,
+    Path(index): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body = json_body(&body)?.unwrap_or(json!({}));
     let meta = state.writer.create_index(&index, &body).await?;
-    Ok(Json(json!({"acknowledged": true, "shards_acknowledged": true, "index": meta.name})))
+    Ok(Json(
+        json!({"acknowledged": true, "shards_acknowledged": true, "index": meta.name}),
+    ))
 }
 
 pub async fn get(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -46,8 +52,15 @@ pub async fn get(state: State, Path(index): Path<String>) -> Result<Json<Value>,
 }
 
 pub async fn exists(state: State, Path(index): Path<String>) -> Response {
-    let found = state.searcher.resolve(&index, false).is_ok_and(|v| !v.is_empty());
-    empty(if found { StatusCode::OK } else { StatusCode::NOT_FOUND })
+    let found = state
+        .searcher
+        .resolve(&index, false)
+        .is_ok_and(|v| !v.is_empty());
+    empty(if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
 }
 
 #[instrument(skip(state))]
@@ -62,7 +75,10 @@ pub async fn delete(state: State, Path(index): Path<String>) -> Result<Json<Valu
 pub async fn get_mapping(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
     let mut out = Map::new();
     for m in existing(&state, &index)? {
-        out.insert(m.name.clone(), json!({"mappings": m.mappings.to_opensearch()}));
+        out.insert(
+            m.name.clone(),
+            json!({"mappings": m.mappings.to_opensearch()}),
+        );
     }
     Ok(Json(Value::Object(out)))
 }
@@ -72,16 +88,32 @@ pub async fn get_mapping_all(state: State) -> Json<Value> {
         .metastore
         .list_indexes()
         .into_iter()
-        .map(|m| (m.name.clone(), json!({"mappings": m.mappings.to_opensearch()})))
+        .map(|m| {
+            (
+                m.name.clone(),
+                json!({"mappings": m.mappings.to_opensearch()}),
+            )
+        })
         .collect();
     Json(Value::Object(out))
 }
 
 /// `PUT /{index}/_mapping`: adds fields; changing the type of an existing field is refused.
 #[instrument(skip(state, body))]
-pub async fn put_mapping(state: State, Path(index): Path<String>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?.ok_or_else(|| ApiError::bad_request("mapping source is required"))?;
-    let new = Mappings::from_opensearch(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "mapper_parsing_exception", e.to_string()))?;
+pub async fn put_mapping(
+    state: State,
+    Path(index): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body =
+        json_body(&body)?.ok_or_else(|| ApiError::bad_request("mapping source is required"))?;
+    let new = Mappings::from_opensearch(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "mapper_parsing_exception",
+            e.to_string(),
+        )
+    })?;
     for m in existing(&state, &index)? {
         for (path, fm) in &new.fields {
             if let Some(old) = m.mappings.get(path) {
@@ -98,7 +130,10 @@ pub async fn put_mapping(state: State, Path(index): Path<String>, body: Bytes) -
     Ok(Json(json!({"acknowledged": true})))
 }
 
-pub async fn get_settings(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_settings(
+    state: State,
+    Path(index): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let mut out = Map::new();
     for m in existing(&state, &index)? {
         out.insert(m.name.clone(), json!({"settings": settings_json(&m)}));
@@ -108,13 +143,25 @@ pub async fn get_settings(state: State, Path(index): Path<String>) -> Result<Jso
 
 #[instrument(skip(state))]
 pub async fn refresh(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
-    let names: Vec<String> = existing(&state, &index)?.into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = existing(&state, &index)?
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     state.writer.refresh(&names).await?;
-    Ok(Json(json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}})))
+    Ok(Json(
+        json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}}),
+    ))
 }
 
 pub async fn refresh_all(state: State) -> Result<Json<Value>, ApiError> {
-    let names: Vec<String> = state.metastore.list_indexes().into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = state
+        .metastore
+        .list_indexes()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     state.writer.refresh(&names).await?;
-    Ok(Json(json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}})))
+    Ok(Json(
+        json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}}),
+    ))
 }

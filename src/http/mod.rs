@@ -46,33 +46,67 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_cat/indices", get(cluster::cat_indices))
         .route("/_cat/indices/{index}", get(cluster::cat_indices))
         .route("/_bulk", post(documents::bulk).put(documents::bulk))
-        .route("/{index}/_bulk", post(documents::bulk_index).put(documents::bulk_index))
+        .route(
+            "/{index}/_bulk",
+            post(documents::bulk_index).put(documents::bulk_index),
+        )
         .route("/_search", get(search::search_all).post(search::search_all))
         .route("/{index}/_search", get(search::search).post(search::search))
         .route("/_count", get(search::count_all).post(search::count_all))
         .route("/{index}/_count", get(search::count).post(search::count))
-        .route("/_refresh", get(indices::refresh_all).post(indices::refresh_all))
-        .route("/{index}/_refresh", get(indices::refresh).post(indices::refresh))
+        .route(
+            "/_refresh",
+            get(indices::refresh_all).post(indices::refresh_all),
+        )
+        .route(
+            "/{index}/_refresh",
+            get(indices::refresh).post(indices::refresh),
+        )
         .route("/_mapping", get(indices::get_mapping_all))
-        .route("/{index}/_mapping", get(indices::get_mapping).put(indices::put_mapping).post(indices::put_mapping))
+        .route(
+            "/{index}/_mapping",
+            get(indices::get_mapping)
+                .put(indices::put_mapping)
+                .post(indices::put_mapping),
+        )
         .route("/{index}/_settings", get(indices::get_settings))
         .route("/{index}/_doc", post(documents::index_auto_id))
         .route(
             "/{index}/_doc/{id}",
-            put(documents::index_with_id).post(documents::index_with_id).get(search::get_doc).head(search::head_doc).delete(documents::delete_doc),
+            put(documents::index_with_id)
+                .post(documents::index_with_id)
+                .get(search::get_doc)
+                .head(search::head_doc)
+                .delete(documents::delete_doc),
         )
-        .route("/{index}/_create/{id}", put(documents::create_with_id).post(documents::create_with_id))
-        .route("/{index}", put(indices::create).get(indices::get).head(indices::exists).delete(indices::delete))
+        .route(
+            "/{index}/_create/{id}",
+            put(documents::create_with_id).post(documents::create_with_id),
+        )
+        .route(
+            "/{index}",
+            put(indices::create)
+                .get(indices::get)
+                .head(indices::exists)
+                .delete(indices::delete),
+        )
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_body,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
 /// Rejects bodies over `http.max_content_length` with a 413 before reading them, and gives
 /// the limit's own rejections (chunked bodies) the OpenSearch error shape.
-async fn limit_body(axum::extract::State(state): axum::extract::State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn limit_body(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -82,7 +116,12 @@ async fn limit_body(axum::extract::State(state): axum::extract::State<Arc<AppSta
         return too_large(state.max_content_length);
     }
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && resp.headers().get(header::CONTENT_TYPE).is_none_or(|v| v != "application/json") {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v != "application/json")
+    {
         return too_large(state.max_content_length);
     }
     resp
@@ -101,7 +140,10 @@ async fn unknown_endpoint(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_exception",
-        format!("no handler found for uri [{}] and method [{method}]", uri.path()),
+        format!(
+            "no handler found for uri [{}] and method [{method}]",
+            uri.path()
+        ),
     )
 }
 
@@ -109,7 +151,10 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed_exception",
-        format!("Incorrect HTTP method for uri [{}] and method [{method}]", uri.path()),
+        format!(
+            "Incorrect HTTP method for uri [{}] and method [{method}]",
+            uri.path()
+        ),
     )
 }
 
@@ -118,9 +163,13 @@ pub fn json_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(body)
-        .map(Some)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "parsing_exception", format!("request body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parsing_exception",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })
 }
 
 /// A JSON response with an explicit status.

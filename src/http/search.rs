@@ -14,7 +14,13 @@ use super::{empty, json_body, json_response, ApiError, Params, State};
 fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
     let num = |k: &str| -> Result<Option<usize>, ApiError> {
         p.get(k)
-            .map(|v| v.parse::<usize>().map_err(|_| ApiError::bad_request(format!("Failed to parse int parameter [{k}] with value [{v}]"))))
+            .map(|v| {
+                v.parse::<usize>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Failed to parse int parameter [{k}] with value [{v}]"
+                    ))
+                })
+            })
             .transpose()
     };
     Ok(SearchParams {
@@ -30,31 +36,68 @@ fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
 }
 
 #[instrument(skip(state, params, body))]
-pub async fn search(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn search(
+    state: State,
+    Path(index): Path<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body = json_body(&body)?;
-    Ok(Json(state.searcher.search(&index, body.as_ref(), &params_of(&params)?).await?))
+    Ok(Json(
+        state
+            .searcher
+            .search(&index, body.as_ref(), &params_of(&params)?)
+            .await?,
+    ))
 }
 
 #[instrument(skip_all)]
-pub async fn search_all(state: State, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn search_all(
+    state: State,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body = json_body(&body)?;
-    Ok(Json(state.searcher.search("", body.as_ref(), &params_of(&params)?).await?))
+    Ok(Json(
+        state
+            .searcher
+            .search("", body.as_ref(), &params_of(&params)?)
+            .await?,
+    ))
 }
 
 #[instrument(skip(state, params, body))]
-pub async fn count(state: State, Path(index): Path<String>, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn count(
+    state: State,
+    Path(index): Path<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body = json_body(&body)?;
-    Ok(Json(state.searcher.count(&index, body.as_ref(), &params_of(&params)?).await?))
+    Ok(Json(
+        state
+            .searcher
+            .count(&index, body.as_ref(), &params_of(&params)?)
+            .await?,
+    ))
 }
 
 #[instrument(skip_all)]
 pub async fn count_all(state: State, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
     let body = json_body(&body)?;
-    Ok(Json(state.searcher.count("", body.as_ref(), &params_of(&params)?).await?))
+    Ok(Json(
+        state
+            .searcher
+            .count("", body.as_ref(), &params_of(&params)?)
+            .await?,
+    ))
 }
 
 #[instrument(skip(state))]
-pub async fn get_doc(state: State, Path((index, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub async fn get_doc(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     if state.metastore.get_index(&index).is_none() {
         return Err(ApiError::index_not_found(&index));
     }
@@ -63,14 +106,24 @@ pub async fn get_doc(state: State, Path((index, id)): Path<(String, String)>) ->
             StatusCode::OK,
             json!({"_index": index, "_id": id, "_version": 1, "_seq_no": 0, "_primary_term": 1, "found": true, "_source": source}),
         ),
-        None => json_response(StatusCode::NOT_FOUND, json!({"_index": index, "_id": id, "found": false})),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"_index": index, "_id": id, "found": false}),
+        ),
     })
 }
 
-pub async fn head_doc(state: State, Path((index, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub async fn head_doc(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     if state.metastore.get_index(&index).is_none() {
         return Ok(empty(StatusCode::NOT_FOUND));
     }
     let found = state.searcher.get_doc(&index, &id).await?.is_some();
-    Ok(empty(if found { StatusCode::OK } else { StatusCode::NOT_FOUND }))
+    Ok(empty(if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }))
 }

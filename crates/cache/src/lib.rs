@@ -63,7 +63,10 @@ mod tests {
     async fn downloads_once() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
-        storage.put("a/b", bytes::Bytes::from_static(b"data")).await.unwrap();
+        storage
+            .put("a/b", bytes::Bytes::from_static(b"data"))
+            .await
+            .unwrap();
         let cache = FileCache::new(dir.path().join("cache"), storage.clone()).unwrap();
         let local = cache.dir("x").join("b");
         assert!(cache.ensure("a/b", &local).await.unwrap());

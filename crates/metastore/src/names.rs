@@ -4,7 +4,12 @@ use crate::MetastoreError;
 
 /// Rejects names OpenSearch rejects (uppercase, reserved characters, leading `_ - +`, ...).
 pub fn validate_index_name(name: &str) -> Result<(), MetastoreError> {
-    let bad = |why: &str| Err(MetastoreError::InvalidIndexName { name: name.to_string(), reason: why.to_string() });
+    let bad = |why: &str| {
+        Err(MetastoreError::InvalidIndexName {
+            name: name.to_string(),
+            reason: why.to_string(),
+        })
+    };
     if name.is_empty() {
         return bad("must not be empty");
     }
@@ -21,7 +26,9 @@ pub fn validate_index_name(name: &str) -> Result<(), MetastoreError> {
         return bad("must be lowercase");
     }
     if name.contains(['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':']) {
-        return bad("must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, #, :]");
+        return bad(
+            "must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?, #, :]",
+        );
     }
     Ok(())
 }

@@ -26,7 +26,11 @@ pub enum MetastoreError {
     NoSuchShard { index: String, shard: u32 },
     /// A commit from an older lease epoch or an older generation: refused (fencing).
     #[error("stale commit for [{index}][{shard}]: {reason}")]
-    StaleCommit { index: String, shard: u32, reason: String },
+    StaleCommit {
+        index: String,
+        shard: u32,
+        reason: String,
+    },
     #[error("update of [{0}] kept conflicting with concurrent writers")]
     Contended(String),
     #[error("metastore record [{key}] is corrupt: {reason}")]
@@ -75,7 +79,10 @@ impl Metastore {
     pub async fn reload(&self) -> Result<(), MetastoreError> {
         let mut fresh = BTreeMap::new();
         for (key, _) in self.storage.list(INDEXES_PREFIX).await? {
-            let Some(name) = key.strip_prefix(&format!("{INDEXES_PREFIX}/")).and_then(|k| k.strip_suffix(".json")) else {
+            let Some(name) = key
+                .strip_prefix(&format!("{INDEXES_PREFIX}/"))
+                .and_then(|k| k.strip_suffix(".json"))
+            else {
                 continue;
             };
             match self.fetch(name).await {
@@ -95,13 +102,16 @@ impl Metastore {
         let key = key_of(name);
         let (bytes, etag) = match self.storage.get_with_etag(&key).await {
             Ok(x) => x,
-            Err(StorageError::NotFound(_)) => return Err(MetastoreError::IndexNotFound(name.into())),
+            Err(StorageError::NotFound(_)) => {
+                return Err(MetastoreError::IndexNotFound(name.into()))
+            }
             Err(e) => return Err(e.into()),
         };
-        let meta: IndexMeta = serde_json::from_slice(&bytes).map_err(|e| MetastoreError::Corrupt {
-            key,
-            reason: e.to_string(),
-        })?;
+        let meta: IndexMeta =
+            serde_json::from_slice(&bytes).map_err(|e| MetastoreError::Corrupt {
+                key,
+                reason: e.to_string(),
+            })?;
         Ok(Entry { meta, etag })
     }
 
@@ -114,17 +124,31 @@ impl Metastore {
     }
 
     pub fn get_index(&self, name: &str) -> Option<IndexMeta> {
-        self.indexes.read().expect("metastore lock").get(name).map(|e| e.meta.clone())
+        self.indexes
+            .read()
+            .expect("metastore lock")
+            .get(name)
+            .map(|e| e.meta.clone())
     }
 
     /// All indexes, ordered by name.
     pub fn list_indexes(&self) -> Vec<IndexMeta> {
-        self.indexes.read().expect("metastore lock").values().map(|e| e.meta.clone()).collect()
+        self.indexes
+            .read()
+            .expect("metastore lock")
+            .values()
+            .map(|e| e.meta.clone())
+            .collect()
     }
 
     /// Creates an index; `IndexAlreadyExists` if the name is taken (also by another process).
     #[instrument(skip(self, settings, mappings))]
-    pub async fn create_index(&self, name: &str, settings: IndexSettings, mappings: Mappings) -> Result<IndexMeta, MetastoreError> {
+    pub async fn create_index(
+        &self,
+        name: &str,
+        settings: IndexSettings,
+        mappings: Mappings,
+    ) -> Result<IndexMeta, MetastoreError> {
         validate_index_name(name)?;
         if settings.number_of_shards == 0 || settings.number_of_shards > 1024 {
             return Err(MetastoreError::Rejected(format!(
@@ -144,7 +168,13 @@ impl Metastore {
         match self.storage.put_if_absent(&key_of(name), body).await {
             Ok(etag) => {
                 info!(index = name, uuid = %meta.uuid, "index created");
-                self.cache(name, Some(Entry { meta: meta.clone(), etag }));
+                self.cache(
+                    name,
+                    Some(Entry {
+                        meta: meta.clone(),
+                        etag,
+                    }),
+                );
                 Ok(meta)
             }
             Err(StorageError::AlreadyExists(_)) => {
@@ -169,14 +199,21 @@ impl Metastore {
         };
         self.storage.delete(&key_of(name)).await?;
         self.cache(name, None);
-        let removed = self.storage.delete_prefix(&entry.meta.data_prefix()).await?;
+        let removed = self
+            .storage
+            .delete_prefix(&entry.meta.data_prefix())
+            .await?;
         info!(index = name, objects = removed, "index deleted");
         Ok(entry.meta)
     }
 
     /// Applies `change` to the index record with compare-and-swap, retrying on conflict with a
     /// fresh copy. `change` may run several times; it must be a pure function of its input.
-    pub async fn update_index<F>(&self, name: &str, mut change: F) -> Result<IndexMeta, MetastoreError>
+    pub async fn update_index<F>(
+        &self,
+        name: &str,
+        mut change: F,
+    ) -> Result<IndexMeta, MetastoreError>
     where
         F: FnMut(&mut IndexMeta) -> Result<(), MetastoreError>,
     {
@@ -200,7 +237,13 @@ impl Metastore {
             let body = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
             match self.storage.put_if_match(&key_of(name), body, &etag).await {
                 Ok(new_etag) => {
-                    self.cache(name, Some(Entry { meta: next.clone(), etag: new_etag }));
+                    self.cache(
+                        name,
+                        Some(Entry {
+                            meta: next.clone(),
+                            etag: new_etag,
+                        }),
+                    );
                     return Ok(next);
                 }
                 Err(StorageError::PreconditionFailed(_)) => {
@@ -226,7 +269,11 @@ impl Metastore {
     }
 
     /// Adds newly discovered fields to the mapping (fields already mapped are kept).
-    pub async fn merge_mappings(&self, name: &str, new_fields: &BTreeMap<String, floe_proto::mapping::FieldMapping>) -> Result<IndexMeta, MetastoreError> {
+    pub async fn merge_mappings(
+        &self,
+        name: &str,
+        new_fields: &BTreeMap<String, floe_proto::mapping::FieldMapping>,
+    ) -> Result<IndexMeta, MetastoreError> {
         self.update_index(name, |m| {
             m.mappings.merge(new_fields);
             Ok(())
@@ -237,13 +284,22 @@ impl Metastore {
     /// Publishes a shard's new commit point. Refused when it comes from an older lease epoch
     /// or does not advance the generation, so a stale writer cannot overwrite newer work.
     #[instrument(skip(self, commit), fields(generation = commit.generation, epoch = commit.epoch))]
-    pub async fn publish_commit(&self, name: &str, uuid: &str, shard: u32, commit: ShardCommit) -> Result<IndexMeta, MetastoreError> {
+    pub async fn publish_commit(
+        &self,
+        name: &str,
+        uuid: &str,
+        shard: u32,
+        commit: ShardCommit,
+    ) -> Result<IndexMeta, MetastoreError> {
         self.update_index(name, |m| {
             if m.uuid != uuid {
                 return Err(MetastoreError::IndexNotFound(name.into()));
             }
             if shard >= m.settings.number_of_shards {
-                return Err(MetastoreError::NoSuchShard { index: name.into(), shard });
+                return Err(MetastoreError::NoSuchShard {
+                    index: name.into(),
+                    shard,
+                });
             }
             if let Some(prev) = m.shards.get(&shard) {
                 if commit.epoch < prev.epoch {
@@ -257,7 +313,10 @@ impl Metastore {
                     return Err(MetastoreError::StaleCommit {
                         index: name.into(),
                         shard,
-                        reason: format!("generation {} <= published generation {}", commit.generation, prev.generation),
+                        reason: format!(
+                            "generation {} <= published generation {}",
+                            commit.generation, prev.generation
+                        ),
                     });
                 }
             }
@@ -289,44 +348,89 @@ mod tests {
     #[tokio::test]
     async fn survives_restart_and_rejects_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let ms = Metastore::open(Storage::local(dir.path()).unwrap()).await.unwrap();
-        let meta = ms.create_index("logs", IndexSettings::default(), Mappings::default()).await.unwrap();
+        let ms = Metastore::open(Storage::local(dir.path()).unwrap())
+            .await
+            .unwrap();
+        let meta = ms
+            .create_index("logs", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
         assert!(matches!(
-            ms.create_index("logs", IndexSettings::default(), Mappings::default()).await,
+            ms.create_index("logs", IndexSettings::default(), Mappings::default())
+                .await,
             Err(MetastoreError::IndexAlreadyExists(_))
         ));
-        ms.publish_commit("logs", &meta.uuid, 0, commit(1, 1)).await.unwrap();
-        let reopened = Metastore::open(Storage::local(dir.path()).unwrap()).await.unwrap();
+        ms.publish_commit("logs", &meta.uuid, 0, commit(1, 1))
+            .await
+            .unwrap();
+        let reopened = Metastore::open(Storage::local(dir.path()).unwrap())
+            .await
+            .unwrap();
         let got = reopened.get_index("logs").unwrap();
         assert_eq!(got.shards[&0].generation, 1);
-        assert!(matches!(ms.create_index("Bad", IndexSettings::default(), Mappings::default()).await, Err(MetastoreError::InvalidIndexName { .. })));
+        assert!(matches!(
+            ms.create_index("Bad", IndexSettings::default(), Mappings::default())
+                .await,
+            Err(MetastoreError::InvalidIndexName { .. })
+        ));
     }
 
     #[tokio::test]
     async fn stale_commits_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let ms = Metastore::open(Storage::local(dir.path()).unwrap()).await.unwrap();
-        let meta = ms.create_index("x", IndexSettings::default(), Mappings::default()).await.unwrap();
-        ms.publish_commit("x", &meta.uuid, 0, commit(5, 2)).await.unwrap();
-        assert!(matches!(ms.publish_commit("x", &meta.uuid, 0, commit(9, 1)).await, Err(MetastoreError::StaleCommit { .. })));
-        assert!(matches!(ms.publish_commit("x", &meta.uuid, 0, commit(5, 2)).await, Err(MetastoreError::StaleCommit { .. })));
-        ms.publish_commit("x", &meta.uuid, 0, commit(1, 3)).await.unwrap();
+        let ms = Metastore::open(Storage::local(dir.path()).unwrap())
+            .await
+            .unwrap();
+        let meta = ms
+            .create_index("x", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
+        ms.publish_commit("x", &meta.uuid, 0, commit(5, 2))
+            .await
+            .unwrap();
+        assert!(matches!(
+            ms.publish_commit("x", &meta.uuid, 0, commit(9, 1)).await,
+            Err(MetastoreError::StaleCommit { .. })
+        ));
+        assert!(matches!(
+            ms.publish_commit("x", &meta.uuid, 0, commit(5, 2)).await,
+            Err(MetastoreError::StaleCommit { .. })
+        ));
+        ms.publish_commit("x", &meta.uuid, 0, commit(1, 3))
+            .await
+            .unwrap();
     }
 
     /// Two metastores (as two processes would) racing on the same index lose no update.
     #[tokio::test]
     async fn racing_metastores_lose_no_update() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Arc::new(Metastore::open(Storage::local(dir.path()).unwrap()).await.unwrap());
-        a.create_index("race", IndexSettings::default(), Mappings::default()).await.unwrap();
-        let b = Arc::new(Metastore::open(Storage::local(dir.path()).unwrap()).await.unwrap());
+        let a = Arc::new(
+            Metastore::open(Storage::local(dir.path()).unwrap())
+                .await
+                .unwrap(),
+        );
+        a.create_index("race", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
+        let b = Arc::new(
+            Metastore::open(Storage::local(dir.path()).unwrap())
+                .await
+                .unwrap(),
+        );
         let mut tasks = Vec::new();
-        for (i, ms) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        for (i, ms) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
             tasks.push(tokio::spawn(async move {
                 for j in 0..10 {
                     let field = format!("f{i}_{j}");
                     let mut add = BTreeMap::new();
-                    add.insert(field, floe_proto::mapping::FieldMapping::of(floe_proto::FieldType::Long));
+                    add.insert(
+                        field,
+                        floe_proto::mapping::FieldMapping::of(floe_proto::FieldType::Long),
+                    );
                     ms.merge_mappings("race", &add).await.unwrap();
                 }
             }));
@@ -334,7 +438,9 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let c = Metastore::open(Storage::local(dir.path()).unwrap()).await.unwrap();
+        let c = Metastore::open(Storage::local(dir.path()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(c.get_index("race").unwrap().mappings.fields.len(), 40);
     }
 
@@ -343,11 +449,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path()).unwrap();
         let ms = Metastore::open(storage.clone()).await.unwrap();
-        let meta = ms.create_index("gone", IndexSettings::default(), Mappings::default()).await.unwrap();
-        storage.put(&format!("{}/0/segments/a", meta.data_prefix()), Bytes::from_static(b"x")).await.unwrap();
+        let meta = ms
+            .create_index("gone", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
+        storage
+            .put(
+                &format!("{}/0/segments/a", meta.data_prefix()),
+                Bytes::from_static(b"x"),
+            )
+            .await
+            .unwrap();
         ms.delete_index("gone").await.unwrap();
         assert!(ms.get_index("gone").is_none());
         assert!(storage.list(&meta.data_prefix()).await.unwrap().is_empty());
-        assert!(matches!(ms.delete_index("gone").await, Err(MetastoreError::IndexNotFound(_))));
+        assert!(matches!(
+            ms.delete_index("gone").await,
+            Err(MetastoreError::IndexNotFound(_))
+        ));
     }
 }

@@ -90,7 +90,11 @@ impl ShardLayout {
     /// index mapping. `None` for unmapped fields, which match nothing, as in OpenSearch.
     pub fn resolve(&self, mappings: &Mappings, name: &str) -> Option<ResolvedField> {
         if let Some(fm) = mappings.get(name) {
-            let field = if fm.kind == FieldType::Text { self.text } else { self.kw };
+            let field = if fm.kind == FieldType::Text {
+                self.text
+            } else {
+                self.kw
+            };
             return Some(ResolvedField {
                 field,
                 path: name.to_string(),
@@ -116,12 +120,17 @@ mod tests {
     fn resolves_fields_and_keyword_subfields() {
         let layout = ShardLayout::new();
         let mut m = Mappings::default();
-        m.fields.insert("message".into(), FieldMapping::dynamic_text());
-        m.fields.insert("status".into(), FieldMapping::of(FieldType::Long));
+        m.fields
+            .insert("message".into(), FieldMapping::dynamic_text());
+        m.fields
+            .insert("status".into(), FieldMapping::of(FieldType::Long));
         assert_eq!(layout.resolve(&m, "message").unwrap().field, layout.text);
         let kw = layout.resolve(&m, "message.keyword").unwrap();
         assert_eq!((kw.field, kw.kind), (layout.kw, FieldType::Keyword));
-        assert_eq!(layout.resolve(&m, "status").unwrap().column_name(), "k.status");
+        assert_eq!(
+            layout.resolve(&m, "status").unwrap().column_name(),
+            "k.status"
+        );
         assert!(layout.resolve(&m, "missing").is_none());
     }
 }

@@ -101,7 +101,11 @@ impl Mappings {
                 Value::String(s) if s == "true" => Dynamic::True,
                 Value::String(s) if s == "false" => Dynamic::False,
                 Value::String(s) if s == "strict" => Dynamic::Strict,
-                other => return Err(MappingError::Invalid(format!("unknown dynamic value {other}"))),
+                other => {
+                    return Err(MappingError::Invalid(format!(
+                        "unknown dynamic value {other}"
+                    )))
+                }
             };
         }
         if let Some(props) = obj.get("properties") {
@@ -127,7 +131,8 @@ impl Mappings {
             }
             let mut leaf = json!({"type": fm.type_name});
             if let Some(ignore_above) = fm.keyword_subfield {
-                leaf["fields"] = json!({"keyword": {"type": "keyword", "ignore_above": ignore_above}});
+                leaf["fields"] =
+                    json!({"keyword": {"type": "keyword", "ignore_above": ignore_above}});
             }
             node.insert(parts[parts.len() - 1].to_string(), leaf);
         }
@@ -149,13 +154,18 @@ impl Mappings {
     /// Adds fields discovered in a document. Fields already mapped keep their mapping.
     pub fn merge(&mut self, new_fields: &BTreeMap<String, FieldMapping>) {
         for (path, fm) in new_fields {
-            self.fields.entry(path.clone()).or_insert_with(|| fm.clone());
+            self.fields
+                .entry(path.clone())
+                .or_insert_with(|| fm.clone());
         }
     }
 
     /// The fields of `source` that are not mapped yet, with the types dynamic mapping gives
     /// them. With `dynamic: false` unknown fields stay unmapped (kept in `_source` only).
-    pub fn discover(&self, source: &Map<String, Value>) -> Result<BTreeMap<String, FieldMapping>, MappingError> {
+    pub fn discover(
+        &self,
+        source: &Map<String, Value>,
+    ) -> Result<BTreeMap<String, FieldMapping>, MappingError> {
         let mut found = BTreeMap::new();
         let mut err = None;
         for_each_leaf(source, &mut |path, value| {
@@ -178,12 +188,20 @@ impl Mappings {
     }
 }
 
-fn parse_properties(prefix: &str, props: &Value, out: &mut BTreeMap<String, FieldMapping>) -> Result<(), MappingError> {
+fn parse_properties(
+    prefix: &str,
+    props: &Value,
+    out: &mut BTreeMap<String, FieldMapping>,
+) -> Result<(), MappingError> {
     let Some(props) = props.as_object() else {
         return Err(MappingError::Invalid("properties must be an object".into()));
     };
     for (name, def) in props {
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         if let Some(sub) = def.get("properties") {
             parse_properties(&path, sub, out)?;
             continue;
@@ -205,9 +223,11 @@ fn parse_properties(prefix: &str, props: &Value, out: &mut BTreeMap<String, Fiel
             }
         };
         let keyword_subfield = if kind == FieldType::Text {
-            def.get("fields")
-                .and_then(|f| f.get("keyword"))
-                .map(|k| k.get("ignore_above").and_then(Value::as_u64).unwrap_or(u32::MAX as u64) as u32)
+            def.get("fields").and_then(|f| f.get("keyword")).map(|k| {
+                k.get("ignore_above")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u32::MAX as u64) as u32
+            })
         } else {
             None
         };
@@ -298,7 +318,8 @@ pub fn parse_date_str(s: &str) -> Option<i64> {
     }
     // A trailing `Z` or offset with a space, or no zone at all: try the common local forms.
     let fmt_t = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-    let fmt_t_frac = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]");
+    let fmt_t_frac =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond]");
     let fmt_space = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     for fmt in [fmt_t, fmt_t_frac, fmt_space] {
         if let Ok(p) = PrimitiveDateTime::parse(s, fmt) {
@@ -316,8 +337,10 @@ pub fn parse_date_str(s: &str) -> Option<i64> {
 
 /// Formats nanoseconds since the epoch as RFC 3339 with millisecond precision.
 pub fn format_date(nanos: i64) -> String {
-    let dt = OffsetDateTime::from_unix_timestamp_nanos(nanos as i128).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let dt = OffsetDateTime::from_unix_timestamp_nanos(nanos as i128)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     dt.format(fmt).unwrap_or_default()
 }
 
@@ -329,7 +352,9 @@ mod tests {
     fn dynamic_inference_matches_opensearch() {
         let doc = json!({"a": 1, "b": 1.5, "c": true, "d": "2024-01-02T03:04:05Z", "e": "hello",
                          "o": {"x": "2024-01-02"}, "arr": [1, 2], "n": null});
-        let found = Mappings::default().discover(doc.as_object().unwrap()).unwrap();
+        let found = Mappings::default()
+            .discover(doc.as_object().unwrap())
+            .unwrap();
         assert_eq!(found["a"].kind, FieldType::Long);
         assert_eq!(found["b"].kind, FieldType::Double);
         assert_eq!(found["c"].kind, FieldType::Boolean);
@@ -350,13 +375,22 @@ mod tests {
         assert_eq!(parsed.get("req.method").unwrap().kind, FieldType::Keyword);
         assert_eq!(parsed.to_opensearch(), m);
         let bad = json!({"properties": {"x": {"type": "geo_shape_nope"}}});
-        assert!(matches!(Mappings::from_opensearch(&bad), Err(MappingError::UnknownType { .. })));
+        assert!(matches!(
+            Mappings::from_opensearch(&bad),
+            Err(MappingError::UnknownType { .. })
+        ));
     }
 
     #[test]
     fn strict_rejects_new_fields() {
-        let m = Mappings::from_opensearch(&json!({"dynamic": "strict", "properties": {"a": {"type": "long"}}})).unwrap();
-        assert!(m.discover(json!({"a": 1}).as_object().unwrap()).unwrap().is_empty());
+        let m = Mappings::from_opensearch(
+            &json!({"dynamic": "strict", "properties": {"a": {"type": "long"}}}),
+        )
+        .unwrap();
+        assert!(m
+            .discover(json!({"a": 1}).as_object().unwrap())
+            .unwrap()
+            .is_empty());
         assert!(m.discover(json!({"b": 1}).as_object().unwrap()).is_err());
     }
 

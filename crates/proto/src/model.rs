@@ -37,7 +37,9 @@ pub fn parse_time_value(s: &str) -> Option<Duration> {
     if s == "-1" {
         return None;
     }
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let secs = match unit {

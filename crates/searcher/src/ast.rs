@@ -19,10 +19,19 @@ pub enum QueryAst {
         and: bool,
     },
     /// Tokens in order, adjacent.
-    MatchPhrase { field: String, query: String },
+    MatchPhrase {
+        field: String,
+        query: String,
+    },
     /// Exact value (not analyzed).
-    Term { field: String, value: Value },
-    Terms { field: String, values: Vec<Value> },
+    Term {
+        field: String,
+        value: Value,
+    },
+    Terms {
+        field: String,
+        values: Vec<Value>,
+    },
     Range {
         field: String,
         gt: Option<Value>,
@@ -30,10 +39,18 @@ pub enum QueryAst {
         lt: Option<Value>,
         lte: Option<Value>,
     },
-    Exists { field: String },
-    Prefix { field: String, value: String },
+    Exists {
+        field: String,
+    },
+    Prefix {
+        field: String,
+        value: String,
+    },
     /// `*` and `?` wildcards.
-    Wildcard { field: String, value: String },
+    Wildcard {
+        field: String,
+        value: String,
+    },
     Bool {
         must: Vec<QueryAst>,
         should: Vec<QueryAst>,
@@ -46,7 +63,11 @@ pub enum QueryAst {
 
 impl QueryAst {
     /// A `bool` with only the given parts; the others empty.
-    pub fn bool_of(must: Vec<QueryAst>, should: Vec<QueryAst>, must_not: Vec<QueryAst>) -> QueryAst {
+    pub fn bool_of(
+        must: Vec<QueryAst>,
+        should: Vec<QueryAst>,
+        must_not: Vec<QueryAst>,
+    ) -> QueryAst {
         QueryAst::Bool {
             must,
             should,

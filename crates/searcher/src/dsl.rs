@@ -12,11 +12,22 @@ fn parsing(reason: impl Into<String>) -> SearchError {
 
 /// The single `{"field": body}` entry of leaf queries such as `match` and `term`.
 fn single_field<'a>(kind: &str, v: &'a Value) -> Result<(&'a String, &'a Value), SearchError> {
-    let obj = v.as_object().ok_or_else(|| parsing(format!("[{kind}] query malformed, no start_object after query name")))?;
-    let mut fields = obj.iter().filter(|(k, _)| k.as_str() != "boost" && k.as_str() != "_name");
-    let first = fields.next().ok_or_else(|| parsing(format!("[{kind}] query does not have a field")))?;
+    let obj = v.as_object().ok_or_else(|| {
+        parsing(format!(
+            "[{kind}] query malformed, no start_object after query name"
+        ))
+    })?;
+    let mut fields = obj
+        .iter()
+        .filter(|(k, _)| k.as_str() != "boost" && k.as_str() != "_name");
+    let first = fields
+        .next()
+        .ok_or_else(|| parsing(format!("[{kind}] query does not have a field")))?;
     if fields.next().is_some() {
-        return Err(parsing(format!("[{kind}] query doesn't support multiple fields, found [{}]", obj.len())));
+        return Err(parsing(format!(
+            "[{kind}] query doesn't support multiple fields, found [{}]",
+            obj.len()
+        )));
     }
     Ok(first)
 }
@@ -39,7 +50,11 @@ fn clauses(v: Option<&Value>) -> Result<Vec<QueryAst>, SearchError> {
 }
 
 fn default_and(operator: Option<&Value>) -> Result<bool, SearchError> {
-    match operator.and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+    match operator
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("or") => Ok(false),
         Some("and") => Ok(true),
         Some(other) => Err(parsing(format!("Unknown operator [{other}]"))),
@@ -48,9 +63,14 @@ fn default_and(operator: Option<&Value>) -> Result<bool, SearchError> {
 
 /// Parses one query object (`{"match": {...}}`).
 pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
-    let obj: &Map<String, Value> = q.as_object().ok_or_else(|| parsing("query malformed, must start with start_object"))?;
+    let obj: &Map<String, Value> = q
+        .as_object()
+        .ok_or_else(|| parsing("query malformed, must start with start_object"))?;
     if obj.len() != 1 {
-        return Err(parsing(format!("[_na] query malformed, expected one query, found {}", obj.len())));
+        return Err(parsing(format!(
+            "[_na] query malformed, expected one query, found {}",
+            obj.len()
+        )));
     }
     let (kind, body) = obj.iter().next().expect("one entry");
     match kind.as_str() {
@@ -60,10 +80,15 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
             let (field, v) = single_field(kind, body)?;
             let (query, and) = match v {
                 Value::Object(o) => (
-                    o.get("query").and_then(text_of).ok_or_else(|| parsing(format!("[{kind}] requires query value")))?,
+                    o.get("query")
+                        .and_then(text_of)
+                        .ok_or_else(|| parsing(format!("[{kind}] requires query value")))?,
                     default_and(o.get("operator"))?,
                 ),
-                other => (text_of(other).ok_or_else(|| parsing(format!("[{kind}] unknown token")))?, false),
+                other => (
+                    text_of(other).ok_or_else(|| parsing(format!("[{kind}] unknown token")))?,
+                    false,
+                ),
             };
             let field = field.clone();
             Ok(if kind == "match_phrase" || kind == "match_phrase_prefix" {
@@ -73,70 +98,142 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
             })
         }
         "multi_match" => {
-            let query = body.get("query").and_then(text_of).ok_or_else(|| parsing("[multi_match] requires query value"))?;
+            let query = body
+                .get("query")
+                .and_then(text_of)
+                .ok_or_else(|| parsing("[multi_match] requires query value"))?;
             let and = default_and(body.get("operator"))?;
             let fields: Vec<String> = match body.get("fields") {
-                Some(Value::Array(f)) => f.iter().filter_map(Value::as_str).map(|s| s.split('^').next().unwrap_or(s).to_string()).collect(),
+                Some(Value::Array(f)) => f
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| s.split('^').next().unwrap_or(s).to_string())
+                    .collect(),
                 _ => vec![ALL_FIELDS.to_string()],
             };
             let should = fields
                 .into_iter()
-                .map(|field| QueryAst::Match { field, query: query.clone(), and })
+                .map(|field| QueryAst::Match {
+                    field,
+                    query: query.clone(),
+                    and,
+                })
                 .collect();
             Ok(QueryAst::bool_of(Vec::new(), should, Vec::new()))
         }
         "term" | "prefix" | "wildcard" => {
             let (field, v) = single_field(kind, body)?;
             let value = match v {
-                Value::Object(o) => o.get("value").cloned().ok_or_else(|| parsing(format!("[{kind}] query requires a value")))?,
+                Value::Object(o) => o
+                    .get("value")
+                    .cloned()
+                    .ok_or_else(|| parsing(format!("[{kind}] query requires a value")))?,
                 other => other.clone(),
             };
             let field = field.clone();
             Ok(match kind.as_str() {
                 "term" => QueryAst::Term { field, value },
-                "prefix" => QueryAst::Prefix { field, value: text_of(&value).unwrap_or_default() },
-                _ => QueryAst::Wildcard { field, value: text_of(&value).unwrap_or_default() },
+                "prefix" => QueryAst::Prefix {
+                    field,
+                    value: text_of(&value).unwrap_or_default(),
+                },
+                _ => QueryAst::Wildcard {
+                    field,
+                    value: text_of(&value).unwrap_or_default(),
+                },
             })
         }
         "terms" => {
             let (field, v) = single_field(kind, body)?;
-            let values = v.as_array().ok_or_else(|| parsing("[terms] query requires an array of values"))?.clone();
-            Ok(QueryAst::Terms { field: field.clone(), values })
+            let values = v
+                .as_array()
+                .ok_or_else(|| parsing("[terms] query requires an array of values"))?
+                .clone();
+            Ok(QueryAst::Terms {
+                field: field.clone(),
+                values,
+            })
         }
         "ids" => {
-            let values = body.get("values").and_then(Value::as_array).cloned().unwrap_or_default();
-            Ok(QueryAst::Terms { field: "_id".into(), values })
+            let values = body
+                .get("values")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            Ok(QueryAst::Terms {
+                field: "_id".into(),
+                values,
+            })
         }
         "range" => {
             let (field, v) = single_field(kind, body)?;
-            let o = v.as_object().ok_or_else(|| parsing("[range] query malformed"))?;
+            let o = v
+                .as_object()
+                .ok_or_else(|| parsing("[range] query malformed"))?;
             let get = |k: &str| o.get(k).filter(|v| !v.is_null()).cloned();
             // Legacy `from`/`to` with include_lower/include_upper.
             let (mut gte, mut lte) = (get("gte"), get("lte"));
             if let Some(from) = get("from") {
-                if o.get("include_lower").and_then(Value::as_bool).unwrap_or(true) { gte = Some(from) } else { return Ok(range_gt_from(field, from, get("to"), o)) }
+                if o.get("include_lower")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true)
+                {
+                    gte = Some(from)
+                } else {
+                    return Ok(range_gt_from(field, from, get("to"), o));
+                }
             }
             if let Some(to) = get("to") {
                 lte = Some(to);
             }
-            Ok(QueryAst::Range { field: field.clone(), gt: get("gt"), gte, lt: get("lt"), lte })
+            Ok(QueryAst::Range {
+                field: field.clone(),
+                gt: get("gt"),
+                gte,
+                lt: get("lt"),
+                lte,
+            })
         }
         "exists" => {
-            let field = body.get("field").and_then(Value::as_str).ok_or_else(|| parsing("[exists] must be provided with a [field]"))?;
-            Ok(QueryAst::Exists { field: field.to_string() })
+            let field = body
+                .get("field")
+                .and_then(Value::as_str)
+                .ok_or_else(|| parsing("[exists] must be provided with a [field]"))?;
+            Ok(QueryAst::Exists {
+                field: field.to_string(),
+            })
         }
         "bool" => {
-            let o = body.as_object().ok_or_else(|| parsing("[bool] query malformed"))?;
+            let o = body
+                .as_object()
+                .ok_or_else(|| parsing("[bool] query malformed"))?;
             for key in o.keys() {
-                if !["must", "should", "filter", "must_not", "minimum_should_match", "boost", "_name", "adjust_pure_negative"].contains(&key.as_str()) {
+                if ![
+                    "must",
+                    "should",
+                    "filter",
+                    "must_not",
+                    "minimum_should_match",
+                    "boost",
+                    "_name",
+                    "adjust_pure_negative",
+                ]
+                .contains(&key.as_str())
+                {
                     return Err(parsing(format!("[bool] query does not support [{key}]")));
                 }
             }
             let minimum_should_match = match o.get("minimum_should_match") {
                 None => None,
                 Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
-                Some(Value::String(s)) => Some(s.trim_end_matches('%').parse::<usize>().map_err(|_| parsing(format!("invalid minimum_should_match [{s}]")))?),
-                Some(other) => return Err(parsing(format!("invalid minimum_should_match [{other}]"))),
+                Some(Value::String(s)) => Some(
+                    s.trim_end_matches('%')
+                        .parse::<usize>()
+                        .map_err(|_| parsing(format!("invalid minimum_should_match [{s}]")))?,
+                ),
+                Some(other) => {
+                    return Err(parsing(format!("invalid minimum_should_match [{other}]")))
+                }
             };
             Ok(QueryAst::Bool {
                 must: clauses(o.get("must"))?,
@@ -147,27 +244,57 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
             })
         }
         "constant_score" => {
-            let filter = body.get("filter").ok_or_else(|| parsing("[constant_score] requires a 'filter' element"))?;
-            Ok(QueryAst::Bool { must: Vec::new(), should: Vec::new(), filter: vec![parse_query(filter)?], must_not: Vec::new(), minimum_should_match: None })
+            let filter = body
+                .get("filter")
+                .ok_or_else(|| parsing("[constant_score] requires a 'filter' element"))?;
+            Ok(QueryAst::Bool {
+                must: Vec::new(),
+                should: Vec::new(),
+                filter: vec![parse_query(filter)?],
+                must_not: Vec::new(),
+                minimum_should_match: None,
+            })
         }
         "query_string" | "simple_query_string" => {
-            let query = body.get("query").and_then(text_of).ok_or_else(|| parsing(format!("[{kind}] must be provided with a [query]")))?;
+            let query = body
+                .get("query")
+                .and_then(text_of)
+                .ok_or_else(|| parsing(format!("[{kind}] must be provided with a [query]")))?;
             let default_field = body
                 .get("default_field")
                 .and_then(Value::as_str)
-                .or_else(|| body.get("fields").and_then(Value::as_array).filter(|f| f.len() == 1).and_then(|f| f[0].as_str()))
+                .or_else(|| {
+                    body.get("fields")
+                        .and_then(Value::as_array)
+                        .filter(|f| f.len() == 1)
+                        .and_then(|f| f[0].as_str())
+                })
                 .unwrap_or(ALL_FIELDS);
             let and = default_and(body.get("default_operator"))?;
-            parse_query_string(&query, default_field, and).map_err(|e| parsing(format!("Failed to parse query [{query}]: {e}")))
+            parse_query_string(&query, default_field, and)
+                .map_err(|e| parsing(format!("Failed to parse query [{query}]: {e}")))
         }
         other => Err(parsing(format!("unknown query [{other}]"))),
     }
 }
 
 fn range_gt_from(field: &str, from: Value, to: Option<Value>, o: &Map<String, Value>) -> QueryAst {
-    let upper_inclusive = o.get("include_upper").and_then(Value::as_bool).unwrap_or(true);
-    let (lt, lte) = if upper_inclusive { (None, to) } else { (to, None) };
-    QueryAst::Range { field: field.to_string(), gt: Some(from), gte: None, lt, lte }
+    let upper_inclusive = o
+        .get("include_upper")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let (lt, lte) = if upper_inclusive {
+        (None, to)
+    } else {
+        (to, None)
+    };
+    QueryAst::Range {
+        field: field.to_string(),
+        gt: Some(from),
+        gte: None,
+        lt,
+        lte,
+    }
 }
 
 #[cfg(test)]
@@ -177,13 +304,33 @@ mod tests {
 
     #[test]
     fn parses_common_queries() {
-        assert_eq!(parse_query(&json!({"match_all": {}})).unwrap(), QueryAst::MatchAll);
         assert_eq!(
-            parse_query(&json!({"match": {"message": {"query": "a b", "operator": "and"}}})).unwrap(),
-            QueryAst::Match { field: "message".into(), query: "a b".into(), and: true }
+            parse_query(&json!({"match_all": {}})).unwrap(),
+            QueryAst::MatchAll
         );
-        assert_eq!(parse_query(&json!({"term": {"status": 200}})).unwrap(), QueryAst::Term { field: "status".into(), value: json!(200) });
-        assert_eq!(parse_query(&json!({"term": {"status": {"value": "x"}}})).unwrap(), QueryAst::Term { field: "status".into(), value: json!("x") });
+        assert_eq!(
+            parse_query(&json!({"match": {"message": {"query": "a b", "operator": "and"}}}))
+                .unwrap(),
+            QueryAst::Match {
+                field: "message".into(),
+                query: "a b".into(),
+                and: true
+            }
+        );
+        assert_eq!(
+            parse_query(&json!({"term": {"status": 200}})).unwrap(),
+            QueryAst::Term {
+                field: "status".into(),
+                value: json!(200)
+            }
+        );
+        assert_eq!(
+            parse_query(&json!({"term": {"status": {"value": "x"}}})).unwrap(),
+            QueryAst::Term {
+                field: "status".into(),
+                value: json!("x")
+            }
+        );
         match parse_query(&json!({"bool": {"must": {"match_all": {}}, "filter": [{"range": {"n": {"gte": 1, "lt": 5}}}]}})).unwrap() {
             QueryAst::Bool { must, filter, .. } => {
                 assert_eq!(must, vec![QueryAst::MatchAll]);
@@ -195,7 +342,10 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_malformed() {
-        assert!(matches!(parse_query(&json!({"nope": {}})), Err(SearchError::Parsing(_))));
+        assert!(matches!(
+            parse_query(&json!({"nope": {}})),
+            Err(SearchError::Parsing(_))
+        ));
         assert!(parse_query(&json!({"term": {"a": 1, "b": 2}})).is_err());
         assert!(parse_query(&json!({"bool": {"must": [], "bogus": 1}})).is_err());
         assert!(parse_query(&json!({"query_string": {"query": "(a"}})).is_err());

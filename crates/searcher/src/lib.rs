@@ -13,6 +13,7 @@ pub mod query_string;
 mod resolve;
 mod search;
 pub mod shards;
+mod sort;
 pub mod translate;
 
 pub use error::SearchError;

@@ -30,11 +30,19 @@ fn matches(pattern: &str, name: &str) -> bool {
 
 /// Resolves an index expression as OpenSearch does by default: a concrete name must exist
 /// (404 otherwise), a wildcard may match nothing, `-pattern` excludes.
-pub fn resolve(expr: &str, all: &[IndexMeta], ignore_unavailable: bool) -> Result<Vec<IndexMeta>, SearchError> {
+pub fn resolve(
+    expr: &str,
+    all: &[IndexMeta],
+    ignore_unavailable: bool,
+) -> Result<Vec<IndexMeta>, SearchError> {
     let mut out: Vec<IndexMeta> = Vec::new();
     let expr = expr.trim();
     if expr.is_empty() || expr == "_all" || expr == "*" {
-        return Ok(all.iter().filter(|m| !m.name.starts_with('.')).cloned().collect());
+        return Ok(all
+            .iter()
+            .filter(|m| !m.name.starts_with('.'))
+            .cloned()
+            .collect());
     }
     for part in expr.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if let Some(excluded) = part.strip_prefix('-') {
@@ -82,12 +90,24 @@ mod tests {
     fn expressions() {
         let all = vec![idx("logs-a"), idx("logs-b"), idx("metrics")];
         let names = |v: Vec<IndexMeta>| v.into_iter().map(|m| m.name).collect::<Vec<_>>();
-        assert_eq!(names(resolve("logs-*", &all, false).unwrap()), vec!["logs-a", "logs-b"]);
-        assert_eq!(names(resolve("metrics,logs-a", &all, false).unwrap()), vec!["metrics", "logs-a"]);
+        assert_eq!(
+            names(resolve("logs-*", &all, false).unwrap()),
+            vec!["logs-a", "logs-b"]
+        );
+        assert_eq!(
+            names(resolve("metrics,logs-a", &all, false).unwrap()),
+            vec!["metrics", "logs-a"]
+        );
         assert_eq!(names(resolve("_all", &all, false).unwrap()).len(), 3);
-        assert_eq!(names(resolve("*,-logs-b", &all, false).unwrap()).len(), 3 - 1 + 0);
+        assert_eq!(
+            names(resolve("*,-logs-b", &all, false).unwrap()).len(),
+            3 - 1 + 0
+        );
         assert!(resolve("nope*", &all, false).unwrap().is_empty());
-        assert!(matches!(resolve("nope", &all, false), Err(SearchError::IndexNotFound(_))));
+        assert!(matches!(
+            resolve("nope", &all, false),
+            Err(SearchError::IndexNotFound(_))
+        ));
         assert!(resolve("nope", &all, true).unwrap().is_empty());
     }
 }

@@ -12,8 +12,10 @@ use floe_proto::IndexMeta;
 use serde_json::{json, Map, Value};
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
-use tantivy::aggregation::{AggContextParams, AggregationLimitsGuard, DistributedAggregationCollector};
-use tantivy::collector::sort_key::{ComparatorEnum, SortByErasedType};
+use tantivy::aggregation::{
+    AggContextParams, AggregationLimitsGuard, DistributedAggregationCollector,
+};
+use tantivy::collector::sort_key::ComparatorEnum;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::Query;
 use tantivy::schema::{OwnedValue, Value as _};
@@ -25,6 +27,7 @@ use crate::dsl::parse_query;
 use crate::query_string::parse_query_string;
 use crate::resolve::resolve;
 use crate::shards::{OpenShard, ShardReaders};
+use crate::sort::LenientSort;
 use crate::translate::Translator;
 use crate::SearchError;
 
@@ -42,19 +45,28 @@ pub struct SearchParams {
     pub ignore_unavailable: bool,
 }
 
-/// One sort criterion; only the first decides the order (more are accepted and ignored).
+/// One sort criterion. Up to [`MAX_SORT_KEYS`] are applied, in order.
 #[derive(Clone, Debug)]
 enum SortBy {
     Score,
-    Field { name: String, column: String, order: Order },
+    Field {
+        name: String,
+        column: String,
+        order: Order,
+    },
 }
+
+const MAX_SORT_KEYS: usize = 3;
+/// A column no document has: pads unused sort keys.
+const NO_COLUMN: &str = "k.__floe_no_column";
 
 /// Everything a search request asks for, parsed.
 struct Request {
     query: QueryAst,
     from: usize,
     size: usize,
-    sort: SortBy,
+    /// Empty means by score.
+    sort: Vec<SortBy>,
     source: SourceFilter,
     aggs: Option<Value>,
     track_total_hits: Option<u64>,
@@ -69,7 +81,7 @@ enum SourceFilter {
 
 /// One candidate hit from one shard.
 struct Candidate {
-    key: OwnedValue,
+    keys: Vec<OwnedValue>,
     score: f32,
     index: Arc<IndexMeta>,
     shard: usize,
@@ -78,7 +90,7 @@ struct Candidate {
 
 /// What one shard returns.
 struct ShardResult {
-    hits: Vec<(OwnedValue, DocAddress)>,
+    hits: Vec<(Vec<OwnedValue>, DocAddress)>,
     count: usize,
     aggs: Option<IntermediateAggregationResults>,
 }
@@ -90,9 +102,25 @@ pub struct SearchService {
 }
 
 const KNOWN_BODY_KEYS: &[&str] = &[
-    "query", "from", "size", "sort", "_source", "aggs", "aggregations", "track_total_hits", "timeout", "min_score",
-    "highlight", "stored_fields", "docvalue_fields", "version", "seq_no_primary_term", "explain", "track_scores",
-    "terminate_after", "profile",
+    "query",
+    "from",
+    "size",
+    "sort",
+    "_source",
+    "aggs",
+    "aggregations",
+    "track_total_hits",
+    "timeout",
+    "min_score",
+    "highlight",
+    "stored_fields",
+    "docvalue_fields",
+    "version",
+    "seq_no_primary_term",
+    "explain",
+    "track_scores",
+    "terminate_after",
+    "profile",
 ];
 
 fn parsing(reason: impl Into<String>) -> SearchError {
@@ -109,7 +137,11 @@ impl SearchService {
     }
 
     /// Indexes matching an expression.
-    pub fn resolve(&self, expr: &str, ignore_unavailable: bool) -> Result<Vec<IndexMeta>, SearchError> {
+    pub fn resolve(
+        &self,
+        expr: &str,
+        ignore_unavailable: bool,
+    ) -> Result<Vec<IndexMeta>, SearchError> {
         resolve(expr, &self.metastore.list_indexes(), ignore_unavailable)
     }
 
@@ -117,7 +149,11 @@ impl SearchService {
         self.readers.forget(uuid);
     }
 
-    fn parse_request(&self, body: Option<&Value>, params: &SearchParams) -> Result<Request, SearchError> {
+    fn parse_request(
+        &self,
+        body: Option<&Value>,
+        params: &SearchParams,
+    ) -> Result<Request, SearchError> {
         let empty = Map::new();
         let body = match body {
             None | Some(Value::Null) => &empty,
@@ -126,14 +162,20 @@ impl SearchService {
         };
         for key in body.keys() {
             if !KNOWN_BODY_KEYS.contains(&key.as_str()) {
-                return Err(parsing(format!("Unknown key for a START_OBJECT in [{key}].")));
+                return Err(parsing(format!(
+                    "Unknown key for a START_OBJECT in [{key}]."
+                )));
             }
         }
         let query = match (&params.q, body.get("query")) {
             (Some(q), _) => {
                 let df = params.df.as_deref().unwrap_or(ALL_FIELDS);
-                let and = params.default_operator.as_deref().is_some_and(|o| o.eq_ignore_ascii_case("and"));
-                parse_query_string(q, df, and).map_err(|e| parsing(format!("Failed to parse query [{q}]: {e}")))?
+                let and = params
+                    .default_operator
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case("and"));
+                parse_query_string(q, df, and)
+                    .map_err(|e| parsing(format!("Failed to parse query [{q}]: {e}")))?
             }
             (None, Some(q)) => parse_query(q)?,
             (None, None) => QueryAst::MatchAll,
@@ -141,8 +183,14 @@ impl SearchService {
         let num = |key: &str| -> Result<Option<usize>, SearchError> {
             match body.get(key) {
                 None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => n.as_u64().map(|n| Some(n as usize)).ok_or_else(|| parsing(format!("[{key}] must be a non-negative integer"))),
-                Some(Value::String(s)) => s.parse().map(Some).map_err(|_| parsing(format!("[{key}] must be a number"))),
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .map(|n| Some(n as usize))
+                    .ok_or_else(|| parsing(format!("[{key}] must be a non-negative integer"))),
+                Some(Value::String(s)) => s
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| parsing(format!("[{key}] must be a number"))),
                 Some(other) => Err(parsing(format!("[{key}] must be a number, found {other}"))),
             }
         };
@@ -166,32 +214,59 @@ impl SearchService {
             (None, Some(v)) => parse_sort(v)?,
             (None, None) => Vec::new(),
         };
-        let sort = match sort_spec.first() {
-            None => SortBy::Score,
-            Some((f, _)) if f == "_score" => SortBy::Score,
-            Some((f, order)) => {
-                let order = match order.as_deref() {
-                    None | Some("asc") => Order::Asc,
-                    Some("desc") => Order::Desc,
-                    Some(o) => return Err(parsing(format!("[sort] unknown order [{o}]"))),
-                };
-                SortBy::Field { name: f.clone(), column: String::new(), order }
+        if sort_spec.len() > MAX_SORT_KEYS {
+            return Err(parsing(format!(
+                "[sort] at most {MAX_SORT_KEYS} sort keys are supported"
+            )));
+        }
+        let mut sort = Vec::new();
+        for (f, order) in &sort_spec {
+            if f == "_score" {
+                sort.push(SortBy::Score);
+                continue;
             }
-        };
+            let order = match order.as_deref() {
+                None | Some("asc") => Order::Asc,
+                Some("desc") => Order::Desc,
+                Some(o) => return Err(parsing(format!("[sort] unknown order [{o}]"))),
+            };
+            sort.push(SortBy::Field {
+                name: f.clone(),
+                column: String::new(),
+                order,
+            });
+        }
+        if matches!(sort.as_slice(), [SortBy::Score]) {
+            sort.clear();
+        }
         let source = match body.get("_source") {
             None | Some(Value::Bool(true)) => SourceFilter::All,
             Some(Value::Bool(false)) => SourceFilter::None,
             Some(Value::String(s)) => SourceFilter::Include(vec![s.clone()]),
-            Some(Value::Array(a)) => SourceFilter::Include(a.iter().filter_map(Value::as_str).map(String::from).collect()),
+            Some(Value::Array(a)) => SourceFilter::Include(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect(),
+            ),
             Some(Value::Object(o)) => match o.get("includes").or(o.get("include")) {
-                Some(Value::Array(a)) => SourceFilter::Include(a.iter().filter_map(Value::as_str).map(String::from).collect()),
+                Some(Value::Array(a)) => SourceFilter::Include(
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect(),
+                ),
                 Some(Value::String(s)) => SourceFilter::Include(vec![s.clone()]),
                 _ => SourceFilter::All,
             },
             Some(other) => return Err(parsing(format!("[_source] unsupported value {other}"))),
         };
         let aggs = body.get("aggs").or(body.get("aggregations")).cloned();
-        let tth = params.track_total_hits.clone().map(Value::String).or(body.get("track_total_hits").cloned());
+        let tth = params
+            .track_total_hits
+            .clone()
+            .map(Value::String)
+            .or(body.get("track_total_hits").cloned());
         let track_total_hits = match tth {
             None => Some(10_000),
             Some(Value::Bool(true)) => None,
@@ -199,15 +274,33 @@ impl SearchService {
             Some(Value::Bool(false)) => Some(0),
             Some(Value::String(s)) if s == "false" => Some(0),
             Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => Some(s.parse().map_err(|_| parsing(format!("[track_total_hits] invalid value [{s}]")))?),
-            Some(other) => return Err(parsing(format!("[track_total_hits] invalid value {other}"))),
+            Some(Value::String(s)) => Some(
+                s.parse()
+                    .map_err(|_| parsing(format!("[track_total_hits] invalid value [{s}]")))?,
+            ),
+            Some(other) => {
+                return Err(parsing(format!("[track_total_hits] invalid value {other}")))
+            }
         };
-        Ok(Request { query, from, size, sort, source, aggs, track_total_hits })
+        Ok(Request {
+            query,
+            from,
+            size,
+            sort,
+            source,
+            aggs,
+            track_total_hits,
+        })
     }
 
     /// `GET|POST /{index}/_search`. `expr` is the index expression (empty for `/_search`).
     #[instrument(skip(self, body, params))]
-    pub async fn search(&self, expr: &str, body: Option<&Value>, params: &SearchParams) -> Result<Value, SearchError> {
+    pub async fn search(
+        &self,
+        expr: &str,
+        body: Option<&Value>,
+        params: &SearchParams,
+    ) -> Result<Value, SearchError> {
         let started = Instant::now();
         let req = self.parse_request(body, params)?;
         let indexes = self.resolve(expr, params.ignore_unavailable)?;
@@ -217,28 +310,38 @@ impl SearchService {
         for meta in indexes {
             total_shards += meta.settings.number_of_shards as usize;
             let meta = Arc::new(meta);
-            let query: Arc<dyn Query> = Arc::from(Translator::new(&self.layout, &meta.mappings).translate(&req.query)?);
-            let sort = match &req.sort {
-                SortBy::Score => SortBy::Score,
-                SortBy::Field { name, order, .. } => {
-                    let r = self.layout.resolve(&meta.mappings, name);
-                    match r {
-                        Some(r) if r.kind == FieldType::Text => {
-                            return Err(SearchError::IllegalArgument(format!(
-                                "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{name}] in order to load field data by uninverting the inverted index."
-                            )))
+            let query: Arc<dyn Query> =
+                Arc::from(Translator::new(&self.layout, &meta.mappings).translate(&req.query)?);
+            let mut sort = Vec::with_capacity(req.sort.len());
+            for key in &req.sort {
+                sort.push(match key {
+                    SortBy::Score => SortBy::Score,
+                    SortBy::Field { name, order, .. } => {
+                        match self.layout.resolve(&meta.mappings, name) {
+                            Some(r) if r.kind == FieldType::Text => {
+                                return Err(SearchError::IllegalArgument(fielddata_error(name)))
+                            }
+                            Some(r) => SortBy::Field {
+                                name: name.clone(),
+                                column: r.column_name(),
+                                order: *order,
+                            },
+                            None => SortBy::Field {
+                                name: name.clone(),
+                                column: NO_COLUMN.to_string(),
+                                order: *order,
+                            },
                         }
-                        Some(r) => SortBy::Field { name: name.clone(), column: r.column_name(), order: *order },
-                        None => SortBy::Field { name: name.clone(), column: format!("k.{name}"), order: *order },
                     }
-                }
-            };
+                });
+            }
             let aggs = match &req.aggs {
                 Some(a) => Some(rewrite_aggs(a, &self.layout, &meta)?),
                 None => None,
             };
             for shard in self.readers.shards(&meta).await? {
-                let (query, sort, aggs, meta) = (query.clone(), sort.clone(), aggs.clone(), meta.clone());
+                let (query, sort, aggs, meta) =
+                    (query.clone(), sort.clone(), aggs.clone(), meta.clone());
                 tasks.push(tokio::task::spawn_blocking(move || {
                     let res = run_shard(&shard, query.as_ref(), &sort, limit, aggs);
                     (meta, shard, res)
@@ -250,7 +353,9 @@ impl SearchService {
         let mut total = 0usize;
         let mut merged_aggs: Option<IntermediateAggregationResults> = None;
         for task in tasks {
-            let (meta, shard, res) = task.await.map_err(|e| SearchError::Internal(e.to_string()))?;
+            let (meta, shard, res) = task
+                .await
+                .map_err(|e| SearchError::Internal(e.to_string()))?;
             let res = res?;
             total += res.count;
             if let Some(a) = res.aggs {
@@ -261,33 +366,71 @@ impl SearchService {
             }
             let shard_pos = opened.len();
             opened.push(shard);
-            for (key, addr) in res.hits {
-                let score = match (&req.sort, &key) {
-                    (SortBy::Score, OwnedValue::F64(s)) => *s as f32,
+            for (keys, addr) in res.hits {
+                let score = match (req.sort.is_empty(), keys.first()) {
+                    (true, Some(OwnedValue::F64(s))) => *s as f32,
                     _ => f32::NAN,
                 };
-                candidates.push(Candidate { key, score, index: meta.clone(), shard: shard_pos, addr });
+                candidates.push(Candidate {
+                    keys,
+                    score,
+                    index: meta.clone(),
+                    shard: shard_pos,
+                    addr,
+                });
             }
         }
-        match &req.sort {
-            SortBy::Score => candidates.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal)),
-            SortBy::Field { order, .. } => candidates.sort_by(|a, b| compare_keys(&a.key, &b.key, *order)),
-        }
-        let by_score = matches!(req.sort, SortBy::Score);
-        let max_score = if by_score { candidates.first().map(|c| json!(c.score)).unwrap_or(Value::Null) } else { Value::Null };
+        let by_score = req.sort.is_empty();
+        let orders: Vec<Order> = if by_score {
+            vec![Order::Desc]
+        } else {
+            req.sort
+                .iter()
+                .map(|k| {
+                    if let SortBy::Field { order, .. } = k {
+                        *order
+                    } else {
+                        Order::Desc
+                    }
+                })
+                .collect()
+        };
+        candidates.sort_by(|a, b| {
+            orders
+                .iter()
+                .enumerate()
+                .map(|(i, order)| compare_keys(&a.keys[i], &b.keys[i], *order))
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        });
+        let max_score = if by_score {
+            candidates
+                .first()
+                .map(|c| json!(c.score))
+                .unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
         let mut hits = Vec::new();
         for c in candidates.into_iter().skip(req.from).take(req.size) {
             let searcher = &opened[c.shard].searcher;
             let doc: TantivyDocument = searcher.doc(c.addr)?;
-            let id = doc.get_first(self.layout.id).and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let id = doc
+                .get_first(self.layout.id)
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if by_score { json!(c.score) } else { Value::Null }});
             if !matches!(req.source, SourceFilter::None) {
-                let raw = doc.get_first(self.layout.source).and_then(|v| v.as_bytes().map(|b| b.to_vec())).unwrap_or_default();
+                let raw = doc
+                    .get_first(self.layout.source)
+                    .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
+                    .unwrap_or_default();
                 let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
                 hit["_source"] = filter_source(source, &req.source);
             }
             if !by_score {
-                hit["sort"] = json!([sort_value(&c.key)]);
+                hit["sort"] =
+                    Value::Array(c.keys.iter().take(orders.len()).map(sort_value).collect());
             }
             hits.push(hit);
         }
@@ -302,10 +445,12 @@ impl SearchService {
             "hits": {"total": {"value": value, "relation": relation}, "max_score": max_score, "hits": hits},
         });
         if let Some(aggs_req) = &req.aggs {
-            let parsed: Aggregations = serde_json::from_value(rewrite_for_parse(aggs_req)).map_err(|e| parsing(format!("invalid aggregations: {e}")))?;
+            let parsed: Aggregations = serde_json::from_value(rewrite_for_parse(aggs_req))
+                .map_err(|e| parsing(format!("invalid aggregations: {e}")))?;
             let merged = merged_aggs.unwrap_or_default();
             let final_res = merged.into_final_result(parsed, AggregationLimitsGuard::default())?;
-            let mut rendered = serde_json::to_value(final_res).map_err(|e| SearchError::Internal(e.to_string()))?;
+            let mut rendered = serde_json::to_value(final_res)
+                .map_err(|e| SearchError::Internal(e.to_string()))?;
             restore_agg_shapes(&mut rendered);
             response["aggregations"] = rendered;
         }
@@ -313,7 +458,12 @@ impl SearchService {
     }
 
     /// `GET /{index}/_count`.
-    pub async fn count(&self, expr: &str, body: Option<&Value>, params: &SearchParams) -> Result<Value, SearchError> {
+    pub async fn count(
+        &self,
+        expr: &str,
+        body: Option<&Value>,
+        params: &SearchParams,
+    ) -> Result<Value, SearchError> {
         let mut body = body.cloned().unwrap_or(json!({}));
         if let Some(o) = body.as_object_mut() {
             o.insert("size".into(), json!(0));
@@ -329,7 +479,9 @@ impl SearchService {
     /// `GET /{index}/_doc/{id}`: the document's `_source`, or `None`.
     pub async fn get_doc(&self, index: &str, id: &str) -> Result<Option<Value>, SearchError> {
         let body = json!({"query": {"ids": {"values": [id]}}, "size": 1});
-        let res = self.search(index, Some(&body), &SearchParams::default()).await?;
+        let res = self
+            .search(index, Some(&body), &SearchParams::default())
+            .await?;
         Ok(res["hits"]["hits"].get(0).map(|h| h["_source"].clone()))
     }
 }
@@ -357,15 +509,47 @@ fn parse_sort(v: &Value) -> Result<Vec<(String, Option<String>)>, SearchError> {
         .collect()
 }
 
-fn run_shard(shard: &OpenShard, query: &dyn Query, sort: &SortBy, limit: usize, aggs: Option<Aggregations>) -> Result<ShardResult, SearchError> {
-    let key = match sort {
-        SortBy::Score => (SortByErasedType::for_score(), ComparatorEnum::from(Order::Desc)),
-        SortBy::Field { column, order, .. } => (SortByErasedType::for_field(column), ComparatorEnum::from(*order)),
+fn run_shard(
+    shard: &OpenShard,
+    query: &dyn Query,
+    sort: &[SortBy],
+    limit: usize,
+    aggs: Option<Aggregations>,
+) -> Result<ShardResult, SearchError> {
+    let key = |k: Option<&SortBy>| match k {
+        Some(SortBy::Score) => (LenientSort::score(), ComparatorEnum::from(Order::Desc)),
+        Some(SortBy::Field { column, order, .. }) => {
+            (LenientSort::field(column), ComparatorEnum::from(*order))
+        }
+        None => (
+            LenientSort::field(NO_COLUMN),
+            ComparatorEnum::from(Order::Asc),
+        ),
     };
-    let top = TopDocs::with_limit(limit).order_by(key);
-    let agg_collector = aggs.map(|a| DistributedAggregationCollector::from_aggs(a, AggContextParams::new(AggregationLimitsGuard::default(), Default::default())));
+    let first = if sort.is_empty() {
+        key(Some(&SortBy::Score))
+    } else {
+        key(sort.first())
+    };
+    let top = TopDocs::with_limit(limit).order_by((first, key(sort.get(1)), key(sort.get(2))));
+    let agg_collector = aggs.map(|a| {
+        DistributedAggregationCollector::from_aggs(
+            a,
+            AggContextParams::new(AggregationLimitsGuard::default(), Default::default()),
+        )
+    });
     let (hits, count, aggs) = shard.searcher.search(query, &(top, Count, agg_collector))?;
+    let hits = hits
+        .into_iter()
+        .map(|((a, b, c), addr)| (vec![a, b, c], addr))
+        .collect();
     Ok(ShardResult { hits, count, aggs })
+}
+
+fn fielddata_error(name: &str) -> String {
+    format!(
+        "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{name}] in order to load field data by uninverting the inverted index."
+    )
 }
 
 /// Orders field sort keys; missing values last in both directions, as OpenSearch.
@@ -415,8 +599,12 @@ fn sort_value(v: &OwnedValue) -> Value {
 }
 
 fn filter_source(source: Value, filter: &SourceFilter) -> Value {
-    let SourceFilter::Include(patterns) = filter else { return source };
-    let Value::Object(map) = source else { return source };
+    let SourceFilter::Include(patterns) = filter else {
+        return source;
+    };
+    let Value::Object(map) = source else {
+        return source;
+    };
     let keep = |k: &str| {
         patterns.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => k.starts_with(prefix),
@@ -428,7 +616,11 @@ fn filter_source(source: Value, filter: &SourceFilter) -> Value {
 
 /// Rewrites user field names in an aggregation request to the shard layout's columns
 /// (`status` → `k.status`) and OpenSearch interval forms to the ones tantivy takes.
-fn rewrite_aggs(aggs: &Value, layout: &ShardLayout, meta: &IndexMeta) -> Result<Aggregations, SearchError> {
+fn rewrite_aggs(
+    aggs: &Value,
+    layout: &ShardLayout,
+    meta: &IndexMeta,
+) -> Result<Aggregations, SearchError> {
     let mut v = rewrite_for_parse(aggs);
     fn walk(v: &mut Value, layout: &ShardLayout, meta: &IndexMeta) -> Result<(), SearchError> {
         if let Value::Object(o) = v {
@@ -437,9 +629,7 @@ fn rewrite_aggs(aggs: &Value, layout: &ShardLayout, meta: &IndexMeta) -> Result<
                     if let Some(name) = child.as_str() {
                         let column = match layout.resolve(&meta.mappings, name) {
                             Some(r) if r.kind == FieldType::Text => {
-                                return Err(SearchError::IllegalArgument(format!(
-                                    "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{name}] in order to load field data by uninverting the inverted index."
-                                )))
+                                return Err(SearchError::IllegalArgument(fielddata_error(name)))
                             }
                             Some(r) => r.column_name(),
                             None => format!("k.{name}"),
@@ -494,11 +684,18 @@ fn rewrite_for_parse(aggs: &Value) -> Value {
 fn restore_agg_shapes(v: &mut Value) {
     if let Value::Object(o) = v {
         if o.contains_key("key_as_string") {
-            if let Some(k) = o.get("key").and_then(Value::as_f64).filter(|k| k.fract() == 0.0) {
+            if let Some(k) = o
+                .get("key")
+                .and_then(Value::as_f64)
+                .filter(|k| k.fract() == 0.0)
+            {
                 o.insert("key".into(), json!(k as i64));
             }
         }
-        if o.contains_key("buckets") && o.get("buckets").is_some_and(Value::is_array) && o.contains_key("sum_other_doc_count") {
+        if o.contains_key("buckets")
+            && o.get("buckets").is_some_and(Value::is_array)
+            && o.contains_key("sum_other_doc_count")
+        {
             o.entry("doc_count_error_upper_bound").or_insert(json!(0));
         }
         for (_, child) in o.iter_mut() {

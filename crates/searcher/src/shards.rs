@@ -47,12 +47,23 @@ impl ShardReaders {
     }
 
     #[instrument(skip(self, meta, commit), fields(index = %meta.name, generation = commit.generation))]
-    async fn shard(&self, meta: &IndexMeta, shard: u32, commit: &ShardCommit) -> Result<OpenShard, SearchError> {
+    async fn shard(
+        &self,
+        meta: &IndexMeta,
+        shard: u32,
+        commit: &ShardCommit,
+    ) -> Result<OpenShard, SearchError> {
         let key = (meta.uuid.clone(), shard);
         if let Some(s) = self.current(&key, commit.generation) {
             return Ok(s);
         }
-        let opener = self.openers.lock().expect("openers lock").entry(key.clone()).or_default().clone();
+        let opener = self
+            .openers
+            .lock()
+            .expect("openers lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let _guard = opener.lock().await;
         if let Some(s) = self.current(&key, commit.generation) {
             return Ok(s);
@@ -60,7 +71,9 @@ impl ShardReaders {
         let dir = self.cache.dir(format!("{}/{}", meta.uuid, shard));
         let prefix = meta.segments_prefix(shard);
         for f in &commit.files {
-            self.cache.ensure(&format!("{prefix}/{}", f.name), &dir.join(&f.name)).await?;
+            self.cache
+                .ensure(&format!("{prefix}/{}", f.name), &dir.join(&f.name))
+                .await?;
         }
         let meta_json = commit.tantivy_meta.clone();
         let generation = commit.generation;
@@ -68,24 +81,44 @@ impl ShardReaders {
             let tmp = dir.join("meta.json.tmp");
             std::fs::write(&tmp, meta_json.as_bytes())?;
             std::fs::rename(&tmp, dir.join("meta.json"))?;
-            let index = Index::open(MmapDirectory::open(&dir).map_err(|e| SearchError::Internal(e.to_string()))?)?;
-            let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+            let index = Index::open(
+                MmapDirectory::open(&dir).map_err(|e| SearchError::Internal(e.to_string()))?,
+            )?;
+            let reader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()?;
             Ok(reader.searcher())
         })
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))??;
         debug!(shard, generation, "shard opened");
-        let opened = OpenShard { shard, generation, searcher };
-        self.open.lock().expect("open lock").insert(key, opened.clone());
+        let opened = OpenShard {
+            shard,
+            generation,
+            searcher,
+        };
+        self.open
+            .lock()
+            .expect("open lock")
+            .insert(key, opened.clone());
         Ok(opened)
     }
 
     fn current(&self, key: &(String, u32), generation: u64) -> Option<OpenShard> {
-        self.open.lock().expect("open lock").get(key).filter(|s| s.generation == generation).cloned()
+        self.open
+            .lock()
+            .expect("open lock")
+            .get(key)
+            .filter(|s| s.generation == generation)
+            .cloned()
     }
 
     /// Forgets the readers of a deleted index.
     pub fn forget(&self, uuid: &str) {
-        self.open.lock().expect("open lock").retain(|(u, _), _| u != uuid);
+        self.open
+            .lock()
+            .expect("open lock")
+            .retain(|(u, _), _| u != uuid);
     }
 }

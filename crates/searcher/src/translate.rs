@@ -6,7 +6,8 @@ use floe_proto::layout::{ResolvedField, ShardLayout};
 use floe_proto::mapping::{parse_date, FieldType, Mappings};
 use serde_json::Value;
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, ExistsQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, TermQuery,
+    AllQuery, BooleanQuery, EmptyQuery, ExistsQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
+    RangeQuery, TermQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
@@ -28,28 +29,52 @@ fn shard_error(reason: impl Into<String>) -> SearchError {
 
 impl<'a> Translator<'a> {
     pub fn new(layout: &'a ShardLayout, mappings: &'a Mappings) -> Self {
-        let analyzer = tantivy::tokenizer::TokenizerManager::default().get("default").expect("default tokenizer exists");
-        Translator { layout, mappings, analyzer }
+        let analyzer = tantivy::tokenizer::TokenizerManager::default()
+            .get("default")
+            .expect("default tokenizer exists");
+        Translator {
+            layout,
+            mappings,
+            analyzer,
+        }
     }
 
     pub fn translate(&mut self, ast: &QueryAst) -> Result<Box<dyn Query>, SearchError> {
         Ok(match ast {
             QueryAst::MatchAll => Box::new(AllQuery),
             QueryAst::MatchNone => Box::new(EmptyQuery),
-            QueryAst::Match { field, query, and } => self.on_fields(field, |t, f| t.match_query(f, query, *and))?,
-            QueryAst::MatchPhrase { field, query } => self.on_fields(field, |t, f| t.phrase_query(f, query))?,
-            QueryAst::Term { field, value } => self.term_values(field, std::slice::from_ref(value))?,
+            QueryAst::Match { field, query, and } => {
+                self.on_fields(field, |t, f| t.match_query(f, query, *and))?
+            }
+            QueryAst::MatchPhrase { field, query } => {
+                self.on_fields(field, |t, f| t.phrase_query(f, query))?
+            }
+            QueryAst::Term { field, value } => {
+                self.term_values(field, std::slice::from_ref(value))?
+            }
             QueryAst::Terms { field, values } => self.term_values(field, values)?,
-            QueryAst::Range { field, gt, gte, lt, lte } => self.range(field, gt, gte, lt, lte)?,
+            QueryAst::Range {
+                field,
+                gt,
+                gte,
+                lt,
+                lte,
+            } => self.range(field, gt, gte, lt, lte)?,
             QueryAst::Exists { field } => match self.resolve(field) {
                 None => Box::new(EmptyQuery),
                 Some(r) => {
                     // Text fields have no column; their `.keyword` sub-field does.
-                    let column = if r.kind == FieldType::Text { format!("k.{field}.keyword") } else { r.column_name() };
+                    let column = if r.kind == FieldType::Text {
+                        format!("k.{field}.keyword")
+                    } else {
+                        r.column_name()
+                    };
                     Box::new(ExistsQuery::new(column, false))
                 }
             },
-            QueryAst::Prefix { field, value } => self.on_fields(field, |t, f| Ok(t.prefix(f, value)))?,
+            QueryAst::Prefix { field, value } => {
+                self.on_fields(field, |t, f| Ok(t.prefix(f, value)))?
+            }
             QueryAst::Wildcard { field, value } => {
                 let star = value.find(['*', '?']);
                 match star {
@@ -57,11 +82,23 @@ impl<'a> Translator<'a> {
                         let prefix = &value[..pos];
                         self.on_fields(field, |t, f| Ok(t.prefix(f, prefix)))?
                     }
-                    None => self.on_fields(field, |t, f| t.exact(f, &Value::String(value.clone())))?,
-                    Some(_) => return Err(shard_error(format!("wildcard [{value}]: only a trailing '*' is supported"))),
+                    None => {
+                        self.on_fields(field, |t, f| t.exact(f, &Value::String(value.clone())))?
+                    }
+                    Some(_) => {
+                        return Err(shard_error(format!(
+                            "wildcard [{value}]: only a trailing '*' is supported"
+                        )))
+                    }
                 }
             }
-            QueryAst::Bool { must, should, filter, must_not, minimum_should_match } => {
+            QueryAst::Bool {
+                must,
+                should,
+                filter,
+                must_not,
+                minimum_should_match,
+            } => {
                 let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 for q in must {
                     parts.push((Occur::Must, self.translate(q)?));
@@ -69,7 +106,10 @@ impl<'a> Translator<'a> {
                 for q in filter {
                     // Filters do not score: wrap in a constant-score query.
                     let inner = self.translate(q)?;
-                    parts.push((Occur::Must, Box::new(tantivy::query::ConstScoreQuery::new(inner, 0.0))));
+                    parts.push((
+                        Occur::Must,
+                        Box::new(tantivy::query::ConstScoreQuery::new(inner, 0.0)),
+                    ));
                 }
                 for q in must_not {
                     parts.push((Occur::MustNot, self.translate(q)?));
@@ -77,7 +117,10 @@ impl<'a> Translator<'a> {
                 let positive = !must.is_empty() || !filter.is_empty();
                 let msm = minimum_should_match.unwrap_or(if positive { 0 } else { 1 });
                 if !should.is_empty() {
-                    let shoulds: Vec<(Occur, Box<dyn Query>)> = should.iter().map(|q| Ok((Occur::Should, self.translate(q)?))).collect::<Result<_, SearchError>>()?;
+                    let shoulds: Vec<(Occur, Box<dyn Query>)> = should
+                        .iter()
+                        .map(|q| Ok((Occur::Should, self.translate(q)?)))
+                        .collect::<Result<_, SearchError>>()?;
                     if msm == 0 {
                         parts.extend(shoulds);
                     } else {
@@ -98,9 +141,19 @@ impl<'a> Translator<'a> {
     }
 
     /// Applies `f` to one field, or to every searchable field for `*` (OR-ed).
-    fn on_fields(&mut self, field: &str, f: impl Fn(&mut Self, &ResolvedField) -> Result<Box<dyn Query>, SearchError>) -> Result<Box<dyn Query>, SearchError> {
+    fn on_fields(
+        &mut self,
+        field: &str,
+        f: impl Fn(&mut Self, &ResolvedField) -> Result<Box<dyn Query>, SearchError>,
+    ) -> Result<Box<dyn Query>, SearchError> {
         if field == ALL_FIELDS || field.contains('*') {
-            let names: Vec<String> = self.mappings.fields.keys().filter(|n| glob(field, n)).cloned().collect();
+            let names: Vec<String> = self
+                .mappings
+                .fields
+                .keys()
+                .filter(|n| glob(field, n))
+                .cloned()
+                .collect();
             let mut should = Vec::new();
             for name in names {
                 let r = self.resolve(&name).expect("mapped field resolves");
@@ -109,7 +162,11 @@ impl<'a> Translator<'a> {
                     should.push((Occur::Should, q));
                 }
             }
-            return Ok(if should.is_empty() { Box::new(EmptyQuery) } else { Box::new(BooleanQuery::new(should)) });
+            return Ok(if should.is_empty() {
+                Box::new(EmptyQuery)
+            } else {
+                Box::new(BooleanQuery::new(should))
+            });
         }
         match self.resolve(field) {
             Some(r) => f(self, &r),
@@ -133,37 +190,73 @@ impl<'a> Translator<'a> {
         term
     }
 
-    fn match_query(&mut self, r: &ResolvedField, text: &str, and: bool) -> Result<Box<dyn Query>, SearchError> {
+    fn match_query(
+        &mut self,
+        r: &ResolvedField,
+        text: &str,
+        and: bool,
+    ) -> Result<Box<dyn Query>, SearchError> {
         if r.kind != FieldType::Text {
             return self.exact(r, &Value::String(text.to_string()));
         }
-        let terms: Vec<Term> = self.tokens(text).iter().map(|t| self.text_term(r, t)).collect();
+        let terms: Vec<Term> = self
+            .tokens(text)
+            .iter()
+            .map(|t| self.text_term(r, t))
+            .collect();
         Ok(match terms.len() {
             0 => Box::new(EmptyQuery),
-            1 => Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::WithFreqs)),
+            1 => Box::new(TermQuery::new(
+                terms[0].clone(),
+                IndexRecordOption::WithFreqs,
+            )),
             _ => {
                 let occur = if and { Occur::Must } else { Occur::Should };
                 Box::new(BooleanQuery::new(
-                    terms.into_iter().map(|t| (occur, Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn Query>)).collect(),
+                    terms
+                        .into_iter()
+                        .map(|t| {
+                            (
+                                occur,
+                                Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
+                                    as Box<dyn Query>,
+                            )
+                        })
+                        .collect(),
                 ))
             }
         })
     }
 
-    fn phrase_query(&mut self, r: &ResolvedField, text: &str) -> Result<Box<dyn Query>, SearchError> {
+    fn phrase_query(
+        &mut self,
+        r: &ResolvedField,
+        text: &str,
+    ) -> Result<Box<dyn Query>, SearchError> {
         if r.kind != FieldType::Text {
             return self.exact(r, &Value::String(text.to_string()));
         }
-        let terms: Vec<Term> = self.tokens(text).iter().map(|t| self.text_term(r, t)).collect();
+        let terms: Vec<Term> = self
+            .tokens(text)
+            .iter()
+            .map(|t| self.text_term(r, t))
+            .collect();
         Ok(match terms.len() {
             0 => Box::new(EmptyQuery),
-            1 => Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::WithFreqs)),
+            1 => Box::new(TermQuery::new(
+                terms[0].clone(),
+                IndexRecordOption::WithFreqs,
+            )),
             _ => Box::new(PhraseQuery::new(terms)),
         })
     }
 
     fn prefix(&mut self, r: &ResolvedField, prefix: &str) -> Box<dyn Query> {
-        let value = if r.kind == FieldType::Text { prefix.to_lowercase() } else { prefix.to_string() };
+        let value = if r.kind == FieldType::Text {
+            prefix.to_lowercase()
+        } else {
+            prefix.to_string()
+        };
         let mut q = PhrasePrefixQuery::new(vec![self.text_term(r, &value)]);
         q.set_max_expansions(10_000);
         Box::new(q)
@@ -177,7 +270,9 @@ impl<'a> Translator<'a> {
 
     fn typed_term(&self, r: &ResolvedField, value: &Value) -> Result<Term, SearchError> {
         let mut term = Term::from_field_json_path(r.field, &r.path, true);
-        let bad = || shard_error(format!("failed to create query: [{value}] is not a valid value for field [{}] of type [{:?}]", r.path, r.kind).to_lowercase());
+        let bad = || {
+            shard_error(format!("failed to create query: [{value}] is not a valid value for field [{}] of type [{:?}]", r.path, r.kind).to_lowercase())
+        };
         match r.kind {
             FieldType::Text | FieldType::Keyword => {
                 let s = match value {
@@ -189,7 +284,9 @@ impl<'a> Translator<'a> {
             }
             FieldType::Long => {
                 let n = match value {
-                    Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                    Value::Number(n) => n
+                        .as_i64()
+                        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 }
@@ -222,7 +319,11 @@ impl<'a> Translator<'a> {
         Ok(term)
     }
 
-    fn term_values(&mut self, field: &str, values: &[Value]) -> Result<Box<dyn Query>, SearchError> {
+    fn term_values(
+        &mut self,
+        field: &str,
+        values: &[Value],
+    ) -> Result<Box<dyn Query>, SearchError> {
         let mut queries: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for v in values {
             let q: Box<dyn Query> = if field == "_id" {
@@ -230,7 +331,10 @@ impl<'a> Translator<'a> {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                Box::new(TermQuery::new(Term::from_field_text(self.layout.id, &id), IndexRecordOption::Basic))
+                Box::new(TermQuery::new(
+                    Term::from_field_text(self.layout.id, &id),
+                    IndexRecordOption::Basic,
+                ))
             } else {
                 match self.resolve(field) {
                     None => Box::new(EmptyQuery),
@@ -239,13 +343,28 @@ impl<'a> Translator<'a> {
             };
             queries.push((Occur::Should, q));
         }
-        Ok(if queries.len() == 1 { queries.pop().expect("one").1 } else { Box::new(BooleanQuery::new(queries)) })
+        Ok(if queries.len() == 1 {
+            queries.pop().expect("one").1
+        } else {
+            Box::new(BooleanQuery::new(queries))
+        })
     }
 
-    fn range(&mut self, field: &str, gt: &Option<Value>, gte: &Option<Value>, lt: &Option<Value>, lte: &Option<Value>) -> Result<Box<dyn Query>, SearchError> {
-        let Some(r) = self.resolve(field) else { return Ok(Box::new(EmptyQuery)) };
+    fn range(
+        &mut self,
+        field: &str,
+        gt: &Option<Value>,
+        gte: &Option<Value>,
+        lt: &Option<Value>,
+        lte: &Option<Value>,
+    ) -> Result<Box<dyn Query>, SearchError> {
+        let Some(r) = self.resolve(field) else {
+            return Ok(Box::new(EmptyQuery));
+        };
         if r.kind == FieldType::Text {
-            return Err(shard_error(format!("range queries on text field [{field}] are not supported; use [{field}.keyword]")));
+            return Err(shard_error(format!(
+                "range queries on text field [{field}] are not supported; use [{field}.keyword]"
+            )));
         }
         let lower = match (gt, gte) {
             (Some(v), _) => Bound::Excluded(self.typed_term(&r, v)?),
@@ -269,7 +388,10 @@ impl<'a> Translator<'a> {
 pub fn date_value(value: &Value) -> Option<i64> {
     if let Some(s) = value.as_str() {
         if let Some(rest) = s.strip_prefix("now") {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i64;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_nanos() as i64;
             return date_math(now, rest);
         }
         if let Some((base, math)) = s.split_once("||") {
@@ -299,8 +421,14 @@ fn date_math(mut t: i64, mut expr: &str) -> Option<i64> {
         expr = &expr[1..];
         match op {
             '+' | '-' => {
-                let digits = expr.find(|c: char| !c.is_ascii_digit()).unwrap_or(expr.len());
-                let n: i64 = if digits == 0 { 1 } else { expr[..digits].parse().ok()? };
+                let digits = expr
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(expr.len());
+                let n: i64 = if digits == 0 {
+                    1
+                } else {
+                    expr[..digits].parse().ok()?
+                };
                 let unit = expr[digits..].chars().next()?;
                 let d = n * unit_nanos(unit)?;
                 t = if op == '+' { t + d } else { t - d };
@@ -326,12 +454,16 @@ fn glob(pattern: &str, name: &str) -> bool {
     let mut rest = name;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
         } else {
-            let Some(pos) = rest.find(part) else { return false };
+            let Some(pos) = rest.find(part) else {
+                return false;
+            };
             rest = &rest[pos + part.len()..];
         }
     }
@@ -346,8 +478,14 @@ mod tests {
     #[test]
     fn date_math_works() {
         let base = parse_date(&json!("2024-01-01T10:30:00Z")).unwrap();
-        assert_eq!(date_value(&json!("2024-01-01T10:30:00Z||-30m")), Some(base - 30 * 60 * 1_000_000_000));
-        assert_eq!(date_value(&json!("2024-01-01T10:30:00Z||/d")), parse_date(&json!("2024-01-01")));
+        assert_eq!(
+            date_value(&json!("2024-01-01T10:30:00Z||-30m")),
+            Some(base - 30 * 60 * 1_000_000_000)
+        );
+        assert_eq!(
+            date_value(&json!("2024-01-01T10:30:00Z||/d")),
+            parse_date(&json!("2024-01-01"))
+        );
         assert!(date_value(&json!("now-1h")).is_some());
     }
 

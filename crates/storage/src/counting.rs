@@ -44,6 +44,7 @@ impl Counters {
 
     pub fn wrote(&self, bytes: usize) {
         self.puts.fetch_add(1, Ordering::Relaxed);
-        self.bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }

@@ -40,8 +40,12 @@ impl StorageError {
     fn from_store(key: &str, e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { .. } => StorageError::NotFound(key.to_string()),
-            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists(key.to_string()),
-            object_store::Error::Precondition { .. } => StorageError::PreconditionFailed(key.to_string()),
+            object_store::Error::AlreadyExists { .. } => {
+                StorageError::AlreadyExists(key.to_string())
+            }
+            object_store::Error::Precondition { .. } => {
+                StorageError::PreconditionFailed(key.to_string())
+            }
             other => StorageError::Backend(other.to_string()),
         }
     }
@@ -85,7 +89,9 @@ impl Storage {
                         .with_connect_timeout(Duration::from_secs(5)),
                 );
             if let Some(endpoint) = &s3.endpoint {
-                b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                b = b
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"));
             }
             b = b.with_region(s3.region.clone().unwrap_or_else(|| "us-east-1".into()));
             if let Some(k) = &s3.access_key_id {
@@ -104,7 +110,8 @@ impl Storage {
         }
         std::fs::create_dir_all(&config.data_dir)?;
         let root = std::fs::canonicalize(&config.data_dir)?;
-        let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| StorageError::Config(e.to_string()))?;
+        let store = LocalFileSystem::new_with_prefix(&root)
+            .map_err(|e| StorageError::Config(e.to_string()))?;
         Ok(Storage {
             store: Arc::new(store),
             prefix,
@@ -139,7 +146,10 @@ impl Storage {
         if self.prefix.is_empty() {
             s.to_string()
         } else {
-            s.strip_prefix(&self.prefix).unwrap_or(s).trim_start_matches('/').to_string()
+            s.strip_prefix(&self.prefix)
+                .unwrap_or(s)
+                .trim_start_matches('/')
+                .to_string()
         }
     }
 
@@ -149,9 +159,16 @@ impl Storage {
 
     /// The object and its ETag, for a later [`Storage::put_if_match`].
     pub async fn get_with_etag(&self, key: &str) -> Result<(Bytes, String)> {
-        let res = self.store.get(&self.path(key)).await.map_err(|e| StorageError::from_store(key, e))?;
+        let res = self
+            .store
+            .get(&self.path(key))
+            .await
+            .map_err(|e| StorageError::from_store(key, e))?;
         let etag = res.meta.e_tag.clone().unwrap_or_default();
-        let bytes = res.bytes().await.map_err(|e| StorageError::from_store(key, e))?;
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| StorageError::from_store(key, e))?;
         self.counters.read(bytes.len());
         Ok((bytes, etag))
     }
@@ -168,13 +185,19 @@ impl Storage {
 
     /// Size of an object, or `NotFound`.
     pub async fn size(&self, key: &str) -> Result<u64> {
-        let meta = self.store.head(&self.path(key)).await.map_err(|e| StorageError::from_store(key, e))?;
+        let meta = self
+            .store
+            .head(&self.path(key))
+            .await
+            .map_err(|e| StorageError::from_store(key, e))?;
         Ok(meta.size)
     }
 
     /// Unconditional write (whole object replaced atomically).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        self.put_mode(key, data, PutMode::Overwrite).await.map(|_| ())
+        self.put_mode(key, data, PutMode::Overwrite)
+            .await
+            .map(|_| ())
     }
 
     /// Create-only write (`If-None-Match: *`): `AlreadyExists` if the key exists. Returns the ETag.
@@ -194,10 +217,16 @@ impl Storage {
         };
         // Local directory: object_store has no compare-and-swap there; serialize writers of
         // this key with an exclusive file lock (shared by all processes on this machine).
-        let lock_path = root.join(".locks").join(format!("{}.lock", key.replace('/', "%")));
+        let lock_path = root
+            .join(".locks")
+            .join(format!("{}.lock", key.replace('/', "%")));
         let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
             std::fs::create_dir_all(lock_path.parent().expect("lock dir"))?;
-            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)?;
             fs4::fs_std::FileExt::lock_exclusive(&f)?;
             Ok(f)
         })
@@ -205,7 +234,9 @@ impl Storage {
         .map_err(|e| StorageError::Backend(e.to_string()))??;
         let current = match self.store.head(&self.path(key)).await {
             Ok(meta) => meta.e_tag.unwrap_or_default(),
-            Err(object_store::Error::NotFound { .. }) => return Err(StorageError::PreconditionFailed(key.into())),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::PreconditionFailed(key.into()))
+            }
             Err(e) => return Err(StorageError::from_store(key, e)),
         };
         if current != etag {
@@ -231,13 +262,21 @@ impl Storage {
         match res.e_tag {
             Some(etag) => Ok(etag),
             // Some servers omit the ETag on PUT; read it back so CAS can continue.
-            None => Ok(self.store.head(&self.path(key)).await.ok().and_then(|m| m.e_tag).unwrap_or_default()),
+            None => Ok(self
+                .store
+                .head(&self.path(key))
+                .await
+                .ok()
+                .and_then(|m| m.e_tag)
+                .unwrap_or_default()),
         }
     }
 
     /// Deletes one object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        self.counters.deletes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .deletes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StorageError::from_store(key, e)),
@@ -247,7 +286,9 @@ impl Storage {
     /// All objects under `prefix` (a folder: `indexes/abc`), as (key, size), keys relative
     /// to the storage prefix.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        self.counters.lists.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .lists
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = self.path(prefix.trim_end_matches('/'));
         let metas: Vec<_> = self
             .store
@@ -255,17 +296,23 @@ impl Storage {
             .try_collect()
             .await
             .map_err(|e| StorageError::from_store(prefix, e))?;
-        Ok(metas.into_iter().map(|m| (self.strip(&m.location), m.size)).collect())
+        Ok(metas
+            .into_iter()
+            .map(|m| (self.strip(&m.location), m.size))
+            .collect())
     }
 
     /// Deletes every object under `prefix`, a few at a time.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
         let keys = self.list(prefix).await?;
         let n = keys.len();
-        futures::stream::iter(keys.into_iter().map(|(k, _)| async move { self.delete(&k).await }))
-            .buffer_unordered(16)
-            .try_collect::<Vec<_>>()
-            .await?;
+        futures::stream::iter(
+            keys.into_iter()
+                .map(|(k, _)| async move { self.delete(&k).await }),
+        )
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
         Ok(n)
     }
 }
@@ -278,26 +325,38 @@ mod tests {
     async fn local_conditional_writes() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::local(dir.path()).unwrap();
-        let e1 = s.put_if_absent("m/state", Bytes::from_static(b"1")).await.unwrap();
+        let e1 = s
+            .put_if_absent("m/state", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
         assert!(matches!(
             s.put_if_absent("m/state", Bytes::from_static(b"x")).await,
             Err(StorageError::AlreadyExists(_))
         ));
-        let e2 = s.put_if_match("m/state", Bytes::from_static(b"2"), &e1).await.unwrap();
+        let e2 = s
+            .put_if_match("m/state", Bytes::from_static(b"2"), &e1)
+            .await
+            .unwrap();
         assert!(matches!(
-            s.put_if_match("m/state", Bytes::from_static(b"3"), &e1).await,
+            s.put_if_match("m/state", Bytes::from_static(b"3"), &e1)
+                .await,
             Err(StorageError::PreconditionFailed(_))
         ));
         let (bytes, etag) = s.get_with_etag("m/state").await.unwrap();
         assert_eq!((&bytes[..], etag), (&b"2"[..], e2));
-        assert!(matches!(s.get("nope").await, Err(StorageError::NotFound(_))));
+        assert!(matches!(
+            s.get("nope").await,
+            Err(StorageError::NotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn racing_cas_loses_no_update() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::local(dir.path()).unwrap();
-        s.put_if_absent("counter", Bytes::from_static(b"0")).await.unwrap();
+        s.put_if_absent("counter", Bytes::from_static(b"0"))
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let s = s.clone();
@@ -306,7 +365,10 @@ mod tests {
                     loop {
                         let (b, etag) = s.get_with_etag("counter").await.unwrap();
                         let n: u64 = std::str::from_utf8(&b).unwrap().parse().unwrap();
-                        match s.put_if_match("counter", Bytes::from((n + 1).to_string()), &etag).await {
+                        match s
+                            .put_if_match("counter", Bytes::from((n + 1).to_string()), &etag)
+                            .await
+                        {
                             Ok(_) => break,
                             Err(StorageError::PreconditionFailed(_)) => continue,
                             Err(e) => panic!("{e}"),
@@ -334,7 +396,13 @@ mod tests {
         s.put("a/2", Bytes::from_static(b"world")).await.unwrap();
         s.put("b/1", Bytes::from_static(b"x")).await.unwrap();
         assert_eq!(&s.get_range("a/1", 1..3).await.unwrap()[..], b"el");
-        let mut keys: Vec<_> = s.list("a").await.unwrap().into_iter().map(|(k, _)| k).collect();
+        let mut keys: Vec<_> = s
+            .list("a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         keys.sort();
         assert_eq!(keys, vec!["a/1", "a/2"]);
         assert_eq!(s.delete_prefix("a").await.unwrap(), 2);

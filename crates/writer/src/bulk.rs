@@ -41,7 +41,11 @@ pub enum BulkParseError {
     Empty,
 }
 
-fn meta_str(meta: &Map<String, Value>, key: &str, line: usize) -> Result<Option<String>, BulkParseError> {
+fn meta_str(
+    meta: &Map<String, Value>,
+    key: &str,
+    line: usize,
+) -> Result<Option<String>, BulkParseError> {
     match meta.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -64,10 +68,11 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
     let base = body.as_ptr() as usize;
     while let Some((line_no, line)) = lines.next() {
-        let action: Value = serde_json::from_slice(line).map_err(|e| BulkParseError::MalformedAction {
-            line: line_no,
-            reason: format!("expected a JSON object: {e}"),
-        })?;
+        let action: Value =
+            serde_json::from_slice(line).map_err(|e| BulkParseError::MalformedAction {
+                line: line_no,
+                reason: format!("expected a JSON object: {e}"),
+            })?;
         let Value::Object(action) = action else {
             return Err(BulkParseError::MalformedAction {
                 line: line_no,
@@ -81,17 +86,18 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
             });
         }
         let (name, meta) = action.into_iter().next().expect("one entry");
-        let kind = match name.as_str() {
-            "index" => OpKind::Index,
-            "create" => OpKind::Create,
-            "delete" => OpKind::Delete,
-            other => {
-                return Err(BulkParseError::MalformedAction {
+        let kind =
+            match name.as_str() {
+                "index" => OpKind::Index,
+                "create" => OpKind::Create,
+                "delete" => OpKind::Delete,
+                other => return Err(BulkParseError::MalformedAction {
                     line: line_no,
-                    reason: format!("Action/metadata line [{line_no}] contains an unknown parameter [{other}]"),
-                })
-            }
-        };
+                    reason: format!(
+                        "Action/metadata line [{line_no}] contains an unknown parameter [{other}]"
+                    ),
+                }),
+            };
         let Value::Object(meta) = meta else {
             return Err(BulkParseError::MalformedAction {
                 line: line_no,
@@ -100,7 +106,8 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
         };
         let index = meta_str(&meta, "_index", line_no)?;
         let id = meta_str(&meta, "_id", line_no)?;
-        let routing = meta_str(&meta, "routing", line_no)?.or(meta_str(&meta, "_routing", line_no)?);
+        let routing =
+            meta_str(&meta, "routing", line_no)?.or(meta_str(&meta, "_routing", line_no)?);
         let source = if kind == OpKind::Delete {
             None
         } else {
@@ -153,6 +160,9 @@ mod tests {
             Err(BulkParseError::MalformedAction { line, .. }) => assert_eq!(line, 3),
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse_bulk(&Bytes::from_static(b"\n")).unwrap_err(), BulkParseError::Empty);
+        assert_eq!(
+            parse_bulk(&Bytes::from_static(b"\n")).unwrap_err(),
+            BulkParseError::Empty
+        );
     }
 }

@@ -32,7 +32,12 @@ impl<'a> DocBuilder<'a> {
 
     /// `raw_source` is stored verbatim as `_source`; `source` is its parsed form.
     /// The `_version` is set later by the shard, which knows the previous version.
-    pub fn build(&self, id: &str, raw_source: &[u8], source: &Map<String, Value>) -> Result<BuiltDoc, MapperParsingError> {
+    pub fn build(
+        &self,
+        id: &str,
+        raw_source: &[u8],
+        source: &Map<String, Value>,
+    ) -> Result<BuiltDoc, MapperParsingError> {
         let mut text: Vec<(String, OwnedValue)> = Vec::new();
         let mut kw: Vec<(String, OwnedValue)> = Vec::new();
         let mut timestamp = None;
@@ -42,7 +47,9 @@ impl<'a> DocBuilder<'a> {
                 return;
             }
             // Unmapped fields (dynamic: false) stay in _source only.
-            let Some(fm) = self.mappings.get(path) else { return };
+            let Some(fm) = self.mappings.get(path) else {
+                return;
+            };
             match convert(fm, value) {
                 Ok(Converted::Text(s)) => {
                     if let Some(limit) = fm.keyword_subfield {
@@ -105,10 +112,14 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
     };
     match fm.kind {
         FieldType::Text => as_text().map(Converted::Text).ok_or_default(),
-        FieldType::Keyword => as_text().map(|s| Converted::Kw(OwnedValue::Str(s))).ok_or_default(),
+        FieldType::Keyword => as_text()
+            .map(|s| Converted::Kw(OwnedValue::Str(s)))
+            .ok_or_default(),
         FieldType::Long => {
             let n = match value {
-                Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                Value::Number(n) => n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
                 Value::String(s) => s.trim().parse::<i64>().ok(),
                 _ => None,
             };
@@ -129,7 +140,8 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
                 Value::String(s) if s == "false" || s.is_empty() => Some(false),
                 _ => None,
             };
-            b.map(|b| Converted::Kw(OwnedValue::Bool(b))).ok_or_default()
+            b.map(|b| Converted::Kw(OwnedValue::Bool(b)))
+                .ok_or_default()
         }
         FieldType::Date => parse_date(value)
             .map(|ns| Converted::Kw(OwnedValue::Date(DateTime::from_timestamp_nanos(ns))))
@@ -166,11 +178,16 @@ mod tests {
         let src = json!({"@timestamp": "2024-01-01T00:00:00Z", "status": 200, "message": "GET /index.html", "ok": true});
         let m = mappings_for(&src);
         let raw = serde_json::to_vec(&src).unwrap();
-        let built = DocBuilder::new(&layout, &m).build("1", &raw, src.as_object().unwrap()).unwrap();
+        let built = DocBuilder::new(&layout, &m)
+            .build("1", &raw, src.as_object().unwrap())
+            .unwrap();
         assert_eq!(built.timestamp, Some(1_704_067_200_000_000_000));
         let json = built.doc.to_json(&layout.schema);
         assert!(json.contains("\"k\""), "{json}");
-        assert!(json.contains("message.keyword") || json.contains("\"keyword\""), "{json}");
+        assert!(
+            json.contains("message.keyword") || json.contains("\"keyword\""),
+            "{json}"
+        );
     }
 
     #[test]
@@ -178,10 +195,20 @@ mod tests {
         let layout = ShardLayout::new();
         let m = mappings_for(&json!({"status": 200}));
         let bad = json!({"status": "abc"});
-        let err = DocBuilder::new(&layout, &m).build("7", b"{}", bad.as_object().unwrap()).err().unwrap();
-        assert!(err.0.contains("failed to parse field [status] of type [long]"), "{}", err.0);
+        let err = DocBuilder::new(&layout, &m)
+            .build("7", b"{}", bad.as_object().unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            err.0
+                .contains("failed to parse field [status] of type [long]"),
+            "{}",
+            err.0
+        );
         // Numeric strings are coerced, as OpenSearch does.
         let ok = json!({"status": "404"});
-        assert!(DocBuilder::new(&layout, &m).build("8", b"{}", ok.as_object().unwrap()).is_ok());
+        assert!(DocBuilder::new(&layout, &m)
+            .build("8", b"{}", ok.as_object().unwrap())
+            .is_ok());
     }
 }

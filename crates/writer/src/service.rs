@@ -45,7 +45,9 @@ impl RefreshPolicy {
             None | Some("false") => Ok(RefreshPolicy::False),
             Some("") | Some("true") => Ok(RefreshPolicy::True),
             Some("wait_for") => Ok(RefreshPolicy::WaitFor),
-            Some(other) => Err(WriterError::BadRequest(format!("Unknown value for refresh: [{other}]."))),
+            Some(other) => Err(WriterError::BadRequest(format!(
+                "Unknown value for refresh: [{other}]."
+            ))),
         }
     }
 }
@@ -72,7 +74,14 @@ struct ItemOutcome {
 }
 
 impl ItemOutcome {
-    fn failed(kind: OpKind, index: &str, id: &str, status: u16, typ: &'static str, reason: String) -> Self {
+    fn failed(
+        kind: OpKind,
+        index: &str,
+        id: &str,
+        status: u16,
+        typ: &'static str,
+        reason: String,
+    ) -> Self {
         ItemOutcome {
             kind,
             index: index.to_string(),
@@ -110,7 +119,11 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
                 _ => None,
             }
             .filter(|n| *n >= 1 && *n <= 1024)
-            .ok_or_else(|| WriterError::BadRequest(format!("Failed to parse value [{n}] for setting [index.number_of_shards] must be >= 1")))? as u32;
+            .ok_or_else(|| {
+                WriterError::BadRequest(format!(
+                    "Failed to parse value [{n}] for setting [index.number_of_shards] must be >= 1"
+                ))
+            })? as u32;
         }
         if let Some(r) = get("refresh_interval") {
             let r = match r {
@@ -126,7 +139,9 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
         }
     }
     let mappings = match body.get("mappings") {
-        Some(m) => Mappings::from_opensearch(m).map_err(|e| WriterError::MapperParsing(format!("Failed to parse mapping [_doc]: {e}")))?,
+        Some(m) => Mappings::from_opensearch(m).map_err(|e| {
+            WriterError::MapperParsing(format!("Failed to parse mapping [_doc]: {e}"))
+        })?,
         None => Mappings::default(),
     };
     Ok((settings, mappings))
@@ -152,7 +167,10 @@ impl Writer {
     #[instrument(skip(self, body))]
     pub async fn create_index(&self, name: &str, body: &Value) -> Result<IndexMeta, WriterError> {
         let (settings, mappings) = parse_create_body(body)?;
-        Ok(self.metastore.create_index(name, settings, mappings).await?)
+        Ok(self
+            .metastore
+            .create_index(name, settings, mappings)
+            .await?)
     }
 
     /// The index, created with defaults when missing (OpenSearch's `action.auto_create_index`).
@@ -160,9 +178,16 @@ impl Writer {
         if let Some(meta) = self.metastore.get_index(name) {
             return Ok(meta);
         }
-        match self.metastore.create_index(name, IndexSettings::default(), Mappings::default()).await {
+        match self
+            .metastore
+            .create_index(name, IndexSettings::default(), Mappings::default())
+            .await
+        {
             Ok(meta) => Ok(meta),
-            Err(MetastoreError::IndexAlreadyExists(_)) => self.metastore.get_index(name).ok_or(MetastoreError::IndexNotFound(name.into())),
+            Err(MetastoreError::IndexAlreadyExists(_)) => self
+                .metastore
+                .get_index(name)
+                .ok_or(MetastoreError::IndexNotFound(name.into())),
             Err(e) => Err(e),
         }
     }
@@ -173,28 +198,46 @@ impl Writer {
         if let Some(s) = shards.get(&key) {
             return Ok(s.clone());
         }
-        let threads = if meta.settings.number_of_shards == 1 { self.config.threads_per_shard } else { 1 };
+        let threads = if meta.settings.number_of_shards == 1 {
+            self.config.threads_per_shard
+        } else {
+            1
+        };
         let spec = ShardSpec {
             index_uuid: meta.uuid.clone(),
             shard,
             segments_prefix: meta.segments_prefix(shard),
-            scratch_dir: self.config.scratch_dir.join(&meta.uuid).join(shard.to_string()),
+            scratch_dir: self
+                .config
+                .scratch_dir
+                .join(&meta.uuid)
+                .join(shard.to_string()),
             threads,
             memory_budget: self.config.memory_budget_per_shard,
         };
-        let writer = Arc::new(ShardWriter::open(spec, self.storage.clone(), meta.shards.get(&shard)).await?);
+        let writer =
+            Arc::new(ShardWriter::open(spec, self.storage.clone(), meta.shards.get(&shard)).await?);
         shards.insert(key, writer.clone());
         Ok(writer)
     }
 
     /// `POST /_bulk` and `POST /{index}/_bulk`. Returns the OpenSearch response body.
     #[instrument(skip(self, body), fields(bytes = body.len()))]
-    pub async fn bulk(&self, default_index: Option<&str>, body: Bytes, refresh: RefreshPolicy) -> Result<Value, WriterError> {
+    pub async fn bulk(
+        &self,
+        default_index: Option<&str>,
+        body: Bytes,
+        refresh: RefreshPolicy,
+    ) -> Result<Value, WriterError> {
         let started = Instant::now();
         let ops = parse_bulk(&body)?;
         let outcomes = self.apply(default_index, ops).await?;
         let touched: Vec<String> = {
-            let mut v: Vec<String> = outcomes.iter().filter(|o| o.result.is_ok()).map(|o| o.index.clone()).collect();
+            let mut v: Vec<String> = outcomes
+                .iter()
+                .filter(|o| o.result.is_ok())
+                .map(|o| o.index.clone())
+                .collect();
             v.sort();
             v.dedup();
             v
@@ -209,10 +252,16 @@ impl Writer {
 
     /// A single-document write (`PUT /{index}/_doc/{id}`, `POST /{index}/_doc`,
     /// `PUT /{index}/_create/{id}`, `DELETE /{index}/_doc/{id}`). Returns (status, body).
-    pub async fn single(&self, op: BulkOp, refresh: RefreshPolicy) -> Result<(u16, Value), WriterError> {
+    pub async fn single(
+        &self,
+        op: BulkOp,
+        refresh: RefreshPolicy,
+    ) -> Result<(u16, Value), WriterError> {
         let index = op.index.clone().unwrap_or_default();
         let mut outcomes = self.apply(None, vec![op]).await?;
-        let outcome = outcomes.pop().ok_or_else(|| WriterError::Internal("no outcome".into()))?;
+        let outcome = outcomes
+            .pop()
+            .ok_or_else(|| WriterError::Internal("no outcome".into()))?;
         if refresh != RefreshPolicy::False && outcome.result.is_ok() {
             self.refresh(std::slice::from_ref(&index)).await?;
         }
@@ -226,14 +275,20 @@ impl Writer {
                 }
                 Ok((status, body))
             }
-            Err((400, "mapper_parsing_exception", reason)) => Err(WriterError::MapperParsing(reason)),
+            Err((400, "mapper_parsing_exception", reason)) => {
+                Err(WriterError::MapperParsing(reason))
+            }
             Err((409, _, _)) => Err(WriterError::VersionConflict(outcome.id)),
             Err((_, _, reason)) => Err(WriterError::BadRequest(reason)),
         }
     }
 
     /// Applies operations, grouped by index; per-item failures are outcomes, not errors.
-    async fn apply(&self, default_index: Option<&str>, ops: Vec<BulkOp>) -> Result<Vec<ItemOutcome>, WriterError> {
+    async fn apply(
+        &self,
+        default_index: Option<&str>,
+        ops: Vec<BulkOp>,
+    ) -> Result<Vec<ItemOutcome>, WriterError> {
         let mut outcomes: Vec<Option<ItemOutcome>> = (0..ops.len()).map(|_| None).collect();
         // Group op positions by index name.
         let mut by_index: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -241,30 +296,58 @@ impl Writer {
             match op.index.as_deref().or(default_index) {
                 Some(name) => by_index.entry(name.to_string()).or_default().push(i),
                 None => {
-                    outcomes[i] = Some(ItemOutcome::failed(op.kind, "", op.id.as_deref().unwrap_or(""), 400, "action_request_validation_exception", "Validation Failed: 1: index is missing;".into()))
+                    outcomes[i] = Some(ItemOutcome::failed(
+                        op.kind,
+                        "",
+                        op.id.as_deref().unwrap_or(""),
+                        400,
+                        "action_request_validation_exception",
+                        "Validation Failed: 1: index is missing;".into(),
+                    ))
                 }
             }
         }
         let ops = Arc::new(ops);
         for (name, positions) in by_index {
-            let results = self.apply_to_index(&name, ops.clone(), positions.clone()).await;
+            let results = self
+                .apply_to_index(&name, ops.clone(), positions.clone())
+                .await;
             for (pos, outcome) in positions.into_iter().zip(results) {
                 outcomes[pos] = Some(outcome);
             }
         }
-        Ok(outcomes.into_iter().map(|o| o.expect("every op has an outcome")).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every op has an outcome"))
+            .collect())
     }
 
-    async fn apply_to_index(&self, name: &str, ops: Arc<Vec<BulkOp>>, positions: Vec<usize>) -> Vec<ItemOutcome> {
+    async fn apply_to_index(
+        &self,
+        name: &str,
+        ops: Arc<Vec<BulkOp>>,
+        positions: Vec<usize>,
+    ) -> Vec<ItemOutcome> {
         let fail_all = |status: u16, typ: &'static str, reason: String| {
             positions
                 .iter()
-                .map(|&i| ItemOutcome::failed(ops[i].kind, name, ops[i].id.as_deref().unwrap_or(""), status, typ, reason.clone()))
+                .map(|&i| {
+                    ItemOutcome::failed(
+                        ops[i].kind,
+                        name,
+                        ops[i].id.as_deref().unwrap_or(""),
+                        status,
+                        typ,
+                        reason.clone(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let mut meta = match self.index_or_create(name).await {
             Ok(m) => m,
-            Err(e @ MetastoreError::InvalidIndexName { .. }) => return fail_all(400, "invalid_index_name_exception", e.to_string()),
+            Err(e @ MetastoreError::InvalidIndexName { .. }) => {
+                return fail_all(400, "invalid_index_name_exception", e.to_string())
+            }
             Err(e) => return fail_all(500, "exception", e.to_string()),
         };
         // Parse documents (blocking-heavy work off the async threads).
@@ -275,10 +358,13 @@ impl Writer {
                 positions
                     .iter()
                     .map(|&i| {
-                        ops[i].source.as_ref().map(|src| match serde_json::from_slice::<Value>(src) {
-                            Ok(Value::Object(m)) => Ok(m),
-                            Ok(_) => Err("failed to parse, document is empty or not an object".to_string()),
-                            Err(e) => Err(format!("failed to parse: {e}")),
+                        ops[i].source.as_ref().map(|src| {
+                            match serde_json::from_slice::<Value>(src) {
+                                Ok(Value::Object(m)) => Ok(m),
+                                Ok(_) => Err("failed to parse, document is empty or not an object"
+                                    .to_string()),
+                                Err(e) => Err(format!("failed to parse: {e}")),
+                            }
                         })
                     })
                     .collect()
@@ -313,9 +399,15 @@ impl Writer {
         let mut generated_ids = Vec::with_capacity(positions.len());
         for &i in &positions {
             let op = &ops[i];
-            let id = op.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            let id = op
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
             generated_ids.push(op.id.is_none());
-            let shard = shard_for(op.routing.as_deref().unwrap_or(&id), meta.settings.number_of_shards);
+            let shard = shard_for(
+                op.routing.as_deref().unwrap_or(&id),
+                meta.settings.number_of_shards,
+            );
             if let std::collections::hash_map::Entry::Vacant(e) = shard_writers.entry(shard) {
                 match self.shard(&meta, shard).await {
                     Ok(w) => {
@@ -383,7 +475,12 @@ impl Writer {
             let shards = self.shards.lock().await;
             shards
                 .iter()
-                .filter_map(|((uuid, shard), w)| uuids.iter().find(|(_, u)| u == uuid).map(|(n, _)| (n.clone(), *shard, w.clone())))
+                .filter_map(|((uuid, shard), w)| {
+                    uuids
+                        .iter()
+                        .find(|(_, u)| u == uuid)
+                        .map(|(n, _)| (n.clone(), *shard, w.clone()))
+                })
                 .collect()
         };
         for (name, shard, writer) in targets {
@@ -392,14 +489,27 @@ impl Writer {
         Ok(())
     }
 
-    async fn refresh_shard(&self, name: &str, shard: u32, writer: &ShardWriter) -> Result<(), WriterError> {
+    async fn refresh_shard(
+        &self,
+        name: &str,
+        shard: u32,
+        writer: &ShardWriter,
+    ) -> Result<(), WriterError> {
         let _guard = writer.refresh_lock.lock().await;
-        let Some(prepared) = writer.prepare_commit(self.epoch).await.inspect_err(|_| writer.mark_dirty())? else {
+        let Some(prepared) = writer
+            .prepare_commit(self.epoch)
+            .await
+            .inspect_err(|_| writer.mark_dirty())?
+        else {
             return Ok(());
         };
         let docs = prepared.commit.num_docs;
         let generation = prepared.commit.generation;
-        if let Err(e) = self.metastore.publish_commit(name, &writer.spec.index_uuid, shard, prepared.commit).await {
+        if let Err(e) = self
+            .metastore
+            .publish_commit(name, &writer.spec.index_uuid, shard, prepared.commit)
+            .await
+        {
             writer.mark_dirty();
             return Err(e.into());
         }
@@ -412,7 +522,11 @@ impl Writer {
         let meta = self.metastore.delete_index(name).await?;
         let removed: Vec<Arc<ShardWriter>> = {
             let mut shards = self.shards.lock().await;
-            let keys: Vec<ShardKey> = shards.keys().filter(|(u, _)| *u == meta.uuid).cloned().collect();
+            let keys: Vec<ShardKey> = shards
+                .keys()
+                .filter(|(u, _)| *u == meta.uuid)
+                .cloned()
+                .collect();
             keys.iter().filter_map(|k| shards.remove(k)).collect()
         };
         drop(removed);
@@ -436,8 +550,12 @@ impl Writer {
             };
             let indexes = self.metastore.list_indexes();
             for (key, writer) in open {
-                let Some(meta) = indexes.iter().find(|m| m.uuid == key.0) else { continue };
-                let Some(interval) = meta.settings.refresh() else { continue };
+                let Some(meta) = indexes.iter().find(|m| m.uuid == key.0) else {
+                    continue;
+                };
+                let Some(interval) = meta.settings.refresh() else {
+                    continue;
+                };
                 let due = last.get(&key).is_none_or(|t| t.elapsed() >= interval);
                 if !due || !writer.is_dirty() {
                     continue;
@@ -467,8 +585,11 @@ mod tests {
 
     #[test]
     fn create_body() {
-        let (s, m) = parse_create_body(&json!({"settings": {"index": {"number_of_shards": "3", "refresh_interval": "500ms"}},
-            "mappings": {"properties": {"n": {"type": "long"}}}})).unwrap();
+        let (s, m) = parse_create_body(
+            &json!({"settings": {"index": {"number_of_shards": "3", "refresh_interval": "500ms"}},
+            "mappings": {"properties": {"n": {"type": "long"}}}}),
+        )
+        .unwrap();
         assert_eq!(s.number_of_shards, 3);
         assert_eq!(s.refresh(), Some(Duration::from_millis(500)));
         assert!(m.get("n").is_some());
@@ -491,11 +612,18 @@ mod tests {
         let resp = w.bulk(None, body, RefreshPolicy::True).await.unwrap();
         assert_eq!(resp["errors"], true);
         assert_eq!(resp["items"][0]["index"]["result"], "created");
-        assert_eq!(resp["items"][1]["index"]["error"]["type"], "mapper_parsing_exception");
+        assert_eq!(
+            resp["items"][1]["index"]["error"]["type"],
+            "mapper_parsing_exception"
+        );
         assert_eq!(resp["items"][2]["index"]["result"], "updated");
         let meta = ms.get_index("t").unwrap();
         assert_eq!(meta.shards[&0].num_docs, 1);
-        assert!(!storage.list(&meta.segments_prefix(0)).await.unwrap().is_empty());
+        assert!(!storage
+            .list(&meta.segments_prefix(0))
+            .await
+            .unwrap()
+            .is_empty());
         // A fresh writer (empty scratch) continues from the bucket.
         std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
         let w2 = Writer::new(ms.clone(), storage.clone(), config);

@@ -61,7 +61,11 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Opens the shard from its last published commit (or empty), replacing any local copy.
-    pub async fn open(spec: ShardSpec, storage: Storage, last: Option<&ShardCommit>) -> Result<ShardWriter, WriterError> {
+    pub async fn open(
+        spec: ShardSpec,
+        storage: Storage,
+        last: Option<&ShardCommit>,
+    ) -> Result<ShardWriter, WriterError> {
         let dir = spec.scratch_dir.clone();
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -72,18 +76,33 @@ impl ShardWriter {
         let index = match last {
             Some(commit) => {
                 for f in &commit.files {
-                    let bytes = storage.get(&format!("{}/{}", spec.segments_prefix, f.name)).await?;
+                    let bytes = storage
+                        .get(&format!("{}/{}", spec.segments_prefix, f.name))
+                        .await?;
                     write_atomic(&dir.join(&f.name), &bytes)?;
                     uploaded.insert(f.name.clone());
                 }
                 write_atomic(&dir.join("meta.json"), commit.tantivy_meta.as_bytes())?;
-                info!(shard = spec.shard, files = commit.files.len(), docs = commit.num_docs, "shard restored from bucket");
+                info!(
+                    shard = spec.shard,
+                    files = commit.files.len(),
+                    docs = commit.num_docs,
+                    "shard restored from bucket"
+                );
                 Index::open(MmapDirectory::open(&dir)?)?
             }
-            None => Index::create(MmapDirectory::open(&dir)?, layout.schema.clone(), Default::default())?,
+            None => Index::create(
+                MmapDirectory::open(&dir)?,
+                layout.schema.clone(),
+                Default::default(),
+            )?,
         };
-        let writer: IndexWriter = index.writer_with_num_threads(spec.threads.max(1), spec.memory_budget)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        let writer: IndexWriter =
+            index.writer_with_num_threads(spec.threads.max(1), spec.memory_budget)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
         Ok(ShardWriter {
             layout,
             reader,
@@ -121,7 +140,9 @@ impl ShardWriter {
         let term = self.id_term(id);
         for seg in searcher.segment_readers() {
             let inv = seg.inverted_index(self.layout.id)?;
-            if let Some(mut postings) = inv.read_postings(&term, tantivy::schema::IndexRecordOption::Basic)? {
+            if let Some(mut postings) =
+                inv.read_postings(&term, tantivy::schema::IndexRecordOption::Basic)?
+            {
                 use tantivy::DocSet;
                 let mut doc = postings.doc();
                 while doc != tantivy::TERMINATED {
@@ -138,9 +159,20 @@ impl ShardWriter {
 
     /// Adds or replaces a document. Returns (previous version if it existed, new version,
     /// seq_no). `check_existing` is false for generated ids, which cannot exist yet.
-    pub fn index(&self, id: &str, mut doc: TantivyDocument, timestamp: Option<i64>, check_existing: bool, create_only: bool) -> Result<(Option<u64>, u64, u64), WriterError> {
+    pub fn index(
+        &self,
+        id: &str,
+        mut doc: TantivyDocument,
+        timestamp: Option<i64>,
+        check_existing: bool,
+        create_only: bool,
+    ) -> Result<(Option<u64>, u64, u64), WriterError> {
         let mut st = self.state.lock().expect("shard lock");
-        let previous = if check_existing { self.version_locked(&st, id)? } else { None };
+        let previous = if check_existing {
+            self.version_locked(&st, id)?
+        } else {
+            None
+        };
         if previous.is_some() && create_only {
             return Err(WriterError::VersionConflict(id.to_string()));
         }
@@ -219,17 +251,30 @@ impl ShardWriter {
             if self.uploaded.lock().expect("uploaded lock").contains(name) {
                 continue;
             }
-            self.storage.put(&format!("{}/{}", self.spec.segments_prefix, name), bytes.clone()).await?;
+            self.storage
+                .put(
+                    &format!("{}/{}", self.spec.segments_prefix, name),
+                    bytes.clone(),
+                )
+                .await?;
             uploaded_now.push(name.clone());
         }
-        self.uploaded.lock().expect("uploaded lock").extend(uploaded_now.iter().cloned());
+        self.uploaded
+            .lock()
+            .expect("uploaded lock")
+            .extend(uploaded_now.iter().cloned());
         let num_docs = self.reader.searcher().num_docs();
         let generation = {
             let mut g = self.generation.lock().expect("generation lock");
             *g += 1;
             *g
         };
-        debug!(shard = self.spec.shard, generation, uploaded = uploaded_now.len(), "segments uploaded");
+        debug!(
+            shard = self.spec.shard,
+            generation,
+            uploaded = uploaded_now.len(),
+            "segments uploaded"
+        );
         Ok(Some(PreparedCommit {
             commit: ShardCommit {
                 generation,
@@ -279,7 +324,8 @@ impl ShardWriter {
             }
         }
         // The meta we publish describes exactly the files we took.
-        let meta_json = serde_json::to_string(&metas).map_err(|e| WriterError::Internal(e.to_string()))?;
+        let meta_json =
+            serde_json::to_string(&metas).map_err(|e| WriterError::Internal(e.to_string()))?;
         Ok((meta_json, out))
     }
 
