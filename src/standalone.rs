@@ -38,6 +38,16 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
             threads_per_shard: config.indexing.threads_per_shard,
         },
     ));
+    let recovered = writer
+        .recover()
+        .await
+        .context("recovering shards from the translog")?;
+    if recovered > 0 {
+        info!(
+            shards = recovered,
+            "replayed translogs of shards with unpublished operations"
+        );
+    }
     let cache = FileCache::new(config.cache_dir.join("searcher"), storage.clone())?;
     let searcher = Arc::new(SearchService::new(metastore.clone(), cache));
     tokio::spawn(writer.clone().run_refresh_loop());

@@ -140,6 +140,11 @@ impl From<WriterError> for ApiError {
             ),
             WriterError::Metastore(m) => m.into(),
             WriterError::Storage(s) => from_storage(&s),
+            WriterError::Unavailable(reason) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable_shards_exception",
+                format!("object storage unavailable, the write was not acknowledged: {reason}"),
+            ),
             other => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "exception",

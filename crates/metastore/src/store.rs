@@ -342,6 +342,7 @@ mod tests {
             min_timestamp: None,
             max_timestamp: None,
             epoch,
+            translog_checkpoint: 0,
         }
     }
 

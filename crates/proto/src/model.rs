@@ -113,6 +113,9 @@ pub struct ShardCommit {
     /// Lease epoch of the writer that published it.
     #[serde(default)]
     pub epoch: u64,
+    /// Every translog operation with a lower sequence number is in these segments.
+    #[serde(default)]
+    pub translog_checkpoint: u64,
 }
 
 #[cfg(test)]

@@ -86,18 +86,19 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
             });
         }
         let (name, meta) = action.into_iter().next().expect("one entry");
-        let kind =
-            match name.as_str() {
-                "index" => OpKind::Index,
-                "create" => OpKind::Create,
-                "delete" => OpKind::Delete,
-                other => return Err(BulkParseError::MalformedAction {
+        let kind = match name.as_str() {
+            "index" => OpKind::Index,
+            "create" => OpKind::Create,
+            "delete" => OpKind::Delete,
+            other => {
+                return Err(BulkParseError::MalformedAction {
                     line: line_no,
                     reason: format!(
                         "Action/metadata line [{line_no}] contains an unknown parameter [{other}]"
                     ),
-                }),
-            };
+                })
+            }
+        };
         let Value::Object(meta) = meta else {
             return Err(BulkParseError::MalformedAction {
                 line: line_no,

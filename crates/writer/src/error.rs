@@ -17,6 +17,9 @@ pub enum WriterError {
     Metastore(#[from] MetastoreError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The translog could not be written: nothing was acknowledged.
+    #[error("object storage unavailable, the write was not acknowledged: {0}")]
+    Unavailable(String),
     #[error("indexing error: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
     #[error("local i/o error: {0}")]

@@ -12,6 +12,7 @@ pub mod document;
 mod error;
 mod service;
 pub mod shard;
+pub mod translog;
 
 pub use bulk::{BulkOp, OpKind};
 pub use error::WriterError;

@@ -16,7 +16,7 @@ use tracing::{info, instrument, warn};
 
 use crate::bulk::{parse_bulk, BulkOp, OpKind};
 use crate::document::DocBuilder;
-use crate::shard::{ShardSpec, ShardWriter};
+use crate::shard::{OpResult, PreparedOp, ShardSpec, ShardWriter};
 use crate::WriterError;
 
 /// Writer settings (the `[writer]` part of Floe's configuration).
@@ -206,7 +206,7 @@ impl Writer {
         let spec = ShardSpec {
             index_uuid: meta.uuid.clone(),
             shard,
-            segments_prefix: meta.segments_prefix(shard),
+            prefix: format!("{}/{}", meta.data_prefix(), shard),
             scratch_dir: self
                 .config
                 .scratch_dir
@@ -215,8 +215,7 @@ impl Writer {
             threads,
             memory_budget: self.config.memory_budget_per_shard,
         };
-        let writer =
-            Arc::new(ShardWriter::open(spec, self.storage.clone(), meta.shards.get(&shard)).await?);
+        let writer = ShardWriter::open(spec, self.storage.clone(), meta).await?;
         shards.insert(key, writer.clone());
         Ok(writer)
     }
@@ -279,6 +278,7 @@ impl Writer {
                 Err(WriterError::MapperParsing(reason))
             }
             Err((409, _, _)) => Err(WriterError::VersionConflict(outcome.id)),
+            Err((503, _, reason)) => Err(WriterError::Unavailable(reason)),
             Err((_, _, reason)) => Err(WriterError::BadRequest(reason)),
         }
     }
@@ -418,49 +418,109 @@ impl Writer {
             }
             routes.push((id, shard));
         }
+        // Build documents (CPU work, off the async threads); failures are item outcomes.
         let name = name.to_string();
-        let ops2 = ops.clone();
-        tokio::task::spawn_blocking(move || {
-            let layout = ShardLayout::new();
-            let builder = DocBuilder::new(&layout, &meta.mappings);
-            let mut out = Vec::with_capacity(positions.len());
-            for (j, &i) in positions.iter().enumerate() {
-                let op = &ops2[i];
-                let (id, shard) = &routes[j];
-                let writer = &shard_writers[shard];
-                let result = match (&op.kind, &parsed[j]) {
-                    (OpKind::Delete, _) => match writer.delete(id) {
-                        Ok((Some(v), seq)) => Ok(("deleted", v + 1, seq, 200)),
-                        Ok((None, seq)) => Ok(("not_found", 1, seq, 404)),
-                        Err(e) => Err((500, "exception", e.to_string())),
-                    },
-                    (_, Some(Err(reason))) => Err((400, "mapper_parsing_exception", reason.clone())),
-                    (_, Some(Ok(_))) if strict_errors.contains_key(&j) => Err((400, "strict_dynamic_mapping_exception", strict_errors[&j].clone())),
-                    (kind, Some(Ok(doc))) => {
-                        let raw = op.source.as_deref().unwrap_or_default();
-                        match builder.build(id, raw, doc) {
-                            Err(e) => Err((400, "mapper_parsing_exception", e.0)),
-                            Ok(built) => match writer.index(id, built.doc, built.timestamp, !generated_ids[j], *kind == OpKind::Create) {
-                                Ok((None, v, seq)) => Ok(("created", v, seq, 201)),
-                                Ok((Some(_), v, seq)) => Ok(("updated", v, seq, 200)),
-                                Err(WriterError::VersionConflict(_)) => Err((409, "version_conflict_engine_exception", format!("[{id}]: version conflict, document already exists (current version [1])"))),
-                                Err(e) => Err((500, "exception", e.to_string())),
-                            },
+        let built = {
+            let ops = ops.clone();
+            let positions = positions.clone();
+            tokio::task::spawn_blocking(move || {
+                let layout = ShardLayout::new();
+                let builder = DocBuilder::new(&layout, &meta.mappings);
+                let mut out: Vec<Result<PreparedOp, (u16, &'static str, String)>> =
+                    Vec::with_capacity(positions.len());
+                for (j, &i) in positions.iter().enumerate() {
+                    let op = &ops[i];
+                    let id = routes[j].0.clone();
+                    let prepared = match (op.kind, &parsed[j]) {
+                        (OpKind::Delete, _) => Ok(PreparedOp {
+                            kind: op.kind,
+                            id,
+                            source: None,
+                            doc: None,
+                            check_existing: true,
+                        }),
+                        (_, Some(Err(reason))) => {
+                            Err((400, "mapper_parsing_exception", reason.clone()))
                         }
-                    }
-                    (_, None) => Err((400, "action_request_validation_exception", "Validation Failed: 1: source is missing;".into())),
-                };
-                out.push(ItemOutcome {
-                    kind: op.kind,
-                    index: name.clone(),
-                    id: id.clone(),
-                    result,
-                });
+                        (_, Some(Ok(_))) if strict_errors.contains_key(&j) => Err((
+                            400,
+                            "strict_dynamic_mapping_exception",
+                            strict_errors[&j].clone(),
+                        )),
+                        (kind, Some(Ok(doc))) => {
+                            let raw = op.source.clone().unwrap_or_default();
+                            match builder.build(&id, &raw, doc) {
+                                Err(e) => Err((400, "mapper_parsing_exception", e.0)),
+                                Ok(built) => Ok(PreparedOp {
+                                    kind,
+                                    id,
+                                    source: Some(raw),
+                                    doc: Some(built),
+                                    check_existing: !generated_ids[j],
+                                }),
+                            }
+                        }
+                        (_, None) => Err((
+                            400,
+                            "action_request_validation_exception",
+                            "Validation Failed: 1: source is missing;".into(),
+                        )),
+                    };
+                    out.push(prepared);
+                }
+                (out, routes)
+            })
+            .await
+        };
+        let Ok((built, routes)) = built else {
+            return fail_all(500, "exception", "document building panicked".into());
+        };
+        // Hand each shard its operations; they are durable (translog) when the shard answers.
+        let mut results: Vec<Option<OpResult>> = (0..positions.len()).map(|_| None).collect();
+        let mut per_shard: BTreeMap<u32, (Vec<usize>, Vec<PreparedOp>)> = BTreeMap::new();
+        for (j, prepared) in built.into_iter().enumerate() {
+            match prepared {
+                Ok(op) => {
+                    let entry = per_shard.entry(routes[j].1).or_default();
+                    entry.0.push(j);
+                    entry.1.push(op);
+                }
+                Err(e) => results[j] = Some(Err(e)),
             }
-            out
-        })
-        .await
-        .unwrap_or_default()
+        }
+        let writes = per_shard.into_iter().map(|(shard, (slots, ops))| {
+            let writer = shard_writers[&shard].clone();
+            async move { (slots, writer.write(ops).await) }
+        });
+        for (slots, outcome) in futures::future::join_all(writes).await {
+            match outcome {
+                Ok(res) => {
+                    for (slot, r) in slots.into_iter().zip(res) {
+                        results[slot] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    let (status, typ) = match e {
+                        WriterError::Unavailable(_) => (503, "unavailable_shards_exception"),
+                        _ => (500, "exception"),
+                    };
+                    for slot in slots {
+                        results[slot] = Some(Err((status, typ, e.to_string())));
+                    }
+                }
+            }
+        }
+        positions
+            .iter()
+            .zip(results)
+            .enumerate()
+            .map(|(j, (&i, r))| ItemOutcome {
+                kind: ops[i].kind,
+                index: name.clone(),
+                id: routes[j].0.clone(),
+                result: r.unwrap_or(Err((500, "exception", "no result".into()))),
+            })
+            .collect()
     }
 
     /// `POST /{index}/_refresh`: commits, uploads and publishes every dirty shard of the
@@ -505,6 +565,7 @@ impl Writer {
         };
         let docs = prepared.commit.num_docs;
         let generation = prepared.commit.generation;
+        let checkpoint = prepared.commit.translog_checkpoint;
         if let Err(e) = self
             .metastore
             .publish_commit(name, &writer.spec.index_uuid, shard, prepared.commit)
@@ -513,8 +574,28 @@ impl Writer {
             writer.mark_dirty();
             return Err(e.into());
         }
-        info!(index = name, shard, generation, docs, "commit published");
+        writer.truncate_translog(checkpoint).await;
+        info!(
+            index = name,
+            shard, generation, docs, checkpoint, "commit published"
+        );
         Ok(())
+    }
+
+    /// Opens every shard that has translog operations above its last commit, replaying them
+    /// so acknowledged writes of a crashed writer become searchable without new traffic.
+    pub async fn recover(&self) -> Result<usize, WriterError> {
+        let mut opened = 0;
+        for meta in self.metastore.list_indexes() {
+            for shard in 0..meta.settings.number_of_shards {
+                let prefix = format!("{}/{}/translog", meta.data_prefix(), shard);
+                if !self.storage.list(&prefix).await?.is_empty() {
+                    self.shard(&meta, shard).await?;
+                    opened += 1;
+                }
+            }
+        }
+        Ok(opened)
     }
 
     /// Forgets the shards of a deleted index and removes their scratch space.
@@ -631,5 +712,59 @@ mod tests {
         let resp = w2.bulk(None, body, RefreshPolicy::True).await.unwrap();
         assert_eq!(resp["items"][1]["delete"]["result"], "deleted", "{resp}");
         assert_eq!(ms.get_index("t").unwrap().shards[&0].num_docs, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unrefreshed_writes_are_replayed_from_the_translog() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().join("bucket")).unwrap();
+        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let config = WriterConfig {
+            scratch_dir: dir.path().join("scratch"),
+            memory_budget_per_shard: 20_000_000,
+            threads_per_shard: 1,
+        };
+        let w = Writer::new(ms.clone(), storage.clone(), config.clone());
+        let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":2}\n");
+        w.bulk(None, body, RefreshPolicy::True).await.unwrap();
+        // Acknowledged but never refreshed: only the translog has these.
+        let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"c\"}}\n{\"n\":3}\n{\"delete\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":22}\n");
+        let resp = w.bulk(None, body, RefreshPolicy::False).await.unwrap();
+        assert_eq!(resp["errors"], false, "{resp}");
+        let uuid = ms.get_index("r").unwrap().uuid;
+        assert_eq!(
+            storage
+                .list(&format!("indexes/{uuid}/0/translog"))
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "covered batches were deleted"
+        );
+        drop(w); // the "crash": local state is thrown away below
+        std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
+        let ms2 = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let w2 = Writer::new(ms2.clone(), storage.clone(), config);
+        assert_eq!(w2.recover().await.unwrap(), 1);
+        w2.refresh(&["r".to_string()]).await.unwrap();
+        let meta = ms2.get_index("r").unwrap();
+        assert_eq!(meta.shards[&0].num_docs, 2, "b and c live, a deleted");
+        assert_eq!(meta.shards[&0].translog_checkpoint, 5);
+        assert!(storage
+            .list(&format!("indexes/{uuid}/0/translog"))
+            .await
+            .unwrap()
+            .is_empty());
+        // Sequence numbers continue after the replayed ones.
+        let resp = w2
+            .bulk(
+                None,
+                Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":3}\n"),
+                RefreshPolicy::False,
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp["items"][0]["index"]["_seq_no"], 5);
+        assert_eq!(resp["items"][0]["index"]["_version"], 3);
     }
 }

@@ -1,20 +1,31 @@
-//! One shard on its owning writer: a tantivy index in local scratch space whose committed
-//! segments are uploaded to the bucket and published to the metastore on every refresh.
-//! The local copy is disposable: `open` rebuilds it from the last published commit.
+//! One shard on its owning writer: a tantivy index in local scratch space, fed through the
+//! shard's remote translog, whose committed segments are uploaded to the bucket on refresh.
+//!
+//! Write path: [`ShardWriter::write`] hands a request's operations to the shard's flusher
+//! task, which group-commits everything queued meanwhile into one translog object, then
+//! applies the batch to tantivy in sequence order and answers each request. Nothing is
+//! acknowledged before its translog object is in the bucket.
+//!
+//! The local copy is disposable: [`ShardWriter::open`] rebuilds it from the last published
+//! commit and replays the translog above its checkpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use floe_proto::layout::{ShardLayout, VERSION_FIELD};
-use floe_proto::{SegmentFile, ShardCommit};
+use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
 use floe_storage::Storage;
 use tantivy::directory::{Directory, MmapDirectory};
 use tantivy::index::SegmentComponent;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
-use tracing::{debug, info};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
 
+use crate::bulk::OpKind;
+use crate::document::{BuiltDoc, DocBuilder};
+use crate::translog::{self, LoggedOp, Translog};
 use crate::WriterError;
 
 /// Where a shard lives and how much it may use to index.
@@ -22,16 +33,29 @@ use crate::WriterError;
 pub struct ShardSpec {
     pub index_uuid: String,
     pub shard: u32,
-    /// `indexes/<uuid>/<shard>/segments` in the bucket.
-    pub segments_prefix: String,
+    /// `indexes/<uuid>/<shard>` in the bucket.
+    pub prefix: String,
     pub scratch_dir: PathBuf,
     pub threads: usize,
     pub memory_budget: usize,
 }
 
-/// What a refresh produced, ready to publish.
-pub struct PreparedCommit {
-    pub commit: ShardCommit,
+/// An operation ready for the translog: validated, its document already built.
+pub struct PreparedOp {
+    pub kind: OpKind,
+    pub id: String,
+    pub source: Option<Bytes>,
+    pub doc: Option<BuiltDoc>,
+    /// False for generated ids, which cannot exist yet (skips the lookup).
+    pub check_existing: bool,
+}
+
+/// Per-operation outcome: Ok((result, version, seq_no, status)) or Err((status, type, reason)).
+pub type OpResult = Result<(&'static str, u64, u64, u16), (u16, &'static str, String)>;
+
+struct Batch {
+    ops: Vec<PreparedOp>,
+    reply: oneshot::Sender<Result<Vec<OpResult>, WriterError>>,
 }
 
 struct State {
@@ -39,12 +63,18 @@ struct State {
     /// Documents written since the last commit, by `_id`: the version now live, if any.
     pending: HashMap<String, Option<u64>>,
     dirty: bool,
-    next_seq_no: u64,
+    /// Every operation below this sequence number is applied to the tantivy writer.
+    applied_below: u64,
     min_ts: Option<i64>,
     max_ts: Option<i64>,
 }
 
-/// A shard's writable tantivy index.
+/// What a refresh produced, ready to publish.
+pub struct PreparedCommit {
+    pub commit: ShardCommit,
+}
+
+/// A shard's writable tantivy index and its translog.
 pub struct ShardWriter {
     pub spec: ShardSpec,
     layout: ShardLayout,
@@ -55,40 +85,41 @@ pub struct ShardWriter {
     uploaded: Mutex<HashSet<String>>,
     generation: Mutex<u64>,
     storage: Storage,
+    translog: Translog,
+    /// Translog objects not yet covered by a published commit.
+    live_translog: Mutex<Vec<translog::Segment>>,
+    to_flusher: mpsc::UnboundedSender<Batch>,
     /// Serializes refreshes of this shard (loop and explicit `_refresh`).
     pub refresh_lock: tokio::sync::Mutex<()>,
 }
 
 impl ShardWriter {
-    /// Opens the shard from its last published commit (or empty), replacing any local copy.
+    /// Opens the shard from its last published commit (or empty), replacing any local copy,
+    /// replays the translog above the commit's checkpoint, and starts its flusher.
     pub async fn open(
         spec: ShardSpec,
         storage: Storage,
-        last: Option<&ShardCommit>,
-    ) -> Result<ShardWriter, WriterError> {
+        meta: &IndexMeta,
+    ) -> Result<Arc<ShardWriter>, WriterError> {
+        let last = meta.shards.get(&spec.shard);
         let dir = spec.scratch_dir.clone();
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
         let layout = ShardLayout::new();
+        let segments_prefix = format!("{}/segments", spec.prefix);
         let mut uploaded = HashSet::new();
         let index = match last {
             Some(commit) => {
                 for f in &commit.files {
                     let bytes = storage
-                        .get(&format!("{}/{}", spec.segments_prefix, f.name))
+                        .get(&format!("{segments_prefix}/{}", f.name))
                         .await?;
                     write_atomic(&dir.join(&f.name), &bytes)?;
                     uploaded.insert(f.name.clone());
                 }
                 write_atomic(&dir.join("meta.json"), commit.tantivy_meta.as_bytes())?;
-                info!(
-                    shard = spec.shard,
-                    files = commit.files.len(),
-                    docs = commit.num_docs,
-                    "shard restored from bucket"
-                );
                 Index::open(MmapDirectory::open(&dir)?)?
             }
             None => Index::create(
@@ -103,28 +134,96 @@ impl ShardWriter {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok(ShardWriter {
+        let checkpoint = last.map_or(0, |c| c.translog_checkpoint);
+        let translog = Translog::new(storage.clone(), format!("{}/translog", spec.prefix));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shard = Arc::new(ShardWriter {
             layout,
             reader,
             state: Mutex::new(State {
                 writer,
                 pending: HashMap::new(),
                 dirty: false,
-                next_seq_no: last.map(|c| c.num_docs).unwrap_or(0),
-                min_ts: last.and_then(|c| c.min_timestamp),
-                max_ts: last.and_then(|c| c.max_timestamp),
+                applied_below: checkpoint,
+                min_ts: last.and_then(|c| c.min_timestamp.map(|ms| ms * 1_000_000)),
+                max_ts: last.and_then(|c| c.max_timestamp.map(|ms| ms * 1_000_000)),
             }),
             uploaded: Mutex::new(uploaded),
-            generation: Mutex::new(last.map(|c| c.generation).unwrap_or(0)),
+            generation: Mutex::new(last.map_or(0, |c| c.generation)),
             index,
             storage,
-            spec,
+            translog,
+            live_translog: Mutex::new(Vec::new()),
+            to_flusher: tx,
             refresh_lock: tokio::sync::Mutex::new(()),
-        })
+            spec,
+        });
+        let replayed = shard.replay(meta, checkpoint).await?;
+        info!(index = %meta.name, shard = shard.spec.shard, docs = last.map_or(0, |c| c.num_docs), checkpoint, replayed, "shard opened");
+        tokio::spawn(flusher(Arc::downgrade(&shard), rx));
+        Ok(shard)
+    }
+
+    /// Applies the translog above `checkpoint`, in sequence order. Returns ops replayed.
+    async fn replay(&self, meta: &IndexMeta, checkpoint: u64) -> Result<usize, WriterError> {
+        let segments = self.translog.list().await?;
+        let mut replayed = 0;
+        let builder = DocBuilder::new(&self.layout, &meta.mappings);
+        for seg in &segments {
+            if seg.last < checkpoint {
+                // Covered by the commit; left over from a crash between publish and delete.
+                self.translog.delete(seg).await?;
+                continue;
+            }
+            for op in self.translog.read(seg).await? {
+                if op.seq < checkpoint {
+                    continue;
+                }
+                let doc =
+                    match &op.source {
+                        Some(src) => {
+                            let parsed: serde_json::Map<String, serde_json::Value> =
+                                serde_json::from_slice(src).map_err(|e| {
+                                    WriterError::Internal(format!("translog source: {e}"))
+                                })?;
+                            Some(builder.build(&op.id, src, &parsed).map_err(|e| {
+                                WriterError::Internal(format!("translog replay: {e}"))
+                            })?)
+                        }
+                        None => None,
+                    };
+                let prepared = PreparedOp {
+                    kind: op.kind,
+                    id: op.id,
+                    source: None,
+                    doc,
+                    check_existing: true,
+                };
+                let _ = tokio::task::block_in_place(|| self.apply(op.seq, prepared));
+                replayed += 1;
+            }
+            self.live_translog
+                .lock()
+                .expect("translog lock")
+                .push(seg.clone());
+        }
+        Ok(replayed)
     }
 
     pub fn layout(&self) -> &ShardLayout {
         &self.layout
+    }
+
+    /// Makes `ops` durable in the translog (group-committed with concurrent requests), then
+    /// applies them. Returns one outcome per op, in order.
+    pub async fn write(&self, ops: Vec<PreparedOp>) -> Result<Vec<OpResult>, WriterError> {
+        let (reply, answer) = oneshot::channel();
+        self.to_flusher
+            .send(Batch { ops, reply })
+            .map_err(|_| WriterError::Internal("shard is closing".into()))?;
+        answer
+            .await
+            .map_err(|_| WriterError::Internal("shard flusher stopped".into()))?
     }
 
     fn id_term(&self, id: &str) -> Term {
@@ -157,65 +256,77 @@ impl ShardWriter {
         Ok(None)
     }
 
-    /// Adds or replaces a document. Returns (previous version if it existed, new version,
-    /// seq_no). `check_existing` is false for generated ids, which cannot exist yet.
-    pub fn index(
-        &self,
-        id: &str,
-        mut doc: TantivyDocument,
-        timestamp: Option<i64>,
-        check_existing: bool,
-        create_only: bool,
-    ) -> Result<(Option<u64>, u64, u64), WriterError> {
+    /// Applies one logged operation to the tantivy writer.
+    fn apply(&self, seq: u64, op: PreparedOp) -> OpResult {
         let mut st = self.state.lock().expect("shard lock");
-        let previous = if check_existing {
-            self.version_locked(&st, id)?
+        st.applied_below = st.applied_below.max(seq + 1);
+        let internal = |e: WriterError| (500u16, "exception", e.to_string());
+        let previous = if op.check_existing {
+            self.version_locked(&st, &op.id).map_err(internal)?
         } else {
             None
         };
-        if previous.is_some() && create_only {
-            return Err(WriterError::VersionConflict(id.to_string()));
+        match op.kind {
+            OpKind::Delete => {
+                let Some(prev) = previous else {
+                    return Ok(("not_found", 1, seq, 404));
+                };
+                st.writer.delete_term(self.id_term(&op.id));
+                st.pending.insert(op.id, None);
+                st.dirty = true;
+                Ok(("deleted", prev + 1, seq, 200))
+            }
+            OpKind::Create if previous.is_some() => Err((
+                409,
+                "version_conflict_engine_exception",
+                format!(
+                    "[{}]: version conflict, document already exists (current version [{}])",
+                    op.id,
+                    previous.unwrap_or(1)
+                ),
+            )),
+            OpKind::Index | OpKind::Create => {
+                let Some(built) = op.doc else {
+                    return Err((
+                        400,
+                        "action_request_validation_exception",
+                        "source is missing".into(),
+                    ));
+                };
+                if op.check_existing {
+                    st.writer.delete_term(self.id_term(&op.id));
+                }
+                let version = previous.map_or(1, |v| v + 1);
+                let mut doc: TantivyDocument = built.doc;
+                doc.add_u64(self.layout.version, version);
+                st.writer
+                    .add_document(doc)
+                    .map_err(|e| internal(e.into()))?;
+                if op.check_existing {
+                    st.pending.insert(op.id, Some(version));
+                }
+                if let Some(ts) = built.timestamp {
+                    st.min_ts = Some(st.min_ts.map_or(ts, |m| m.min(ts)));
+                    st.max_ts = Some(st.max_ts.map_or(ts, |m| m.max(ts)));
+                }
+                st.dirty = true;
+                Ok(if previous.is_some() {
+                    ("updated", version, seq, 200)
+                } else {
+                    ("created", version, seq, 201)
+                })
+            }
         }
-        if check_existing {
-            st.writer.delete_term(self.id_term(id));
-        }
-        let version = previous.map_or(1, |v| v + 1);
-        doc.add_u64(self.layout.version, version);
-        st.writer.add_document(doc)?;
-        if check_existing {
-            st.pending.insert(id.to_string(), Some(version));
-        }
-        if let Some(ts) = timestamp {
-            st.min_ts = Some(st.min_ts.map_or(ts, |m| m.min(ts)));
-            st.max_ts = Some(st.max_ts.map_or(ts, |m| m.max(ts)));
-        }
-        st.dirty = true;
-        st.next_seq_no += 1;
-        Ok((previous, version, st.next_seq_no - 1))
-    }
-
-    /// Deletes a document by `_id`. Returns (deleted version if it existed, seq_no).
-    pub fn delete(&self, id: &str) -> Result<(Option<u64>, u64), WriterError> {
-        let mut st = self.state.lock().expect("shard lock");
-        let previous = self.version_locked(&st, id)?;
-        if previous.is_some() {
-            st.writer.delete_term(self.id_term(id));
-            st.pending.insert(id.to_string(), None);
-            st.dirty = true;
-        }
-        st.next_seq_no += 1;
-        Ok((previous, st.next_seq_no - 1))
     }
 
     pub fn is_dirty(&self) -> bool {
         self.state.lock().expect("shard lock").dirty
     }
 
-    /// Commits pending documents locally and uploads new segment files to the bucket.
-    /// Returns `None` when there was nothing to commit. Blocking (tantivy commit): call
-    /// from a blocking-capable context for the commit part.
+    /// Commits applied operations locally and uploads new segment files to the bucket.
+    /// Returns `None` when there was nothing to commit.
     pub async fn prepare_commit(&self, epoch: u64) -> Result<Option<PreparedCommit>, WriterError> {
-        let (min_ts, max_ts) = {
+        let (min_ts, max_ts, checkpoint) = {
             let mut st = self.state.lock().expect("shard lock");
             if !st.dirty {
                 return Ok(None);
@@ -223,23 +334,21 @@ impl ShardWriter {
             tokio::task::block_in_place(|| st.writer.commit())?;
             st.dirty = false;
             st.pending.clear();
-            (st.min_ts, st.max_ts)
+            (st.min_ts, st.max_ts, st.applied_below)
         };
         self.reader.reload()?;
         // A background merge may replace segments (and delete their files) at any time:
-        // snapshot meta.json and open every file it names; an open mmap survives deletion.
-        let (meta_json, files) = {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match self.snapshot_files() {
-                    Ok(x) => break x,
-                    Err(e) if attempt < 5 => debug!("snapshot raced a merge, retrying: {e}"),
-                    Err(e) => return Err(e),
-                }
+        // snapshot the segment list and open every file it names; an open file survives
+        // deletion. Retry if a file vanished before we opened it.
+        let mut attempt = 0;
+        let (meta_json, files) = loop {
+            attempt += 1;
+            match self.snapshot_files() {
+                Ok(x) => break x,
+                Err(e) if attempt < 5 => debug!("snapshot raced a merge, retrying: {e}"),
+                Err(e) => return Err(e),
             }
         };
-        let mut uploaded_now = Vec::new();
         let mut listed = Vec::new();
         let mut size = 0u64;
         for (name, bytes) in &files {
@@ -253,28 +362,21 @@ impl ShardWriter {
             }
             self.storage
                 .put(
-                    &format!("{}/{}", self.spec.segments_prefix, name),
+                    &format!("{}/segments/{}", self.spec.prefix, name),
                     bytes.clone(),
                 )
                 .await?;
-            uploaded_now.push(name.clone());
+            self.uploaded
+                .lock()
+                .expect("uploaded lock")
+                .insert(name.clone());
         }
-        self.uploaded
-            .lock()
-            .expect("uploaded lock")
-            .extend(uploaded_now.iter().cloned());
         let num_docs = self.reader.searcher().num_docs();
         let generation = {
             let mut g = self.generation.lock().expect("generation lock");
             *g += 1;
             *g
         };
-        debug!(
-            shard = self.spec.shard,
-            generation,
-            uploaded = uploaded_now.len(),
-            "segments uploaded"
-        );
         Ok(Some(PreparedCommit {
             commit: ShardCommit {
                 generation,
@@ -285,8 +387,26 @@ impl ShardWriter {
                 min_timestamp: min_ts.map(|ns| ns / 1_000_000),
                 max_timestamp: max_ts.map(|ns| ns / 1_000_000),
                 epoch,
+                translog_checkpoint: checkpoint,
             },
         }))
+    }
+
+    /// Deletes translog objects entirely below a published checkpoint.
+    pub async fn truncate_translog(&self, checkpoint: u64) {
+        let covered: Vec<translog::Segment> = {
+            let mut live = self.live_translog.lock().expect("translog lock");
+            let (covered, keep): (Vec<_>, Vec<_>) =
+                live.drain(..).partition(|s| s.last < checkpoint);
+            *live = keep;
+            covered
+        };
+        for seg in covered {
+            if let Err(e) = self.translog.delete(&seg).await {
+                // Harmless: recovery skips (and deletes) objects below the checkpoint.
+                warn!(key = %seg.key, "could not delete translog object: {e}");
+            }
+        }
     }
 
     fn snapshot_files(&self) -> Result<(String, Vec<(String, Bytes)>), WriterError> {
@@ -332,6 +452,101 @@ impl ShardWriter {
     /// Makes the next refresh publish again, after an upload or publish failed.
     pub fn mark_dirty(&self) {
         self.state.lock().expect("shard lock").dirty = true;
+    }
+}
+
+/// The shard's group commit: takes every batch queued while the previous translog write
+/// was in flight, writes them as one object, applies them in order, answers each request.
+async fn flusher(shard: Weak<ShardWriter>, mut rx: mpsc::UnboundedReceiver<Batch>) {
+    /// Upper bound of one translog object, so a burst does not build one huge PUT.
+    const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+    let mut next_seq: Option<u64> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        let mut bytes: usize = batches[0]
+            .ops
+            .iter()
+            .map(|o| o.source.as_ref().map_or(16, |s| s.len()))
+            .sum();
+        while bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(b) => {
+                    bytes += b
+                        .ops
+                        .iter()
+                        .map(|o| o.source.as_ref().map_or(16, |s| s.len()))
+                        .sum::<usize>();
+                    batches.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(shard) = shard.upgrade() else { return };
+        let seq0 =
+            *next_seq.get_or_insert_with(|| shard.state.lock().expect("shard lock").applied_below);
+        let mut seq = seq0;
+        let mut logged = Vec::new();
+        for b in &batches {
+            for op in &b.ops {
+                logged.push(LoggedOp {
+                    seq,
+                    kind: op.kind,
+                    id: op.id.clone(),
+                    source: op.source.clone(),
+                });
+                seq += 1;
+            }
+        }
+        // Sequence numbers are never reused, even when the write fails (it may have landed).
+        next_seq = Some(seq);
+        if logged.is_empty() {
+            for b in batches {
+                let _ = b.reply.send(Ok(Vec::new()));
+            }
+            continue;
+        }
+        match shard.translog.append(&logged).await {
+            Ok(segment) => {
+                shard
+                    .live_translog
+                    .lock()
+                    .expect("translog lock")
+                    .push(segment);
+                let mut seq = seq0;
+                let shard2 = shard.clone();
+                let results = tokio::task::spawn_blocking(move || {
+                    let mut all = Vec::with_capacity(batches.len());
+                    for b in batches {
+                        let mut results = Vec::with_capacity(b.ops.len());
+                        for op in b.ops {
+                            results.push(shard2.apply(seq, op));
+                            seq += 1;
+                        }
+                        all.push((b.reply, results));
+                    }
+                    all
+                })
+                .await;
+                match results {
+                    Ok(all) => {
+                        for (reply, results) in all {
+                            let _ = reply.send(Ok(results));
+                        }
+                    }
+                    Err(e) => warn!("applying a translog batch panicked: {e}"),
+                }
+            }
+            Err(e) => {
+                warn!(
+                    shard = shard.spec.shard,
+                    "translog write failed, nothing acknowledged: {e}"
+                );
+                let reason = e.to_string();
+                for b in batches {
+                    let _ = b.reply.send(Err(WriterError::Unavailable(reason.clone())));
+                }
+            }
+        }
     }
 }
 
