@@ -20,12 +20,15 @@ pub struct OpenShard {
     pub searcher: Searcher,
 }
 
+/// (index uuid, shard number).
+type ShardKey = (String, u32);
+
 /// Readers of every shard this searcher has opened, by (index uuid, shard).
 pub struct ShardReaders {
     cache: FileCache,
-    open: Mutex<HashMap<(String, u32), OpenShard>>,
+    open: Mutex<HashMap<ShardKey, OpenShard>>,
     /// One opener per shard at a time, so files are fetched once.
-    openers: Mutex<HashMap<(String, u32), Arc<tokio::sync::Mutex<()>>>>,
+    openers: Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ShardReaders {
@@ -105,7 +108,7 @@ impl ShardReaders {
         Ok(opened)
     }
 
-    fn current(&self, key: &(String, u32), generation: u64) -> Option<OpenShard> {
+    fn current(&self, key: &ShardKey, generation: u64) -> Option<OpenShard> {
         self.open
             .lock()
             .expect("open lock")

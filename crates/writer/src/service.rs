@@ -16,7 +16,7 @@ use tracing::{info, instrument, warn};
 
 use crate::bulk::{parse_bulk, BulkOp, OpKind};
 use crate::document::DocBuilder;
-use crate::shard::{OpResult, PreparedOp, ShardSpec, ShardWriter};
+use crate::shard::{ItemError, OpResult, PreparedOp, ShardSpec, ShardWriter};
 use crate::WriterError;
 
 /// Writer settings (the `[writer]` part of Floe's configuration).
@@ -69,8 +69,7 @@ struct ItemOutcome {
     kind: OpKind,
     index: String,
     id: String,
-    /// Ok((result, version, seq_no, status)) or Err((status, type, reason)).
-    result: Result<(&'static str, u64, u64, u16), (u16, &'static str, String)>,
+    result: OpResult,
 }
 
 impl ItemOutcome {
@@ -426,7 +425,7 @@ impl Writer {
             tokio::task::spawn_blocking(move || {
                 let layout = ShardLayout::new();
                 let builder = DocBuilder::new(&layout, &meta.mappings);
-                let mut out: Vec<Result<PreparedOp, (u16, &'static str, String)>> =
+                let mut out: Vec<Result<PreparedOp, ItemError>> =
                     Vec::with_capacity(positions.len());
                 for (j, &i) in positions.iter().enumerate() {
                     let op = &ops[i];

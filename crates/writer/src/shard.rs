@@ -50,8 +50,11 @@ pub struct PreparedOp {
     pub check_existing: bool,
 }
 
-/// Per-operation outcome: Ok((result, version, seq_no, status)) or Err((status, type, reason)).
-pub type OpResult = Result<(&'static str, u64, u64, u16), (u16, &'static str, String)>;
+/// Why one operation failed: (HTTP status, OpenSearch error type, reason).
+pub type ItemError = (u16, &'static str, String);
+
+/// Per-operation outcome: Ok((result, version, seq_no, status)) or the item's error.
+pub type OpResult = Result<(&'static str, u64, u64, u16), ItemError>;
 
 struct Batch {
     ops: Vec<PreparedOp>,

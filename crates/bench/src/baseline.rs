@@ -1,0 +1,332 @@
+//! The limit Floe is measured against: the same documents indexed in-process with raw
+//! tantivy, and the same queries run on that local index — no HTTP, no object storage, no
+//! cache, no metastore.
+//!
+//! To make the comparison about Floe's overhead and not about a different index, everything
+//! that decides what the index holds is Floe's own code: the shard schema
+//! ([`ShardLayout`]), dynamic mapping ([`Mappings::discover`]), document conversion
+//! ([`DocBuilder`]), and query translation ([`parse_query`] + [`Translator`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use floe_proto::{Mappings, ShardLayout};
+use floe_searcher::ast::QueryAst;
+use floe_searcher::dsl::parse_query;
+use floe_searcher::translate::Translator;
+use floe_writer::document::DocBuilder;
+use indicatif::ProgressBar;
+use serde_json::{json, Value};
+use tantivy::aggregation::agg_req::Aggregations;
+use tantivy::aggregation::{AggContextParams, AggregationCollector, AggregationLimitsGuard};
+use tantivy::collector::sort_key::SortByErasedType;
+use tantivy::collector::{Count, TopDocs};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::Query;
+use tantivy::schema::Value as _;
+use tantivy::{DocAddress, Index, IndexReader, Order, ReloadPolicy, Searcher, TantivyDocument};
+
+use crate::generator::{DataSource, Rng};
+use crate::queries::{BenchQuery, Outcome};
+
+/// What indexing a data set with raw tantivy took.
+#[derive(Clone, Debug)]
+pub struct IndexStats {
+    pub threads: usize,
+    pub docs: u64,
+    /// Bytes of the documents' JSON (without newlines), the unit of every MB/s figure.
+    pub raw_bytes: u64,
+    /// From the first document to the end of the final commit.
+    pub elapsed: Duration,
+    /// Files in the index directory once merges have finished.
+    pub size_on_disk: u64,
+    /// Documents that failed to parse or convert (skipped, as Floe would reject them).
+    pub rejected: u64,
+    /// Smallest and largest `@timestamp` seen, epoch milliseconds.
+    pub time_range: Option<(i64, i64)>,
+}
+
+/// A raw tantivy index of the benchmark data, ready to query.
+pub struct BaselineIndex {
+    pub dir: PathBuf,
+    pub layout: ShardLayout,
+    pub mappings: Mappings,
+    pub reader: IndexReader,
+    pub stats: IndexStats,
+}
+
+/// Indexes `source` into a new index under `dir` with `threads` indexing threads and
+/// `memory_budget` bytes (tantivy splits it between threads, as in Floe's shard writer).
+/// Like Floe, documents get a random 32-hex-digit `_id` and `_version` 1.
+pub fn build(
+    source: &DataSource,
+    dir: &Path,
+    threads: usize,
+    memory_budget: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<BaselineIndex> {
+    std::fs::create_dir_all(dir)?;
+    let layout = ShardLayout::new();
+    let index = Index::create(
+        MmapDirectory::open(dir)?,
+        layout.schema.clone(),
+        Default::default(),
+    )?;
+    let mut writer = index.writer_with_num_threads::<TantivyDocument>(threads, memory_budget)?;
+    let mut mappings = Mappings::default();
+    let mut ids = Rng::new(0x1d5);
+    let (mut docs, mut raw_bytes, mut rejected) = (0u64, 0u64, 0u64);
+    let mut time_range: Option<(i64, i64)> = None;
+    let started = Instant::now();
+    source.for_each(|raw| {
+        progress.inc(1);
+        raw_bytes += raw.len() as u64;
+        let Ok(Value::Object(parsed)) = serde_json::from_str::<Value>(raw) else {
+            rejected += 1;
+            return Ok(());
+        };
+        let found = mappings.discover(&parsed)?;
+        if !found.is_empty() {
+            mappings.merge(&found);
+        }
+        let id = format!("{:016x}{:016x}", ids.next_u64(), ids.next_u64());
+        let built = match DocBuilder::new(&layout, &mappings).build(&id, raw.as_bytes(), &parsed)
+        {
+            Ok(b) => b,
+            Err(_) => {
+                rejected += 1;
+                return Ok(());
+            }
+        };
+        if let Some(ns) = built.timestamp {
+            let ms = ns / 1_000_000;
+            time_range = Some(time_range.map_or((ms, ms), |(a, b)| (a.min(ms), b.max(ms))));
+        }
+        let mut doc = built.doc;
+        doc.add_u64(layout.version, 1);
+        writer.add_document(doc)?;
+        docs += 1;
+        Ok(())
+    })?;
+    writer.commit()?;
+    let elapsed = started.elapsed();
+    writer.wait_merging_threads()?;
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok(BaselineIndex {
+        dir: dir.to_path_buf(),
+        layout,
+        mappings,
+        reader,
+        stats: IndexStats {
+            threads,
+            docs,
+            raw_bytes,
+            elapsed,
+            size_on_disk: dir_size(dir),
+            rejected,
+            time_range,
+        },
+    })
+}
+
+impl BaselineIndex {
+    /// Runs `q` on the open (warm) index.
+    pub fn run(&self, q: &BenchQuery) -> anyhow::Result<Outcome> {
+        execute(&self.reader.searcher(), &self.layout, &self.mappings, &q.body)
+            .with_context(|| format!("baseline query {}", q.name))
+    }
+
+    /// Opens the index from disk again and runs `q` once: the baseline's "cold" query. The
+    /// OS page cache is still warm, so this is the cost of opening an index, not of disk
+    /// reads.
+    pub fn run_cold(&self, q: &BenchQuery) -> anyhow::Result<(Duration, Outcome)> {
+        let started = Instant::now();
+        let index = Index::open(MmapDirectory::open(&self.dir)?)?;
+        let reader: IndexReader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let outcome = execute(&reader.searcher(), &self.layout, &self.mappings, &q.body)?;
+        Ok((started.elapsed(), outcome))
+    }
+}
+
+/// Runs an OpenSearch `_search` body the way Floe's searcher does for one shard: the query
+/// through Floe's translator, top hits (by score or by one sort field), the total count, the
+/// aggregations, and the `_source` of the returned hits loaded and parsed.
+fn execute(
+    searcher: &Searcher,
+    layout: &ShardLayout,
+    mappings: &Mappings,
+    body: &Value,
+) -> anyhow::Result<Outcome> {
+    let ast = match body.get("query") {
+        Some(q) => parse_query(q)?,
+        None => QueryAst::MatchAll,
+    };
+    let query: Box<dyn Query> = Translator::new(layout, mappings).translate(&ast)?;
+    let size = body["size"].as_u64().unwrap_or(10) as usize;
+    let aggs = match body.get("aggs") {
+        Some(a) => Some(agg_request(a, layout, mappings)?),
+        None => None,
+    };
+    let agg_collector = aggs.map(|a| {
+        AggregationCollector::from_aggs(
+            a,
+            AggContextParams::new(AggregationLimitsGuard::default(), Default::default()),
+        )
+    });
+    let top = TopDocs::with_limit(size.max(1));
+    let (addrs, total, agg_result): (Vec<DocAddress>, usize, _) = match sort_field(body) {
+        Some((field, order)) => {
+            let column = layout
+                .resolve(mappings, &field)
+                .ok_or_else(|| anyhow!("sort field {field} is not mapped"))?
+                .column_name();
+            let top = top.order_by((SortByErasedType::for_field(column), order));
+            let (hits, count, aggs) = searcher.search(&query, &(top, Count, agg_collector))?;
+            (hits.into_iter().map(|(_, a)| a).collect(), count, aggs)
+        }
+        None => {
+            let top = top.order_by_score();
+            let (hits, count, aggs) = searcher.search(&query, &(top, Count, agg_collector))?;
+            (hits.into_iter().map(|(_, a)| a).collect(), count, aggs)
+        }
+    };
+    let mut hits = Vec::new();
+    for addr in addrs.into_iter().take(size) {
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let raw = doc
+            .get_first(layout.source)
+            .and_then(|v| v.as_bytes())
+            .unwrap_or_default();
+        hits.push(serde_json::from_slice::<Value>(raw).unwrap_or(Value::Null));
+    }
+    let aggregations = match agg_result {
+        Some(r) => serde_json::to_value(r)?,
+        None => Value::Null,
+    };
+    Ok(Outcome::from_response(&json!({
+        "hits": {"total": {"value": total}, "hits": hits},
+        "aggregations": aggregations,
+    })))
+}
+
+/// The first `sort` criterion of a body, if it sorts on a field: `[{"f": {"order": "desc"}}]`,
+/// `[{"f": "desc"}]` or `["f"]`.
+fn sort_field(body: &Value) -> Option<(String, Order)> {
+    let first = match body.get("sort")? {
+        Value::Array(a) => a.first()?.clone(),
+        other => other.clone(),
+    };
+    let (field, spec) = match &first {
+        Value::String(f) => (f.clone(), Value::Null),
+        Value::Object(o) => {
+            let (f, s) = o.iter().next()?;
+            (f.clone(), s.clone())
+        }
+        _ => return None,
+    };
+    if field == "_score" {
+        return None;
+    }
+    let order = spec.get("order").or(Some(&spec)).and_then(Value::as_str);
+    let order = if order == Some("desc") {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    Some((field, order))
+}
+
+/// An aggregation request with user field names replaced by the layout's columns
+/// (`status` → `k.status`), as Floe's searcher rewrites them.
+fn agg_request(
+    aggs: &Value,
+    layout: &ShardLayout,
+    mappings: &Mappings,
+) -> anyhow::Result<Aggregations> {
+    fn walk(v: &mut Value, layout: &ShardLayout, mappings: &Mappings) {
+        if let Value::Object(o) = v {
+            for (key, child) in o.iter_mut() {
+                match (key.as_str(), child.as_str()) {
+                    ("field", Some(name)) => {
+                        let column = layout
+                            .resolve(mappings, name)
+                            .map(|r| r.column_name())
+                            .unwrap_or_else(|| format!("k.{name}"));
+                        *child = Value::String(column);
+                    }
+                    _ => walk(child, layout, mappings),
+                }
+            }
+        }
+    }
+    let mut v = aggs.clone();
+    walk(&mut v, layout, mappings);
+    Ok(serde_json::from_value(v)?)
+}
+
+/// Total size of the regular files under `dir`, recursively (0 if it does not exist).
+pub fn dir_size(dir: &Path) -> u64 {
+    dir_stats(dir).0
+}
+
+/// `(bytes, files)` of the regular files under `dir`, recursively.
+pub fn dir_stats(dir: &Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let (mut bytes, mut files) = (0, 0);
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if meta.is_dir() {
+            let (b, f) = dir_stats(&e.path());
+            bytes += b;
+            files += f;
+        } else if meta.is_file() {
+            bytes += meta.len();
+            files += 1;
+        }
+    }
+    (bytes, files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::{GenSpec, DEFAULT_START_MS};
+    use crate::queries::bench_queries;
+
+    #[test]
+    fn indexes_and_answers_every_bench_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = DataSource::Generated(GenSpec {
+            seed: 1,
+            docs: 3_000,
+            start_ms: DEFAULT_START_MS,
+            window_ms: 3_600_000,
+        });
+        let idx = build(&source, dir.path(), 1, 20_000_000, &ProgressBar::hidden()).unwrap();
+        assert_eq!(idx.stats.docs, 3_000);
+        assert_eq!(idx.stats.rejected, 0);
+        assert!(idx.stats.size_on_disk > 0);
+        let (min, max) = idx.stats.time_range.unwrap();
+        assert!(min >= DEFAULT_START_MS - 2_000 && max <= DEFAULT_START_MS + 3_600_000);
+        for q in bench_queries((min, max)) {
+            let out = idx.run(&q).unwrap();
+            let (_, cold) = idx.run_cold(&q).unwrap();
+            assert_eq!(out, cold, "{}", q.name);
+            match q.name {
+                "sort_ts_desc_top10" => assert_eq!((out.total_hits, out.hits), (3_000, 10)),
+                "date_histogram_1m" => assert_eq!(out.buckets.unwrap().1, 3_000),
+                "terms_status" => assert_eq!(out.buckets.unwrap(), (4, 3_000)),
+                _ => assert!(out.total_hits > 0 && out.total_hits < 3_000, "{}", q.name),
+            }
+        }
+    }
+}

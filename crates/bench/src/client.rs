@@ -1,0 +1,145 @@
+//! A thin OpenSearch HTTP client for the scenarios: errors are `anyhow` errors carrying the
+//! method, path and response, because a benchmark that silently measures failures is wrong.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::Method;
+use serde_json::Value;
+
+/// One request's timeout: generous, since a 5,000-document `_bulk` on a slow debug build can
+/// take seconds, but bounded so a hung server fails the run instead of stalling it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Client of one Floe (or OpenSearch) endpoint.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A response: HTTP status and JSON body (`Null` if not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request; only transport errors are `Err`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> anyhow::Result<Resp> {
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{method} {}{path}", self.base))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Resp { status, json, text })
+    }
+
+    /// Sends a JSON body and fails unless the status is 2xx.
+    pub async fn json_ok(&self, method: Method, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let r = self
+            .send(
+                method.clone(),
+                path,
+                Some(("application/json", serde_json::to_vec(body)?)),
+            )
+            .await?;
+        ok(method, path, r)
+    }
+
+    /// `POST /{index}/_search`; fails unless 200.
+    pub async fn search(&self, index: &str, body: &Value) -> anyhow::Result<Value> {
+        self.json_ok(Method::POST, &format!("/{index}/_search"), body)
+            .await
+    }
+
+    /// `POST /{index}/_refresh`; fails unless 200.
+    pub async fn refresh(&self, index: &str) -> anyhow::Result<()> {
+        let path = format!("/{index}/_refresh");
+        let r = self.send(Method::POST, &path, None).await?;
+        ok(Method::POST, &path, r).map(drop)
+    }
+
+    /// `GET /{index}/_count`.
+    pub async fn count(&self, index: &str) -> anyhow::Result<u64> {
+        let path = format!("/{index}/_count");
+        let r = self.send(Method::GET, &path, None).await?;
+        let v = ok(Method::GET, &path, r)?;
+        v["count"].as_u64().context("no count in _count response")
+    }
+
+    /// Deletes `index` if it exists, then creates it with `body` (settings, mappings).
+    pub async fn recreate_index(&self, index: &str, body: &Value) -> anyhow::Result<()> {
+        let path = format!("/{index}");
+        let r = self.send(Method::DELETE, &path, None).await?;
+        if r.status != 200 && r.status != 404 {
+            bail!("DELETE {path}: HTTP {}: {}", r.status, r.text);
+        }
+        self.json_ok(Method::PUT, &path, body).await.map(drop)
+    }
+
+    /// `POST /{index}/_bulk` with an NDJSON body. Returns the response as is: the caller
+    /// decides about 429s and item errors.
+    pub async fn bulk(&self, index: &str, ndjson: Vec<u8>) -> anyhow::Result<Resp> {
+        self.send(
+            Method::POST,
+            &format!("/{index}/_bulk"),
+            Some(("application/x-ndjson", ndjson)),
+        )
+        .await
+    }
+
+    /// Waits until `GET /` answers 200, for at most `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.send(Method::GET, "/", None).await {
+                Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r) if started.elapsed() > timeout => {
+                    bail!("{} answered HTTP {}: {}", self.base, r.status, r.text)
+                }
+                Err(e) if started.elapsed() > timeout => return Err(e),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+fn ok(method: Method, path: &str, r: Resp) -> anyhow::Result<Value> {
+    if !(200..300).contains(&r.status) {
+        let mut text = r.text;
+        text.truncate(2_000);
+        bail!("{method} {path}: HTTP {}: {text}", r.status);
+    }
+    Ok(r.json)
+}
