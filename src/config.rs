@@ -34,6 +34,9 @@ pub struct IndexingConfig {
     pub memory_per_shard: usize,
     /// tantivy indexing threads for a single-shard index (multi-shard indexes use one per shard).
     pub threads_per_shard: usize,
+    /// Indexing pressure: bytes of write requests in flight before new ones get 429.
+    /// Default: 10% of the machine's memory, between 64 MiB and 1 GiB.
+    pub max_inflight_bytes: Option<usize>,
 }
 
 impl Default for IndexingConfig {
@@ -43,6 +46,7 @@ impl Default for IndexingConfig {
             threads_per_shard: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
+            max_inflight_bytes: None,
         }
     }
 }

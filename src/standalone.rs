@@ -8,6 +8,7 @@ use floe_cache::FileCache;
 use floe_metastore::Metastore;
 use floe_searcher::SearchService;
 use floe_storage::Storage;
+use floe_writer::pressure::IndexingPressure;
 use floe_writer::{Writer, WriterConfig};
 use tracing::info;
 
@@ -51,8 +52,14 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     let cache = FileCache::new(config.cache_dir.join("searcher"), storage.clone())?;
     let searcher = Arc::new(SearchService::new(metastore.clone(), cache));
     tokio::spawn(writer.clone().run_refresh_loop());
+    let pressure_limit = config
+        .indexing
+        .max_inflight_bytes
+        .unwrap_or_else(IndexingPressure::default_limit);
+    info!(bytes = pressure_limit, "indexing pressure limit");
     let state = Arc::new(AppState {
         metastore,
+        pressure: IndexingPressure::new(pressure_limit),
         writer,
         searcher,
         max_content_length: config.http.max_content_length,

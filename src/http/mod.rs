@@ -20,6 +20,7 @@ use axum::Router;
 use bytes::Bytes;
 use floe_metastore::Metastore;
 use floe_searcher::SearchService;
+use floe_writer::pressure::IndexingPressure;
 use floe_writer::Writer;
 use serde_json::Value;
 
@@ -28,6 +29,7 @@ pub use error::ApiError;
 /// What every handler can reach.
 pub struct AppState {
     pub metastore: Arc<Metastore>,
+    pub pressure: Arc<IndexingPressure>,
     pub writer: Arc<Writer>,
     pub searcher: Arc<SearchService>,
     pub max_content_length: usize,
@@ -94,6 +96,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            indexing_pressure,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             limit_body,
         ))
         .layer(DefaultBodyLimit::max(limit))
@@ -125,6 +131,47 @@ async fn limit_body(
         return too_large(state.max_content_length);
     }
     resp
+}
+
+/// Admits a write only if its bytes fit the indexing-pressure budget; otherwise 429 with
+/// `es_rejected_execution_exception` and `Retry-After`, before the body is read.
+async fn indexing_pressure(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let is_write = matches!(*req.method(), Method::POST | Method::PUT)
+        && ["/_bulk", "/_doc", "/_create"]
+            .iter()
+            .any(|p| req.uri().path().ends_with(p) || req.uri().path().contains(&format!("{p}/")));
+    if !is_write {
+        return next.run(req).await;
+    }
+    let bytes = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        // Chunked bodies count as the largest allowed body.
+        .unwrap_or(state.max_content_length);
+    match state.pressure.try_acquire(bytes) {
+        Ok(guard) => {
+            let resp = next.run(req).await;
+            drop(guard);
+            resp
+        }
+        Err(rejected) => {
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "es_rejected_execution_exception",
+                rejected.to_string(),
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            resp
+        }
+    }
 }
 
 fn too_large(limit: usize) -> Response {

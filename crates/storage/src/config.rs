@@ -27,6 +27,12 @@ pub struct StorageConfig {
     pub s3: Option<S3Config>,
     /// Every key Floe writes starts with this prefix (may be empty).
     pub prefix: String,
+    /// S3: retries of a failed request (5xx, throttling, timeouts), with exponential backoff.
+    pub max_retries: usize,
+    /// S3: no retry starts later than this after the first attempt, in milliseconds.
+    pub retry_timeout_ms: u64,
+    /// S3: timeout of one request attempt, in milliseconds.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -35,6 +41,9 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./data"),
             s3: None,
             prefix: String::new(),
+            max_retries: 6,
+            retry_timeout_ms: 30_000,
+            request_timeout_ms: 30_000,
         }
     }
 }

@@ -80,12 +80,12 @@ impl Storage {
                         max_backoff: Duration::from_secs(2),
                         base: 2.0,
                     },
-                    max_retries: 6,
-                    retry_timeout: Duration::from_secs(30),
+                    max_retries: config.max_retries,
+                    retry_timeout: Duration::from_millis(config.retry_timeout_ms),
                 })
                 .with_client_options(
                     ClientOptions::new()
-                        .with_timeout(Duration::from_secs(30))
+                        .with_timeout(Duration::from_millis(config.request_timeout_ms))
                         .with_connect_timeout(Duration::from_secs(5)),
                 );
             if let Some(endpoint) = &s3.endpoint {
@@ -388,8 +388,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(&StorageConfig {
             data_dir: dir.path().into(),
-            s3: None,
             prefix: "pfx".into(),
+            ..StorageConfig::default()
         })
         .unwrap();
         s.put("a/1", Bytes::from_static(b"hello")).await.unwrap();

@@ -10,6 +10,7 @@
 pub mod bulk;
 pub mod document;
 mod error;
+pub mod pressure;
 mod service;
 pub mod shard;
 pub mod translog;
