@@ -37,6 +37,8 @@ pub struct IndexingConfig {
     /// Indexing pressure: bytes of write requests in flight before new ones get 429.
     /// Default: 10% of the machine's memory, between 64 MiB and 1 GiB.
     pub max_inflight_bytes: Option<usize>,
+    /// Shard lease duration: a writer that stops renewing loses its shards after this.
+    pub lease_ttl_ms: u64,
 }
 
 impl Default for IndexingConfig {
@@ -47,6 +49,7 @@ impl Default for IndexingConfig {
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
             max_inflight_bytes: None,
+            lease_ttl_ms: 10_000,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct FloeConfig {
     /// Searcher cache and writer scratch space; disposable while Floe is stopped.
     pub cache_dir: PathBuf,
     pub indexing: IndexingConfig,
+    /// Stable name of this node (shard lease owner). Default: host name and HTTP port.
+    pub node_name: Option<String>,
 }
 
 /// Command-line overrides (all optional; `None` keeps the file/env value).
@@ -98,6 +103,19 @@ pub struct ConfigFlags {
 }
 
 impl FloeConfig {
+    /// The node name, defaulted from the host name and HTTP port, so a restarted process
+    /// reclaims its own shards at once.
+    pub fn node_id(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "floe".to_string());
+            format!("{host}-{}", self.http.addr.port())
+        })
+    }
+
     /// Defaults, then the file (if any), then flags/env (clap already merged env into flags).
     pub fn load(flags: &ConfigFlags) -> anyhow::Result<FloeConfig> {
         let mut config = match &flags.config {

@@ -37,6 +37,8 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
             scratch_dir: config.cache_dir.join("writer"),
             memory_budget_per_shard: config.indexing.memory_per_shard,
             threads_per_shard: config.indexing.threads_per_shard,
+            lease_ttl: std::time::Duration::from_millis(config.indexing.lease_ttl_ms),
+            node_id: config.node_id(),
         },
     ));
     let recovered = writer
@@ -52,6 +54,7 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     let cache = FileCache::new(config.cache_dir.join("searcher"), storage.clone())?;
     let searcher = Arc::new(SearchService::new(metastore.clone(), cache));
     tokio::spawn(writer.clone().run_refresh_loop());
+    tokio::spawn(writer.clone().run_lease_loop());
     let pressure_limit = config
         .indexing
         .max_inflight_bytes

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use bytes::Bytes;
-use floe_proto::{IndexMeta, IndexSettings, Mappings, ShardCommit};
+use floe_proto::{IndexMeta, IndexSettings, Mappings, ShardCommit, ShardLease};
 use floe_storage::{Storage, StorageError};
 use tracing::{info, instrument};
 
@@ -30,6 +30,13 @@ pub enum MetastoreError {
         index: String,
         shard: u32,
         reason: String,
+    },
+    #[error("shard [{index}][{shard}] is owned by writer [{owner}] until {expires_at_ms} (epoch millis)")]
+    LeaseHeld {
+        index: String,
+        shard: u32,
+        owner: String,
+        expires_at_ms: i64,
     },
     #[error("update of [{0}] kept conflicting with concurrent writers")]
     Contended(String),
@@ -163,6 +170,7 @@ impl Metastore {
             mappings,
             creation_date: now_millis(),
             shards: BTreeMap::new(),
+            leases: BTreeMap::new(),
         };
         let body = Bytes::from(serde_json::to_vec(&meta).expect("serializable"));
         match self.storage.put_if_absent(&key_of(name), body).await {
@@ -301,6 +309,18 @@ impl Metastore {
                     shard,
                 });
             }
+            if let Some(lease) = m.leases.get(&shard) {
+                if lease.epoch != commit.epoch {
+                    return Err(MetastoreError::StaleCommit {
+                        index: name.into(),
+                        shard,
+                        reason: format!(
+                            "commit from epoch {} but the shard's lease is at epoch {}",
+                            commit.epoch, lease.epoch
+                        ),
+                    });
+                }
+            }
             if let Some(prev) = m.shards.get(&shard) {
                 if commit.epoch < prev.epoch {
                     return Err(MetastoreError::StaleCommit {
@@ -324,6 +344,87 @@ impl Metastore {
             Ok(())
         })
         .await
+    }
+}
+
+impl Metastore {
+    /// Grants `shard` to `owner` (a writer's stable node name) for `ttl_ms` under a new,
+    /// higher epoch, unless another owner holds an unexpired lease (`LeaseHeld`). Returns the lease and the index as of the grant
+    /// (the new owner must load the shard from this state or later, never earlier).
+    #[instrument(skip(self))]
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        uuid: &str,
+        shard: u32,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<(ShardLease, IndexMeta), MetastoreError> {
+        let meta = self
+            .update_index(name, |m| {
+                if m.uuid != uuid {
+                    return Err(MetastoreError::IndexNotFound(name.into()));
+                }
+                let now = now_millis();
+                let current = m.leases.get(&shard);
+                if let Some(l) = current {
+                    if l.owner != owner && l.expires_at_ms > now {
+                        return Err(MetastoreError::LeaseHeld {
+                            index: name.into(),
+                            shard,
+                            owner: l.owner.clone(),
+                            expires_at_ms: l.expires_at_ms,
+                        });
+                    }
+                }
+                // Every grant is a new epoch, also to the same owner name: a restarted process
+                // takes its shards back at once and fences its previous incarnation.
+                let published = m.shards.get(&shard).map_or(0, |c| c.epoch);
+                let epoch = current.map_or(0, |l| l.epoch).max(published) + 1;
+                m.leases.insert(
+                    shard,
+                    ShardLease {
+                        owner: owner.to_string(),
+                        epoch,
+                        expires_at_ms: now + ttl_ms,
+                    },
+                );
+                Ok(())
+            })
+            .await?;
+        let lease = meta.leases.get(&shard).cloned().expect("just granted");
+        Ok((lease, meta))
+    }
+
+    /// Extends the leases `owner` holds on `shards` (shard, epoch) of one index, in one write.
+    /// Returns the shards whose lease was lost (taken by another owner or epoch).
+    pub async fn renew_leases(
+        &self,
+        name: &str,
+        uuid: &str,
+        owner: &str,
+        shards: &[(u32, u64)],
+        ttl_ms: i64,
+    ) -> Result<Vec<u32>, MetastoreError> {
+        let mut lost = Vec::new();
+        self.update_index(name, |m| {
+            if m.uuid != uuid {
+                return Err(MetastoreError::IndexNotFound(name.into()));
+            }
+            lost.clear();
+            let now = now_millis();
+            for &(shard, epoch) in shards {
+                match m.leases.get_mut(&shard) {
+                    Some(l) if l.owner == owner && l.epoch == epoch => {
+                        l.expires_at_ms = now + ttl_ms
+                    }
+                    _ => lost.push(shard),
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(lost)
     }
 }
 
@@ -443,6 +544,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c.get_index("race").unwrap().mappings.fields.len(), 40);
+    }
+
+    #[tokio::test]
+    async fn leases_fence_older_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ms = Metastore::open(Storage::local(dir.path()).unwrap())
+            .await
+            .unwrap();
+        let meta = ms
+            .create_index("l", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
+        let (a, _) = ms
+            .acquire_lease("l", &meta.uuid, 0, "A", 60_000)
+            .await
+            .unwrap();
+        assert_eq!(a.epoch, 1);
+        assert!(matches!(
+            ms.acquire_lease("l", &meta.uuid, 0, "B", 60_000).await,
+            Err(MetastoreError::LeaseHeld { .. })
+        ));
+        ms.publish_commit("l", &meta.uuid, 0, commit(1, 1))
+            .await
+            .unwrap();
+        // A's lease runs out; B takes over with a higher epoch.
+        ms.renew_leases("l", &meta.uuid, "A", &[(0, 1)], -1)
+            .await
+            .unwrap();
+        let (b, _) = ms
+            .acquire_lease("l", &meta.uuid, 0, "B", 60_000)
+            .await
+            .unwrap();
+        assert_eq!(b.epoch, 2);
+        assert_eq!(
+            ms.renew_leases("l", &meta.uuid, "A", &[(0, 1)], 60_000)
+                .await
+                .unwrap(),
+            vec![0]
+        );
+        assert!(matches!(
+            ms.publish_commit("l", &meta.uuid, 0, commit(2, 1)).await,
+            Err(MetastoreError::StaleCommit { .. })
+        ));
+        ms.publish_commit("l", &meta.uuid, 0, commit(2, 2))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -9,4 +9,4 @@ pub mod model;
 
 pub use layout::ShardLayout;
 pub use mapping::{FieldType, Mappings};
-pub use model::{IndexMeta, IndexSettings, SegmentFile, ShardCommit};
+pub use model::{IndexMeta, IndexSettings, SegmentFile, ShardCommit, ShardLease};

@@ -67,6 +67,20 @@ pub struct IndexMeta {
     /// Latest published commit point per shard (absent until the first refresh).
     #[serde(default)]
     pub shards: BTreeMap<u32, ShardCommit>,
+    /// Which writer owns each shard, under which epoch, until when.
+    #[serde(default)]
+    pub leases: BTreeMap<u32, ShardLease>,
+}
+
+/// A writer's ownership of a shard. The epoch only grows: each new owner gets a higher one,
+/// and the metastore refuses commits from any other epoch (fencing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardLease {
+    /// The writer process (a new id per process start).
+    pub owner: String,
+    pub epoch: u64,
+    /// Wall-clock expiry, milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
 }
 
 impl IndexMeta {

@@ -83,6 +83,7 @@ mod tests {
             mappings: Mappings::default(),
             creation_date: 0,
             shards: Default::default(),
+            leases: Default::default(),
         }
     }
 

@@ -17,6 +17,10 @@ pub enum WriterError {
     Metastore(#[from] MetastoreError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// This writer no longer owns the shard (lease expired or taken over): nothing was
+    /// acknowledged.
+    #[error("lost the lease of the shard, the write was not acknowledged: {0}")]
+    LeaseLost(String),
     /// The translog could not be written: nothing was acknowledged.
     #[error("object storage unavailable, the write was not acknowledged: {0}")]
     Unavailable(String),

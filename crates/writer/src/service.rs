@@ -28,6 +28,12 @@ pub struct WriterConfig {
     pub memory_budget_per_shard: usize,
     /// tantivy indexing threads per shard.
     pub threads_per_shard: usize,
+    /// How long a shard lease lasts without renewal; a dead writer's shards move to another
+    /// writer after this.
+    pub lease_ttl: Duration,
+    /// Stable name of this writer (lease owner). A restart under the same name takes the
+    /// shards back at once, with a new epoch; two live writers must not share a name.
+    pub node_id: String,
 }
 
 /// The `refresh` parameter of write requests.
@@ -60,8 +66,8 @@ pub struct Writer {
     storage: Storage,
     config: WriterConfig,
     shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
-    /// Lease epoch used as `_primary_term` and commit epoch (leases arrive with issue 4).
-    epoch: u64,
+    /// This writer's name as a lease owner (`WriterConfig::node_id`).
+    owner: String,
 }
 
 /// One item of a `_bulk` response, before serialization.
@@ -69,6 +75,8 @@ struct ItemOutcome {
     kind: OpKind,
     index: String,
     id: String,
+    /// The epoch of the shard's lease when the operation was applied.
+    primary_term: u64,
     result: OpResult,
 }
 
@@ -85,11 +93,13 @@ impl ItemOutcome {
             kind,
             index: index.to_string(),
             id: id.to_string(),
+            primary_term: 0,
             result: Err((status, typ, reason)),
         }
     }
 
-    fn to_json(&self, epoch: u64) -> Value {
+    fn to_json(&self) -> Value {
+        let epoch = self.primary_term;
         let body = match &self.result {
             Ok((result, version, seq_no, status)) => json!({
                 "_index": self.index, "_id": self.id, "_version": version, "result": result,
@@ -156,9 +166,9 @@ impl Writer {
         Writer {
             metastore,
             storage,
+            owner: config.node_id.clone(),
             config,
             shards: tokio::sync::Mutex::new(HashMap::new()),
-            epoch: 1,
         }
     }
 
@@ -214,7 +224,17 @@ impl Writer {
             threads,
             memory_budget: self.config.memory_budget_per_shard,
         };
-        let writer = ShardWriter::open(spec, self.storage.clone(), meta).await?;
+        // Own the shard first, then load it from the state as of the grant: anything an older
+        // owner publishes later is refused, anything it published before is seen here.
+        let ttl_ms = self.config.lease_ttl.as_millis() as i64;
+        let asked_at = Instant::now();
+        let (lease, fresh) = self
+            .metastore
+            .acquire_lease(&meta.name, &meta.uuid, shard, &self.owner, ttl_ms)
+            .await?;
+        let deadline = asked_at + self.config.lease_ttl.mul_f64(0.9);
+        let writer =
+            ShardWriter::open(spec, self.storage.clone(), &fresh, lease.epoch, deadline).await?;
         shards.insert(key, writer.clone());
         Ok(writer)
     }
@@ -244,7 +264,7 @@ impl Writer {
             self.refresh(&touched).await?;
         }
         let errors = outcomes.iter().any(|o| o.result.is_err());
-        let items: Vec<Value> = outcomes.iter().map(|o| o.to_json(self.epoch)).collect();
+        let items: Vec<Value> = outcomes.iter().map(|o| o.to_json()).collect();
         Ok(json!({"took": started.elapsed().as_millis() as u64, "errors": errors, "items": items}))
     }
 
@@ -265,7 +285,7 @@ impl Writer {
         }
         match outcome.result {
             Ok((_, _, _, status)) => {
-                let mut item = outcome.to_json(self.epoch);
+                let mut item = outcome.to_json();
                 let body = item[outcome.kind.name()].take();
                 let mut body = body;
                 if let Some(o) = body.as_object_mut() {
@@ -412,6 +432,9 @@ impl Writer {
                     Ok(w) => {
                         e.insert(w);
                     }
+                    Err(err @ WriterError::Metastore(MetastoreError::LeaseHeld { .. })) => {
+                        return fail_all(503, "unavailable_shards_exception", err.to_string())
+                    }
                     Err(err) => return fail_all(500, "exception", err.to_string()),
                 }
             }
@@ -500,7 +523,9 @@ impl Writer {
                 }
                 Err(e) => {
                     let (status, typ) = match e {
-                        WriterError::Unavailable(_) => (503, "unavailable_shards_exception"),
+                        WriterError::Unavailable(_) | WriterError::LeaseLost(_) => {
+                            (503, "unavailable_shards_exception")
+                        }
                         _ => (500, "exception"),
                     };
                     for slot in slots {
@@ -517,6 +542,7 @@ impl Writer {
                 kind: ops[i].kind,
                 index: name.clone(),
                 id: routes[j].0.clone(),
+                primary_term: shard_writers[&routes[j].1].epoch(),
                 result: r.unwrap_or(Err((500, "exception", "no result".into()))),
             })
             .collect()
@@ -556,7 +582,7 @@ impl Writer {
     ) -> Result<(), WriterError> {
         let _guard = writer.refresh_lock.lock().await;
         let Some(prepared) = writer
-            .prepare_commit(self.epoch)
+            .prepare_commit()
             .await
             .inspect_err(|_| writer.mark_dirty())?
         else {
@@ -615,6 +641,69 @@ impl Writer {
             let _ = std::fs::remove_dir_all(dir);
         }
         Ok(meta)
+    }
+
+    /// Renews this writer's shard leases every third of their TTL. A shard whose lease was
+    /// taken over is closed here (it can no longer publish or acknowledge anything).
+    pub async fn run_lease_loop(self: Arc<Self>) {
+        let ttl = self.config.lease_ttl;
+        let mut tick = tokio::time::interval(ttl / 3);
+        loop {
+            tick.tick().await;
+            self.renew_leases().await;
+        }
+    }
+
+    /// One round of lease renewal (see [`Writer::run_lease_loop`]).
+    pub async fn renew_leases(&self) {
+        let ttl = self.config.lease_ttl;
+        let open: Vec<(ShardKey, Arc<ShardWriter>)> = {
+            let shards = self.shards.lock().await;
+            shards.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut by_index: HashMap<String, Vec<(u32, u64)>> = HashMap::new();
+        for ((uuid, shard), w) in &open {
+            by_index
+                .entry(uuid.clone())
+                .or_default()
+                .push((*shard, w.epoch()));
+        }
+        let indexes = self.metastore.list_indexes();
+        for (uuid, held) in by_index {
+            let Some(meta) = indexes.iter().find(|m| m.uuid == uuid) else {
+                continue;
+            };
+            let asked_at = Instant::now();
+            match self
+                .metastore
+                .renew_leases(
+                    &meta.name,
+                    &uuid,
+                    &self.owner,
+                    &held,
+                    ttl.as_millis() as i64,
+                )
+                .await
+            {
+                Ok(lost) => {
+                    for (key, w) in &open {
+                        if key.0 != uuid {
+                            continue;
+                        }
+                        if lost.contains(&key.1) {
+                            warn!(index = %meta.name, shard = key.1, "lease lost to another writer: closing the shard");
+                            w.fence();
+                            self.shards.lock().await.remove(key);
+                        } else {
+                            w.extend_lease(asked_at + ttl.mul_f64(0.9));
+                        }
+                    }
+                }
+                // Unreachable bucket: keep the shards; they stop acknowledging once the lease
+                // runs out locally, and resume when a renewal gets through.
+                Err(e) => warn!(index = %meta.name, "lease renewal failed: {e}"),
+            }
+        }
     }
 
     /// Refreshes each shard whose index `refresh_interval` has elapsed since its last
@@ -686,6 +775,8 @@ mod tests {
             scratch_dir: dir.path().join("scratch"),
             memory_budget_per_shard: 20_000_000,
             threads_per_shard: 1,
+            lease_ttl: Duration::from_secs(10),
+            node_id: "test-node".into(),
         };
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":1,\"m\":\"hello world\"}\n{\"index\":{\"_index\":\"t\"}}\n{\"n\":\"bad\"}\n{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":2}\n");
@@ -722,6 +813,8 @@ mod tests {
             scratch_dir: dir.path().join("scratch"),
             memory_budget_per_shard: 20_000_000,
             threads_per_shard: 1,
+            lease_ttl: Duration::from_secs(10),
+            node_id: "test-node".into(),
         };
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":2}\n");
@@ -765,5 +858,62 @@ mod tests {
             .unwrap();
         assert_eq!(resp["items"][0]["index"]["_seq_no"], 5);
         assert_eq!(resp["items"][0]["index"]["_version"], 3);
+    }
+
+    /// Two writers believe they own a shard: the old owner paused past its lease while a new
+    /// one took over. Only the new epoch's view survives; the old owner can neither
+    /// acknowledge nor publish.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paused_owner_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().join("bucket")).unwrap();
+        let writer = |name: &str, ttl_ms: u64, ms: Arc<Metastore>| {
+            Writer::new(
+                ms,
+                storage.clone(),
+                WriterConfig {
+                    scratch_dir: dir.path().join(name),
+                    memory_budget_per_shard: 20_000_000,
+                    threads_per_shard: 1,
+                    lease_ttl: Duration::from_millis(ttl_ms),
+                    node_id: name.to_string(),
+                },
+            )
+        };
+        let ms_a = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let a = writer("a", 800, ms_a.clone());
+        let doc = |id: &str| {
+            Bytes::from(format!(
+                "{{\"index\":{{\"_index\":\"f\",\"_id\":\"{id}\"}}}}\n{{\"v\":1}}\n"
+            ))
+        };
+        let r = a.bulk(None, doc("a1"), RefreshPolicy::True).await.unwrap();
+        assert_eq!(r["items"][0]["index"]["_primary_term"], 1);
+        assert_eq!(
+            a.bulk(None, doc("a2"), RefreshPolicy::False).await.unwrap()["errors"],
+            false
+        );
+        // A pauses (no lease renewal) past its lease.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let ms_b = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let b = writer("b", 10_000, ms_b.clone());
+        let r = b.bulk(None, doc("b1"), RefreshPolicy::False).await.unwrap();
+        assert_eq!(r["items"][0]["index"]["_primary_term"], 2, "{r}");
+        // A wakes up: it may not acknowledge ...
+        let r = a.bulk(None, doc("a3"), RefreshPolicy::False).await.unwrap();
+        assert_eq!(r["items"][0]["index"]["status"], 503, "{r}");
+        // ... nor publish what it still holds (a2, applied locally before the pause).
+        match a.refresh(&["f".to_string()]).await {
+            Err(WriterError::Metastore(MetastoreError::StaleCommit { .. })) => {}
+            other => panic!("stale publish must be refused, got {other:?}"),
+        }
+        b.refresh(&["f".to_string()]).await.unwrap();
+        let fresh = Metastore::open(storage.clone()).await.unwrap();
+        let meta = fresh.get_index("f").unwrap();
+        assert_eq!(meta.shards[&0].epoch, 2);
+        assert_eq!(
+            meta.shards[&0].num_docs, 3,
+            "a1, a2 (acknowledged by A, replayed by B) and b1; not a3"
+        );
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use bytes::Bytes;
 use floe_proto::layout::{ShardLayout, VERSION_FIELD};
@@ -94,6 +95,11 @@ pub struct ShardWriter {
     to_flusher: mpsc::UnboundedSender<Batch>,
     /// Serializes refreshes of this shard (loop and explicit `_refresh`).
     pub refresh_lock: tokio::sync::Mutex<()>,
+    /// The lease epoch this writer holds the shard under (`_primary_term`).
+    epoch: u64,
+    /// Until when (local clock, with a safety margin) the lease is known to hold; `None`
+    /// once fenced. Nothing is acknowledged after it.
+    lease_deadline: Mutex<Option<Instant>>,
 }
 
 impl ShardWriter {
@@ -103,6 +109,8 @@ impl ShardWriter {
         spec: ShardSpec,
         storage: Storage,
         meta: &IndexMeta,
+        epoch: u64,
+        lease_deadline: Instant,
     ) -> Result<Arc<ShardWriter>, WriterError> {
         let last = meta.shards.get(&spec.shard);
         let dir = spec.scratch_dir.clone();
@@ -138,7 +146,7 @@ impl ShardWriter {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let checkpoint = last.map_or(0, |c| c.translog_checkpoint);
-        let translog = Translog::new(storage.clone(), format!("{}/translog", spec.prefix));
+        let translog = Translog::new(storage.clone(), format!("{}/translog", spec.prefix), epoch);
         let (tx, rx) = mpsc::unbounded_channel();
         let shard = Arc::new(ShardWriter {
             layout,
@@ -159,6 +167,8 @@ impl ShardWriter {
             live_translog: Mutex::new(Vec::new()),
             to_flusher: tx,
             refresh_lock: tokio::sync::Mutex::new(()),
+            epoch,
+            lease_deadline: Mutex::new(Some(lease_deadline)),
             spec,
         });
         let replayed = shard.replay(meta, checkpoint).await?;
@@ -169,7 +179,7 @@ impl ShardWriter {
 
     /// Applies the translog above `checkpoint`, in sequence order. Returns ops replayed.
     async fn replay(&self, meta: &IndexMeta, checkpoint: u64) -> Result<usize, WriterError> {
-        let segments = self.translog.list().await?;
+        let segments = Translog::replayable(self.translog.list().await?);
         let mut replayed = 0;
         let builder = DocBuilder::new(&self.layout, &meta.mappings);
         for seg in &segments {
@@ -215,6 +225,31 @@ impl ShardWriter {
 
     pub fn layout(&self) -> &ShardLayout {
         &self.layout
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether this writer may still acknowledge writes for the shard.
+    pub fn lease_valid(&self) -> bool {
+        self.lease_deadline
+            .lock()
+            .expect("lease lock")
+            .is_some_and(|d| Instant::now() < d)
+    }
+
+    /// Records a successful lease renewal.
+    pub fn extend_lease(&self, deadline: Instant) {
+        let mut d = self.lease_deadline.lock().expect("lease lock");
+        if d.is_some() {
+            *d = Some(deadline);
+        }
+    }
+
+    /// The lease went to another writer: refuse everything from now on.
+    pub fn fence(&self) {
+        *self.lease_deadline.lock().expect("lease lock") = None;
     }
 
     /// Makes `ops` durable in the translog (group-committed with concurrent requests), then
@@ -328,7 +363,8 @@ impl ShardWriter {
 
     /// Commits applied operations locally and uploads new segment files to the bucket.
     /// Returns `None` when there was nothing to commit.
-    pub async fn prepare_commit(&self, epoch: u64) -> Result<Option<PreparedCommit>, WriterError> {
+    pub async fn prepare_commit(&self) -> Result<Option<PreparedCommit>, WriterError> {
+        let epoch = self.epoch;
         let (min_ts, max_ts, checkpoint) = {
             let mut st = self.state.lock().expect("shard lock");
             if !st.dirty {
@@ -508,7 +544,28 @@ async fn flusher(shard: Weak<ShardWriter>, mut rx: mpsc::UnboundedReceiver<Batch
             }
             continue;
         }
+        if !shard.lease_valid() {
+            let reason = format!(
+                "shard [{}] lease (epoch {}) is not held by this writer",
+                shard.spec.shard, shard.epoch
+            );
+            for b in batches {
+                let _ = b.reply.send(Err(WriterError::LeaseLost(reason.clone())));
+            }
+            continue;
+        }
         match shard.translog.append(&logged).await {
+            // The lease may have run out while the write was in flight: then another writer
+            // may already own the shard, and this batch must not be acknowledged or applied.
+            Ok(_) if !shard.lease_valid() => {
+                let reason = format!(
+                    "shard [{}] lease (epoch {}) expired during the translog write",
+                    shard.spec.shard, shard.epoch
+                );
+                for b in batches {
+                    let _ = b.reply.send(Err(WriterError::LeaseLost(reason.clone())));
+                }
+            }
             Ok(segment) => {
                 shard
                     .live_translog

@@ -1,7 +1,9 @@
 //! The remote translog: every acknowledged operation is first written to an object in the
 //! bucket. One object holds one group-committed batch of a shard's operations, named by the
-//! first and last sequence numbers it holds, so the objects a commit covers can be deleted
-//! and recovery replays only what lies above the published checkpoint.
+//! writer's lease epoch and the first and last sequence numbers it holds
+//! (`<epoch>-<first>-<last>`), so the objects a commit covers can be deleted, recovery
+//! replays only what lies above the published checkpoint, and a batch a fenced writer wrote
+//! after losing its lease is recognised and skipped ([`Translog::replayable`]).
 //!
 //! Format: one JSON line per operation, `{"seq":N,"op":"index","id":"..","source":{..}}`;
 //! the source is embedded verbatim (it was valid JSON when accepted).
@@ -36,6 +38,7 @@ struct Line<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
     pub key: String,
+    pub epoch: u64,
     pub first: u64,
     pub last: u64,
 }
@@ -45,6 +48,8 @@ pub struct Segment {
 pub struct Translog {
     storage: Storage,
     prefix: String,
+    /// Lease epoch of the writer appending through this handle.
+    epoch: u64,
 }
 
 pub fn encode(ops: &[LoggedOp]) -> Bytes {
@@ -97,8 +102,12 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<LoggedOp>, WriterError> {
 }
 
 impl Translog {
-    pub fn new(storage: Storage, prefix: String) -> Self {
-        Translog { storage, prefix }
+    pub fn new(storage: Storage, prefix: String, epoch: u64) -> Self {
+        Translog {
+            storage,
+            prefix,
+            epoch,
+        }
     }
 
     /// Writes one batch (sequence numbers ascending). Returns the object written.
@@ -107,10 +116,16 @@ impl Translog {
             (Some(f), Some(l)) => (f.seq, l.seq),
             _ => return Err(WriterError::Internal("empty translog batch".into())),
         };
-        let key = format!("{}/{first:020}-{last:020}", self.prefix);
+        let epoch = self.epoch;
+        let key = format!("{}/{epoch:010}-{first:020}-{last:020}", self.prefix);
         // Create-only: a batch is never overwritten, even by a confused second writer.
         self.storage.put_if_absent(&key, encode(ops)).await?;
-        Ok(Segment { key, first, last })
+        Ok(Segment {
+            key,
+            epoch,
+            first,
+            last,
+        })
     }
 
     /// Every translog object of the shard, ordered by first sequence number.
@@ -118,15 +133,38 @@ impl Translog {
         let mut out = Vec::new();
         for (key, _) in self.storage.list(&self.prefix).await? {
             let name = key.rsplit('/').next().unwrap_or_default();
-            let Some((a, b)) = name.split_once('-') else {
-                continue;
-            };
-            if let (Ok(first), Ok(last)) = (a.parse(), b.parse()) {
-                out.push(Segment { key, first, last });
+            let parts: Vec<&str> = name.split('-').collect();
+            if let [e, a, b] = parts[..] {
+                if let (Ok(epoch), Ok(first), Ok(last)) = (e.parse(), a.parse(), b.parse()) {
+                    out.push(Segment {
+                        key,
+                        epoch,
+                        first,
+                        last,
+                    });
+                }
             }
         }
-        out.sort_by_key(|s| s.first);
+        out.sort_by_key(|s| (s.first, s.epoch));
         Ok(out)
+    }
+
+    /// The objects to replay, in order. A writer that took over a shard (higher epoch)
+    /// started its sequence numbers after everything it found; an object of an older epoch
+    /// starting at or after such a takeover point was written by a fenced writer after it
+    /// lost the lease — never acknowledged — and is skipped.
+    pub fn replayable(segments: Vec<Segment>) -> Vec<Segment> {
+        let superseded = |s: &Segment| {
+            segments
+                .iter()
+                .any(|o| o.epoch > s.epoch && o.first <= s.first)
+        };
+        let keep: Vec<bool> = segments.iter().map(|s| !superseded(s)).collect();
+        segments
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(s, k)| k.then_some(s))
+            .collect()
     }
 
     pub async fn read(&self, segment: &Segment) -> Result<Vec<LoggedOp>, WriterError> {
@@ -164,7 +202,11 @@ mod tests {
     #[tokio::test]
     async fn append_list_read() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Translog::new(Storage::local(dir.path()).unwrap(), "i/0/translog".into());
+        let t = Translog::new(
+            Storage::local(dir.path()).unwrap(),
+            "i/0/translog".into(),
+            3,
+        );
         let op = |seq| LoggedOp {
             seq,
             kind: OpKind::Delete,
@@ -183,5 +225,29 @@ mod tests {
             t.append(&[op(5), op(6)]).await.is_err(),
             "batches are create-only"
         );
+        assert_eq!(segs[0].epoch, 3);
+    }
+
+    #[test]
+    fn fenced_writers_late_batches_are_skipped() {
+        let seg = |epoch, first, last| Segment {
+            key: format!("{epoch}-{first}-{last}"),
+            epoch,
+            first,
+            last,
+        };
+        // Epoch 1 wrote 0-9 and 10-19; epoch 2 took over at 20; epoch 1 then wrote 20-29 late.
+        let all = vec![
+            seg(1, 0, 9),
+            seg(1, 10, 19),
+            seg(2, 20, 25),
+            seg(1, 20, 29),
+            seg(2, 26, 30),
+        ];
+        let kept: Vec<String> = Translog::replayable(all)
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(kept, vec!["1-0-9", "1-10-19", "2-20-25", "2-26-30"]);
     }
 }
