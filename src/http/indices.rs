@@ -18,6 +18,7 @@ fn settings_json(m: &IndexMeta) -> Value {
         "number_of_shards": m.settings.number_of_shards.to_string(),
         "number_of_replicas": "0",
         "refresh_interval": m.settings.refresh_interval,
+        "translog": {"durability": m.settings.translog_durability, "sync_interval": m.settings.translog_sync_interval},
         "uuid": m.uuid,
         "creation_date": m.creation_date.to_string(),
         "provided_name": m.name,

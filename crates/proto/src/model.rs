@@ -13,6 +13,20 @@ pub struct IndexSettings {
     pub number_of_shards: u32,
     /// Kept as the user wrote it (`"1s"`, `"500ms"`, `"-1"`), parsed by [`IndexSettings::refresh`].
     pub refresh_interval: String,
+    /// `index.translog.durability`: `request` (acknowledge once durable) or `async`.
+    #[serde(default = "default_durability")]
+    pub translog_durability: String,
+    /// `index.translog.sync_interval` for `async` durability.
+    #[serde(default = "default_sync_interval")]
+    pub translog_sync_interval: String,
+}
+
+fn default_durability() -> String {
+    "request".into()
+}
+
+fn default_sync_interval() -> String {
+    "5s".into()
 }
 
 impl Default for IndexSettings {
@@ -20,6 +34,8 @@ impl Default for IndexSettings {
         IndexSettings {
             number_of_shards: 1,
             refresh_interval: "1s".to_string(),
+            translog_durability: default_durability(),
+            translog_sync_interval: default_sync_interval(),
         }
     }
 }

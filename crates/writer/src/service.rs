@@ -119,8 +119,14 @@ impl ItemOutcome {
 pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), WriterError> {
     let mut settings = IndexSettings::default();
     if let Some(s) = body.get("settings") {
+        let root = s;
         let s = s.get("index").unwrap_or(s);
-        let get = |k: &str| s.get(k).or_else(|| s.get(format!("index.{k}")));
+        // `{"index": {"k": v}}`, `{"k": v}` and `{"index.k": v}` all name the same setting.
+        let get = |k: &str| {
+            s.get(k)
+                .or_else(|| root.get(k))
+                .or_else(|| root.get(format!("index.{k}")))
+        };
         if let Some(n) = get("number_of_shards") {
             settings.number_of_shards = match n {
                 Value::Number(n) => n.as_u64(),
@@ -145,6 +151,27 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
                 )));
             }
             settings.refresh_interval = r;
+        }
+        // `translog.durability` nested, or `translog.durability` / `index.translog.durability` flat.
+        let translog = |k: &str| {
+            s.get("translog")
+                .and_then(|t| t.get(k))
+                .or_else(|| get(&format!("translog.{k}")))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        if let Some(d) = translog("durability") {
+            let d = d.to_ascii_lowercase();
+            if d != "request" && d != "async" {
+                return Err(WriterError::BadRequest(format!("unknown value for [index.translog.durability]: [{d}], must be [request] or [async]")));
+            }
+            settings.translog_durability = d;
+        }
+        if let Some(i) = translog("sync_interval") {
+            if floe_proto::model::parse_time_value(&i).is_none() {
+                return Err(WriterError::BadRequest(format!("failed to parse setting [index.translog.sync_interval] with value [{i}] as a time value")));
+            }
+            settings.translog_sync_interval = i;
         }
     }
     let mappings = match body.get("mappings") {
@@ -764,6 +791,17 @@ mod tests {
         assert!(m.get("n").is_some());
         assert!(parse_create_body(&json!({"settings": {"number_of_shards": 0}})).is_err());
         assert!(parse_create_body(&json!({"settings": {"refresh_interval": "abc"}})).is_err());
+        let (s, _) = parse_create_body(&json!({"settings": {"index.translog.durability": "async", "index": {"translog": {"sync_interval": "200ms"}}}})).unwrap();
+        assert_eq!(
+            (
+                s.translog_durability.as_str(),
+                s.translog_sync_interval.as_str()
+            ),
+            ("async", "200ms")
+        );
+        assert!(
+            parse_create_body(&json!({"settings": {"translog": {"durability": "never"}}})).is_err()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -915,5 +953,47 @@ mod tests {
             meta.shards[&0].num_docs, 3,
             "a1, a2 (acknowledged by A, replayed by B) and b1; not a3"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_durability_acknowledges_first_and_syncs_on_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().join("bucket")).unwrap();
+        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let w = Writer::new(
+            ms.clone(),
+            storage.clone(),
+            WriterConfig {
+                scratch_dir: dir.path().join("scratch"),
+                memory_budget_per_shard: 20_000_000,
+                threads_per_shard: 1,
+                lease_ttl: Duration::from_secs(10),
+                node_id: "n".into(),
+            },
+        );
+        let meta = w.create_index("as", &json!({"settings": {"index.translog.durability": "async", "index.translog.sync_interval": "300ms"}})).await.unwrap();
+        let translog = format!("indexes/{}/0/translog", meta.uuid);
+        let r = w
+            .bulk(
+                Some("as"),
+                Bytes::from_static(b"{\"index\":{\"_id\":\"1\"}}\n{\"v\":1}\n"),
+                RefreshPolicy::False,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r["errors"], false);
+        assert!(
+            storage.list(&translog).await.unwrap().is_empty(),
+            "acknowledged before the sync"
+        );
+        let mut synced = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if !storage.list(&translog).await.unwrap().is_empty() {
+                synced = true;
+                break;
+            }
+        }
+        assert!(synced, "the translog is written within the sync interval");
     }
 }

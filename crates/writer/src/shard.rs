@@ -27,6 +27,35 @@ use tracing::{debug, info, warn};
 use crate::bulk::OpKind;
 use crate::document::{BuiltDoc, DocBuilder};
 use crate::translog::{self, LoggedOp, Translog};
+
+/// `index.translog.durability`: when a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After its translog object is in the bucket (the default).
+    Request,
+    /// At once; the translog is written every interval (`index.translog.sync_interval`):
+    /// a crash loses up to one interval of acknowledged writes.
+    Async(std::time::Duration),
+}
+
+impl Durability {
+    pub fn of(settings: &floe_proto::IndexSettings) -> Self {
+        match settings.translog_durability.as_str() {
+            "async" => Durability::Async(
+                floe_proto::model::parse_time_value(&settings.translog_sync_interval)
+                    .unwrap_or(std::time::Duration::from_secs(5)),
+            ),
+            _ => Durability::Request,
+        }
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        match self {
+            Durability::Async(d) => *d,
+            Durability::Request => std::time::Duration::ZERO,
+        }
+    }
+}
 use crate::WriterError;
 
 /// Where a shard lives and how much it may use to index.
@@ -173,7 +202,11 @@ impl ShardWriter {
         });
         let replayed = shard.replay(meta, checkpoint).await?;
         info!(index = %meta.name, shard = shard.spec.shard, docs = last.map_or(0, |c| c.num_docs), checkpoint, replayed, "shard opened");
-        tokio::spawn(flusher(Arc::downgrade(&shard), rx));
+        tokio::spawn(flusher(
+            Arc::downgrade(&shard),
+            rx,
+            Durability::of(&meta.settings),
+        ));
         Ok(shard)
     }
 
@@ -496,62 +529,68 @@ impl ShardWriter {
 
 /// The shard's group commit: takes every batch queued while the previous translog write
 /// was in flight, writes them as one object, applies them in order, answers each request.
-async fn flusher(shard: Weak<ShardWriter>, mut rx: mpsc::UnboundedReceiver<Batch>) {
-    /// Upper bound of one translog object, so a burst does not build one huge PUT.
-    const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// With `async` durability it answers first and writes the translog every sync interval.
+async fn flusher(
+    shard: Weak<ShardWriter>,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    durability: Durability,
+) {
     let mut next_seq: Option<u64> = None;
-    while let Some(first) = rx.recv().await {
-        let mut batches = vec![first];
-        let mut bytes: usize = batches[0]
-            .ops
-            .iter()
-            .map(|o| o.source.as_ref().map_or(16, |s| s.len()))
-            .sum();
-        while bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(b) => {
-                    bytes += b
-                        .ops
-                        .iter()
-                        .map(|o| o.source.as_ref().map_or(16, |s| s.len()))
-                        .sum::<usize>();
-                    batches.push(b);
+    // `async` durability: applied and acknowledged, not yet in the bucket.
+    let mut unsynced: Vec<LoggedOp> = Vec::new();
+    let mut sync_due: Option<tokio::time::Instant> = None;
+    loop {
+        let received = match (&durability, sync_due) {
+            (Durability::Async(_), Some(due)) => {
+                match tokio::time::timeout_at(due, rx.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        // Sync interval elapsed: write what was acknowledged meanwhile.
+                        let Some(shard) = shard.upgrade() else { return };
+                        sync_unsynced(&shard, &mut unsynced).await;
+                        sync_due = (!unsynced.is_empty()).then(|| due + durability.interval());
+                        continue;
+                    }
                 }
-                Err(_) => break,
             }
-        }
+            _ => rx.recv().await,
+        };
+        let Some(first) = received else {
+            if let Some(shard) = shard.upgrade() {
+                sync_unsynced(&shard, &mut unsynced).await;
+            }
+            return;
+        };
+        let batches = gather(first, &mut rx);
         let Some(shard) = shard.upgrade() else { return };
         let seq0 =
             *next_seq.get_or_insert_with(|| shard.state.lock().expect("shard lock").applied_below);
-        let mut seq = seq0;
-        let mut logged = Vec::new();
-        for b in &batches {
-            for op in &b.ops {
-                logged.push(LoggedOp {
-                    seq,
-                    kind: op.kind,
-                    id: op.id.clone(),
-                    source: op.source.clone(),
-                });
-                seq += 1;
-            }
+        let logged = log_entries(&batches, seq0);
+        // Sequence numbers are never reused, even when a write fails (it may have landed).
+        next_seq = Some(seq0 + logged.len() as u64);
+        if !shard.lease_valid() {
+            reply_err(
+                batches,
+                WriterError::LeaseLost(format!(
+                    "shard [{}] lease (epoch {}) is not held by this writer",
+                    shard.spec.shard, shard.epoch
+                )),
+            );
+            continue;
         }
-        // Sequence numbers are never reused, even when the write fails (it may have landed).
-        next_seq = Some(seq);
-        if logged.is_empty() {
-            for b in batches {
-                let _ = b.reply.send(Ok(Vec::new()));
+        if let Durability::Async(interval) = durability {
+            apply_and_reply(&shard, batches, seq0).await;
+            unsynced.extend(logged);
+            if unsynced.len() > 100_000 {
+                sync_unsynced(&shard, &mut unsynced).await;
+            }
+            if sync_due.is_none() && !unsynced.is_empty() {
+                sync_due = Some(tokio::time::Instant::now() + interval);
             }
             continue;
         }
-        if !shard.lease_valid() {
-            let reason = format!(
-                "shard [{}] lease (epoch {}) is not held by this writer",
-                shard.spec.shard, shard.epoch
-            );
-            for b in batches {
-                let _ = b.reply.send(Err(WriterError::LeaseLost(reason.clone())));
-            }
+        if logged.is_empty() {
+            apply_and_reply(&shard, batches, seq0).await;
             continue;
         }
         match shard.translog.append(&logged).await {
@@ -562,9 +601,7 @@ async fn flusher(shard: Weak<ShardWriter>, mut rx: mpsc::UnboundedReceiver<Batch
                     "shard [{}] lease (epoch {}) expired during the translog write",
                     shard.spec.shard, shard.epoch
                 );
-                for b in batches {
-                    let _ = b.reply.send(Err(WriterError::LeaseLost(reason.clone())));
-                }
+                reply_err(batches, WriterError::LeaseLost(reason));
             }
             Ok(segment) => {
                 shard
@@ -572,41 +609,113 @@ async fn flusher(shard: Weak<ShardWriter>, mut rx: mpsc::UnboundedReceiver<Batch
                     .lock()
                     .expect("translog lock")
                     .push(segment);
-                let mut seq = seq0;
-                let shard2 = shard.clone();
-                let results = tokio::task::spawn_blocking(move || {
-                    let mut all = Vec::with_capacity(batches.len());
-                    for b in batches {
-                        let mut results = Vec::with_capacity(b.ops.len());
-                        for op in b.ops {
-                            results.push(shard2.apply(seq, op));
-                            seq += 1;
-                        }
-                        all.push((b.reply, results));
-                    }
-                    all
-                })
-                .await;
-                match results {
-                    Ok(all) => {
-                        for (reply, results) in all {
-                            let _ = reply.send(Ok(results));
-                        }
-                    }
-                    Err(e) => warn!("applying a translog batch panicked: {e}"),
-                }
+                apply_and_reply(&shard, batches, seq0).await;
             }
             Err(e) => {
                 warn!(
                     shard = shard.spec.shard,
                     "translog write failed, nothing acknowledged: {e}"
                 );
-                let reason = e.to_string();
-                for b in batches {
-                    let _ = b.reply.send(Err(WriterError::Unavailable(reason.clone())));
-                }
+                reply_err(batches, WriterError::Unavailable(e.to_string()));
             }
         }
+    }
+}
+
+/// The first batch plus everything else already queued, up to a size bound (so a burst does
+/// not build one huge PUT).
+fn gather(first: Batch, rx: &mut mpsc::UnboundedReceiver<Batch>) -> Vec<Batch> {
+    const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+    let size = |b: &Batch| {
+        b.ops
+            .iter()
+            .map(|o| o.source.as_ref().map_or(16, |s| s.len()))
+            .sum::<usize>()
+    };
+    let mut bytes = size(&first);
+    let mut batches = vec![first];
+    while bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(b) => {
+                bytes += size(&b);
+                batches.push(b);
+            }
+            Err(_) => break,
+        }
+    }
+    batches
+}
+
+fn log_entries(batches: &[Batch], seq0: u64) -> Vec<LoggedOp> {
+    let ops = batches.iter().flat_map(|b| b.ops.iter());
+    ops.zip(seq0..)
+        .map(|(op, seq)| LoggedOp {
+            seq,
+            kind: op.kind,
+            id: op.id.clone(),
+            source: op.source.clone(),
+        })
+        .collect()
+}
+
+fn reply_err(batches: Vec<Batch>, e: WriterError) {
+    let reason = e.to_string();
+    for b in batches {
+        let err = match &e {
+            WriterError::LeaseLost(_) => WriterError::LeaseLost(reason.clone()),
+            _ => WriterError::Unavailable(reason.clone()),
+        };
+        let _ = b.reply.send(Err(err));
+    }
+}
+
+/// Applies the batches to tantivy in sequence order (off the async threads) and answers.
+async fn apply_and_reply(shard: &Arc<ShardWriter>, batches: Vec<Batch>, seq0: u64) {
+    let shard = shard.clone();
+    let applied = tokio::task::spawn_blocking(move || {
+        let mut seq = seq0;
+        let mut all = Vec::with_capacity(batches.len());
+        for b in batches {
+            let mut results = Vec::with_capacity(b.ops.len());
+            for op in b.ops {
+                results.push(shard.apply(seq, op));
+                seq += 1;
+            }
+            all.push((b.reply, results));
+        }
+        all
+    })
+    .await;
+    match applied {
+        Ok(all) => {
+            for (reply, results) in all {
+                let _ = reply.send(Ok(results));
+            }
+        }
+        Err(e) => warn!("applying a translog batch panicked: {e}"),
+    }
+}
+
+/// `async` durability: writes the acknowledged-but-unsynced operations. On failure they stay
+/// queued for the next interval (the documented data-loss window grows meanwhile).
+async fn sync_unsynced(shard: &Arc<ShardWriter>, unsynced: &mut Vec<LoggedOp>) {
+    if unsynced.is_empty() {
+        return;
+    }
+    match shard.translog.append(unsynced).await {
+        Ok(segment) => {
+            shard
+                .live_translog
+                .lock()
+                .expect("translog lock")
+                .push(segment);
+            unsynced.clear();
+        }
+        Err(e) => warn!(
+            shard = shard.spec.shard,
+            pending = unsynced.len(),
+            "async translog sync failed, will retry: {e}"
+        ),
     }
 }
 
