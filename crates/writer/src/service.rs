@@ -396,12 +396,16 @@ impl Writer {
             }
             Err(e) => return fail_all(500, "exception", e.to_string()),
         };
-        // Parse documents (blocking-heavy work off the async threads).
-        let parsed: Vec<Option<Result<Map<String, Value>, String>>> = {
+        // Parse documents and discover new fields (CPU work, off the async threads). The
+        // first document to show a field decides its dynamic type; a later document that
+        // does not fit fails alone when it is built.
+        type Parsed = Vec<Option<Result<Map<String, Value>, String>>>;
+        let discovered = {
             let ops = ops.clone();
             let positions = positions.clone();
+            let mappings = meta.mappings.clone();
             tokio::task::spawn_blocking(move || {
-                positions
+                let parsed: Parsed = positions
                     .iter()
                     .map(|&i| {
                         ops[i].source.as_ref().map(|src| {
@@ -413,26 +417,30 @@ impl Writer {
                             }
                         })
                     })
-                    .collect()
-            })
-            .await
-            .unwrap_or_default()
-        };
-        // Dynamic mapping: discover new fields across the batch, publish them once.
-        let mut new_fields: BTreeMap<String, FieldMapping> = BTreeMap::new();
-        let mut strict_errors: HashMap<usize, String> = HashMap::new();
-        for (j, doc) in parsed.iter().enumerate() {
-            if let Some(Ok(doc)) = doc {
-                let mut view = meta.mappings.clone();
-                view.merge(&new_fields);
-                match view.discover(doc) {
-                    Ok(found) => new_fields.extend(found),
-                    Err(e) => {
-                        strict_errors.insert(j, e.to_string());
+                    .collect();
+                let mut new_fields: BTreeMap<String, FieldMapping> = BTreeMap::new();
+                let mut strict_errors: HashMap<usize, String> = HashMap::new();
+                for (j, doc) in parsed.iter().enumerate() {
+                    if let Some(Ok(doc)) = doc {
+                        match mappings.discover(doc) {
+                            Ok(found) => {
+                                for (path, fm) in found {
+                                    new_fields.entry(path).or_insert(fm);
+                                }
+                            }
+                            Err(e) => {
+                                strict_errors.insert(j, e.to_string());
+                            }
+                        }
                     }
                 }
-            }
-        }
+                (parsed, new_fields, strict_errors)
+            })
+            .await
+        };
+        let Ok((parsed, new_fields, strict_errors)) = discovered else {
+            return fail_all(500, "exception", "document parsing panicked".into());
+        };
         if !new_fields.is_empty() {
             match self.metastore.merge_mappings(name, &new_fields).await {
                 Ok(m) => meta = m,
