@@ -53,9 +53,21 @@ impl Default for ShardLayout {
 }
 
 impl ShardLayout {
+    /// tantivy index settings of a shard: zstd for the document store (mostly `_source`,
+    /// the largest part of a log index), in 64 KiB blocks.
+    pub fn index_settings() -> tantivy::IndexSettings {
+        tantivy::IndexSettings {
+            docstore_compression: tantivy::store::Compressor::Zstd(Default::default()),
+            docstore_blocksize: 64 * 1024,
+            ..Default::default()
+        }
+    }
+
     pub fn new() -> Self {
         let mut b = Schema::builder();
-        let id = b.add_text_field(ID_FIELD, STRING | STORED | FAST);
+        // Indexed (lookups, `ids`) and stored; no column: ids are unique, a column would be
+        // as large as the ids themselves and nothing sorts or aggregates on them.
+        let id = b.add_text_field(ID_FIELD, STRING | STORED);
         let source = b.add_bytes_field(SOURCE_FIELD, STORED);
         let version = b.add_u64_field(VERSION_FIELD, FAST);
         let text_opts = JsonObjectOptions::default()

@@ -165,7 +165,7 @@ impl ShardWriter {
             None => Index::create(
                 MmapDirectory::open(&dir)?,
                 layout.schema.clone(),
-                Default::default(),
+                ShardLayout::index_settings(),
             )?,
         };
         let writer: IndexWriter =
