@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use floe_cache::FileCache;
 use floe_proto::{IndexMeta, ShardCommit};
+use futures::{StreamExt, TryStreamExt};
 use tantivy::directory::MmapDirectory;
 use tantivy::{Index, ReloadPolicy, Searcher};
 use tracing::{debug, instrument};
@@ -73,11 +74,15 @@ impl ShardReaders {
         }
         let dir = self.cache.dir(format!("{}/{}", meta.uuid, shard));
         let prefix = meta.segments_prefix(shard);
-        for f in &commit.files {
-            self.cache
-                .ensure(&format!("{prefix}/{}", f.name), &dir.join(&f.name))
-                .await?;
-        }
+        // Fetch missing files concurrently: a cold shard costs one round of parallel GETs.
+        let fetches = commit.files.iter().map(|f| {
+            let (key, local) = (format!("{prefix}/{}", f.name), dir.join(&f.name));
+            async move { self.cache.ensure(&key, &local).await }
+        });
+        futures::stream::iter(fetches)
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>()
+            .await?;
         let meta_json = commit.tantivy_meta.clone();
         let generation = commit.generation;
         let searcher = tokio::task::spawn_blocking(move || -> Result<Searcher, SearchError> {
