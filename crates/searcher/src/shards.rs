@@ -84,6 +84,8 @@ impl ShardReaders {
             .try_collect::<Vec<_>>()
             .await?;
         let meta_json = commit.tantivy_meta.clone();
+        let keep: std::collections::HashSet<String> =
+            commit.files.iter().map(|f| f.name.clone()).collect();
         let generation = commit.generation;
         let searcher = tokio::task::spawn_blocking(move || -> Result<Searcher, SearchError> {
             let tmp = dir.join("meta.json.tmp");
@@ -96,7 +98,16 @@ impl ShardReaders {
                 .reader_builder()
                 .reload_policy(ReloadPolicy::Manual)
                 .try_into()?;
-            Ok(reader.searcher())
+            let searcher = reader.searcher();
+            // Files of older generations (merged-away segments) are no longer needed; readers
+            // still using them keep their mappings after the unlink.
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name != "meta.json" && !name.starts_with('.') && !keep.contains(&name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            Ok(searcher)
         })
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))??;
