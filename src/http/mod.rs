@@ -22,6 +22,7 @@ use floe_metastore::Metastore;
 use floe_searcher::SearchService;
 use floe_writer::pressure::IndexingPressure;
 use floe_writer::Writer;
+use futures::StreamExt;
 use serde_json::Value;
 
 pub use error::ApiError;
@@ -161,6 +162,16 @@ async fn indexing_pressure(
             resp
         }
         Err(rejected) => {
+            // Read the body off the wire without keeping it (nothing is buffered), so the
+            // client, still sending, gets the 429 instead of a broken connection.
+            let mut body = req.into_body().into_data_stream();
+            let mut seen = 0usize;
+            while let Some(Ok(chunk)) = body.next().await {
+                seen += chunk.len();
+                if seen > state.max_content_length {
+                    break;
+                }
+            }
             let mut resp = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "es_rejected_execution_exception",

@@ -6,6 +6,7 @@
 //! replace it when cold reads of large segments matter.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use floe_storage::{Storage, StorageError};
 use tracing::debug;
@@ -47,7 +48,16 @@ impl FileCache {
         if let Some(parent) = local.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
-        let tmp = local.with_extension(format!("part-{}", std::process::id()));
+        // A name unique to this download: concurrent fetches (of this or sibling files that
+        // share a stem) never write the same temporary file.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut tmp_name = local.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(
+            ".part-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = local.with_file_name(tmp_name);
         tokio::fs::write(&tmp, &bytes).await?;
         tokio::fs::rename(&tmp, local).await?;
         debug!(key, bytes = bytes.len(), "cached");

@@ -75,13 +75,15 @@ impl ShardReaders {
         let dir = self.cache.dir(format!("{}/{}", meta.uuid, shard));
         let prefix = meta.segments_prefix(shard);
         // Fetch missing files concurrently: a cold shard costs one round of parallel GETs.
-        let fetches = commit.files.iter().map(|f| {
+        let mut fetches = Vec::with_capacity(commit.files.len());
+        for f in &commit.files {
+            let cache = self.cache.clone();
             let (key, local) = (format!("{prefix}/{}", f.name), dir.join(&f.name));
-            async move { self.cache.ensure(&key, &local).await }
-        });
+            fetches.push(async move { cache.ensure(&key, &local).await });
+        }
         futures::stream::iter(fetches)
             .buffer_unordered(16)
-            .try_collect::<Vec<_>>()
+            .try_collect::<Vec<bool>>()
             .await?;
         let meta_json = commit.tantivy_meta.clone();
         let keep: std::collections::HashSet<String> =

@@ -43,3 +43,30 @@ impl From<tantivy::directory::error::OpenReadError> for WriterError {
         WriterError::Internal(e.to_string())
     }
 }
+
+impl WriterError {
+    /// Status and OpenSearch error type of a `_bulk` item that failed with this error.
+    /// Anything caused by the bucket or by shard ownership is a retryable 503: the write
+    /// was not acknowledged and the client should send it again.
+    pub fn item_status(&self) -> (u16, &'static str) {
+        match self {
+            WriterError::Unavailable(_) | WriterError::LeaseLost(_) | WriterError::Storage(_) => {
+                (503, "unavailable_shards_exception")
+            }
+            WriterError::Metastore(
+                MetastoreError::Storage(_)
+                | MetastoreError::LeaseHeld { .. }
+                | MetastoreError::Contended(_),
+            ) => (503, "unavailable_shards_exception"),
+            WriterError::Metastore(MetastoreError::InvalidIndexName { .. }) => {
+                (400, "invalid_index_name_exception")
+            }
+            WriterError::MapperParsing(_) => (400, "mapper_parsing_exception"),
+            WriterError::VersionConflict(_) => (409, "version_conflict_engine_exception"),
+            WriterError::BadRequest(_) | WriterError::BulkParse(_) => {
+                (400, "illegal_argument_exception")
+            }
+            _ => (500, "exception"),
+        }
+    }
+}

@@ -389,12 +389,13 @@ impl Writer {
                 })
                 .collect::<Vec<_>>()
         };
+        let fail_with = |e: WriterError| {
+            let (status, typ) = e.item_status();
+            fail_all(status, typ, e.to_string())
+        };
         let mut meta = match self.index_or_create(name).await {
             Ok(m) => m,
-            Err(e @ MetastoreError::InvalidIndexName { .. }) => {
-                return fail_all(400, "invalid_index_name_exception", e.to_string())
-            }
-            Err(e) => return fail_all(500, "exception", e.to_string()),
+            Err(e) => return fail_with(e.into()),
         };
         // Parse documents and discover new fields (CPU work, off the async threads). The
         // first document to show a field decides its dynamic type; a later document that
@@ -444,7 +445,7 @@ impl Writer {
         if !new_fields.is_empty() {
             match self.metastore.merge_mappings(name, &new_fields).await {
                 Ok(m) => meta = m,
-                Err(e) => return fail_all(500, "exception", e.to_string()),
+                Err(e) => return fail_with(e.into()),
             }
         }
         // Open the shards this batch needs.
@@ -467,10 +468,7 @@ impl Writer {
                     Ok(w) => {
                         e.insert(w);
                     }
-                    Err(err @ WriterError::Metastore(MetastoreError::LeaseHeld { .. })) => {
-                        return fail_all(503, "unavailable_shards_exception", err.to_string())
-                    }
-                    Err(err) => return fail_all(500, "exception", err.to_string()),
+                    Err(err) => return fail_with(err),
                 }
             }
             routes.push((id, shard));
@@ -557,12 +555,7 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    let (status, typ) = match e {
-                        WriterError::Unavailable(_) | WriterError::LeaseLost(_) => {
-                            (503, "unavailable_shards_exception")
-                        }
-                        _ => (500, "exception"),
-                    };
+                    let (status, typ) = e.item_status();
                     for slot in slots {
                         results[slot] = Some(Err((status, typ, e.to_string())));
                     }

@@ -404,11 +404,13 @@ impl ShardWriter {
                 return Ok(None);
             }
             tokio::task::block_in_place(|| st.writer.commit())?;
+            // The reader must see the commit before `pending` forgets what it holds: in
+            // between, an id lookup would find the document nowhere.
+            self.reader.reload()?;
             st.dirty = false;
             st.pending.clear();
             (st.min_ts, st.max_ts, st.applied_below)
         };
-        self.reader.reload()?;
         // A background merge may replace segments (and delete their files) at any time:
         // snapshot the segment list and open every file it names; an open file survives
         // deletion. Retry if a file vanished before we opened it.
