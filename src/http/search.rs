@@ -93,18 +93,45 @@ pub async fn count_all(state: State, params: Params, body: Bytes) -> Result<Json
     ))
 }
 
-#[instrument(skip(state))]
+/// The document as of now: a write not yet refreshed (realtime, from the writer), else
+/// the searcher's last refreshed view. `None` if absent.
+async fn lookup(
+    state: &State,
+    index: &str,
+    id: &str,
+    params: &Params,
+) -> Result<Option<(u64, Value)>, ApiError> {
+    if state.metastore.get_index(index).is_none() {
+        return Err(ApiError::index_not_found(index));
+    }
+    let realtime = params.get("realtime").is_none_or(|v| v != "false");
+    if realtime {
+        if let Some(pending) = state
+            .writer
+            .realtime_get(index, id, params.get("routing").map(String::as_str))
+            .await
+        {
+            return Ok(pending.map(|(version, source)| {
+                (
+                    version,
+                    serde_json::from_slice(&source).unwrap_or(Value::Null),
+                )
+            }));
+        }
+    }
+    Ok(state.searcher.get_doc(index, id).await?)
+}
+
+#[instrument(skip(state, params))]
 pub async fn get_doc(
     state: State,
     Path((index, id)): Path<(String, String)>,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    if state.metastore.get_index(&index).is_none() {
-        return Err(ApiError::index_not_found(&index));
-    }
-    Ok(match state.searcher.get_doc(&index, &id).await? {
-        Some(source) => json_response(
+    Ok(match lookup(&state, &index, &id, &params).await? {
+        Some((version, source)) => json_response(
             StatusCode::OK,
-            json!({"_index": index, "_id": id, "_version": 1, "_seq_no": 0, "_primary_term": 1, "found": true, "_source": source}),
+            json!({"_index": index, "_id": id, "_version": version, "_seq_no": 0, "_primary_term": 1, "found": true, "_source": source}),
         ),
         None => json_response(
             StatusCode::NOT_FOUND,
@@ -116,14 +143,10 @@ pub async fn get_doc(
 pub async fn head_doc(
     state: State,
     Path((index, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    if state.metastore.get_index(&index).is_none() {
-        return Ok(empty(StatusCode::NOT_FOUND));
+    params: Params,
+) -> Response {
+    match lookup(&state, &index, &id, &params).await {
+        Ok(Some(_)) => empty(StatusCode::OK),
+        _ => empty(StatusCode::NOT_FOUND),
     }
-    let found = state.searcher.get_doc(&index, &id).await?.is_some();
-    Ok(empty(if found {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
-    }))
 }

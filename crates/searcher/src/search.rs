@@ -70,6 +70,8 @@ struct Request {
     source: SourceFilter,
     aggs: Option<Value>,
     track_total_hits: Option<u64>,
+    /// `version: true`: hits carry `_version`.
+    version: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -290,6 +292,10 @@ impl SearchService {
             source,
             aggs,
             track_total_hits,
+            version: body
+                .get("version")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 
@@ -428,6 +434,15 @@ impl SearchService {
                 let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
                 hit["_source"] = filter_source(source, &req.source);
             }
+            if req.version {
+                let seg = searcher.segment_reader(c.addr.segment_ord);
+                let version = seg
+                    .fast_fields()
+                    .u64(floe_proto::layout::VERSION_FIELD)
+                    .ok()
+                    .and_then(|col| col.first(c.addr.doc_id));
+                hit["_version"] = json!(version.unwrap_or(1));
+            }
             if !by_score {
                 hit["sort"] =
                     Value::Array(c.keys.iter().take(orders.len()).map(sort_value).collect());
@@ -476,13 +491,19 @@ impl SearchService {
         Ok(json!({"count": res["hits"]["total"]["value"], "_shards": res["_shards"]}))
     }
 
-    /// `GET /{index}/_doc/{id}`: the document's `_source`, or `None`.
-    pub async fn get_doc(&self, index: &str, id: &str) -> Result<Option<Value>, SearchError> {
-        let body = json!({"query": {"ids": {"values": [id]}}, "size": 1});
+    /// `GET /{index}/_doc/{id}` as of the last refresh: (`_version`, `_source`), or `None`.
+    pub async fn get_doc(
+        &self,
+        index: &str,
+        id: &str,
+    ) -> Result<Option<(u64, Value)>, SearchError> {
+        let body = json!({"query": {"ids": {"values": [id]}}, "size": 1, "version": true});
         let res = self
             .search(index, Some(&body), &SearchParams::default())
             .await?;
-        Ok(res["hits"]["hits"].get(0).map(|h| h["_source"].clone()))
+        Ok(res["hits"]["hits"]
+            .get(0)
+            .map(|h| (h["_version"].as_u64().unwrap_or(1), h["_source"].clone())))
     }
 }
 

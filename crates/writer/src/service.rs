@@ -651,6 +651,26 @@ impl Writer {
         Ok(opened)
     }
 
+    /// Realtime `GET _doc`: a write of `id` this writer applied but has not refreshed yet.
+    /// `Some(Some((version, source)))`, `Some(None)` if deleted, `None` if not known here
+    /// (then the searcher's view is current).
+    pub async fn realtime_get(
+        &self,
+        index: &str,
+        id: &str,
+        routing: Option<&str>,
+    ) -> Option<Option<(u64, Bytes)>> {
+        let meta = self.metastore.get_index(index)?;
+        let shard = shard_for(routing.unwrap_or(id), meta.settings.number_of_shards);
+        let writer = self
+            .shards
+            .lock()
+            .await
+            .get(&(meta.uuid.clone(), shard))
+            .cloned()?;
+        writer.realtime_get(id)
+    }
+
     /// Forgets the shards of a deleted index and removes their scratch space.
     pub async fn delete_index(&self, name: &str) -> Result<IndexMeta, WriterError> {
         let meta = self.metastore.delete_index(name).await?;

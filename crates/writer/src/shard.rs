@@ -94,7 +94,8 @@ struct Batch {
 struct State {
     writer: IndexWriter,
     /// Documents written since the last commit, by `_id`: the version now live, if any.
-    pending: HashMap<String, Option<u64>>,
+    /// With the source, so `GET _doc` sees a write before the next refresh (realtime get).
+    pending: HashMap<String, Option<(u64, Bytes)>>,
     dirty: bool,
     /// Every operation below this sequence number is applied to the tantivy writer.
     applied_below: u64,
@@ -241,7 +242,7 @@ impl ShardWriter {
                 let prepared = PreparedOp {
                     kind: op.kind,
                     id: op.id,
-                    source: None,
+                    source: op.source,
                     doc,
                     check_existing: true,
                 };
@@ -303,8 +304,8 @@ impl ShardWriter {
 
     /// The live version of `_id`, if it exists, counting uncommitted writes.
     fn version_locked(&self, state: &State, id: &str) -> Result<Option<u64>, WriterError> {
-        if let Some(&version) = state.pending.get(id) {
-            return Ok(version);
+        if let Some(entry) = state.pending.get(id) {
+            return Ok(entry.as_ref().map(|(version, _)| *version));
         }
         let searcher = self.reader.searcher();
         let term = self.id_term(id);
@@ -374,7 +375,8 @@ impl ShardWriter {
                     .add_document(doc)
                     .map_err(|e| internal(e.into()))?;
                 if op.check_existing {
-                    st.pending.insert(op.id, Some(version));
+                    st.pending
+                        .insert(op.id, Some((version, op.source.unwrap_or_default())));
                 }
                 if let Some(ts) = built.timestamp {
                     st.min_ts = Some(st.min_ts.map_or(ts, |m| m.min(ts)));
@@ -388,6 +390,17 @@ impl ShardWriter {
                 })
             }
         }
+    }
+
+    /// A write of `id` not yet refreshed: `Some(Some((version, source)))` if it now exists,
+    /// `Some(None)` if it was deleted, `None` if this shard has no pending write of it.
+    pub fn realtime_get(&self, id: &str) -> Option<Option<(u64, Bytes)>> {
+        self.state
+            .lock()
+            .expect("shard lock")
+            .pending
+            .get(id)
+            .cloned()
     }
 
     pub fn is_dirty(&self) -> bool {
