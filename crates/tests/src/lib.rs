@@ -21,7 +21,7 @@
 //!
 //! Environment: `FLOE_BIN` overrides the binary (default `<target>/debug/floe`), `MOTO_SERVER`
 //! overrides the moto command (default `moto_server` on `PATH`), `RUST_LOG` is passed to Floe
-//! (default `info`).
+//! (default `info`), `FLOE_KEEP_LOGS=DIR` keeps a copy of every Floe log in `DIR`.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -95,6 +95,8 @@ pub struct Resp {
     pub text: String,
     pub json: Value,
     pub content_type: Option<String>,
+    /// All response headers (e.g. `Retry-After`).
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl fmt::Display for Resp {
@@ -125,8 +127,14 @@ pub struct Client {
 impl Client {
     /// A client for `base` (e.g. `http://127.0.0.1:9200`); ignores proxy settings.
     pub fn new(base: impl Into<String>) -> Self {
+        Self::with_timeout(base, REQUEST_TIMEOUT)
+    }
+
+    /// Like [`Client::new`] with another per-request timeout (fault tests want requests to a
+    /// killed process to give up sooner).
+    pub fn with_timeout(base: impl Into<String>, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .no_proxy()
             .build()
@@ -155,8 +163,8 @@ impl Client {
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
+        let headers = resp.headers().clone();
+        let content_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
@@ -167,6 +175,7 @@ impl Client {
             text,
             json,
             content_type,
+            headers,
         })
     }
 
@@ -237,6 +246,25 @@ impl Client {
         assert_eq!(r.status, 200, "refresh {index}: {r}");
     }
 
+    /// Polls `POST /{index}/_refresh` until it answers 200 (Floe may still be recovering, or
+    /// its bucket may just have come back); panics after `timeout`.
+    pub async fn refresh_within(&self, index: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self
+                .try_send(Method::POST, &format!("/{index}/_refresh"), None)
+                .await
+            {
+                Ok(r) if r.status == 200 => return,
+                Ok(r) => last = r.to_string(),
+                Err(e) => last = error_chain(&e),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("refresh of {index} did not succeed within {timeout:?}; last: {last}");
+    }
+
     /// `POST /{target}/_search` (target may be empty for `/_search`); asserts 200.
     pub async fn search(&self, target: &str, body: &Value) -> Resp {
         let path = if target.is_empty() {
@@ -294,6 +322,19 @@ fn json_body(v: &Value) -> (&'static str, Vec<u8>) {
 }
 
 // --- response helpers -------------------------------------------------------------------------
+
+/// An error and its sources, `: `-separated (reqwest's own text hides the cause, e.g. a
+/// broken pipe).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
 
 /// `hits.total.value` of a search response.
 pub fn total_hits(r: &Resp) -> u64 {
@@ -654,6 +695,23 @@ impl Floe {
         self.child.is_some()
     }
 
+    /// The OS process id of the running process, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `Some(status)` if the process has exited on its own (crashed) since it was started.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// How many times the process was started (1 after [`Floe::start`]).
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
     /// SIGKILL (no graceful shutdown) and wait for the process to be gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -786,6 +844,13 @@ impl Floe {
 impl Drop for Floe {
     fn drop(&mut self) {
         self.stop();
+        if let Ok(dir) = std::env::var("FLOE_KEEP_LOGS") {
+            let dest = Path::new(&dir).join(format!("floe-{}.log", self.port));
+            let _ = fs::create_dir_all(&dir);
+            if fs::copy(self.log_path(), &dest).is_ok() {
+                eprintln!("floe log kept at {}", dest.display());
+            }
+        }
         if std::thread::panicking() {
             eprintln!(
                 "----- floe log ({}), last 200 lines -----\n{}\n----- end of floe log -----",
@@ -907,6 +972,378 @@ fn walk_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
             );
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Fault injection: seeded randomness, process memory, a switchable TCP proxy, and `_bulk`
+// with per-item acknowledgement tracking
+// ------------------------------------------------------------------------------------------
+
+/// `$name` parsed as a number, else `default` (lets a long local run override test sizes).
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A small deterministic random generator (SplitMix64): same seed, same sequence.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0, "Rng::below(0)");
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..hi` (`lo < hi`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo)
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// A `kB` value of `/proc/<pid>/status` (e.g. `VmRSS`, `VmHWM`), in bytes.
+pub fn proc_status_bytes(pid: u32, key: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
+/// Peak resident set size (`VmHWM`) of a live process, in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmHWM")
+}
+
+/// A TCP proxy on 127.0.0.1 in front of one target (e.g. moto), that a test switches "down"
+/// (every accepted connection is closed at once, and every open one is dropped) and "up"
+/// again. Stands for an unreachable bucket. Runs on the test's tokio runtime; stops on drop.
+pub struct FaultProxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+    /// Connections forwarded / refused while down, since start.
+    pub forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultProxy {
+    /// Starts forwarding (up) to `127.0.0.1:target_port`.
+    pub async fn start(target_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let (up, up_rx) = tokio::sync::watch::channel(true);
+        let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (fwd, rej) = (forwarded.clone(), refused.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                if !*up_rx.borrow() {
+                    rej.fetch_add(1, Ordering::Relaxed);
+                    drop(inbound);
+                    continue;
+                }
+                fwd.fetch_add(1, Ordering::Relaxed);
+                let mut down = up_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                    // Both sockets are dropped here: the client sees its connection close.
+                });
+            }
+        });
+        FaultProxy {
+            port,
+            up,
+            accept,
+            forwarded,
+            refused,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Up: forward new connections. Down: refuse new ones, drop open ones.
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+
+    pub fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.set_up(false);
+        self.accept.abort();
+    }
+}
+
+impl TestEnv {
+    /// A moto server, a [`FaultProxy`] in front of it, and Floe on S3 through the proxy,
+    /// with `config_toml` (e.g. a `[storage]` section with short retries).
+    pub async fn start_s3_behind_proxy(config_toml: Option<&str>) -> (TestEnv, FaultProxy) {
+        let moto = MotoServer::start(S3_BUCKET).await;
+        let proxy = FaultProxy::start(moto.port).await;
+        let storage = Storage::S3 {
+            endpoint: proxy.endpoint(),
+            bucket: moto.bucket.clone(),
+            region: "us-east-1".into(),
+            prefix: Some(S3_PREFIX.into()),
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+        };
+        let floe = Floe::start(storage, config_toml).await;
+        let env = TestEnv {
+            floe,
+            backend: Backend::S3,
+            moto: Some(moto),
+            data_dir: None,
+        };
+        (env, proxy)
+    }
+}
+
+/// One operation of a `_bulk` whose acknowledgement a test tracks.
+#[derive(Clone, Debug)]
+pub enum TrackedOp {
+    /// `index` with an explicit `_id` (`Some`) or a generated one (`None`).
+    Index {
+        id: Option<String>,
+        doc: Value,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+/// What Floe answered for one operation.
+#[derive(Clone, Debug, Default)]
+pub struct ItemAck {
+    /// HTTP 200 and item status 200/201: Floe promised the operation is durable.
+    pub acked: bool,
+    /// The item's status; `None` when the request failed as a whole.
+    pub status: Option<u16>,
+    /// `_id` as answered (the generated one for `Index { id: None }`).
+    pub id: Option<String>,
+    /// `error.type` of the item, or of the whole response when it was not 200.
+    pub error_type: Option<String>,
+    /// `_seq_no` and `_primary_term` of an acknowledged item (for failure reports).
+    pub seq_no: Option<u64>,
+    pub primary_term: Option<u64>,
+}
+
+/// A `_bulk` request and its per-item outcome.
+#[derive(Debug)]
+pub struct TrackedBulk {
+    /// `Err`: transport failure (refused, reset, timeout) as text; nothing acknowledged.
+    pub response: Result<Resp, String>,
+    /// One per operation, in order.
+    pub items: Vec<ItemAck>,
+    pub elapsed: Duration,
+    /// HTTP 200 whose `items` do not line up with the request (a protocol bug).
+    pub malformed: Option<String>,
+}
+
+impl TrackedBulk {
+    pub fn http_status(&self) -> Option<u16> {
+        self.response.as_ref().ok().map(|r| r.status)
+    }
+
+    pub fn acked(&self) -> usize {
+        self.items.iter().filter(|i| i.acked).count()
+    }
+}
+
+/// NDJSON body of `ops` on `index`.
+pub fn tracked_bulk_body(index: &str, ops: &[TrackedOp]) -> String {
+    let mut out = String::new();
+    for op in ops {
+        match op {
+            TrackedOp::Index { id, doc } => {
+                let action = match id {
+                    Some(id) => json!({"index": {"_index": index, "_id": id}}),
+                    None => json!({"index": {"_index": index}}),
+                };
+                out.push_str(&action.to_string());
+                out.push('\n');
+                out.push_str(&doc.to_string());
+                out.push('\n');
+            }
+            TrackedOp::Delete { id } => {
+                out.push_str(&json!({"delete": {"_index": index, "_id": id}}).to_string());
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Sends `ops` as one `_bulk` and says, per item, whether it was acknowledged. Never panics
+/// on transport errors or error statuses: those are outcomes.
+pub async fn send_tracked_bulk(client: &Client, index: &str, ops: &[TrackedOp]) -> TrackedBulk {
+    let body = tracked_bulk_body(index, ops).into_bytes();
+    let started = Instant::now();
+    let sent = client
+        .try_send(Method::POST, "/_bulk", Some(("application/x-ndjson", body)))
+        .await;
+    let elapsed = started.elapsed();
+    let mut items = vec![ItemAck::default(); ops.len()];
+    let mut malformed = None;
+    let response = match sent {
+        Err(e) => Err(error_chain(&e)),
+        Ok(r) => {
+            if r.status != 200 {
+                let ty = r.json["error"]["type"].as_str().map(str::to_owned);
+                for item in &mut items {
+                    item.error_type = ty.clone();
+                }
+            } else {
+                match r.json["items"].as_array() {
+                    Some(answered) if answered.len() == ops.len() => {
+                        for ((item, op), a) in items.iter_mut().zip(ops).zip(answered) {
+                            let (kind, body) = match a.as_object().and_then(|o| o.iter().next()) {
+                                Some((k, v)) => (k.as_str(), v),
+                                None => ("", &Value::Null),
+                            };
+                            let expected = match op {
+                                TrackedOp::Index { .. } => "index",
+                                TrackedOp::Delete { .. } => "delete",
+                            };
+                            if kind != expected {
+                                malformed.get_or_insert(format!(
+                                    "item of kind {kind:?}, sent {expected}: {a}"
+                                ));
+                            }
+                            item.status = body["status"].as_u64().map(|s| s as u16);
+                            item.id = body["_id"].as_str().map(str::to_owned);
+                            item.error_type = body["error"]["type"].as_str().map(str::to_owned);
+                            item.seq_no = body["_seq_no"].as_u64();
+                            item.primary_term = body["_primary_term"].as_u64();
+                            item.acked = kind == expected && matches!(item.status, Some(200 | 201));
+                            if let (TrackedOp::Index { id: Some(sent), .. }, Some(got)) =
+                                (op, &item.id)
+                            {
+                                if sent != got {
+                                    malformed
+                                        .get_or_insert(format!("sent _id {sent}, answered {got}"));
+                                    item.acked = false;
+                                }
+                            }
+                            if item.acked && item.id.is_none() {
+                                malformed
+                                    .get_or_insert(format!("acknowledged item without _id: {a}"));
+                                item.acked = false;
+                            }
+                        }
+                    }
+                    _ => malformed = Some(format!("{} operations sent, response: {r}", ops.len())),
+                }
+            }
+            Ok(r)
+        }
+    };
+    TrackedBulk {
+        response,
+        items,
+        elapsed,
+        malformed,
+    }
+}
+
+/// Every hit of `index` matching `filter` (a query clause; `Value::Null` for none) with the
+/// integer `field` in `lo..hi`, with `_source` limited to `source`. Pages by windows of
+/// `field` (halved while a window holds more than 10000 hits), each checked to be complete
+/// (`hits.len() == hits.total`, relation `eq`), so the result is exact.
+pub async fn scan_range(
+    client: &Client,
+    index: &str,
+    filter: &Value,
+    field: &str,
+    lo: i64,
+    hi: i64,
+    source: &[&str],
+) -> Vec<Value> {
+    const PAGE: u64 = 10_000;
+    let mut out = Vec::new();
+    let mut window: i64 = 5_000;
+    let mut from = lo;
+    while from < hi {
+        let to = (from + window).min(hi);
+        let mut clauses = vec![json!({"range": {field: {"gte": from, "lt": to}}})];
+        if !filter.is_null() {
+            clauses.push(filter.clone());
+        }
+        let r = client
+            .search(
+                index,
+                &json!({
+                    "query": {"bool": {"filter": clauses}},
+                    "size": PAGE,
+                    "track_total_hits": true,
+                    "_source": source,
+                }),
+            )
+            .await;
+        let total = total_hits(&r);
+        let page = hits(&r);
+        let complete =
+            r.json["hits"]["total"]["relation"] == json!("eq") && total == page.len() as u64;
+        if complete {
+            out.extend(page.iter().cloned());
+            from = to;
+        } else {
+            assert!(
+                window > 1,
+                "{field} = {from} alone has {total} hits (page of {})",
+                page.len()
+            );
+            window /= 2;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
