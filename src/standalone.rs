@@ -61,6 +61,7 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
         .unwrap_or_else(IndexingPressure::default_limit);
     info!(bytes = pressure_limit, "indexing pressure limit");
     let state = Arc::new(AppState {
+        storage: storage.clone(),
         metastore,
         pressure: IndexingPressure::new(pressure_limit),
         writer,

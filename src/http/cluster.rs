@@ -142,3 +142,13 @@ pub async fn cat_indices(
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text).into_response())
 }
+
+/// `GET /_floe/stats`: what this process sent to the bucket (requests and bytes, since
+/// start) and its indexing pressure — the figures the bench reads.
+pub async fn floe_stats(state: State) -> Json<Value> {
+    let storage = state.storage.stats();
+    Json(json!({
+        "storage": storage,
+        "indexing_pressure": {"in_flight_bytes": state.pressure.in_flight(), "limit_bytes": state.pressure.limit()},
+    }))
+}

@@ -29,6 +29,7 @@ pub use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
+    pub storage: floe_storage::Storage,
     pub metastore: Arc<Metastore>,
     pub pressure: Arc<IndexingPressure>,
     pub writer: Arc<Writer>,
@@ -47,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_cluster/health", get(cluster::health))
         .route("/_cluster/health/{index}", get(cluster::health))
         .route("/_cat/indices", get(cluster::cat_indices))
+        .route("/_floe/stats", get(cluster::floe_stats))
         .route("/_cat/indices/{index}", get(cluster::cat_indices))
         .route("/_bulk", post(documents::bulk).put(documents::bulk))
         .route(

@@ -122,4 +122,39 @@ async fn delete_index(backend: Backend) {
     );
 }
 
-e2e!(head_health_cat, delete_index);
+/// `_floe/stats` counts what reached the bucket: a refresh uploads segments, a cold search
+/// after a restart with an empty cache downloads them.
+async fn storage_stats(backend: Backend) {
+    let mut env = TestEnv::start(backend).await;
+    let c = env.client();
+    c.bulk_ok("/_bulk", logs_bulk("logs", 0..N)).await;
+    c.refresh("logs").await;
+    let r = c.get("/_floe/stats").await;
+    assert_eq!(r.status, 200, "{r}");
+    let puts = r.json["storage"]["puts"].as_u64().unwrap_or(0);
+    assert!(puts >= 3, "translog, metastore and segment PUTs: {r}");
+    assert!(
+        r.json["storage"]["bytes_written"].as_u64().unwrap_or(0) > 1000,
+        "{r}"
+    );
+    assert!(
+        r.json["indexing_pressure"]["limit_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{r}"
+    );
+    env.floe.stop();
+    env.floe.wipe_cache();
+    env.floe.start_again().await;
+    let c = env.client();
+    assert_eq!(c.count("logs").await, N as u64);
+    let r = c.get("/_floe/stats").await;
+    assert!(r.json["storage"]["gets"].as_u64().unwrap_or(0) >= 1, "{r}");
+    assert!(
+        r.json["storage"]["bytes_read"].as_u64().unwrap_or(0) > 1000,
+        "{r}"
+    );
+}
+
+e2e!(head_health_cat, delete_index, storage_stats);
