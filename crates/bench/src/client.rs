@@ -40,10 +40,6 @@ impl Client {
         })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Sends a request; only transport errors are `Err`.
     pub async fn send(
         &self,
@@ -51,7 +47,9 @@ impl Client {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> anyhow::Result<Resp> {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
         if let Some((content_type, bytes)) = body {
             req = req.header("content-type", content_type).body(bytes);
         }

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use floe_storage::{S3Config, StorageConfig};
 
 use crate::client::Client;
 
@@ -73,11 +74,26 @@ impl Floe {
 }
 
 impl FloeProcess {
-    pub fn data_dir(&self) -> Option<PathBuf> {
-        self.spec
-            .s3
-            .is_none()
-            .then(|| self.spec.root.join("data"))
+    /// The bucket this Floe writes to, as Floe's own storage layer opens it (credentials and
+    /// region from the same environment variables Floe reads).
+    pub fn storage_config(&self) -> StorageConfig {
+        let mut config = StorageConfig {
+            data_dir: self.spec.root.join("data"),
+            ..StorageConfig::default()
+        };
+        if let Some((endpoint, bucket, prefix)) = &self.spec.s3 {
+            let env = |k: &str| std::env::var(k).ok();
+            config.s3 = Some(S3Config {
+                endpoint: Some(endpoint.clone()),
+                bucket: bucket.clone(),
+                region: env("FLOE_S3_REGION").or(env("AWS_REGION")),
+                access_key_id: env("AWS_ACCESS_KEY_ID"),
+                secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+                ..S3Config::default()
+            });
+            config.prefix = prefix.clone().unwrap_or_default();
+        }
+        config
     }
 
     pub fn cache_dir(&self) -> PathBuf {
@@ -176,13 +192,24 @@ impl FloeProcess {
             .spawn()
             .with_context(|| format!("starting {}", self.spec.bin.display()))?;
         self.child = Some(child);
-        if let Err(e) = client.wait_ready(STARTUP_TIMEOUT).await {
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            self.stop();
-            bail!(
-                "floe did not become ready ({e:#}; exit status {exited:?}); log tail:\n{}",
-                tail(&self.log_path(), 40)
-            );
+        // Ready when `GET /` answers; give up early if the process exits.
+        let started = std::time::Instant::now();
+        loop {
+            let last = match client.wait_ready(Duration::from_millis(200)).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || started.elapsed() > STARTUP_TIMEOUT {
+                self.stop();
+                bail!(
+                    "floe did not become ready ({last:#}; exit status {exited:?}); log tail:\n{}",
+                    tail(&self.log_path(), 40)
+                );
+            }
         }
         Ok(())
     }

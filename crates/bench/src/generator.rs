@@ -82,30 +82,118 @@ impl Zipf {
 /// Words of the free-text `message`, most frequent first (Zipf-distributed). The benchmark's
 /// full-text query looks for two of the mid-frequency ones.
 pub const WORDS: &[&str] = &[
-    "request", "served", "from", "cache", "upstream", "client", "the", "response", "in", "ms",
-    "user", "session", "connection", "to", "backend", "ok", "completed", "with", "keepalive",
-    "timeout", "gzip", "retry", "slow", "origin", "edge", "worker", "pool", "queue", "tls",
-    "handshake", "redirect", "cookie", "referer", "mobile", "desktop", "bot", "crawler",
-    "static", "dynamic", "image", "script", "stylesheet", "font", "video", "download",
-    "upload", "partial", "content", "range", "etag", "modified", "expired", "stale",
-    "revalidated", "compressed", "chunked", "stream", "closed", "reset", "refused", "dns",
-    "lookup", "resolved", "proxy", "forwarded", "header", "missing", "invalid", "token",
-    "auth", "login", "logout", "checkout", "cart", "search", "results", "page", "home",
-    "banner", "ads", "tracking", "pixel", "api", "v1", "v2", "json", "html", "xml", "error",
-    "warning", "notice", "debug", "trace", "latency", "spike", "throttled", "rejected",
-    "accepted", "queued", "dropped",
+    "request",
+    "served",
+    "from",
+    "cache",
+    "upstream",
+    "client",
+    "the",
+    "response",
+    "in",
+    "ms",
+    "user",
+    "session",
+    "connection",
+    "to",
+    "backend",
+    "ok",
+    "completed",
+    "with",
+    "keepalive",
+    "timeout",
+    "gzip",
+    "retry",
+    "slow",
+    "origin",
+    "edge",
+    "worker",
+    "pool",
+    "queue",
+    "tls",
+    "handshake",
+    "redirect",
+    "cookie",
+    "referer",
+    "mobile",
+    "desktop",
+    "bot",
+    "crawler",
+    "static",
+    "dynamic",
+    "image",
+    "script",
+    "stylesheet",
+    "font",
+    "video",
+    "download",
+    "upload",
+    "partial",
+    "content",
+    "range",
+    "etag",
+    "modified",
+    "expired",
+    "stale",
+    "revalidated",
+    "compressed",
+    "chunked",
+    "stream",
+    "closed",
+    "reset",
+    "refused",
+    "dns",
+    "lookup",
+    "resolved",
+    "proxy",
+    "forwarded",
+    "header",
+    "missing",
+    "invalid",
+    "token",
+    "auth",
+    "login",
+    "logout",
+    "checkout",
+    "cart",
+    "search",
+    "results",
+    "page",
+    "home",
+    "banner",
+    "ads",
+    "tracking",
+    "pixel",
+    "api",
+    "v1",
+    "v2",
+    "json",
+    "html",
+    "xml",
+    "error",
+    "warning",
+    "notice",
+    "debug",
+    "trace",
+    "latency",
+    "spike",
+    "throttled",
+    "rejected",
+    "accepted",
+    "queued",
+    "dropped",
 ];
 
 /// The full-text query of the `query` scenario (two words of middling frequency).
 pub const MATCH_QUERY_TEXT: &str = "timeout retry";
 
 const DIRS: &[&str] = &[
-    "images", "english", "french", "spanish", "german", "news", "history", "tickets",
-    "venues", "teams", "playing", "members", "results", "scripts", "styles", "video",
+    "images", "english", "french", "spanish", "german", "news", "history", "tickets", "venues",
+    "teams", "playing", "members", "results", "scripts", "styles", "video",
 ];
 const STEMS: &[&str] = &[
-    "hm_bg", "index", "logo", "nav_bar", "splash", "team", "photo", "schedule", "home",
-    "cal", "list", "detail", "brazil", "france", "arena", "hero", "btn", "footer", "map",
+    "hm_bg", "index", "logo", "nav_bar", "splash", "team", "photo", "schedule", "home", "cal",
+    "list", "detail", "brazil", "france", "arena", "hero", "btn", "footer", "map",
 ];
 const EXTS: &[&str] = &["jpg", "gif", "html", "js", "css", "htm", "png"];
 
@@ -178,7 +266,11 @@ impl LogGenerator {
             _ => "HEAD",
         };
         let path = &self.paths[self.path_zipf.sample(rng)];
-        let proto = if rng.below(10) < 8 { "HTTP/1.0" } else { "HTTP/1.1" };
+        let proto = if rng.below(10) < 8 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
         let status = match rng.below(1000) {
             0..=879 => 200,
             880..=959 => 304,
@@ -202,7 +294,7 @@ impl LogGenerator {
             (ip >> 8) as u8,
             ip as u8,
         );
-        let target = 70 + rng.below(50) as usize;
+        let target = 50 + rng.below(50) as usize;
         let start = b.len();
         while b.len() - start < target {
             if b.len() > start {
@@ -229,7 +321,10 @@ fn write_rfc3339_ms(out: &mut String, ms: i64) {
 pub enum DataSource {
     Generated(GenSpec),
     /// One JSON document per line; blank lines are skipped. `limit` caps the count.
-    File { path: PathBuf, limit: Option<u64> },
+    File {
+        path: PathBuf,
+        limit: Option<u64>,
+    },
 }
 
 impl DataSource {
@@ -331,11 +426,21 @@ mod tests {
         assert!((190..=270).contains(&avg), "average size {avg}");
         for line in &a {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            for key in ["@timestamp", "clientip", "request", "status", "size", "message"] {
+            for key in [
+                "@timestamp",
+                "clientip",
+                "request",
+                "status",
+                "size",
+                "message",
+            ] {
                 assert!(v.get(key).is_some(), "{key} missing in {line}");
             }
         }
-        let other = collect(&DataSource::Generated(GenSpec { seed: 8, ..spec(2_000) }));
+        let other = collect(&DataSource::Generated(GenSpec {
+            seed: 8,
+            ..spec(2_000)
+        }));
         assert_ne!(a, other, "another seed, other documents");
     }
 
