@@ -39,6 +39,8 @@ pub struct IndexingConfig {
     pub max_inflight_bytes: Option<usize>,
     /// Shard lease duration: a writer that stops renewing loses its shards after this.
     pub lease_ttl_ms: u64,
+    /// How long merged-away segment objects stay in the bucket before deletion.
+    pub gc_grace_ms: u64,
 }
 
 impl Default for IndexingConfig {
@@ -50,6 +52,7 @@ impl Default for IndexingConfig {
                 .unwrap_or(1),
             max_inflight_bytes: None,
             lease_ttl_ms: 10_000,
+            gc_grace_ms: 60_000,
         }
     }
 }

@@ -39,6 +39,7 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
             threads_per_shard: config.indexing.threads_per_shard,
             lease_ttl: std::time::Duration::from_millis(config.indexing.lease_ttl_ms),
             node_id: config.node_id(),
+            gc_grace: std::time::Duration::from_millis(config.indexing.gc_grace_ms),
         },
     ));
     let recovered = writer

@@ -93,7 +93,12 @@ pub async fn cat_indices(
     let rows: Vec<Vec<String>> = indexes
         .iter()
         .map(|m| {
-            let size = human_bytes(m.size_bytes());
+            // `bytes=b`: plain byte counts, as OpenSearch.
+            let size = if params.get("bytes").map(String::as_str) == Some("b") {
+                m.size_bytes().to_string()
+            } else {
+                human_bytes(m.size_bytes())
+            };
             vec![
                 "green".into(),
                 "open".into(),

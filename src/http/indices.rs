@@ -154,6 +154,19 @@ pub async fn refresh(state: State, Path(index): Path<String>) -> Result<Json<Val
     ))
 }
 
+/// `POST /{index}/_forcemerge` (every shard down to one segment).
+#[instrument(skip(state))]
+pub async fn force_merge(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    let names: Vec<String> = existing(&state, &index)?
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    let shards = state.writer.force_merge(&names).await?;
+    Ok(Json(
+        json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
+    ))
+}
+
 pub async fn refresh_all(state: State) -> Result<Json<Value>, ApiError> {
     let names: Vec<String> = state
         .metastore

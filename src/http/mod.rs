@@ -68,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(indices::refresh).post(indices::refresh),
         )
         .route("/_mapping", get(indices::get_mapping_all))
+        .route("/{index}/_forcemerge", post(indices::force_merge))
         .route(
             "/{index}/_mapping",
             get(indices::get_mapping)

@@ -30,7 +30,7 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Searcher, TantivyDocument,
 };
 
-use crate::generator::{DataSource, Rng};
+use crate::generator::DataSource;
 use crate::queries::{BenchQuery, Outcome};
 
 /// What indexing a data set with raw tantivy took.
@@ -68,6 +68,7 @@ pub fn build(
     dir: &Path,
     threads: usize,
     memory_budget: usize,
+    initial: Mappings,
     progress: &ProgressBar,
 ) -> anyhow::Result<BaselineIndex> {
     std::fs::create_dir_all(dir)?;
@@ -78,7 +79,7 @@ pub fn build(
         ShardLayout::index_settings(),
     )?;
     let mut writer = index.writer_with_num_threads::<TantivyDocument>(threads, memory_budget)?;
-    let mappings = RwLock::new(Mappings::default());
+    let mappings = RwLock::new(initial);
     let started = Instant::now();
     let (tx, rx) = mpsc::sync_channel::<Vec<String>>(threads * 4);
     // Only the converters hold the receiver: if they all stop, feeding fails instead of
@@ -86,9 +87,9 @@ pub fn build(
     let rx = Arc::new(Mutex::new(rx));
     let (fed, converted) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
-            .map(|w| {
+            .map(|_| {
                 let (rx, writer, layout, mappings) = (rx.clone(), &writer, &layout, &mappings);
-                scope.spawn(move || convert(w as u64, &rx, writer, layout, mappings, progress))
+                scope.spawn(move || convert(&rx, writer, layout, mappings, progress))
             })
             .collect();
         drop(rx);
@@ -119,6 +120,11 @@ pub fn build(
     let raw_bytes = fed?;
     writer.commit()?;
     let elapsed = started.elapsed();
+    // One segment, as Floe's index is after `_forcemerge` (not part of the indexing time).
+    let segments = index.searchable_segment_ids()?;
+    if segments.len() > 1 {
+        writer.merge(&segments).wait()?;
+    }
     writer.wait_merging_threads()?;
     let reader = index
         .reader_builder()
@@ -167,14 +173,12 @@ impl Converted {
 /// A converter thread: parses each document, extends the mapping with new fields (as Floe's
 /// dynamic mapping does), builds it with Floe's `DocBuilder` and hands it to tantivy.
 fn convert(
-    worker: u64,
     rx: &Mutex<mpsc::Receiver<Vec<String>>>,
     writer: &IndexWriter,
     layout: &ShardLayout,
     mappings: &RwLock<Mappings>,
     progress: &ProgressBar,
 ) -> anyhow::Result<Converted> {
-    let mut ids = Rng::new(0x1d5 + worker);
     let mut out = Converted::default();
     loop {
         let next = rx.lock().expect("feed lock").recv();
@@ -190,7 +194,7 @@ fn convert(
             if !found.is_empty() {
                 mappings.write().expect("mappings lock").merge(&found);
             }
-            let id = format!("{:016x}{:016x}", ids.next_u64(), ids.next_u64());
+            let id = floe_writer::ids::generate_id();
             let built = {
                 let m = mappings.read().expect("mappings lock");
                 DocBuilder::new(layout, &m).build(&id, raw.as_bytes(), &parsed)
@@ -420,7 +424,7 @@ mod tests {
             start_ms: DEFAULT_START_MS,
             window_ms: 3_600_000,
         });
-        let idx = build(&source, dir.path(), 2, 40_000_000, &ProgressBar::hidden()).unwrap();
+        let idx = build(&source, dir.path(), 2, 40_000_000, Mappings::default(), &ProgressBar::hidden()).unwrap();
         assert_eq!(idx.stats.docs, 3_000);
         assert_eq!(idx.stats.rejected, 0);
         assert!(idx.stats.size_on_disk > 0);

@@ -114,6 +114,10 @@ pub struct Opts {
     /// Keep the work dir (baseline index, Floe's data, cache and log) for inspection.
     #[arg(long, global = true)]
     pub keep_work_dir: bool,
+    /// Map fields dynamically (every string becomes `text` + `.keyword`), for Floe and the
+    /// baseline alike, instead of the explicit http_logs mapping.
+    #[arg(long, global = true)]
+    pub dynamic_mapping: bool,
 }
 
 impl Opts {

@@ -75,6 +75,12 @@ impl Client {
         ok(method, path, r)
     }
 
+    /// `GET path` answered with JSON; fails unless 2xx.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.send(Method::GET, path, None).await?;
+        ok(Method::GET, path, r)
+    }
+
     /// `POST /{index}/_search`; fails unless 200.
     pub async fn search(&self, index: &str, body: &Value) -> anyhow::Result<Value> {
         self.json_ok(Method::POST, &format!("/{index}/_search"), body)
@@ -84,6 +90,13 @@ impl Client {
     /// `POST /{index}/_refresh`; fails unless 200.
     pub async fn refresh(&self, index: &str) -> anyhow::Result<()> {
         let path = format!("/{index}/_refresh");
+        let r = self.send(Method::POST, &path, None).await?;
+        ok(Method::POST, &path, r).map(drop)
+    }
+
+    /// `POST /{index}/_forcemerge`; fails unless 200.
+    pub async fn force_merge(&self, index: &str) -> anyhow::Result<()> {
+        let path = format!("/{index}/_forcemerge");
         let r = self.send(Method::POST, &path, None).await?;
         ok(Method::POST, &path, r).map(drop)
     }

@@ -18,6 +18,37 @@ use crate::scenarios::ingest::{self, IngestStats};
 /// The index the data set is ingested into.
 pub const INDEX: &str = "bench-logs";
 
+/// The explicit mapping of the data set, as OpenSearch Benchmark's http_logs track maps it
+/// (plus `message`): what a user would declare for logs. `--dynamic-mapping` drops it.
+pub fn http_logs_mapping() -> serde_json::Value {
+    serde_json::json!({"properties": {
+        "@timestamp": {"type": "date"},
+        "clientip": {"type": "keyword"},
+        "request": {"type": "text"},
+        "status": {"type": "integer"},
+        "size": {"type": "integer"},
+        "message": {"type": "text"},
+    }})
+}
+
+/// Body of `PUT /bench-logs`.
+pub fn index_body(opts: &Opts) -> serde_json::Value {
+    let mut body = serde_json::json!({"settings": {"index": {"number_of_shards": 1, "refresh_interval": "1s"}}});
+    if !opts.dynamic_mapping {
+        body["mappings"] = http_logs_mapping();
+    }
+    body
+}
+
+/// The mapping the baseline starts from (and extends dynamically, as Floe does).
+pub fn initial_mappings(opts: &Opts) -> floe_proto::Mappings {
+    if opts.dynamic_mapping {
+        floe_proto::Mappings::default()
+    } else {
+        floe_proto::Mappings::from_opensearch(&http_logs_mapping()).expect("valid mapping")
+    }
+}
+
 pub struct Ctx {
     pub opts: Opts,
     pub source: DataSource,
@@ -121,8 +152,10 @@ impl Ctx {
         let pb = self.progress(self.docs, &format!("tantivy {threads} thread(s)"));
         let budget = self.opts.memory_budget_mb * 1024 * 1024;
         let source = self.source.clone();
-        let built =
-            tokio::task::block_in_place(|| baseline::build(&source, &dir, threads, budget, &pb))?;
+        let mappings = initial_mappings(&self.opts);
+        let built = tokio::task::block_in_place(|| {
+            baseline::build(&source, &dir, threads, budget, mappings, &pb)
+        })?;
         pb.finish_and_clear();
         if built.stats.rejected > 0 {
             self.note(format!(

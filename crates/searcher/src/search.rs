@@ -310,7 +310,7 @@ impl SearchService {
         let started = Instant::now();
         let req = self.parse_request(body, params)?;
         let indexes = self.resolve(expr, params.ignore_unavailable)?;
-        let limit = (req.from + req.size).max(1);
+        let limit = req.from + req.size;
         let mut total_shards = 0usize;
         let mut tasks = Vec::new();
         for meta in indexes {
@@ -552,7 +552,9 @@ fn run_shard(
     } else {
         key(sort.first())
     };
-    let top = TopDocs::with_limit(limit).order_by((first, key(sort.get(1)), key(sort.get(2))));
+    // `size: 0` (aggregations, counts): no top-k at all, so nothing is scored.
+    let top = (limit > 0)
+        .then(|| TopDocs::with_limit(limit).order_by((first, key(sort.get(1)), key(sort.get(2)))));
     let agg_collector = aggs.map(|a| {
         DistributedAggregationCollector::from_aggs(
             a,
@@ -561,6 +563,7 @@ fn run_shard(
     });
     let (hits, count, aggs) = shard.searcher.search(query, &(top, Count, agg_collector))?;
     let hits = hits
+        .unwrap_or_default()
         .into_iter()
         .map(|((a, b, c), addr)| (vec![a, b, c], addr))
         .collect();

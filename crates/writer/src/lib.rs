@@ -10,6 +10,7 @@
 pub mod bulk;
 pub mod document;
 mod error;
+pub mod ids;
 pub mod pressure;
 mod service;
 pub mod shard;

@@ -34,6 +34,9 @@ pub struct WriterConfig {
     /// Stable name of this writer (lease owner). A restart under the same name takes the
     /// shards back at once, with a new epoch; two live writers must not share a name.
     pub node_id: String,
+    /// How long segment objects dropped from a shard's commit (merged away) stay in the
+    /// bucket, so searches that started on the older commit can still fetch them.
+    pub gc_grace: Duration,
 }
 
 /// The `refresh` parameter of write requests.
@@ -454,10 +457,7 @@ impl Writer {
         let mut generated_ids = Vec::with_capacity(positions.len());
         for &i in &positions {
             let op = &ops[i];
-            let id = op
-                .id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            let id = op.id.clone().unwrap_or_else(crate::ids::generate_id);
             generated_ids.push(op.id.is_none());
             let shard = shard_for(
                 op.routing.as_deref().unwrap_or(&id),
@@ -619,6 +619,7 @@ impl Writer {
         let docs = prepared.commit.num_docs;
         let generation = prepared.commit.generation;
         let checkpoint = prepared.commit.translog_checkpoint;
+        let files = prepared.commit.files.clone();
         if let Err(e) = self
             .metastore
             .publish_commit(name, &writer.spec.index_uuid, shard, prepared.commit)
@@ -627,12 +628,46 @@ impl Writer {
             writer.mark_dirty();
             return Err(e.into());
         }
+        writer.published(&files);
         writer.truncate_translog(checkpoint).await;
         info!(
             index = name,
             shard, generation, docs, checkpoint, "commit published"
         );
         Ok(())
+    }
+
+    /// `POST /{index}/_forcemerge`: merges each shard's segments into one and publishes the
+    /// result (fewer segments: faster searches, smaller bucket). Returns shards merged.
+    #[instrument(skip(self))]
+    pub async fn force_merge(&self, index_names: &[String]) -> Result<usize, WriterError> {
+        let mut merged = 0;
+        for name in index_names {
+            let Some(meta) = self.metastore.get_index(name) else {
+                continue;
+            };
+            for shard in 0..meta.settings.number_of_shards {
+                if !meta.shards.contains_key(&shard)
+                    && !self
+                        .shards
+                        .lock()
+                        .await
+                        .contains_key(&(meta.uuid.clone(), shard))
+                {
+                    continue; // never written
+                }
+                let writer = self.shard(&meta, shard).await?;
+                // Commit what is pending first, so the merge covers every document.
+                self.refresh_shard(name, shard, &writer).await?;
+                let w = writer.clone();
+                tokio::task::spawn_blocking(move || w.merge_all())
+                    .await
+                    .map_err(|e| WriterError::Internal(e.to_string()))??;
+                self.refresh_shard(name, shard, &writer).await?;
+                merged += 1;
+            }
+        }
+        Ok(merged)
     }
 
     /// Opens every shard that has translog operations above its last commit, replaying them
@@ -770,6 +805,7 @@ impl Writer {
                 let Some(meta) = indexes.iter().find(|m| m.uuid == key.0) else {
                     continue;
                 };
+                writer.collect_garbage(self.config.gc_grace).await;
                 let Some(interval) = meta.settings.refresh() else {
                     continue;
                 };
@@ -836,6 +872,7 @@ mod tests {
             threads_per_shard: 1,
             lease_ttl: Duration::from_secs(10),
             node_id: "test-node".into(),
+            gc_grace: Duration::ZERO,
         };
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":1,\"m\":\"hello world\"}\n{\"index\":{\"_index\":\"t\"}}\n{\"n\":\"bad\"}\n{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":2}\n");
@@ -874,6 +911,7 @@ mod tests {
             threads_per_shard: 1,
             lease_ttl: Duration::from_secs(10),
             node_id: "test-node".into(),
+            gc_grace: Duration::ZERO,
         };
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":2}\n");
@@ -936,6 +974,7 @@ mod tests {
                     threads_per_shard: 1,
                     lease_ttl: Duration::from_millis(ttl_ms),
                     node_id: name.to_string(),
+                    gc_grace: Duration::ZERO,
                 },
             )
         };
@@ -990,6 +1029,7 @@ mod tests {
                 threads_per_shard: 1,
                 lease_ttl: Duration::from_secs(10),
                 node_id: "n".into(),
+                gc_grace: Duration::ZERO,
             },
         );
         let meta = w.create_index("as", &json!({"settings": {"index.translog.durability": "async", "index.translog.sync_interval": "300ms"}})).await.unwrap();
@@ -1016,5 +1056,60 @@ mod tests {
             }
         }
         assert!(synced, "the translog is written within the sync interval");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn force_merge_publishes_one_segment_and_gc_removes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().join("bucket")).unwrap();
+        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let w = Writer::new(
+            ms.clone(),
+            storage.clone(),
+            WriterConfig {
+                scratch_dir: dir.path().join("scratch"),
+                memory_budget_per_shard: 20_000_000,
+                threads_per_shard: 1,
+                lease_ttl: Duration::from_secs(10),
+                node_id: "n".into(),
+                gc_grace: Duration::ZERO,
+            },
+        );
+        for i in 0..3 {
+            let body =
+                format!("{{\"index\":{{\"_index\":\"m\",\"_id\":\"{i}\"}}}}\n{{\"v\":{i}}}\n");
+            w.bulk(None, Bytes::from(body), RefreshPolicy::True)
+                .await
+                .unwrap();
+        }
+        let segments = |m: &IndexMeta| {
+            m.shards[&0]
+                .files
+                .iter()
+                .filter(|f| f.name.ends_with(".idx"))
+                .count()
+        };
+        assert!(segments(&ms.get_index("m").unwrap()) >= 2);
+        assert_eq!(w.force_merge(&["m".to_string()]).await.unwrap(), 1);
+        let meta = ms.get_index("m").unwrap();
+        assert_eq!(segments(&meta), 1);
+        assert_eq!(meta.shards[&0].num_docs, 3);
+        let writer = w.shards.lock().await.values().next().unwrap().clone();
+        assert!(writer.collect_garbage(Duration::ZERO).await > 0);
+        let mut in_bucket: Vec<String> = storage
+            .list(&meta.segments_prefix(0))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.rsplit('/').next().unwrap().to_string())
+            .collect();
+        let mut live: Vec<String> = meta.shards[&0]
+            .files
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        in_bucket.sort();
+        live.sort();
+        assert_eq!(in_bucket, live, "only the published commit's files remain");
     }
 }

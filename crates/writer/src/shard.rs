@@ -117,6 +117,11 @@ pub struct ShardWriter {
     state: Mutex<State>,
     /// Files already in the bucket (segment files are immutable).
     uploaded: Mutex<HashSet<String>>,
+    /// Files of the last published commit.
+    published: Mutex<HashSet<String>>,
+    /// Segment objects no longer in the published commit, since when: deleted once older
+    /// than the grace period, so searches that started on an older commit can finish.
+    retired: Mutex<Vec<(Instant, String)>>,
     generation: Mutex<u64>,
     storage: Storage,
     translog: Translog,
@@ -175,6 +180,19 @@ impl ShardWriter {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        // Segment objects no commit references (uploaded by a writer that died or was fenced
+        // before publishing): retired now, deleted after the grace period.
+        let published: HashSet<String> = last
+            .map(|c| c.files.iter().map(|f| f.name.clone()).collect())
+            .unwrap_or_default();
+        let orphans: Vec<(Instant, String)> = storage
+            .list(&segments_prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(key, _)| key.rsplit('/').next().map(String::from))
+            .filter(|name| !published.contains(name))
+            .map(|name| (Instant::now(), name))
+            .collect();
         let checkpoint = last.map_or(0, |c| c.translog_checkpoint);
         let translog = Translog::new(storage.clone(), format!("{}/translog", spec.prefix), epoch);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -190,6 +208,8 @@ impl ShardWriter {
                 max_ts: last.and_then(|c| c.max_timestamp.map(|ms| ms * 1_000_000)),
             }),
             uploaded: Mutex::new(uploaded),
+            published: Mutex::new(published),
+            retired: Mutex::new(orphans),
             generation: Mutex::new(last.map_or(0, |c| c.generation)),
             index,
             storage,
@@ -392,6 +412,23 @@ impl ShardWriter {
         }
     }
 
+    /// Merges all committed segments into one (`_forcemerge?max_num_segments=1`), waiting
+    /// for the merge; the next refresh publishes the result. Blocking.
+    pub fn merge_all(&self) -> Result<(), WriterError> {
+        let ids = self.index.searchable_segment_ids()?;
+        if ids.len() <= 1 {
+            return Ok(());
+        }
+        let merge = {
+            let mut st = self.state.lock().expect("shard lock");
+            let merge = st.writer.merge(&ids);
+            st.dirty = true;
+            merge
+        };
+        merge.wait()?;
+        Ok(())
+    }
+
     /// A write of `id` not yet refreshed: `Some(Some((version, source)))` if it now exists,
     /// `Some(None)` if it was deleted, `None` if this shard has no pending write of it.
     pub fn realtime_get(&self, id: &str) -> Option<Option<(u64, Bytes)>> {
@@ -477,6 +514,52 @@ impl ShardWriter {
                 translog_checkpoint: checkpoint,
             },
         }))
+    }
+
+    /// Records a published commit: files of the previous one that it dropped (merged away)
+    /// are retired.
+    pub fn published(&self, files: &[SegmentFile]) {
+        let now_live: HashSet<String> = files.iter().map(|f| f.name.clone()).collect();
+        let mut published = self.published.lock().expect("published lock");
+        let dropped: Vec<String> = published.difference(&now_live).cloned().collect();
+        *published = now_live;
+        let now = Instant::now();
+        self.retired
+            .lock()
+            .expect("retired lock")
+            .extend(dropped.into_iter().map(|f| (now, f)));
+    }
+
+    /// Deletes retired segment objects older than `grace`. Returns how many.
+    pub async fn collect_garbage(&self, grace: std::time::Duration) -> usize {
+        let due: Vec<String> = {
+            let mut retired = self.retired.lock().expect("retired lock");
+            let (due, keep): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(|(at, _)| at.elapsed() >= grace);
+            *retired = keep;
+            due.into_iter().map(|(_, f)| f).collect()
+        };
+        let mut deleted = 0;
+        for name in due {
+            match self
+                .storage
+                .delete(&format!("{}/segments/{name}", self.spec.prefix))
+                .await
+            {
+                Ok(()) => {
+                    self.uploaded.lock().expect("uploaded lock").remove(&name);
+                    deleted += 1;
+                }
+                Err(e) => {
+                    warn!(file = %name, "could not delete a retired segment object, will retry: {e}");
+                    self.retired
+                        .lock()
+                        .expect("retired lock")
+                        .push((Instant::now(), name));
+                }
+            }
+        }
+        deleted
     }
 
     /// Deletes translog objects entirely below a published checkpoint.
