@@ -2,7 +2,7 @@
 
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use floe_writer::{BulkOp, OpKind, RefreshPolicy};
 use tracing::instrument;
@@ -19,7 +19,7 @@ fn refresh_of(params: &Params) -> Result<RefreshPolicy, ApiError> {
 pub async fn bulk(state: State, params: Params, body: Bytes) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
     let resp = state.writer.bulk(None, body, refresh).await?;
-    Ok(json_response(StatusCode::OK, resp))
+    Ok((StatusCode::OK, axum::Json(resp)).into_response())
 }
 
 #[instrument(skip(state, params, body))]
@@ -31,7 +31,7 @@ pub async fn bulk_index(
 ) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
     let resp = state.writer.bulk(Some(&index), body, refresh).await?;
-    Ok(json_response(StatusCode::OK, resp))
+    Ok((StatusCode::OK, axum::Json(resp)).into_response())
 }
 
 async fn single(

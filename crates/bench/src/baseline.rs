@@ -424,7 +424,15 @@ mod tests {
             start_ms: DEFAULT_START_MS,
             window_ms: 3_600_000,
         });
-        let idx = build(&source, dir.path(), 2, 40_000_000, Mappings::default(), &ProgressBar::hidden()).unwrap();
+        let idx = build(
+            &source,
+            dir.path(),
+            2,
+            40_000_000,
+            Mappings::default(),
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
         assert_eq!(idx.stats.docs, 3_000);
         assert_eq!(idx.stats.rejected, 0);
         assert!(idx.stats.size_on_disk > 0);

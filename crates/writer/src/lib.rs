@@ -12,6 +12,7 @@ pub mod document;
 mod error;
 pub mod ids;
 pub mod pressure;
+pub mod response;
 mod service;
 pub mod shard;
 pub mod translog;

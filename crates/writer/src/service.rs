@@ -11,11 +11,12 @@ use floe_proto::layout::ShardLayout;
 use floe_proto::mapping::FieldMapping;
 use floe_proto::{IndexMeta, IndexSettings, Mappings};
 use floe_storage::Storage;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tracing::{info, instrument, warn};
 
 use crate::bulk::{parse_bulk, BulkOp, OpKind};
 use crate::document::DocBuilder;
+use crate::response::{BulkResponse, ItemOutcome};
 use crate::shard::{ItemError, OpResult, PreparedOp, ShardSpec, ShardWriter};
 use crate::WriterError;
 
@@ -71,51 +72,6 @@ pub struct Writer {
     shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
     /// This writer's name as a lease owner (`WriterConfig::node_id`).
     owner: String,
-}
-
-/// One item of a `_bulk` response, before serialization.
-struct ItemOutcome {
-    kind: OpKind,
-    index: String,
-    id: String,
-    /// The epoch of the shard's lease when the operation was applied.
-    primary_term: u64,
-    result: OpResult,
-}
-
-impl ItemOutcome {
-    fn failed(
-        kind: OpKind,
-        index: &str,
-        id: &str,
-        status: u16,
-        typ: &'static str,
-        reason: String,
-    ) -> Self {
-        ItemOutcome {
-            kind,
-            index: index.to_string(),
-            id: id.to_string(),
-            primary_term: 0,
-            result: Err((status, typ, reason)),
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        let epoch = self.primary_term;
-        let body = match &self.result {
-            Ok((result, version, seq_no, status)) => json!({
-                "_index": self.index, "_id": self.id, "_version": version, "result": result,
-                "_shards": {"total": 1, "successful": 1, "failed": 0},
-                "_seq_no": seq_no, "_primary_term": epoch, "status": status,
-            }),
-            Err((status, typ, reason)) => json!({
-                "_index": self.index, "_id": self.id, "status": status,
-                "error": {"type": typ, "reason": reason, "index": self.index},
-            }),
-        };
-        json!({ self.kind.name(): body })
-    }
 }
 
 /// Parses the body of `PUT /{index}` into settings and mappings.
@@ -276,7 +232,7 @@ impl Writer {
         default_index: Option<&str>,
         body: Bytes,
         refresh: RefreshPolicy,
-    ) -> Result<Value, WriterError> {
+    ) -> Result<BulkResponse, WriterError> {
         let started = Instant::now();
         let ops = parse_bulk(&body)?;
         let outcomes = self.apply(default_index, ops).await?;
@@ -294,8 +250,11 @@ impl Writer {
             self.refresh(&touched).await?;
         }
         let errors = outcomes.iter().any(|o| o.result.is_err());
-        let items: Vec<Value> = outcomes.iter().map(|o| o.to_json()).collect();
-        Ok(json!({"took": started.elapsed().as_millis() as u64, "errors": errors, "items": items}))
+        Ok(BulkResponse {
+            took: started.elapsed().as_millis() as u64,
+            errors,
+            items: outcomes,
+        })
     }
 
     /// A single-document write (`PUT /{index}/_doc/{id}`, `POST /{index}/_doc`,
@@ -315,9 +274,8 @@ impl Writer {
         }
         match outcome.result {
             Ok((_, _, _, status)) => {
-                let mut item = outcome.to_json();
-                let body = item[outcome.kind.name()].take();
-                let mut body = body;
+                let mut body = serde_json::to_value(outcome.body())
+                    .map_err(|e| WriterError::Internal(e.to_string()))?;
                 if let Some(o) = body.as_object_mut() {
                     o.remove("status");
                 }
@@ -825,6 +783,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn routing_is_stable_and_spread() {
@@ -876,7 +835,11 @@ mod tests {
         };
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":1,\"m\":\"hello world\"}\n{\"index\":{\"_index\":\"t\"}}\n{\"n\":\"bad\"}\n{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":2}\n");
-        let resp = w.bulk(None, body, RefreshPolicy::True).await.unwrap();
+        let resp = w
+            .bulk(None, body, RefreshPolicy::True)
+            .await
+            .unwrap()
+            .to_json();
         assert_eq!(resp["errors"], true);
         assert_eq!(resp["items"][0]["index"]["result"], "created");
         assert_eq!(
@@ -895,7 +858,11 @@ mod tests {
         std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
         let w2 = Writer::new(ms.clone(), storage.clone(), config);
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"2\"}}\n{\"n\":3}\n{\"delete\":{\"_index\":\"t\",\"_id\":\"1\"}}\n");
-        let resp = w2.bulk(None, body, RefreshPolicy::True).await.unwrap();
+        let resp = w2
+            .bulk(None, body, RefreshPolicy::True)
+            .await
+            .unwrap()
+            .to_json();
         assert_eq!(resp["items"][1]["delete"]["result"], "deleted", "{resp}");
         assert_eq!(ms.get_index("t").unwrap().shards[&0].num_docs, 1);
     }
@@ -915,10 +882,17 @@ mod tests {
         };
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":2}\n");
-        w.bulk(None, body, RefreshPolicy::True).await.unwrap();
+        w.bulk(None, body, RefreshPolicy::True)
+            .await
+            .unwrap()
+            .to_json();
         // Acknowledged but never refreshed: only the translog has these.
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"c\"}}\n{\"n\":3}\n{\"delete\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":22}\n");
-        let resp = w.bulk(None, body, RefreshPolicy::False).await.unwrap();
+        let resp = w
+            .bulk(None, body, RefreshPolicy::False)
+            .await
+            .unwrap()
+            .to_json();
         assert_eq!(resp["errors"], false, "{resp}");
         let uuid = ms.get_index("r").unwrap().uuid;
         assert_eq!(
@@ -952,7 +926,8 @@ mod tests {
                 RefreshPolicy::False,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .to_json();
         assert_eq!(resp["items"][0]["index"]["_seq_no"], 5);
         assert_eq!(resp["items"][0]["index"]["_version"], 3);
     }
@@ -985,20 +960,35 @@ mod tests {
                 "{{\"index\":{{\"_index\":\"f\",\"_id\":\"{id}\"}}}}\n{{\"v\":1}}\n"
             ))
         };
-        let r = a.bulk(None, doc("a1"), RefreshPolicy::True).await.unwrap();
+        let r = a
+            .bulk(None, doc("a1"), RefreshPolicy::True)
+            .await
+            .unwrap()
+            .to_json();
         assert_eq!(r["items"][0]["index"]["_primary_term"], 1);
         assert_eq!(
-            a.bulk(None, doc("a2"), RefreshPolicy::False).await.unwrap()["errors"],
+            a.bulk(None, doc("a2"), RefreshPolicy::False)
+                .await
+                .unwrap()
+                .to_json()["errors"],
             false
         );
         // A pauses (no lease renewal) past its lease.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let ms_b = Arc::new(Metastore::open(storage.clone()).await.unwrap());
         let b = writer("b", 10_000, ms_b.clone());
-        let r = b.bulk(None, doc("b1"), RefreshPolicy::False).await.unwrap();
+        let r = b
+            .bulk(None, doc("b1"), RefreshPolicy::False)
+            .await
+            .unwrap()
+            .to_json();
         assert_eq!(r["items"][0]["index"]["_primary_term"], 2, "{r}");
         // A wakes up: it may not acknowledge ...
-        let r = a.bulk(None, doc("a3"), RefreshPolicy::False).await.unwrap();
+        let r = a
+            .bulk(None, doc("a3"), RefreshPolicy::False)
+            .await
+            .unwrap()
+            .to_json();
         assert_eq!(r["items"][0]["index"]["status"], 503, "{r}");
         // ... nor publish what it still holds (a2, applied locally before the pause).
         match a.refresh(&["f".to_string()]).await {
@@ -1041,7 +1031,8 @@ mod tests {
                 RefreshPolicy::False,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .to_json();
         assert_eq!(r["errors"], false);
         assert!(
             storage.list(&translog).await.unwrap().is_empty(),
@@ -1080,7 +1071,8 @@ mod tests {
                 format!("{{\"index\":{{\"_index\":\"m\",\"_id\":\"{i}\"}}}}\n{{\"v\":{i}}}\n");
             w.bulk(None, Bytes::from(body), RefreshPolicy::True)
                 .await
-                .unwrap();
+                .unwrap()
+                .to_json();
         }
         let segments = |m: &IndexMeta| {
             m.shards[&0]
