@@ -22,7 +22,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Every scenario, in order: baseline, ingest, storage, freshness, query, memory.
+    /// Every scenario, in order: baseline, ingest, storage, ingest-async, freshness, query,
+    /// memory.
     All,
     /// Raw tantivy indexing with 1 and 2 threads (no Floe needed).
     Baseline,
@@ -30,6 +31,8 @@ pub enum Command {
     Ingest,
     /// Bytes and objects in the bucket per raw JSON byte (ingests first).
     Storage,
+    /// `_bulk` with `index.translog.durability: async`, next to the default (ingests first).
+    IngestAsync,
     /// Time from a `_bulk` ack to the document being searchable.
     Freshness,
     /// Warm and cold query latency against the baseline (ingests and builds the baseline).
@@ -45,6 +48,7 @@ impl Command {
             Command::Baseline => vec![Scenario::Baseline],
             Command::Ingest => vec![Scenario::Ingest],
             Command::Storage => vec![Scenario::Storage],
+            Command::IngestAsync => vec![Scenario::IngestAsync],
             Command::Freshness => vec![Scenario::Freshness],
             Command::Query => vec![Scenario::Query],
             Command::Memory => vec![Scenario::Memory],

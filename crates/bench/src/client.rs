@@ -109,6 +109,13 @@ impl Client {
         v["count"].as_u64().context("no count in _count response")
     }
 
+    /// `DELETE /{index}`; fails unless 200.
+    pub async fn delete_index(&self, index: &str) -> anyhow::Result<()> {
+        let path = format!("/{index}");
+        let r = self.send(Method::DELETE, &path, None).await?;
+        ok(Method::DELETE, &path, r).map(drop)
+    }
+
     /// Deletes `index` if it exists, then creates it with `body` (settings, mappings).
     pub async fn recreate_index(&self, index: &str, body: &Value) -> anyhow::Result<()> {
         let path = format!("/{index}");

@@ -10,6 +10,7 @@ use floe_proto::layout::ShardLayout;
 use floe_proto::mapping::FieldType;
 use floe_proto::IndexMeta;
 use serde_json::{json, Map, Value};
+use std::ops::Bound;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
 use tantivy::aggregation::{
@@ -17,8 +18,10 @@ use tantivy::aggregation::{
 };
 use tantivy::collector::sort_key::ComparatorEnum;
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::Query;
+
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery};
 use tantivy::schema::{OwnedValue, Value as _};
+use tantivy::Term;
 use tantivy::{DocAddress, Order, TantivyDocument};
 use tracing::instrument;
 
@@ -346,10 +349,19 @@ impl SearchService {
                 None => None,
             };
             for shard in self.readers.shards(&meta).await? {
+                let window = meta
+                    .shards
+                    .get(&shard.shard)
+                    .and_then(|c| TimeWindow::for_shard(&sort, c, limit, self.layout.ts));
                 let (query, sort, aggs, meta) =
                     (query.clone(), sort.clone(), aggs.clone(), meta.clone());
                 tasks.push(tokio::task::spawn_blocking(move || {
-                    let res = run_shard(&shard, query.as_ref(), &sort, limit, aggs);
+                    let res = match window {
+                        Some(w) => {
+                            run_shard_windowed(&shard, query.as_ref(), &sort, limit, aggs, &w)
+                        }
+                        None => run_shard(&shard, query.as_ref(), &sort, limit, aggs),
+                    };
                     (meta, shard, res)
                 }));
             }
@@ -530,6 +542,107 @@ fn parse_sort(v: &Value) -> Result<Vec<(String, Option<String>)>, SearchError> {
         .collect()
 }
 
+/// Top-k by `@timestamp` without sorting every match: the best `limit` documents lie in the
+/// newest (or oldest) slice of the shard's time range if that slice holds at least `limit`
+/// matches, since every document outside it is older (newer) than all of them. The slice
+/// starts at about 8x the expected share of `limit` documents and widens until it holds
+/// enough; the count and aggregations still cover the whole query.
+#[derive(Clone, Debug)]
+struct TimeWindow {
+    field: tantivy::schema::Field,
+    order: Order,
+    min_ms: i64,
+    max_ms: i64,
+    first_span_ms: i64,
+}
+
+impl TimeWindow {
+    fn for_shard(
+        sort: &[SortBy],
+        commit: &floe_proto::ShardCommit,
+        limit: usize,
+        ts: tantivy::schema::Field,
+    ) -> Option<TimeWindow> {
+        let Some(SortBy::Field { column, order, .. }) = sort.first() else {
+            return None;
+        };
+        if column != floe_proto::layout::TIMESTAMP_FIELD || limit == 0 || limit > 1000 {
+            return None;
+        }
+        let (min_ms, max_ms) = (commit.min_timestamp?, commit.max_timestamp?);
+        if commit.num_docs < 50 * limit as u64 || max_ms <= min_ms {
+            return None;
+        }
+        let span = max_ms - min_ms;
+        let first_span_ms =
+            ((span as f64 * limit as f64 * 8.0 / commit.num_docs as f64) as i64).max(1000);
+        Some(TimeWindow {
+            field: ts,
+            order: *order,
+            min_ms,
+            max_ms,
+            first_span_ms,
+        })
+    }
+
+    /// `query` restricted to the slice `span_ms` wide at the sort's end of the time range.
+    fn restrict(&self, query: &dyn Query, span_ms: i64) -> Box<dyn Query> {
+        let term = |ms: i64| {
+            Term::from_field_date(self.field, tantivy::DateTime::from_timestamp_millis(ms))
+        };
+        let range = match self.order {
+            Order::Desc => RangeQuery::new(
+                Bound::Included(term(self.max_ms - span_ms)),
+                Bound::Unbounded,
+            ),
+            Order::Asc => RangeQuery::new(
+                Bound::Unbounded,
+                Bound::Included(term(self.min_ms + span_ms)),
+            ),
+        };
+        Box::new(BooleanQuery::new(vec![
+            (Occur::Must, query.box_clone()),
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(Box::new(range), 0.0)),
+            ),
+        ]))
+    }
+}
+
+fn run_shard_windowed(
+    shard: &OpenShard,
+    query: &dyn Query,
+    sort: &[SortBy],
+    limit: usize,
+    aggs: Option<Aggregations>,
+    window: &TimeWindow,
+) -> Result<ShardResult, SearchError> {
+    let totals = run_shard(shard, query, sort, 0, aggs)?;
+    let mut span = window.first_span_ms;
+    while span < window.max_ms - window.min_ms {
+        let found = run_shard(
+            shard,
+            window.restrict(query, span).as_ref(),
+            sort,
+            limit,
+            None,
+        )?;
+        if found.hits.len() >= limit {
+            return Ok(ShardResult {
+                hits: found.hits,
+                ..totals
+            });
+        }
+        span = span.saturating_mul(16);
+    }
+    let all = run_shard(shard, query, sort, limit, None)?;
+    Ok(ShardResult {
+        hits: all.hits,
+        ..totals
+    })
+}
+
 fn run_shard(
     shard: &OpenShard,
     query: &dyn Query,
@@ -552,21 +665,54 @@ fn run_shard(
     } else {
         key(sort.first())
     };
-    // `size: 0` (aggregations, counts): no top-k at all, so nothing is scored.
-    let top = (limit > 0)
-        .then(|| TopDocs::with_limit(limit).order_by((first, key(sort.get(1)), key(sort.get(2)))));
     let agg_collector = aggs.map(|a| {
         DistributedAggregationCollector::from_aggs(
             a,
             AggContextParams::new(AggregationLimitsGuard::default(), Default::default()),
         )
     });
-    let (hits, count, aggs) = shard.searcher.search(query, &(top, Count, agg_collector))?;
-    let hits = hits
-        .unwrap_or_default()
-        .into_iter()
-        .map(|((a, b, c), addr)| (vec![a, b, c], addr))
-        .collect();
+    // As many sort keys as asked for (each costs a column read per matching document);
+    // `size: 0` (aggregations, counts): no top-k at all, so nothing is scored.
+    let top = TopDocs::with_limit(limit.max(1));
+    let wanted = limit > 0;
+    let (hits, count, aggs): (Vec<(Vec<OwnedValue>, DocAddress)>, usize, _) = match sort.len() {
+        0 | 1 => {
+            let c = wanted.then(|| top.order_by(first));
+            let (h, n, a) = shard.searcher.search(query, &(c, Count, agg_collector))?;
+            (
+                h.unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, d)| (vec![k], d))
+                    .collect(),
+                n,
+                a,
+            )
+        }
+        2 => {
+            let c = wanted.then(|| top.order_by((first, key(sort.get(1)))));
+            let (h, n, a) = shard.searcher.search(query, &(c, Count, agg_collector))?;
+            (
+                h.unwrap_or_default()
+                    .into_iter()
+                    .map(|((k1, k2), d)| (vec![k1, k2], d))
+                    .collect(),
+                n,
+                a,
+            )
+        }
+        _ => {
+            let c = wanted.then(|| top.order_by((first, key(sort.get(1)), key(sort.get(2)))));
+            let (h, n, a) = shard.searcher.search(query, &(c, Count, agg_collector))?;
+            (
+                h.unwrap_or_default()
+                    .into_iter()
+                    .map(|((k1, k2, k3), d)| (vec![k1, k2, k3], d))
+                    .collect(),
+                n,
+                a,
+            )
+        }
+    };
     Ok(ShardResult { hits, count, aggs })
 }
 

@@ -252,6 +252,9 @@ impl<'a> Translator<'a> {
     }
 
     fn prefix(&mut self, r: &ResolvedField, prefix: &str) -> Box<dyn Query> {
+        if !r.is_json() {
+            return Box::new(EmptyQuery); // no string prefix of a date column
+        }
         let value = if r.kind == FieldType::Text {
             prefix.to_lowercase()
         } else {
@@ -265,14 +268,27 @@ impl<'a> Translator<'a> {
     /// An exact (unanalyzed) value of a field, typed by its mapping.
     fn exact(&mut self, r: &ResolvedField, value: &Value) -> Result<Box<dyn Query>, SearchError> {
         let term = self.typed_term(r, value)?;
+        if !r.is_json() {
+            // `_ts` is a column without an inverted index: an exact date is a one-value range.
+            return Ok(Box::new(RangeQuery::new(
+                Bound::Included(term.clone()),
+                Bound::Included(term),
+            )));
+        }
         Ok(Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
     }
 
     fn typed_term(&self, r: &ResolvedField, value: &Value) -> Result<Term, SearchError> {
-        let mut term = Term::from_field_json_path(r.field, &r.path, true);
         let bad = || {
             shard_error(format!("failed to create query: [{value}] is not a valid value for field [{}] of type [{:?}]", r.path, r.kind).to_lowercase())
         };
+        if !r.is_json() {
+            let ns = date_value(value).ok_or_else(bad)?;
+            let date = DateTime::from_timestamp_nanos(ns)
+                .truncate(tantivy::schema::DateTimePrecision::Milliseconds);
+            return Ok(Term::from_field_date(r.field, date));
+        }
+        let mut term = Term::from_field_json_path(r.field, &r.path, true);
         match r.kind {
             FieldType::Text | FieldType::Keyword => {
                 let s = match value {

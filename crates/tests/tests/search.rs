@@ -395,4 +395,54 @@ async fn get_doc(backend: Backend) {
     assert_eq!(r.json["_id"], json!("no-such-id"), "{r}");
 }
 
-e2e!(root_info, queries, paging_sort_source, multi_index, get_doc);
+/// Enough documents that top-k by `@timestamp` runs on a time slice first (the searcher's
+/// window pruning): results, paging, filters and totals must equal a full sort's.
+async fn sort_by_timestamp_large(backend: Backend) {
+    const DOCS: usize = 4000;
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    c.bulk_ok("/_bulk", logs_bulk("big", 0..DOCS)).await;
+    c.refresh("big").await;
+    let mut by_time: Vec<usize> = (0..DOCS).collect();
+    by_time.sort_by_key(|&i| std::cmp::Reverse(log_seconds(i)));
+    for (from, size) in [(0, 10), (40, 20)] {
+        let r = c
+            .search(
+                "big",
+                &json!({"sort": [{"@timestamp": "desc"}], "from": from, "size": size}),
+            )
+            .await;
+        let want: Vec<String> = by_time[from..from + size]
+            .iter()
+            .map(|&i| log_id(i))
+            .collect();
+        assert_eq!(hit_ids(&r), want, "desc from {from}: {r}");
+        assert_eq!(r.json["hits"]["total"]["value"], json!(DOCS), "{r}");
+    }
+    let r = c
+        .search("big", &json!({"sort": [{"@timestamp": "asc"}], "size": 5}))
+        .await;
+    let want: Vec<String> = by_time.iter().rev().take(5).map(|&i| log_id(i)).collect();
+    assert_eq!(hit_ids(&r), want, "asc: {r}");
+    // A filter matching few documents: the slice is widened until the end.
+    let r = c
+        .search("big", &json!({"query": {"term": {"status": 500}}, "sort": [{"@timestamp": "desc"}], "size": 10, "track_total_hits": true}))
+        .await;
+    let want: Vec<String> = by_time
+        .iter()
+        .filter(|&&i| STATUSES[i % 10] == 500)
+        .take(10)
+        .map(|&i| log_id(i))
+        .collect();
+    assert_eq!(hit_ids(&r), want, "filtered: {r}");
+    assert_eq!(r.json["hits"]["total"]["value"], json!(DOCS / 10), "{r}");
+}
+
+e2e!(
+    root_info,
+    queries,
+    paging_sort_source,
+    multi_index,
+    get_doc,
+    sort_by_timestamp_large
+);

@@ -1,7 +1,7 @@
 //! Turns a JSON document into a tantivy document of the shard layout, checking each value
 //! against the index mapping (a string in a `long` field fails with `mapper_parsing_exception`).
 
-use floe_proto::layout::ShardLayout;
+use floe_proto::layout::{is_timestamp, ShardLayout};
 use floe_proto::mapping::{for_each_leaf, parse_date, FieldMapping, FieldType, Mappings};
 use serde_json::{Map, Value};
 use tantivy::schema::OwnedValue;
@@ -41,6 +41,7 @@ impl<'a> DocBuilder<'a> {
         let mut text: Vec<(String, OwnedValue)> = Vec::new();
         let mut kw: Vec<(String, OwnedValue)> = Vec::new();
         let mut timestamp = None;
+        let mut timestamps = Vec::new();
         let mut err = None;
         for_each_leaf(source, &mut |path, value| {
             if err.is_some() {
@@ -59,12 +60,11 @@ impl<'a> DocBuilder<'a> {
                     }
                     text.push((path.to_string(), OwnedValue::Str(s)));
                 }
-                Ok(Converted::Kw(v)) => {
-                    if let (OwnedValue::Date(d), "@timestamp") = (&v, path) {
-                        timestamp = Some(d.into_timestamp_nanos());
-                    }
-                    kw.push((path.to_string(), v));
+                Ok(Converted::Kw(OwnedValue::Date(d))) if is_timestamp(path, fm.kind) => {
+                    timestamp = Some(d.into_timestamp_nanos());
+                    timestamps.push(d);
                 }
+                Ok(Converted::Kw(v)) => kw.push((path.to_string(), v)),
                 Err(reason) => {
                     err = Some(MapperParsingError(format!(
                         "failed to parse field [{path}] of type [{}] in document with id '{id}'. Preview of field's value: '{}'",
@@ -85,6 +85,9 @@ impl<'a> DocBuilder<'a> {
         }
         if !kw.is_empty() {
             doc.add_field_value(self.layout.kw, &OwnedValue::Object(kw));
+        }
+        for d in timestamps {
+            doc.add_date(self.layout.ts, d);
         }
         Ok(BuiltDoc { doc, timestamp })
     }

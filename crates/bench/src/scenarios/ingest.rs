@@ -88,9 +88,21 @@ struct Batch {
 
 /// Creates [`INDEX`] afresh (`refresh_interval` 1s) and sends the data set into it.
 pub async fn ingest(ctx: &mut Ctx) -> anyhow::Result<IngestStats> {
-    let client = ctx.floe().await?.client.clone();
     let body = crate::ctx::index_body(&ctx.opts);
-    client.recreate_index(INDEX, &body).await?;
+    ingest_into(ctx, INDEX, &body, true).await
+}
+
+/// Sends the data set into `index`, created afresh with `body`. With `finish`, refreshes,
+/// force-merges and counts it afterwards (the main index, which the queries use).
+pub async fn ingest_into(
+    ctx: &mut Ctx,
+    index: &str,
+    body: &serde_json::Value,
+    finish: bool,
+) -> anyhow::Result<IngestStats> {
+    let client = ctx.floe().await?.client.clone();
+    client.recreate_index(index, body).await?;
+    let index = index.to_string();
     let clients = ctx.opts.clients.max(1);
     let batch_size = ctx.opts.batch.max(1);
     let (tx, rx) = mpsc::channel::<Batch>(clients * 2);
@@ -131,7 +143,7 @@ pub async fn ingest(ctx: &mut Ctx) -> anyhow::Result<IngestStats> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (rx, client, pb) = (rx.clone(), client.clone(), pb.clone());
+        let (rx, client, pb, index) = (rx.clone(), client.clone(), pb.clone(), index.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = ClientStats::default();
             loop {
@@ -139,7 +151,7 @@ pub async fn ingest(ctx: &mut Ctx) -> anyhow::Result<IngestStats> {
                 let Some(batch) = next else { break };
                 let docs = batch.docs;
                 let t = Instant::now();
-                let (retries, errors) = send_batch(&client, batch.body).await?;
+                let (retries, errors) = send_batch(&client, &index, batch.body).await?;
                 out.acks.push(t.elapsed());
                 out.retries += retries;
                 out.item_errors += errors;
@@ -168,15 +180,28 @@ pub async fn ingest(ctx: &mut Ctx) -> anyhow::Result<IngestStats> {
         return Err(e);
     }
     let raw_bytes = produced?;
+    if !finish {
+        return Ok(IngestStats {
+            docs: total.docs,
+            raw_bytes,
+            elapsed,
+            refresh: Default::default(),
+            force_merge: Default::default(),
+            acks: total.acks,
+            retries: total.retries,
+            item_errors: total.item_errors,
+            searchable: 0,
+        });
+    }
     let t = Instant::now();
-    client.refresh(INDEX).await?;
+    client.refresh(&index).await?;
     let refresh = t.elapsed();
     // Merge to one segment per shard, as the baseline is: queries then compare engines,
     // not segment counts (the 1 s refreshes leave many small segments).
     let t = Instant::now();
-    client.force_merge(INDEX).await?;
+    client.force_merge(&index).await?;
     let force_merge = t.elapsed();
-    let searchable = client.count(INDEX).await?;
+    let searchable = client.count(&index).await?;
     Ok(IngestStats {
         docs: total.docs,
         raw_bytes,
@@ -210,13 +235,13 @@ impl ClientStats {
 /// Sends one body until it is accepted; returns (retries, item errors). Overload answers
 /// are retried with a growing pause; so are a few transport errors, since a server that
 /// rejects a request before reading its body may close the connection under it.
-async fn send_batch(client: &Client, body: Vec<u8>) -> anyhow::Result<(u64, u64)> {
+async fn send_batch(client: &Client, index: &str, body: Vec<u8>) -> anyhow::Result<(u64, u64)> {
     const MAX_RETRIES: u64 = 100;
     const MAX_TRANSPORT_RETRIES: u64 = 5;
     let (mut retries, mut transport_errors) = (0, 0);
     loop {
         let pause = Duration::from_millis(20 * (retries + 1).min(25));
-        let r = match client.bulk(INDEX, body.clone()).await {
+        let r = match client.bulk(index, body.clone()).await {
             Ok(r) => r,
             Err(e) if transport_errors < MAX_TRANSPORT_RETRIES => {
                 transport_errors += 1;
