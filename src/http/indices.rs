@@ -154,14 +154,26 @@ pub async fn refresh(state: State, Path(index): Path<String>) -> Result<Json<Val
     ))
 }
 
-/// `POST /{index}/_forcemerge` (every shard down to one segment).
-#[instrument(skip(state))]
-pub async fn force_merge(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+/// `POST /{index}/_forcemerge[?max_num_segments=N]` (default 1 segment per shard).
+#[instrument(skip(state, params))]
+pub async fn force_merge(
+    state: State,
+    Path(index): Path<String>,
+    params: super::Params,
+) -> Result<Json<Value>, ApiError> {
+    let max_segments = match params.get("max_num_segments") {
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid max_num_segments [{v}]")))?,
+        None => 1,
+    };
     let names: Vec<String> = existing(&state, &index)?
         .into_iter()
         .map(|m| m.name)
         .collect();
-    let shards = state.writer.force_merge(&names).await?;
+    let shards = state.writer.force_merge(&names, max_segments).await?;
     Ok(Json(
         json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
     ))

@@ -69,11 +69,12 @@ pub fn build(
     threads: usize,
     memory_budget: usize,
     initial: Mappings,
+    segments: usize,
     progress: &ProgressBar,
 ) -> anyhow::Result<BaselineIndex> {
     std::fs::create_dir_all(dir)?;
     let layout = ShardLayout::new();
-    let index = Index::create(
+    let mut index = Index::create(
         MmapDirectory::open(dir)?,
         layout.schema.clone(),
         ShardLayout::index_settings(),
@@ -120,11 +121,21 @@ pub fn build(
     let raw_bytes = fed?;
     writer.commit()?;
     let elapsed = started.elapsed();
-    // One segment, as Floe's index is after `_forcemerge` (not part of the indexing time).
-    let segments = index.searchable_segment_ids()?;
-    if segments.len() > 1 {
-        writer.merge(&segments).wait()?;
+    // As many segments as Floe's index has after `_forcemerge`, grouped the same way (not
+    // part of the indexing time), searched with one thread per core, as Floe's.
+    let reader_now: IndexReader = index.reader()?;
+    let live: Vec<_> = reader_now
+        .searcher()
+        .segment_readers()
+        .iter()
+        .map(|s| (s.segment_id(), s.num_docs()))
+        .collect();
+    if live.len() > segments {
+        for group in floe_writer::shard::merge_groups(live, segments) {
+            writer.merge(&group).wait()?;
+        }
     }
+    index.set_default_multithread_executor()?;
     writer.wait_merging_threads()?;
     let reader = index
         .reader_builder()
@@ -430,6 +441,7 @@ mod tests {
             2,
             40_000_000,
             Mappings::default(),
+            1,
             &ProgressBar::hidden(),
         )
         .unwrap();

@@ -41,6 +41,18 @@ pub enum Command {
     Memory,
 }
 
+impl Opts {
+    pub fn segments(&self) -> usize {
+        self.merge_segments
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1)
+    }
+}
+
 impl Command {
     pub fn scenarios(self) -> Vec<Scenario> {
         match self {
@@ -122,6 +134,10 @@ pub struct Opts {
     /// baseline alike, instead of the explicit http_logs mapping.
     #[arg(long, global = true)]
     pub dynamic_mapping: bool,
+    /// Segments to merge the ingested index (and the baseline) into before the queries
+    /// [default: one per core, so a query's segments are searched in parallel].
+    #[arg(long, global = true)]
+    pub merge_segments: Option<usize>,
 }
 
 impl Opts {

@@ -95,8 +95,8 @@ impl Client {
     }
 
     /// `POST /{index}/_forcemerge`; fails unless 200.
-    pub async fn force_merge(&self, index: &str) -> anyhow::Result<()> {
-        let path = format!("/{index}/_forcemerge");
+    pub async fn force_merge(&self, index: &str, max_segments: usize) -> anyhow::Result<()> {
+        let path = format!("/{index}/_forcemerge?max_num_segments={max_segments}");
         let r = self.send(Method::POST, &path, None).await?;
         ok(Method::POST, &path, r).map(drop)
     }

@@ -153,8 +153,9 @@ impl Ctx {
         let budget = self.opts.memory_budget_mb * 1024 * 1024;
         let source = self.source.clone();
         let mappings = initial_mappings(&self.opts);
+        let segments = self.opts.segments();
         let built = tokio::task::block_in_place(|| {
-            baseline::build(&source, &dir, threads, budget, mappings, &pb)
+            baseline::build(&source, &dir, threads, budget, mappings, segments, &pb)
         })?;
         pb.finish_and_clear();
         if built.stats.rejected > 0 {

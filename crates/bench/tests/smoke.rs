@@ -34,6 +34,7 @@ fn smoke_run_produces_every_scenario() {
             "baseline",
             "ingest",
             "storage",
+            "ingest-async",
             "freshness",
             "query",
             "memory"

@@ -9,6 +9,7 @@
 pub mod ast;
 pub mod dsl;
 mod error;
+mod histogram;
 pub mod query_string;
 mod resolve;
 mod search;

@@ -27,6 +27,10 @@ use tracing::instrument;
 
 use crate::ast::{QueryAst, ALL_FIELDS};
 use crate::dsl::parse_query;
+use crate::histogram::{
+    merge as merge_histograms, render as render_histogram, split as split_histograms, Counts,
+    TsHistogramCollector,
+};
 use crate::query_string::parse_query_string;
 use crate::resolve::resolve;
 use crate::shards::{OpenShard, ShardReaders};
@@ -98,6 +102,8 @@ struct ShardResult {
     hits: Vec<(Vec<OwnedValue>, DocAddress)>,
     count: usize,
     aggs: Option<IntermediateAggregationResults>,
+    /// Fast `@timestamp` histograms, in the order of the request's.
+    hist: Option<Counts>,
 }
 
 pub struct SearchService {
@@ -314,6 +320,20 @@ impl SearchService {
         let req = self.parse_request(body, params)?;
         let indexes = self.resolve(expr, params.ignore_unavailable)?;
         let limit = req.from + req.size;
+        // `date_histogram`s on `@timestamp` go through the fast path when every index keeps
+        // `@timestamp` in the typed column; the rest through tantivy's aggregations.
+        let (ts_hists, generic_aggs) = match &req.aggs {
+            Some(a) => split_histograms(&rewrite_for_parse(a), |f| {
+                !indexes.is_empty()
+                    && indexes.iter().all(|m| {
+                        self.layout
+                            .resolve(&m.mappings, f)
+                            .is_some_and(|r| !r.is_json())
+                    })
+            }),
+            None => (Vec::new(), None),
+        };
+        let ts_intervals: Vec<i64> = ts_hists.iter().map(|h| h.interval_ms).collect();
         let mut total_shards = 0usize;
         let mut tasks = Vec::new();
         for meta in indexes {
@@ -344,9 +364,12 @@ impl SearchService {
                     }
                 });
             }
-            let aggs = match &req.aggs {
-                Some(a) => Some(rewrite_aggs(a, &self.layout, &meta)?),
-                None => None,
+            let aggs = ShardAggs {
+                tantivy: match &generic_aggs {
+                    Some(a) => Some(rewrite_aggs(a, &self.layout, &meta)?),
+                    None => None,
+                },
+                ts_intervals: ts_intervals.clone(),
             };
             for shard in self.readers.shards(&meta).await? {
                 let window = meta
@@ -370,12 +393,14 @@ impl SearchService {
         let mut opened: Vec<OpenShard> = Vec::new();
         let mut total = 0usize;
         let mut merged_aggs: Option<IntermediateAggregationResults> = None;
+        let mut hist_parts: Vec<Counts> = Vec::new();
         for task in tasks {
             let (meta, shard, res) = task
                 .await
                 .map_err(|e| SearchError::Internal(e.to_string()))?;
             let res = res?;
             total += res.count;
+            hist_parts.extend(res.hist);
             if let Some(a) = res.aggs {
                 match &mut merged_aggs {
                     None => merged_aggs = Some(a),
@@ -471,8 +496,11 @@ impl SearchService {
             "_shards": {"total": total_shards, "successful": total_shards, "skipped": 0, "failed": 0},
             "hits": {"total": {"value": value, "relation": relation}, "max_score": max_score, "hits": hits},
         });
-        if let Some(aggs_req) = &req.aggs {
-            let parsed: Aggregations = serde_json::from_value(rewrite_for_parse(aggs_req))
+        if req.aggs.is_some() {
+            response["aggregations"] = json!({});
+        }
+        if let Some(aggs_req) = &generic_aggs {
+            let parsed: Aggregations = serde_json::from_value(aggs_req.clone())
                 .map_err(|e| parsing(format!("invalid aggregations: {e}")))?;
             let merged = merged_aggs.unwrap_or_default();
             let final_res = merged.into_final_result(parsed, AggregationLimitsGuard::default())?;
@@ -480,6 +508,12 @@ impl SearchService {
                 .map_err(|e| SearchError::Internal(e.to_string()))?;
             restore_agg_shapes(&mut rendered);
             response["aggregations"] = rendered;
+        }
+        if !ts_hists.is_empty() {
+            let counts = merge_histograms(hist_parts, ts_hists.len());
+            for (h, c) in ts_hists.iter().zip(&counts) {
+                response["aggregations"][&h.name] = render_histogram(h, c);
+            }
         }
         Ok(response)
     }
@@ -615,7 +649,7 @@ fn run_shard_windowed(
     query: &dyn Query,
     sort: &[SortBy],
     limit: usize,
-    aggs: Option<Aggregations>,
+    aggs: ShardAggs,
     window: &TimeWindow,
 ) -> Result<ShardResult, SearchError> {
     let totals = run_shard(shard, query, sort, 0, aggs)?;
@@ -626,7 +660,7 @@ fn run_shard_windowed(
             window.restrict(query, span).as_ref(),
             sort,
             limit,
-            None,
+            ShardAggs::default(),
         )?;
         if found.hits.len() >= limit {
             return Ok(ShardResult {
@@ -636,7 +670,7 @@ fn run_shard_windowed(
         }
         span = span.saturating_mul(16);
     }
-    let all = run_shard(shard, query, sort, limit, None)?;
+    let all = run_shard(shard, query, sort, limit, ShardAggs::default())?;
     Ok(ShardResult {
         hits: all.hits,
         ..totals
@@ -648,7 +682,7 @@ fn run_shard(
     query: &dyn Query,
     sort: &[SortBy],
     limit: usize,
-    aggs: Option<Aggregations>,
+    aggs: ShardAggs,
 ) -> Result<ShardResult, SearchError> {
     let key = |k: Option<&SortBy>| match k {
         Some(SortBy::Score) => (LenientSort::score(), ComparatorEnum::from(Order::Desc)),
@@ -665,7 +699,12 @@ fn run_shard(
     } else {
         key(sort.first())
     };
-    let agg_collector = aggs.map(|a| {
+    let hist = (!aggs.ts_intervals.is_empty()).then(|| TsHistogramCollector {
+        column: floe_proto::layout::TIMESTAMP_FIELD.to_string(),
+        intervals: aggs.ts_intervals.clone(),
+    });
+    let counting = (Count, hist);
+    let agg_collector = aggs.tantivy.map(|a| {
         DistributedAggregationCollector::from_aggs(
             a,
             AggContextParams::new(AggregationLimitsGuard::default(), Default::default()),
@@ -675,45 +714,64 @@ fn run_shard(
     // `size: 0` (aggregations, counts): no top-k at all, so nothing is scored.
     let top = TopDocs::with_limit(limit.max(1));
     let wanted = limit > 0;
-    let (hits, count, aggs): (Vec<(Vec<OwnedValue>, DocAddress)>, usize, _) = match sort.len() {
+    type Hits = Vec<(Vec<OwnedValue>, DocAddress)>;
+    let (hits, (count, hist), aggs): (Hits, (usize, Option<Counts>), _) = match sort.len() {
         0 | 1 => {
             let c = wanted.then(|| top.order_by(first));
-            let (h, n, a) = shard.searcher.search(query, &(c, Count, agg_collector))?;
+            let (h, (n, hc), a) = shard
+                .searcher
+                .search(query, &(c, counting, agg_collector))?;
             (
                 h.unwrap_or_default()
                     .into_iter()
                     .map(|(k, d)| (vec![k], d))
                     .collect(),
-                n,
+                (n, hc),
                 a,
             )
         }
         2 => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)))));
-            let (h, n, a) = shard.searcher.search(query, &(c, Count, agg_collector))?;
+            let (h, (n, hc), a) = shard
+                .searcher
+                .search(query, &(c, counting, agg_collector))?;
             (
                 h.unwrap_or_default()
                     .into_iter()
                     .map(|((k1, k2), d)| (vec![k1, k2], d))
                     .collect(),
-                n,
+                (n, hc),
                 a,
             )
         }
         _ => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)), key(sort.get(2)))));
-            let (h, n, a) = shard.searcher.search(query, &(c, Count, agg_collector))?;
+            let (h, (n, hc), a) = shard
+                .searcher
+                .search(query, &(c, counting, agg_collector))?;
             (
                 h.unwrap_or_default()
                     .into_iter()
                     .map(|((k1, k2, k3), d)| (vec![k1, k2, k3], d))
                     .collect(),
-                n,
+                (n, hc),
                 a,
             )
         }
     };
-    Ok(ShardResult { hits, count, aggs })
+    Ok(ShardResult {
+        hits,
+        count,
+        aggs,
+        hist,
+    })
+}
+
+/// The aggregations one shard computes: tantivy's, and the fast `@timestamp` histograms.
+#[derive(Clone, Default)]
+struct ShardAggs {
+    tantivy: Option<Aggregations>,
+    ts_intervals: Vec<i64>,
 }
 
 fn fielddata_error(name: &str) -> String {

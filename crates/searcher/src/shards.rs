@@ -93,9 +93,11 @@ impl ShardReaders {
             let tmp = dir.join("meta.json.tmp");
             std::fs::write(&tmp, meta_json.as_bytes())?;
             std::fs::rename(&tmp, dir.join("meta.json"))?;
-            let index = Index::open(
+            let mut index = Index::open(
                 MmapDirectory::open(&dir).map_err(|e| SearchError::Internal(e.to_string()))?,
             )?;
+            // Segments of a shard are searched in parallel, one thread per core.
+            index.set_default_multithread_executor()?;
             let reader = index
                 .reader_builder()
                 .reload_policy(ReloadPolicy::Manual)

@@ -595,10 +595,14 @@ impl Writer {
         Ok(())
     }
 
-    /// `POST /{index}/_forcemerge`: merges each shard's segments into one and publishes the
-    /// result (fewer segments: faster searches, smaller bucket). Returns shards merged.
+    /// `POST /{index}/_forcemerge`: merges each shard's segments into at most `max_segments`
+    /// and publishes the result (fewer segments: faster searches, smaller bucket). Returns shards merged.
     #[instrument(skip(self))]
-    pub async fn force_merge(&self, index_names: &[String]) -> Result<usize, WriterError> {
+    pub async fn force_merge(
+        &self,
+        index_names: &[String],
+        max_segments: usize,
+    ) -> Result<usize, WriterError> {
         let mut merged = 0;
         for name in index_names {
             let Some(meta) = self.metastore.get_index(name) else {
@@ -618,7 +622,7 @@ impl Writer {
                 // Commit what is pending first, so the merge covers every document.
                 self.refresh_shard(name, shard, &writer).await?;
                 let w = writer.clone();
-                tokio::task::spawn_blocking(move || w.merge_all())
+                tokio::task::spawn_blocking(move || w.merge_all(max_segments))
                     .await
                     .map_err(|e| WriterError::Internal(e.to_string()))??;
                 self.refresh_shard(name, shard, &writer).await?;
@@ -1082,7 +1086,7 @@ mod tests {
                 .count()
         };
         assert!(segments(&ms.get_index("m").unwrap()) >= 2);
-        assert_eq!(w.force_merge(&["m".to_string()]).await.unwrap(), 1);
+        assert_eq!(w.force_merge(&["m".to_string()], 1).await.unwrap(), 1);
         let meta = ms.get_index("m").unwrap();
         assert_eq!(segments(&meta), 1);
         assert_eq!(meta.shards[&0].num_docs, 3);

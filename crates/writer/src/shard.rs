@@ -19,7 +19,7 @@ use floe_proto::layout::{ShardLayout, VERSION_FIELD};
 use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
 use floe_storage::Storage;
 use tantivy::directory::{Directory, MmapDirectory};
-use tantivy::index::SegmentComponent;
+use tantivy::index::{SegmentComponent, SegmentId};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -412,20 +412,30 @@ impl ShardWriter {
         }
     }
 
-    /// Merges all committed segments into one (`_forcemerge?max_num_segments=1`), waiting
-    /// for the merge; the next refresh publishes the result. Blocking.
-    pub fn merge_all(&self) -> Result<(), WriterError> {
-        let ids = self.index.searchable_segment_ids()?;
-        if ids.len() <= 1 {
+    /// Merges the committed segments into at most `max_segments` (`_forcemerge`), waiting
+    /// for the merges; the next refresh publishes the result. Blocking.
+    pub fn merge_all(&self, max_segments: usize) -> Result<(), WriterError> {
+        let segments: Vec<(SegmentId, u32)> = self
+            .reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .map(|s| (s.segment_id(), s.num_docs()))
+            .collect();
+        if segments.len() <= max_segments.max(1) {
             return Ok(());
         }
-        let merge = {
+        let merges: Vec<_> = {
             let mut st = self.state.lock().expect("shard lock");
-            let merge = st.writer.merge(&ids);
             st.dirty = true;
-            merge
+            merge_groups(segments, max_segments)
+                .iter()
+                .map(|ids| st.writer.merge(ids))
+                .collect()
         };
-        merge.wait()?;
+        for merge in merges {
+            merge.wait()?;
+        }
         Ok(())
     }
 
@@ -815,6 +825,27 @@ async fn sync_unsynced(shard: &Arc<ShardWriter>, unsynced: &mut Vec<LoggedOp>) {
             "async translog sync failed, will retry: {e}"
         ),
     }
+}
+
+/// Splits segments (id, live docs) into at most `n` merges of similar size: largest first
+/// into the currently smallest group, so the merged segments can be searched in parallel
+/// with even work. Groups of one segment need no merge and are left out.
+pub fn merge_groups(mut segments: Vec<(SegmentId, u32)>, n: usize) -> Vec<Vec<SegmentId>> {
+    segments.sort_by_key(|(_, docs)| std::cmp::Reverse(*docs));
+    let mut groups: Vec<(u64, Vec<SegmentId>)> = vec![(0, Vec::new()); n.max(1)];
+    for (id, docs) in segments {
+        let smallest = groups
+            .iter_mut()
+            .min_by_key(|(total, _)| *total)
+            .expect("at least one group");
+        smallest.0 += docs as u64;
+        smallest.1.push(id);
+    }
+    groups
+        .into_iter()
+        .map(|(_, ids)| ids)
+        .filter(|ids| ids.len() > 1)
+        .collect()
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

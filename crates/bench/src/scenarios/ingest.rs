@@ -56,12 +56,10 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Figure>> {
             s.refresh.as_secs_f64() * 1e3,
             "ms",
         ),
-        Figure::new(
-            "force merge to 1 segment",
-            s.force_merge.as_secs_f64() * 1e3,
-            "ms",
-        )
-        .note("before the query scenario; the baseline is merged too"),
+        Figure::new("force merge", s.force_merge.as_secs_f64() * 1e3, "ms").note(format!(
+            "to {} segment(s), one per core, before the queries; the baseline likewise",
+            ctx.opts.segments()
+        )),
         Figure::new("bulk retries (429/503)", s.retries as f64, "requests"),
         Figure::new("bulk item errors", s.item_errors as f64, "docs"),
         Figure::new("searchable after refresh", s.searchable as f64, "docs")
@@ -199,7 +197,7 @@ pub async fn ingest_into(
     // Merge to one segment per shard, as the baseline is: queries then compare engines,
     // not segment counts (the 1 s refreshes leave many small segments).
     let t = Instant::now();
-    client.force_merge(&index).await?;
+    client.force_merge(&index, ctx.opts.segments()).await?;
     let force_merge = t.elapsed();
     let searchable = client.count(&index).await?;
     Ok(IngestStats {
