@@ -415,26 +415,41 @@ impl ShardWriter {
     /// Merges the committed segments into at most `max_segments` (`_forcemerge`), waiting
     /// for the merges; the next refresh publishes the result. Blocking.
     pub fn merge_all(&self, max_segments: usize) -> Result<(), WriterError> {
-        let segments: Vec<(SegmentId, u32)> = self
-            .reader
-            .searcher()
-            .segment_readers()
-            .iter()
-            .map(|s| (s.segment_id(), s.num_docs()))
-            .collect();
-        if segments.len() <= max_segments.max(1) {
-            return Ok(());
-        }
-        let merges: Vec<_> = {
-            let mut st = self.state.lock().expect("shard lock");
-            st.dirty = true;
-            merge_groups(segments, max_segments)
+        // A background merge may hold some of the segments (tantivy then refuses the merge):
+        // read the current segments again and retry, for a bounded time.
+        const ATTEMPTS: usize = 100;
+        for attempt in 1..=ATTEMPTS {
+            let segments: Vec<(SegmentId, u32)> = self
+                .index
+                .searchable_segment_metas()?
                 .iter()
-                .map(|ids| st.writer.merge(ids))
-                .collect()
-        };
-        for merge in merges {
-            merge.wait()?;
+                .map(|m| (m.id(), m.num_docs()))
+                .collect();
+            if segments.len() <= max_segments.max(1) {
+                return Ok(());
+            }
+            let merges: Vec<_> = {
+                let mut st = self.state.lock().expect("shard lock");
+                st.dirty = true;
+                merge_groups(segments, max_segments)
+                    .iter()
+                    .map(|ids| st.writer.merge(ids))
+                    .collect()
+            };
+            let mut refused = None;
+            for merge in merges {
+                if let Err(e) = merge.wait() {
+                    refused = Some(e);
+                }
+            }
+            match refused {
+                None => continue, // merged: check the count again
+                Some(e) if attempt == ATTEMPTS => return Err(e.into()),
+                Some(e) => {
+                    debug!("force merge raced a background merge, retrying: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
         }
         Ok(())
     }
