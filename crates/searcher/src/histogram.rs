@@ -168,7 +168,9 @@ pub fn merge(fruits: Vec<Counts>, n: usize) -> Counts {
 }
 
 impl TsHistogramSegment {
-    /// Adds `values` to every histogram: bucket = (ms - origin) / interval, computed with a
+    /// Adds `values` to every histogram. Log documents arrive roughly in time order, so a
+    /// value usually falls in the same bucket as the previous one: that bucket's bounds are
+    /// kept and checked first; otherwise bucket = (ms - origin) / interval, computed with a
     /// reciprocal multiply (exact after the one-step correction) instead of a division.
     fn count(
         intervals: &[i64],
@@ -178,15 +180,19 @@ impl TsHistogramSegment {
         for (iv, (first, counts)) in intervals.iter().zip(dense.iter_mut()) {
             let origin = *first * iv;
             let inv = 1.0 / *iv as f64;
+            let (mut lo, mut hi, mut slot) = (i64::MAX, i64::MIN, usize::MAX);
             for ts in values.clone() {
                 let x = ts.into_timestamp_millis() - origin;
-                let mut b = (x as f64 * inv) as i64;
-                if b * iv > x {
-                    b -= 1;
-                } else if (b + 1) * iv <= x {
-                    b += 1;
+                if x < lo || x >= hi {
+                    let mut b = (x as f64 * inv) as i64;
+                    if b * iv > x {
+                        b -= 1;
+                    } else if (b + 1) * iv <= x {
+                        b += 1;
+                    }
+                    (lo, hi, slot) = (b * iv, (b + 1) * iv, b as usize);
                 }
-                if let Some(c) = counts.get_mut(b as usize) {
+                if let Some(c) = counts.get_mut(slot) {
                     *c += 1;
                 }
             }
