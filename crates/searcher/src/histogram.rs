@@ -4,8 +4,6 @@
 //! straight from the column in blocks costs about a third of that. Anything else (other
 //! fields, sub-aggregations, offsets, time zones, bounds) goes through tantivy unchanged.
 
-use std::collections::BTreeMap;
-
 use floe_proto::mapping::format_date;
 use serde_json::{json, Map, Value};
 use tantivy::collector::{Collector, SegmentCollector};
@@ -85,8 +83,33 @@ fn fast_histogram(name: &str, agg: &Value, is_ts: &impl Fn(&str) -> bool) -> Opt
     })
 }
 
-/// Per histogram: bucket start (epoch ms) → documents.
-pub type Counts = Vec<BTreeMap<i64, u64>>;
+/// One histogram's counts: `counts[i]` documents in bucket number `first + i` (bucket
+/// number × interval = bucket start in epoch ms). Dense: no map entry per bucket.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dense {
+    pub first: i64,
+    pub counts: Vec<u64>,
+}
+
+impl Dense {
+    /// Without empty buckets at either end.
+    fn trimmed(first: i64, counts: Vec<u64>) -> Dense {
+        let Some(lo) = counts.iter().position(|c| *c > 0) else {
+            return Dense::default();
+        };
+        let hi = counts
+            .iter()
+            .rposition(|c| *c > 0)
+            .expect("a non-zero count exists");
+        Dense {
+            first: first + lo as i64,
+            counts: counts[lo..=hi].to_vec(),
+        }
+    }
+}
+
+/// Per histogram of the request, its counts.
+pub type Counts = Vec<Dense>;
 
 /// Counts `_ts` values of the matching documents into each histogram's buckets.
 pub struct TsHistogramCollector {
@@ -156,15 +179,29 @@ impl Collector for TsHistogramCollector {
 
 /// Sums per-segment (or per-shard) counts.
 pub fn merge(fruits: Vec<Counts>, n: usize) -> Counts {
-    let mut out: Counts = vec![BTreeMap::new(); n];
-    for fruit in fruits {
-        for (acc, part) in out.iter_mut().zip(fruit) {
-            for (k, v) in part {
-                *acc.entry(k).or_default() += v;
+    (0..n)
+        .map(|i| {
+            let parts: Vec<&Dense> = fruits
+                .iter()
+                .filter_map(|f| f.get(i))
+                .filter(|d| !d.counts.is_empty())
+                .collect();
+            let (Some(lo), Some(hi)) = (
+                parts.iter().map(|d| d.first).min(),
+                parts.iter().map(|d| d.first + d.counts.len() as i64).max(),
+            ) else {
+                return Dense::default();
+            };
+            let mut counts = vec![0u64; (hi - lo) as usize];
+            for d in parts {
+                let offset = (d.first - lo) as usize;
+                for (slot, c) in counts[offset..].iter_mut().zip(&d.counts) {
+                    *slot += c;
+                }
             }
-        }
-    }
-    out
+            Dense { first: lo, counts }
+        })
+        .collect()
 }
 
 impl TsHistogramSegment {
@@ -236,51 +273,81 @@ impl SegmentCollector for TsHistogramSegment {
     }
 
     fn harvest(self) -> Counts {
-        self.intervals
-            .iter()
-            .zip(self.dense)
-            .map(|(iv, (first, counts))| {
-                counts
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(_, c)| *c > 0)
-                    .map(|(i, c)| ((first + i as i64) * iv, c))
-                    .collect()
-            })
+        self.dense
+            .into_iter()
+            .map(|(first, counts)| Dense::trimmed(first, counts))
             .collect()
     }
 }
 
+/// `match_all` with only fast-path histograms: reads each segment's column straight through,
+/// in big chunks, segments in parallel, without running a query at all. `None` when a
+/// segment has deleted documents or no dense column (then the collector path applies).
+pub fn scan_all(
+    searcher: &tantivy::Searcher,
+    collector: &TsHistogramCollector,
+) -> Option<(usize, Counts)> {
+    let segments = searcher.segment_readers();
+    if segments.iter().any(|s| s.has_deletes()) {
+        return None;
+    }
+    // On the searcher's thread pool (one thread per core), a segment per task.
+    let scan = |(ord, seg): (usize, &SegmentReader)| -> tantivy::Result<Option<Counts>> {
+        let mut child = collector.for_segment(ord as SegmentOrdinal, seg)?;
+        let Some(column) = child.column.clone().filter(|_| child.dense_column) else {
+            return Ok(None);
+        };
+        let mut values = vec![DateTime::MIN; 4096];
+        let max_doc = seg.max_doc();
+        let mut start = 0u32;
+        while start < max_doc {
+            let len = (max_doc - start).min(4096) as usize;
+            column.values.get_range(start as u64, &mut values[..len]);
+            TsHistogramSegment::count(
+                &child.intervals,
+                &mut child.dense,
+                values[..len].iter().copied(),
+            );
+            start += len as u32;
+        }
+        Ok(Some(child.harvest()))
+    };
+    let parts: Vec<Option<Counts>> = searcher
+        .index()
+        .search_executor()
+        .map(scan, segments.iter().enumerate())
+        .ok()?;
+    let parts: Option<Vec<Counts>> = parts.into_iter().collect();
+    let docs = segments.iter().map(|s| s.num_docs() as usize).sum();
+    Some((docs, merge(parts?, collector.intervals.len())))
+}
+
 /// The OpenSearch response of one histogram: buckets in key order; with `min_doc_count` 0
 /// the empty buckets between the first and the last non-empty one are filled in.
-pub fn render(h: &TsHistogram, counts: &BTreeMap<i64, u64>) -> Value {
-    let mut buckets = Vec::new();
-    let bucket = |key: i64, n: u64| json!({"key_as_string": format_date_secs(key), "key": key, "doc_count": n});
-    match (counts.keys().next(), counts.keys().next_back()) {
-        (Some(&lo), Some(&hi)) if h.min_doc_count == 0 => {
-            let mut key = lo;
-            while key <= hi {
-                buckets.push(bucket(key, counts.get(&key).copied().unwrap_or(0)));
-                key += h.interval_ms;
-            }
-        }
-        _ => {
-            for (&key, &n) in counts {
-                if n >= h.min_doc_count.max(1) {
-                    buckets.push(bucket(key, n));
-                }
-            }
-        }
-    }
+pub fn render(h: &TsHistogram, counts: &Dense) -> Value {
+    let buckets: Vec<Value> = counts
+        .counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n >= h.min_doc_count)
+        .map(|(i, n)| {
+            let key = (counts.first + i as i64) * h.interval_ms;
+            json!({"key_as_string": format_date_secs(key), "key": key, "doc_count": n})
+        })
+        .collect();
     json!({ "buckets": buckets })
 }
 
-/// `2024-05-01T10:00:00Z`, as tantivy renders histogram keys.
+/// `2024-05-01T10:00:00Z`, as tantivy renders histogram keys. Written by hand: with
+/// thousands of buckets, format descriptions cost more than counting the documents.
 fn format_date_secs(ms: i64) -> String {
-    let s = format_date(ms * 1_000_000);
-    match s.strip_suffix(".000Z") {
-        Some(head) => format!("{head}Z"),
-        None => s,
+    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
+        Ok(t) => {
+            let (y, m, d) = t.to_calendar_date();
+            let (h, mi, s) = t.to_hms();
+            format!("{y:04}-{:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z", m as u8)
+        }
+        Err(_) => format_date(ms * 1_000_000),
     }
 }
 
@@ -317,7 +384,27 @@ mod tests {
             interval_ms: 60_000,
             min_doc_count: 0,
         };
-        let counts = BTreeMap::from([(0, 2), (120_000, 1)]);
+        let counts = merge(
+            vec![
+                vec![Dense {
+                    first: 2,
+                    counts: vec![1],
+                }],
+                vec![Dense {
+                    first: 0,
+                    counts: vec![2],
+                }],
+            ],
+            1,
+        )
+        .remove(0);
+        assert_eq!(
+            counts,
+            Dense {
+                first: 0,
+                counts: vec![2, 0, 1]
+            }
+        );
         let v = render(&h, &counts);
         let b = v["buckets"].as_array().unwrap();
         assert_eq!(b.len(), 3);

@@ -28,8 +28,8 @@ use tracing::instrument;
 use crate::ast::{QueryAst, ALL_FIELDS};
 use crate::dsl::parse_query;
 use crate::histogram::{
-    merge as merge_histograms, render as render_histogram, split as split_histograms, Counts,
-    TsHistogramCollector,
+    merge as merge_histograms, render as render_histogram, scan_all as scan_histograms,
+    split as split_histograms, Counts, TsHistogramCollector,
 };
 use crate::query_string::parse_query_string;
 use crate::resolve::resolve;
@@ -378,7 +378,27 @@ impl SearchService {
                     .and_then(|c| TimeWindow::for_shard(&sort, c, limit, self.layout.ts));
                 let (query, sort, aggs, meta) =
                     (query.clone(), sort.clone(), aggs.clone(), meta.clone());
+                let scan_all = limit == 0
+                    && matches!(req.query, QueryAst::MatchAll)
+                    && aggs.tantivy.is_none()
+                    && !aggs.ts_intervals.is_empty();
                 tasks.push(tokio::task::spawn_blocking(move || {
+                    if scan_all {
+                        let collector = TsHistogramCollector {
+                            column: floe_proto::layout::TIMESTAMP_FIELD.to_string(),
+                            intervals: aggs.ts_intervals.clone(),
+                        };
+                        if let Some((count, counts)) = scan_histograms(&shard.searcher, &collector)
+                        {
+                            let res = Ok(ShardResult {
+                                hits: Vec::new(),
+                                count,
+                                aggs: None,
+                                hist: Some(counts),
+                            });
+                            return (meta, shard, res);
+                        }
+                    }
                     let res = match window {
                         Some(w) => {
                             run_shard_windowed(&shard, query.as_ref(), &sort, limit, aggs, &w)
@@ -928,6 +948,11 @@ fn restore_agg_shapes(v: &mut Value) {
         }
         for (_, child) in o.iter_mut() {
             restore_agg_shapes(child);
+        }
+    } else if let Value::Array(items) = v {
+        // Buckets are array elements.
+        for item in items {
+            restore_agg_shapes(item);
         }
     }
 }

@@ -438,11 +438,70 @@ async fn sort_by_timestamp_large(backend: Backend) {
     assert_eq!(r.json["hits"]["total"]["value"], json!(DOCS / 10), "{r}");
 }
 
+/// `date_histogram` on `@timestamp`: the fast paths (whole-index scan, filtered collector)
+/// give the same buckets as tantivy's aggregation (forced by a sub-aggregation) and as
+/// counting client-side.
+async fn date_histogram_paths_agree(backend: Backend) {
+    const DOCS: usize = 600;
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    c.bulk_ok("/_bulk", logs_bulk("h", 0..DOCS)).await;
+    c.refresh("h").await;
+    let buckets = |r: &Resp| -> Vec<(i64, u64)> {
+        r.json["aggregations"]["per"]["buckets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("buckets: {r}"))
+            .iter()
+            .map(|b| (b["key"].as_i64().unwrap(), b["doc_count"].as_u64().unwrap()))
+            .collect()
+    };
+    let hist = json!({"date_histogram": {"field": "@timestamp", "fixed_interval": "10m"}});
+    let fast = c
+        .search("h", &json!({"size": 0, "aggs": {"per": hist}}))
+        .await;
+    let mut with_sub = hist.clone();
+    with_sub["aggs"] = json!({"m": {"max": {"field": "size"}}});
+    let generic = c
+        .search("h", &json!({"size": 0, "aggs": {"per": with_sub}}))
+        .await;
+    assert_eq!(
+        buckets(&fast),
+        buckets(&generic),
+        "fast {fast}\ngeneric {generic}"
+    );
+    let base_ms = 1_714_521_600_000i64; // 2024-05-01T00:00:00Z
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..DOCS {
+        let key = base_ms + (log_seconds(i) as i64 / 600) * 600_000;
+        *want.entry(key).or_insert(0u64) += 1;
+    }
+    let got: std::collections::BTreeMap<i64, u64> =
+        buckets(&fast).into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        fast.json["aggregations"]["per"]["buckets"][0]["key_as_string"],
+        json!("2024-05-01T00:00:00Z")
+    );
+    // With a query: the collector path, against tantivy's again.
+    let q = json!({"term": {"status": 404}});
+    let fast = c
+        .search("h", &json!({"size": 0, "query": q, "aggs": {"per": hist}}))
+        .await;
+    let generic = c
+        .search(
+            "h",
+            &json!({"size": 0, "query": q, "aggs": {"per": with_sub}}),
+        )
+        .await;
+    assert_eq!(buckets(&fast), buckets(&generic));
+}
+
 e2e!(
     root_info,
     queries,
     paging_sort_source,
     multi_index,
     get_doc,
-    sort_by_timestamp_large
+    sort_by_timestamp_large,
+    date_histogram_paths_agree
 );
