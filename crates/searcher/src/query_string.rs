@@ -825,3 +825,57 @@ mod tests {
         assert_eq!(err("a OR").to_string(), "expected a term at offset 4");
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// Arbitrary user input never panics: it parses or gives an error.
+    #[test]
+    fn never_panics_on_odd_input() {
+        let pieces = [
+            "é",
+            "ü:",
+            "\\",
+            "*",
+            "?",
+            "\"",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            " TO ",
+            " AND ",
+            "OR",
+            "NOT",
+            "-",
+            "+",
+            ":",
+            ">=",
+            "<",
+            "日本",
+            "a",
+            "_exists_:",
+            " ",
+            "\\é",
+            "||",
+            "&&",
+            "!",
+            "^2",
+            "~",
+        ];
+        let mut seed = 0x2545F4914F6CDD1Du64;
+        for _ in 0..20_000 {
+            let mut q = String::new();
+            for _ in 0..(seed % 7 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                q.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            let _ = parse_query_string(&q, "*", seed % 2 == 0);
+        }
+    }
+}
