@@ -875,7 +875,7 @@ mod robustness {
                 seed ^= seed << 17;
                 q.push_str(pieces[(seed % pieces.len() as u64) as usize]);
             }
-            let _ = parse_query_string(&q, "*", seed % 2 == 0);
+            let _ = parse_query_string(&q, "*", seed.is_multiple_of(2));
         }
     }
 }
