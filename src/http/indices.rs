@@ -27,8 +27,18 @@ fn settings_json(m: &IndexMeta) -> Value {
 }
 
 fn existing(state: &State, expr: &str) -> Result<Vec<IndexMeta>, ApiError> {
-    let found = state.searcher.resolve(expr, false)?;
-    Ok(found)
+    Ok(state.searcher.resolve(expr, false)?)
+}
+
+fn existing_names(state: &State, expr: &str) -> Result<Vec<String>, ApiError> {
+    Ok(existing(state, expr)?.into_iter().map(|m| m.name).collect())
+}
+
+async fn refresh_names(state: &State, names: &[String]) -> Result<Json<Value>, ApiError> {
+    state.writer.refresh(names).await?;
+    Ok(Json(
+        json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}}),
+    ))
 }
 
 #[instrument(skip(state, body))]
@@ -144,14 +154,7 @@ pub async fn get_settings(
 
 #[instrument(skip(state))]
 pub async fn refresh(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
-    let names: Vec<String> = existing(&state, &index)?
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
-    state.writer.refresh(&names).await?;
-    Ok(Json(
-        json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}}),
-    ))
+    refresh_names(&state, &existing_names(&state, &index)?).await
 }
 
 /// `POST /{index}/_forcemerge[?max_num_segments=N]` (default 1 segment per shard).
@@ -169,10 +172,7 @@ pub async fn force_merge(
             .ok_or_else(|| ApiError::bad_request(format!("invalid max_num_segments [{v}]")))?,
         None => 1,
     };
-    let names: Vec<String> = existing(&state, &index)?
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
+    let names = existing_names(&state, &index)?;
     let shards = state.writer.force_merge(&names, max_segments).await?;
     Ok(Json(
         json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
@@ -186,8 +186,5 @@ pub async fn refresh_all(state: State) -> Result<Json<Value>, ApiError> {
         .into_iter()
         .map(|m| m.name)
         .collect();
-    state.writer.refresh(&names).await?;
-    Ok(Json(
-        json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}}),
-    ))
+    refresh_names(&state, &names).await
 }

@@ -35,6 +35,24 @@ fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
     })
 }
 
+/// `_search` and `_count`, on an index expression (empty: every index).
+async fn run(
+    state: &State,
+    expr: &str,
+    params: &Params,
+    body: &Bytes,
+    count: bool,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_body(body)?;
+    let params = params_of(params)?;
+    let searcher = &state.searcher;
+    Ok(Json(if count {
+        searcher.count(expr, body.as_ref(), &params).await?
+    } else {
+        searcher.search(expr, body.as_ref(), &params).await?
+    }))
+}
+
 #[instrument(skip(state, params, body))]
 pub async fn search(
     state: State,
@@ -42,13 +60,7 @@ pub async fn search(
     params: Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
-    Ok(Json(
-        state
-            .searcher
-            .search(&index, body.as_ref(), &params_of(&params)?)
-            .await?,
-    ))
+    run(&state, &index, &params, &body, false).await
 }
 
 #[instrument(skip_all)]
@@ -57,13 +69,7 @@ pub async fn search_all(
     params: Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
-    Ok(Json(
-        state
-            .searcher
-            .search("", body.as_ref(), &params_of(&params)?)
-            .await?,
-    ))
+    run(&state, "", &params, &body, false).await
 }
 
 #[instrument(skip(state, params, body))]
@@ -73,24 +79,12 @@ pub async fn count(
     params: Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
-    Ok(Json(
-        state
-            .searcher
-            .count(&index, body.as_ref(), &params_of(&params)?)
-            .await?,
-    ))
+    run(&state, &index, &params, &body, true).await
 }
 
 #[instrument(skip_all)]
 pub async fn count_all(state: State, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
-    Ok(Json(
-        state
-            .searcher
-            .count("", body.as_ref(), &params_of(&params)?)
-            .await?,
-    ))
+    run(&state, "", &params, &body, true).await
 }
 
 /// The document as of now: a write not yet refreshed (realtime, from the writer), else

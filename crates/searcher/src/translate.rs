@@ -190,42 +190,52 @@ impl<'a> Translator<'a> {
         term
     }
 
+    /// The analyzed terms of `text` in a text field, or `Err` with the query for the
+    /// cases that need no combining (a non-text field: exact value; zero or one token).
+    fn analyzed(
+        &mut self,
+        r: &ResolvedField,
+        text: &str,
+    ) -> Result<Vec<Term>, Result<Box<dyn Query>, SearchError>> {
+        if r.kind != FieldType::Text {
+            return Err(self.exact(r, &Value::String(text.to_string())));
+        }
+        let mut terms: Vec<Term> = self
+            .tokens(text)
+            .iter()
+            .map(|t| self.text_term(r, t))
+            .collect();
+        match terms.len() {
+            0 => Err(Ok(Box::new(EmptyQuery))),
+            1 => Err(Ok(Box::new(TermQuery::new(
+                terms.remove(0),
+                IndexRecordOption::WithFreqs,
+            )))),
+            _ => Ok(terms),
+        }
+    }
+
     fn match_query(
         &mut self,
         r: &ResolvedField,
         text: &str,
         and: bool,
     ) -> Result<Box<dyn Query>, SearchError> {
-        if r.kind != FieldType::Text {
-            return self.exact(r, &Value::String(text.to_string()));
-        }
-        let terms: Vec<Term> = self
-            .tokens(text)
-            .iter()
-            .map(|t| self.text_term(r, t))
+        let terms = match self.analyzed(r, text) {
+            Ok(terms) => terms,
+            Err(done) => return done,
+        };
+        let occur = if and { Occur::Must } else { Occur::Should };
+        let clauses = terms
+            .into_iter()
+            .map(|t| {
+                (
+                    occur,
+                    Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs)) as Box<dyn Query>,
+                )
+            })
             .collect();
-        Ok(match terms.len() {
-            0 => Box::new(EmptyQuery),
-            1 => Box::new(TermQuery::new(
-                terms[0].clone(),
-                IndexRecordOption::WithFreqs,
-            )),
-            _ => {
-                let occur = if and { Occur::Must } else { Occur::Should };
-                Box::new(BooleanQuery::new(
-                    terms
-                        .into_iter()
-                        .map(|t| {
-                            (
-                                occur,
-                                Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
-                                    as Box<dyn Query>,
-                            )
-                        })
-                        .collect(),
-                ))
-            }
-        })
+        Ok(Box::new(BooleanQuery::new(clauses)))
     }
 
     fn phrase_query(
@@ -233,22 +243,10 @@ impl<'a> Translator<'a> {
         r: &ResolvedField,
         text: &str,
     ) -> Result<Box<dyn Query>, SearchError> {
-        if r.kind != FieldType::Text {
-            return self.exact(r, &Value::String(text.to_string()));
+        match self.analyzed(r, text) {
+            Ok(terms) => Ok(Box::new(PhraseQuery::new(terms))),
+            Err(done) => done,
         }
-        let terms: Vec<Term> = self
-            .tokens(text)
-            .iter()
-            .map(|t| self.text_term(r, t))
-            .collect();
-        Ok(match terms.len() {
-            0 => Box::new(EmptyQuery),
-            1 => Box::new(TermQuery::new(
-                terms[0].clone(),
-                IndexRecordOption::WithFreqs,
-            )),
-            _ => Box::new(PhraseQuery::new(terms)),
-        })
     }
 
     fn prefix(&mut self, r: &ResolvedField, prefix: &str) -> Box<dyn Query> {

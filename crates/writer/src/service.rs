@@ -789,6 +789,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A writer configuration for tests: small memory, one thread, no GC grace.
+    fn test_config(
+        scratch_dir: std::path::PathBuf,
+        lease_ttl: Duration,
+        node_id: impl Into<String>,
+    ) -> WriterConfig {
+        WriterConfig {
+            scratch_dir,
+            memory_budget_per_shard: 20_000_000,
+            threads_per_shard: 1,
+            lease_ttl,
+            node_id: node_id.into(),
+            gc_grace: Duration::ZERO,
+        }
+    }
+
     #[test]
     fn routing_is_stable_and_spread() {
         let mut counts = [0u32; 3];
@@ -829,14 +845,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
         let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
-        let config = WriterConfig {
-            scratch_dir: dir.path().join("scratch"),
-            memory_budget_per_shard: 20_000_000,
-            threads_per_shard: 1,
-            lease_ttl: Duration::from_secs(10),
-            node_id: "test-node".into(),
-            gc_grace: Duration::ZERO,
-        };
+        let config = test_config(
+            dir.path().join("scratch"),
+            Duration::from_secs(10),
+            "test-node",
+        );
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":1,\"m\":\"hello world\"}\n{\"index\":{\"_index\":\"t\"}}\n{\"n\":\"bad\"}\n{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":2}\n");
         let resp = w
@@ -876,14 +889,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
         let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
-        let config = WriterConfig {
-            scratch_dir: dir.path().join("scratch"),
-            memory_budget_per_shard: 20_000_000,
-            threads_per_shard: 1,
-            lease_ttl: Duration::from_secs(10),
-            node_id: "test-node".into(),
-            gc_grace: Duration::ZERO,
-        };
+        let config = test_config(
+            dir.path().join("scratch"),
+            Duration::from_secs(10),
+            "test-node",
+        );
         let w = Writer::new(ms.clone(), storage.clone(), config.clone());
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":2}\n");
         w.bulk(None, body, RefreshPolicy::True)
@@ -947,14 +957,11 @@ mod tests {
             Writer::new(
                 ms,
                 storage.clone(),
-                WriterConfig {
-                    scratch_dir: dir.path().join(name),
-                    memory_budget_per_shard: 20_000_000,
-                    threads_per_shard: 1,
-                    lease_ttl: Duration::from_millis(ttl_ms),
-                    node_id: name.to_string(),
-                    gc_grace: Duration::ZERO,
-                },
+                test_config(
+                    dir.path().join(name),
+                    Duration::from_millis(ttl_ms),
+                    name.to_string(),
+                ),
             )
         };
         let ms_a = Arc::new(Metastore::open(storage.clone()).await.unwrap());
@@ -1017,14 +1024,7 @@ mod tests {
         let w = Writer::new(
             ms.clone(),
             storage.clone(),
-            WriterConfig {
-                scratch_dir: dir.path().join("scratch"),
-                memory_budget_per_shard: 20_000_000,
-                threads_per_shard: 1,
-                lease_ttl: Duration::from_secs(10),
-                node_id: "n".into(),
-                gc_grace: Duration::ZERO,
-            },
+            test_config(dir.path().join("scratch"), Duration::from_secs(10), "n"),
         );
         let meta = w.create_index("as", &json!({"settings": {"index.translog.durability": "async", "index.translog.sync_interval": "300ms"}})).await.unwrap();
         let translog = format!("indexes/{}/0/translog", meta.uuid);
@@ -1061,14 +1061,7 @@ mod tests {
         let w = Writer::new(
             ms.clone(),
             storage.clone(),
-            WriterConfig {
-                scratch_dir: dir.path().join("scratch"),
-                memory_budget_per_shard: 20_000_000,
-                threads_per_shard: 1,
-                lease_ttl: Duration::from_secs(10),
-                node_id: "n".into(),
-                gc_grace: Duration::ZERO,
-            },
+            test_config(dir.path().join("scratch"), Duration::from_secs(10), "n"),
         );
         for i in 0..3 {
             let body =

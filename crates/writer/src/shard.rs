@@ -587,6 +587,16 @@ impl ShardWriter {
         deleted
     }
 
+    /// Writes a batch to the translog and remembers the object until a commit covers it.
+    async fn append_translog(&self, ops: &[LoggedOp]) -> Result<(), WriterError> {
+        let segment = self.translog.append(ops).await?;
+        self.live_translog
+            .lock()
+            .expect("translog lock")
+            .push(segment);
+        Ok(())
+    }
+
     /// Deletes translog objects entirely below a published checkpoint.
     pub async fn truncate_translog(&self, checkpoint: u64) {
         let covered: Vec<translog::Segment> = {
@@ -716,7 +726,7 @@ async fn flusher(
             apply_and_reply(&shard, batches, seq0).await;
             continue;
         }
-        match shard.translog.append(&logged).await {
+        match shard.append_translog(&logged).await {
             // The lease may have run out while the write was in flight: then another writer
             // may already own the shard, and this batch must not be acknowledged or applied.
             Ok(_) if !shard.lease_valid() => {
@@ -726,14 +736,7 @@ async fn flusher(
                 );
                 reply_err(batches, WriterError::LeaseLost(reason));
             }
-            Ok(segment) => {
-                shard
-                    .live_translog
-                    .lock()
-                    .expect("translog lock")
-                    .push(segment);
-                apply_and_reply(&shard, batches, seq0).await;
-            }
+            Ok(()) => apply_and_reply(&shard, batches, seq0).await,
             Err(e) => {
                 warn!(
                     shard = shard.spec.shard,
@@ -825,15 +828,8 @@ async fn sync_unsynced(shard: &Arc<ShardWriter>, unsynced: &mut Vec<LoggedOp>) {
     if unsynced.is_empty() {
         return;
     }
-    match shard.translog.append(unsynced).await {
-        Ok(segment) => {
-            shard
-                .live_translog
-                .lock()
-                .expect("translog lock")
-                .push(segment);
-            unsynced.clear();
-        }
+    match shard.append_translog(unsynced).await {
+        Ok(()) => unsynced.clear(),
         Err(e) => warn!(
             shard = shard.spec.shard,
             pending = unsynced.len(),
