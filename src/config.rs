@@ -30,8 +30,15 @@ impl Default for HttpConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IndexingConfig {
-    /// tantivy indexing memory per shard, in bytes.
-    pub memory_per_shard: usize,
+    /// tantivy indexing memory of the process, in bytes, shared by the open shard writers.
+    /// Default: a quarter of the machine's memory, at most 2 GiB.
+    pub memory: Option<usize>,
+    /// Shard writers open at once (each holds ~3 threads); more shards take turns.
+    pub max_open_writers: usize,
+    /// Shards not written for this long (and fully published) are closed.
+    pub idle_close_ms: u64,
+    /// Assumed bound on clock skew between nodes; see docs/ARCHITECTURE.md (leases).
+    pub clock_skew_margin_ms: u64,
     /// tantivy indexing threads for a single-shard index (multi-shard indexes use one per shard).
     pub threads_per_shard: usize,
     /// Indexing pressure: bytes of write requests in flight before new ones get 429.
@@ -46,7 +53,12 @@ pub struct IndexingConfig {
 impl Default for IndexingConfig {
     fn default() -> Self {
         IndexingConfig {
-            memory_per_shard: 256 * 1024 * 1024,
+            memory: None,
+            max_open_writers: std::thread::available_parallelism()
+                .map(|n| n.get() * 4)
+                .unwrap_or(8),
+            idle_close_ms: 30_000,
+            clock_skew_margin_ms: 1_000,
             threads_per_shard: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
@@ -58,7 +70,7 @@ impl Default for IndexingConfig {
 }
 
 /// Everything `floe standalone` needs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FloeConfig {
     pub http: HttpConfig,
@@ -66,8 +78,42 @@ pub struct FloeConfig {
     /// Searcher cache and writer scratch space; disposable while Floe is stopped.
     pub cache_dir: PathBuf,
     pub indexing: IndexingConfig,
-    /// Stable name of this node (shard lease owner). Default: host name and HTTP port.
-    pub node_name: Option<String>,
+    /// Stable name of this node (shard owner). Default: host name and HTTP port.
+    #[serde(alias = "node_name")]
+    pub node_id: Option<String>,
+    /// How often this process reads the metastore's change log (other processes' changes
+    /// reach it within this interval).
+    pub metastore_poll_ms: u64,
+}
+
+impl Default for FloeConfig {
+    fn default() -> Self {
+        FloeConfig {
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            cache_dir: PathBuf::new(),
+            indexing: IndexingConfig::default(),
+            node_id: None,
+            metastore_poll_ms: 250,
+        }
+    }
+}
+
+impl IndexingConfig {
+    /// The indexing memory budget in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.unwrap_or_else(|| {
+            let total = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.starts_with("MemTotal:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+                })
+                .map_or(4 << 30, |kb| kb * 1024);
+            (total / 4).clamp(256 << 20, 2 << 30)
+        })
+    }
 }
 
 /// Command-line overrides (all optional; `None` keeps the file/env value).
@@ -85,6 +131,10 @@ pub struct ConfigFlags {
     /// Local cache and scratch directory [default: ./cache].
     #[arg(long, env = "FLOE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Stable name of this node [default: host name and HTTP port]. A restarted process
+    /// with the same id takes its shards over once the old incarnation's session expired.
+    #[arg(long, env = "FLOE_NODE_ID")]
+    pub node_id: Option<String>,
     /// Maximum request body in bytes [default: 104857600].
     #[arg(long, env = "FLOE_MAX_CONTENT_LENGTH")]
     pub max_content_length: Option<usize>,
@@ -109,7 +159,7 @@ impl FloeConfig {
     /// The node name, defaulted from the host name and HTTP port, so a restarted process
     /// reclaims its own shards at once.
     pub fn node_id(&self) -> String {
-        self.node_name.clone().unwrap_or_else(|| {
+        self.node_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .ok()
                 .map(|h| h.trim().to_string())
@@ -139,6 +189,9 @@ impl FloeConfig {
         }
         if let Some(d) = &flags.cache_dir {
             config.cache_dir = d.clone();
+        }
+        if let Some(n) = &flags.node_id {
+            config.node_id = Some(n.clone());
         }
         if let Some(n) = flags.max_content_length {
             config.http.max_content_length = n;

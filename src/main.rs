@@ -32,8 +32,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Blocking work (document building, tantivy applies, local file I/O) runs on a bounded
+    // pool: threads grow with cores, never with the number of shards.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(16 + 4 * cores)
         .build()?;
     match cli.command {
         Command::Standalone(flags) => {

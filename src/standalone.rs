@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use floe_cache::FileCache;
-use floe_metastore::Metastore;
+use floe_metastore::{Metastore, MetastoreOptions};
 use floe_searcher::SearchService;
 use floe_storage::Storage;
 use floe_writer::pressure::IndexingPressure;
 use floe_writer::{Writer, WriterConfig};
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::FloeConfig;
 use crate::http::{router, AppState};
@@ -23,11 +23,20 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
         }
         None => info!(dir = %config.storage.data_dir.display(), "storage: local directory"),
     }
+    let margin = std::time::Duration::from_millis(config.indexing.clock_skew_margin_ms);
     let metastore = Arc::new(
-        Metastore::open(storage.clone())
-            .await
-            .context("loading the metastore from object storage")?,
+        Metastore::open_with(
+            storage.clone(),
+            MetastoreOptions {
+                clock_skew_margin: margin,
+            },
+        )
+        .await
+        .context("loading the metastore from object storage")?,
     );
+    tokio::spawn(metastore.clone().run_tail(std::time::Duration::from_millis(
+        config.metastore_poll_ms.max(10),
+    )));
     std::fs::create_dir_all(&config.cache_dir)
         .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
     let writer = Arc::new(Writer::new(
@@ -35,23 +44,35 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
         storage.clone(),
         WriterConfig {
             scratch_dir: config.cache_dir.join("writer"),
-            memory_budget_per_shard: config.indexing.memory_per_shard,
+            memory: config.indexing.memory_bytes(),
+            max_open_writers: config.indexing.max_open_writers,
             threads_per_shard: config.indexing.threads_per_shard,
             lease_ttl: std::time::Duration::from_millis(config.indexing.lease_ttl_ms),
+            clock_skew_margin: margin,
             node_id: config.node_id(),
+            idle_close: std::time::Duration::from_millis(config.indexing.idle_close_ms),
             gc_grace: std::time::Duration::from_millis(config.indexing.gc_grace_ms),
         },
     ));
-    let recovered = writer
-        .recover()
-        .await
-        .context("recovering shards from the translog")?;
-    if recovered > 0 {
-        info!(
-            shards = recovered,
-            "replayed translogs of shards with unpublished operations"
-        );
-    }
+    // The node session may have to wait for a previous incarnation to expire: serve reads
+    // meanwhile, then replay what the previous owners of our shards left in the translog.
+    let starting = writer.clone();
+    tokio::spawn(async move {
+        if let Err(e) = starting.start_session().await {
+            error!("could not register the node session: {e}");
+            return;
+        }
+        match starting.recover().await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                shards = n,
+                "replayed translogs of shards with unpublished operations"
+            ),
+            Err(e) => error!(
+                "recovering shards from the translog failed (retried by the lease loop): {e}"
+            ),
+        }
+    });
     let cache = FileCache::new(config.cache_dir.join("searcher"), storage.clone())?;
     let searcher = Arc::new(SearchService::new(metastore.clone(), cache));
     tokio::spawn(writer.clone().run_refresh_loop());
@@ -61,6 +82,7 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
         .max_inflight_bytes
         .unwrap_or_else(IndexingPressure::default_limit);
     info!(bytes = pressure_limit, "indexing pressure limit");
+    let writer_for_shutdown = writer.clone();
     let state = Arc::new(AppState {
         storage: storage.clone(),
         metastore,
@@ -73,6 +95,29 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.http.addr))?;
     info!(addr = %config.http.addr, "floe standalone listening");
-    axum::serve(listener, router(state)).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // SIGTERM / Ctrl-C: publish everything and end the session, so a restart is immediate.
+    writer_for_shutdown.shutdown().await;
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutting down");
 }

@@ -44,14 +44,22 @@ pub async fn health(state: State, index: Option<Path<String>>) -> Result<Json<Va
         .iter()
         .map(|m| m.settings.number_of_shards as u64)
         .sum();
-    // Every shard is readable from the bucket and has no replicas to wait for: green.
-    Ok(Json(json!({
-        "cluster_name": "floe", "status": "green", "timed_out": false,
+    // Every shard is readable from the bucket and has no replicas to wait for: green, unless
+    // translog operations failed to re-apply (kept in the bucket, reported here).
+    let replay_failures = state.writer.replay_failures().await;
+    let mut body = json!({
+        "cluster_name": "floe", "status": if replay_failures > 0 { "yellow" } else { "green" }, "timed_out": false,
         "number_of_nodes": 1, "number_of_data_nodes": 1, "discovered_master": true, "discovered_cluster_manager": true,
         "active_primary_shards": shards, "active_shards": shards, "relocating_shards": 0, "initializing_shards": 0,
         "unassigned_shards": 0, "delayed_unassigned_shards": 0, "number_of_pending_tasks": 0,
         "number_of_in_flight_fetch": 0, "task_max_waiting_in_queue_millis": 0, "active_shards_percent_as_number": 100.0,
-    })))
+    });
+    if replay_failures > 0 {
+        body["floe_reason"] = json!(format!(
+            "{replay_failures} translog operation(s) failed to re-apply on recovery; they are kept in the translog (see the log)"
+        ));
+    }
+    Ok(Json(body))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -152,8 +160,11 @@ pub async fn cat_indices(
 /// start) and its indexing pressure — the figures the bench reads.
 pub async fn floe_stats(state: State) -> Json<Value> {
     let storage = state.storage.stats();
+    let (open_shards, open_writers) = state.writer.open_counts().await;
     Json(json!({
         "storage": storage,
+        "writer": {"open_shards": open_shards, "open_index_writers": open_writers,
+            "replay_failures": state.writer.replay_failures().await},
         "indexing_pressure": {"in_flight_bytes": state.pressure.in_flight(), "limit_bytes": state.pressure.limit()},
     }))
 }

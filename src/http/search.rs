@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use bytes::Bytes;
-use floe_searcher::SearchParams;
+use floe_searcher::{SearchParams, StoredDoc};
 use serde_json::{json, Value};
 use tracing::instrument;
 
@@ -94,7 +94,7 @@ async fn lookup(
     index: &str,
     id: &str,
     params: &Params,
-) -> Result<Option<(u64, Value)>, ApiError> {
+) -> Result<Option<StoredDoc>, ApiError> {
     if state.metastore.get_index(index).is_none() {
         return Err(ApiError::index_not_found(index));
     }
@@ -105,11 +105,11 @@ async fn lookup(
             .realtime_get(index, id, params.get("routing").map(String::as_str))
             .await
         {
-            return Ok(pending.map(|(version, source)| {
-                (
-                    version,
-                    serde_json::from_slice(&source).unwrap_or(Value::Null),
-                )
+            return Ok(pending.source.map(|source| StoredDoc {
+                version: pending.version,
+                seq_no: pending.seq_no,
+                primary_term: pending.primary_term,
+                source: serde_json::from_slice(&source).unwrap_or(Value::Null),
             }));
         }
     }
@@ -123,9 +123,10 @@ pub async fn get_doc(
     params: Params,
 ) -> Result<Response, ApiError> {
     Ok(match lookup(&state, &index, &id, &params).await? {
-        Some((version, source)) => json_response(
+        Some(doc) => json_response(
             StatusCode::OK,
-            json!({"_index": index, "_id": id, "_version": version, "_seq_no": 0, "_primary_term": 1, "found": true, "_source": source}),
+            json!({"_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
+                "_primary_term": doc.primary_term, "found": true, "_source": doc.source}),
         ),
         None => json_response(
             StatusCode::NOT_FOUND,

@@ -1,13 +1,19 @@
-//! The metastore: indexes (settings, mappings) and each shard's latest commit point, persisted
-//! as one JSON object per index under `metastore/indexes/` in the bucket.
+//! The metastore: indexes (settings, mappings), each shard's owner and latest commit point,
+//! and node sessions, persisted in the bucket under `metastore/`.
 //!
-//! Every change is a read-modify-write guarded by a conditional put (create-only for a new
-//! index, compare-and-swap on the ETag for an update), so two metastore processes racing never
-//! lose an update: the loser reloads and retries. A restarted metastore reloads everything
-//! from the bucket; nothing lives only in memory.
+//! What changes at different rates lives in different objects (see [`store`]): an index
+//! record changes when its mapping does, a shard record on each publish, a session once per
+//! renewal interval. Every change is create-only or compare-and-swap, so processes racing
+//! never lose an update; a numbered change log tells other processes what to re-read.
 
+mod changelog;
+mod error;
 mod names;
+mod session;
 mod store;
 
+pub use changelog::Change;
+pub use error::MetastoreError;
 pub use names::validate_index_name;
-pub use store::{Metastore, MetastoreError};
+pub use session::NodeSession;
+pub use store::{Metastore, MetastoreOptions};

@@ -1,150 +1,406 @@
-//! Index records in the bucket, with an in-memory copy for reads.
+//! The metastore's records in the bucket, with an in-memory copy for reads that the change
+//! log keeps current.
+//!
+//! - `metastore/indexes/<name>.json`: what changes rarely (uuid, settings, mappings);
+//! - `metastore/shards/<uuid>/<shard>.json`: the shard's owner, epoch and latest commit
+//!   (a publish rewrites only this object);
+//! - `metastore/sessions/<node>.json`: node liveness ([`crate::NodeSession`]);
+//! - `metastore/log/<seq>`: what changed, for other processes ([`crate::changelog`]).
+//!
+//! Every write is create-only or compare-and-swap on the ETag, retried with backoff.
 
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
-use floe_proto::{IndexMeta, IndexSettings, Mappings, ShardCommit, ShardLease};
+use floe_proto::{IndexMeta, IndexSettings, Mappings, ShardCommit, ShardOwner, ShardRecord};
 use floe_storage::{Storage, StorageError};
-use tracing::{info, instrument};
+use futures::{StreamExt, TryStreamExt};
+use tracing::{debug, info, instrument, warn};
 
+use crate::changelog::{Change, ChangeLog, Polled};
+use crate::error::{backoff, now_millis, parse, MetastoreError};
 use crate::names::validate_index_name;
+use crate::session::owner_alive;
 
 const INDEXES_PREFIX: &str = "metastore/indexes";
+const SHARDS_PREFIX: &str = "metastore/shards";
 /// Compare-and-swap attempts before giving up on a contended update.
 const MAX_CAS_ATTEMPTS: usize = 32;
+/// Concurrent GETs when loading records.
+const LOAD_CONCURRENCY: usize = 64;
+/// Change-log entries kept for processes that fall behind (older ones are trimmed).
+const LOG_KEEP: usize = 2000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum MetastoreError {
-    #[error("no such index [{0}]")]
-    IndexNotFound(String),
-    #[error("index [{0}] already exists")]
-    IndexAlreadyExists(String),
-    #[error("Invalid index name [{name}], {reason}")]
-    InvalidIndexName { name: String, reason: String },
-    #[error("shard [{shard}] of index [{index}] has no such shard")]
-    NoSuchShard { index: String, shard: u32 },
-    /// A commit from an older lease epoch or an older generation: refused (fencing).
-    #[error("stale commit for [{index}][{shard}]: {reason}")]
-    StaleCommit {
-        index: String,
-        shard: u32,
-        reason: String,
-    },
-    #[error("shard [{index}][{shard}] is owned by writer [{owner}] until {expires_at_ms} (epoch millis)")]
-    LeaseHeld {
-        index: String,
-        shard: u32,
-        owner: String,
-        expires_at_ms: i64,
-    },
-    #[error("update of [{0}] kept conflicting with concurrent writers")]
-    Contended(String),
-    #[error("metastore record [{key}] is corrupt: {reason}")]
-    Corrupt { key: String, reason: String },
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// A change rejected by the caller's update function.
-    #[error("{0}")]
-    Rejected(String),
+fn index_key(name: &str) -> String {
+    format!("{INDEXES_PREFIX}/{name}.json")
 }
 
-struct Entry {
+fn shard_key(uuid: &str, shard: u32) -> String {
+    format!("{SHARDS_PREFIX}/{uuid}/{shard}.json")
+}
+
+/// Metastore settings.
+#[derive(Clone, Debug)]
+pub struct MetastoreOptions {
+    /// Assumed bound on clock skew between nodes (see [`crate::NodeSession`]).
+    pub clock_skew_margin: Duration,
+}
+
+impl Default for MetastoreOptions {
+    fn default() -> Self {
+        MetastoreOptions {
+            clock_skew_margin: Duration::from_millis(1000),
+        }
+    }
+}
+
+struct IndexEntry {
     meta: IndexMeta,
     etag: String,
 }
 
-/// The metastore. All reads come from memory; every write goes to the bucket first.
+#[derive(Default)]
+struct State {
+    indexes: BTreeMap<String, IndexEntry>,
+    /// Index uuid → name.
+    names: HashMap<String, String>,
+    /// (uuid, shard) → record and its ETag.
+    shards: HashMap<(String, u32), (ShardRecord, String)>,
+}
+
+impl State {
+    fn put_index(&mut self, entry: IndexEntry) {
+        let name = entry.meta.name.clone();
+        if let Some(old) = self.indexes.get(&name) {
+            if old.meta.uuid != entry.meta.uuid {
+                let old_uuid = old.meta.uuid.clone();
+                self.drop_uuid(&old_uuid);
+            }
+        }
+        self.names.insert(entry.meta.uuid.clone(), name.clone());
+        let mut entry = entry;
+        entry.meta.shards = self
+            .shards
+            .iter()
+            .filter(|((u, _), _)| *u == entry.meta.uuid)
+            .filter_map(|((_, s), (r, _))| r.commit.clone().map(|c| (*s, c)))
+            .collect();
+        self.indexes.insert(name, entry);
+    }
+
+    fn drop_uuid(&mut self, uuid: &str) {
+        self.names.remove(uuid);
+        self.shards.retain(|(u, _), _| u != uuid);
+    }
+
+    fn remove_index(&mut self, name: &str, uuid: Option<&str>) {
+        if let Some(e) = self.indexes.get(name) {
+            if uuid.is_none_or(|u| u == e.meta.uuid) {
+                let uuid = e.meta.uuid.clone();
+                self.indexes.remove(name);
+                self.drop_uuid(&uuid);
+            }
+        }
+    }
+
+    fn put_shard(&mut self, uuid: &str, shard: u32, record: ShardRecord, etag: String) {
+        if let Some(entry) = self.names.get(uuid).and_then(|n| self.indexes.get_mut(n)) {
+            match &record.commit {
+                // Never step back to an older commit (a slow read racing a newer one).
+                Some(c) => {
+                    let newer =
+                        entry.meta.shards.get(&shard).is_none_or(|old| {
+                            (c.epoch, c.generation) >= (old.epoch, old.generation)
+                        });
+                    if newer {
+                        entry.meta.shards.insert(shard, c.clone());
+                    }
+                }
+                None => {
+                    entry.meta.shards.remove(&shard);
+                }
+            }
+        }
+        self.shards
+            .insert((uuid.to_string(), shard), (record, etag));
+    }
+}
+
+/// The metastore. Reads come from memory; every write goes to the bucket first; changes by
+/// other processes arrive through the change log ([`Metastore::run_tail`]).
 pub struct Metastore {
     storage: Storage,
-    indexes: RwLock<BTreeMap<String, Entry>>,
-}
-
-fn key_of(name: &str) -> String {
-    format!("{INDEXES_PREFIX}/{name}.json")
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    options: MetastoreOptions,
+    /// Names this process in the change log.
+    origin: String,
+    state: RwLock<State>,
+    log: ChangeLog,
 }
 
 impl Metastore {
-    /// Opens the metastore and loads every index record from the bucket.
+    /// Opens the metastore with default options and loads every record from the bucket.
     pub async fn open(storage: Storage) -> Result<Metastore, MetastoreError> {
+        Self::open_with(storage, MetastoreOptions::default()).await
+    }
+
+    pub async fn open_with(
+        storage: Storage,
+        options: MetastoreOptions,
+    ) -> Result<Metastore, MetastoreError> {
+        // Position the log first: changes after this point are tailed, changes before it are
+        // in the records loaded next (a change seen twice is harmless).
+        let log = ChangeLog::open(storage.clone()).await?;
         let ms = Metastore {
             storage,
-            indexes: RwLock::new(BTreeMap::new()),
+            options,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
+            state: RwLock::new(State::default()),
+            log,
         };
         ms.reload().await?;
         Ok(ms)
     }
 
-    /// Re-reads every index record from the bucket.
+    pub fn options(&self) -> &MetastoreOptions {
+        &self.options
+    }
+
+    /// Re-reads every record from the bucket (start-up, or after falling behind the log).
     pub async fn reload(&self) -> Result<(), MetastoreError> {
-        let mut fresh = BTreeMap::new();
-        for (key, _) in self.storage.list(INDEXES_PREFIX).await? {
-            let Some(name) = key
-                .strip_prefix(&format!("{INDEXES_PREFIX}/"))
-                .and_then(|k| k.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            match self.fetch(name).await {
-                Ok(entry) => {
-                    fresh.insert(name.to_string(), entry);
+        let cursor = self.log.cursor();
+        let index_keys: Vec<String> = self
+            .storage
+            .list(INDEXES_PREFIX)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let indexes: Vec<Option<IndexEntry>> =
+            futures::stream::iter(index_keys.into_iter().map(|key| async move {
+                match self.storage.get_with_etag(&key).await {
+                    Ok((bytes, etag)) => Ok(Some(IndexEntry {
+                        meta: parse(&key, &bytes)?,
+                        etag,
+                    })),
+                    Err(StorageError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(MetastoreError::from(e)),
                 }
-                Err(MetastoreError::IndexNotFound(_)) => {} // deleted meanwhile
-                Err(e) => return Err(e),
-            }
+            }))
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let shard_keys: Vec<String> = self
+            .storage
+            .list(SHARDS_PREFIX)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let shards: Vec<Option<(String, u32, ShardRecord, String)>> =
+            futures::stream::iter(shard_keys.into_iter().map(|key| async move {
+                let Some((uuid, shard)) = parse_shard_key(&key) else {
+                    return Ok(None);
+                };
+                match self.storage.get_with_etag(&key).await {
+                    Ok((bytes, etag)) => Ok(Some((uuid, shard, parse(&key, &bytes)?, etag))),
+                    Err(StorageError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(MetastoreError::from(e)),
+                }
+            }))
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut fresh = State::default();
+        for (uuid, shard, record, etag) in shards.into_iter().flatten() {
+            fresh.shards.insert((uuid, shard), (record, etag));
         }
-        info!(indexes = fresh.len(), "metastore loaded");
-        *self.indexes.write().expect("metastore lock") = fresh;
+        for entry in indexes.into_iter().flatten() {
+            fresh.put_index(entry);
+        }
+        // Shard records of indexes that no longer exist (deleted meanwhile).
+        let live: std::collections::HashSet<String> = fresh.names.keys().cloned().collect();
+        fresh.shards.retain(|(u, _), _| live.contains(u));
+        info!(
+            indexes = fresh.indexes.len(),
+            shards = fresh.shards.len(),
+            log = cursor,
+            "metastore loaded"
+        );
+        *self.state.write().expect("metastore lock") = fresh;
         Ok(())
     }
 
-    async fn fetch(&self, name: &str) -> Result<Entry, MetastoreError> {
-        let key = key_of(name);
-        let (bytes, etag) = match self.storage.get_with_etag(&key).await {
-            Ok(x) => x,
-            Err(StorageError::NotFound(_)) => {
-                return Err(MetastoreError::IndexNotFound(name.into()))
+    /// Applies other processes' changes every `interval`, and trims the change log now and
+    /// then. Runs until the process ends.
+    pub async fn run_tail(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let trim_every = (60_000 / interval.as_millis().max(1)) as u64;
+        let mut ticks = 0u64;
+        loop {
+            tick.tick().await;
+            ticks += 1;
+            if let Err(e) = self.catch_up().await {
+                warn!("metastore change log: {e}");
             }
-            Err(e) => return Err(e.into()),
-        };
-        let meta: IndexMeta =
-            serde_json::from_slice(&bytes).map_err(|e| MetastoreError::Corrupt {
-                key,
-                reason: e.to_string(),
-            })?;
-        Ok(Entry { meta, etag })
+            if ticks.is_multiple_of(trim_every.max(1)) {
+                match self.log.trim(LOG_KEEP).await {
+                    Ok(0) => {}
+                    Ok(n) => debug!(deleted = n, "change log trimmed"),
+                    Err(e) => warn!("change log trim failed: {e}"),
+                }
+            }
+        }
     }
 
-    fn cache(&self, name: &str, entry: Option<Entry>) {
-        let mut map = self.indexes.write().expect("metastore lock");
-        match entry {
-            Some(e) => map.insert(name.to_string(), e),
-            None => map.remove(name),
-        };
+    /// Applies every change-log entry written since the last call. Returns how many came
+    /// from other processes.
+    pub async fn catch_up(&self) -> Result<usize, MetastoreError> {
+        match self.log.poll().await? {
+            Polled::Gap => {
+                warn!("fell behind the metastore change log: reloading everything");
+                let head = ChangeLog::open(self.storage.clone()).await?.cursor();
+                self.reload().await?;
+                self.log.set_cursor(head);
+                Ok(0)
+            }
+            Polled::Entries(entries) => {
+                let mut n = 0;
+                for entry in entries {
+                    if entry.origin != self.origin {
+                        n += 1;
+                        for change in &entry.changes {
+                            self.apply_change(change).await?;
+                        }
+                    }
+                    self.log.set_cursor(entry.seq);
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    async fn apply_change(&self, change: &Change) -> Result<(), MetastoreError> {
+        match change {
+            Change::IndexCreated { name, .. } | Change::IndexUpdated { name, .. } => {
+                match self.fetch_index(name).await {
+                    Ok(entry) => self.state.write().expect("lock").put_index(entry),
+                    Err(MetastoreError::IndexNotFound(_)) => {
+                        self.state.write().expect("lock").remove_index(name, None)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Change::IndexDeleted { name, uuid } => self
+                .state
+                .write()
+                .expect("lock")
+                .remove_index(name, Some(uuid)),
+            Change::CommitsPublished { shards } => {
+                let known: Vec<(String, u32)> = {
+                    let st = self.state.read().expect("lock");
+                    shards
+                        .iter()
+                        .filter(|(u, _)| st.names.contains_key(u))
+                        .cloned()
+                        .collect()
+                };
+                futures::stream::iter(
+                    known
+                        .into_iter()
+                        .map(|(uuid, shard)| async move { self.refresh_shard(&uuid, shard).await }),
+                )
+                .buffer_unordered(LOAD_CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads one shard's record (after a change-log entry, or when a searcher finds a
+    /// file of the commit it knows already collected).
+    pub async fn refresh_shard(&self, uuid: &str, shard: u32) -> Result<(), MetastoreError> {
+        if let Some((record, etag)) = self.fetch_shard(uuid, shard).await? {
+            self.state
+                .write()
+                .expect("lock")
+                .put_shard(uuid, shard, record, etag);
+        }
+        Ok(())
+    }
+
+    async fn fetch_index(&self, name: &str) -> Result<IndexEntry, MetastoreError> {
+        let key = index_key(name);
+        match self.storage.get_with_etag(&key).await {
+            Ok((bytes, etag)) => Ok(IndexEntry {
+                meta: parse(&key, &bytes)?,
+                etag,
+            }),
+            Err(StorageError::NotFound(_)) => Err(MetastoreError::IndexNotFound(name.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn fetch_shard(
+        &self,
+        uuid: &str,
+        shard: u32,
+    ) -> Result<Option<(ShardRecord, String)>, MetastoreError> {
+        let key = shard_key(uuid, shard);
+        match self.storage.get_with_etag(&key).await {
+            Ok((bytes, etag)) => Ok(Some((parse(&key, &bytes)?, etag))),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn announce(&self, changes: Vec<Change>) {
+        if let Err(e) = self.log.append(&self.origin, changes).await {
+            // The change itself is durable; other processes see it at their next reload.
+            warn!("could not append to the metastore change log: {e}");
+        }
+    }
+
+    /// Tells other processes that these shards published new commits (one log entry for a
+    /// whole refresh round).
+    pub async fn announce_commits(&self, shards: Vec<(String, u32)>) {
+        if !shards.is_empty() {
+            self.announce(vec![Change::CommitsPublished { shards }])
+                .await;
+        }
     }
 
     pub fn get_index(&self, name: &str) -> Option<IndexMeta> {
-        self.indexes
+        self.state
             .read()
             .expect("metastore lock")
+            .indexes
             .get(name)
             .map(|e| e.meta.clone())
     }
 
     /// All indexes, ordered by name.
     pub fn list_indexes(&self) -> Vec<IndexMeta> {
-        self.indexes
+        self.state
             .read()
             .expect("metastore lock")
+            .indexes
             .values()
             .map(|e| e.meta.clone())
+            .collect()
+    }
+
+    /// Shard records as last seen here: (uuid, shard, record).
+    pub fn shard_records(&self) -> Vec<(String, u32, ShardRecord)> {
+        self.state
+            .read()
+            .expect("metastore lock")
+            .shards
+            .iter()
+            .map(|((u, s), (r, _))| (u.clone(), *s, r.clone()))
             .collect()
     }
 
@@ -170,24 +426,25 @@ impl Metastore {
             mappings,
             creation_date: now_millis(),
             shards: BTreeMap::new(),
-            leases: BTreeMap::new(),
         };
         let body = Bytes::from(serde_json::to_vec(&meta).expect("serializable"));
-        match self.storage.put_if_absent(&key_of(name), body).await {
+        match self.storage.put_if_absent(&index_key(name), body).await {
             Ok(etag) => {
                 info!(index = name, uuid = %meta.uuid, "index created");
-                self.cache(
-                    name,
-                    Some(Entry {
-                        meta: meta.clone(),
-                        etag,
-                    }),
-                );
+                self.state.write().expect("lock").put_index(IndexEntry {
+                    meta: meta.clone(),
+                    etag,
+                });
+                self.announce(vec![Change::IndexCreated {
+                    name: name.into(),
+                    uuid: meta.uuid.clone(),
+                }])
+                .await;
                 Ok(meta)
             }
             Err(StorageError::AlreadyExists(_)) => {
-                if let Ok(entry) = self.fetch(name).await {
-                    self.cache(name, Some(entry));
+                if let Ok(entry) = self.fetch_index(name).await {
+                    self.state.write().expect("lock").put_index(entry);
                 }
                 Err(MetastoreError::IndexAlreadyExists(name.into()))
             }
@@ -195,28 +452,40 @@ impl Metastore {
         }
     }
 
-    /// Removes the index record, then every object of the index's data.
+    /// Removes the index record, then every object of the index's data and its shard records.
     #[instrument(skip(self))]
     pub async fn delete_index(&self, name: &str) -> Result<IndexMeta, MetastoreError> {
-        let entry = match self.fetch(name).await {
+        let entry = match self.fetch_index(name).await {
             Ok(e) => e,
             Err(e) => {
-                self.cache(name, None);
+                self.state.write().expect("lock").remove_index(name, None);
                 return Err(e);
             }
         };
-        self.storage.delete(&key_of(name)).await?;
-        self.cache(name, None);
+        self.storage.delete(&index_key(name)).await?;
+        self.state
+            .write()
+            .expect("lock")
+            .remove_index(name, Some(&entry.meta.uuid));
+        self.announce(vec![Change::IndexDeleted {
+            name: name.into(),
+            uuid: entry.meta.uuid.clone(),
+        }])
+        .await;
         let removed = self
             .storage
             .delete_prefix(&entry.meta.data_prefix())
+            .await?;
+        self.storage
+            .delete_prefix(&format!("{SHARDS_PREFIX}/{}", entry.meta.uuid))
             .await?;
         info!(index = name, objects = removed, "index deleted");
         Ok(entry.meta)
     }
 
     /// Applies `change` to the index record with compare-and-swap, retrying on conflict with a
-    /// fresh copy. `change` may run several times; it must be a pure function of its input.
+    /// fresh copy and backing off. `change` may run several times; it must be a pure function
+    /// of its input.
     pub async fn update_index<F>(
         &self,
         name: &str,
@@ -226,48 +495,58 @@ impl Metastore {
         F: FnMut(&mut IndexMeta) -> Result<(), MetastoreError>,
     {
         let cached = {
-            let map = self.indexes.read().expect("metastore lock");
-            map.get(name).map(|e| (e.meta.clone(), e.etag.clone()))
+            let st = self.state.read().expect("lock");
+            st.indexes
+                .get(name)
+                .map(|e| (e.meta.clone(), e.etag.clone()))
         };
         let (mut meta, mut etag) = match cached {
             Some(x) => x,
             None => {
-                let e = self.fetch(name).await?;
+                let e = self.fetch_index(name).await?;
                 (e.meta, e.etag)
             }
         };
-        for _ in 0..MAX_CAS_ATTEMPTS {
+        for attempt in 0..MAX_CAS_ATTEMPTS {
             let mut next = meta.clone();
             change(&mut next)?;
             if next == meta {
                 return Ok(next);
             }
             let body = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
-            match self.storage.put_if_match(&key_of(name), body, &etag).await {
+            match self
+                .storage
+                .put_if_match(&index_key(name), body, &etag)
+                .await
+            {
                 Ok(new_etag) => {
-                    self.cache(
-                        name,
-                        Some(Entry {
-                            meta: next.clone(),
-                            etag: new_etag,
-                        }),
-                    );
-                    return Ok(next);
+                    self.state.write().expect("lock").put_index(IndexEntry {
+                        meta: next.clone(),
+                        etag: new_etag,
+                    });
+                    self.announce(vec![Change::IndexUpdated {
+                        name: name.into(),
+                        uuid: next.uuid.clone(),
+                    }])
+                    .await;
+                    return Ok(self.get_index(name).unwrap_or(next));
                 }
                 Err(StorageError::PreconditionFailed(_)) => {
-                    let fresh = match self.fetch(name).await {
+                    backoff(attempt).await;
+                    let fresh = match self.fetch_index(name).await {
                         Ok(f) => f,
                         Err(e) => {
-                            self.cache(name, None);
+                            self.state.write().expect("lock").remove_index(name, None);
                             return Err(e);
                         }
                     };
                     if fresh.meta.uuid != meta.uuid {
                         // Deleted and re-created under us: the change was for the old index.
-                        self.cache(name, Some(fresh));
+                        self.state.write().expect("lock").put_index(fresh);
                         return Err(MetastoreError::IndexNotFound(name.into()));
                     }
                     meta = fresh.meta;
+                    meta.shards = self.get_index(name).map(|m| m.shards).unwrap_or_default();
                     etag = fresh.etag;
                 }
                 Err(e) => return Err(e.into()),
@@ -289,149 +568,190 @@ impl Metastore {
         .await
     }
 
-    /// Publishes a shard's new commit point. Refused when it comes from an older lease epoch
-    /// or does not advance the generation, so a stale writer cannot overwrite newer work.
-    #[instrument(skip(self, commit), fields(generation = commit.generation, epoch = commit.epoch))]
+    /// Compare-and-swap on one shard's record, from the cached copy, re-reading on conflict.
+    async fn update_shard<F>(
+        &self,
+        name: &str,
+        uuid: &str,
+        shard: u32,
+        mut change: F,
+    ) -> Result<ShardRecord, MetastoreError>
+    where
+        F: FnMut(&mut ShardRecord) -> Result<(), MetastoreError>,
+    {
+        let key = shard_key(uuid, shard);
+        let cached = self
+            .state
+            .read()
+            .expect("lock")
+            .shards
+            .get(&(uuid.to_string(), shard))
+            .cloned();
+        let mut current = match cached {
+            Some(x) => Some(x),
+            None => self.fetch_shard(uuid, shard).await?,
+        };
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let mut next = current.as_ref().map(|(r, _)| r.clone()).unwrap_or_default();
+            change(&mut next)?;
+            if current.as_ref().is_some_and(|(r, _)| *r == next) {
+                return Ok(next);
+            }
+            let body = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
+            let written = match &current {
+                Some((_, etag)) => self.storage.put_if_match(&key, body, etag).await,
+                None => self.storage.put_if_absent(&key, body).await,
+            };
+            match written {
+                Ok(etag) => {
+                    self.state
+                        .write()
+                        .expect("lock")
+                        .put_shard(uuid, shard, next.clone(), etag);
+                    return Ok(next);
+                }
+                Err(StorageError::PreconditionFailed(_)) | Err(StorageError::AlreadyExists(_)) => {
+                    if attempt > 0 {
+                        backoff(attempt).await;
+                    }
+                    current = self.fetch_shard(uuid, shard).await?;
+                    if self.get_index(name).is_some_and(|m| m.uuid != uuid) {
+                        return Err(MetastoreError::IndexNotFound(name.into()));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetastoreError::Contended(format!("{name}/{shard}")))
+    }
+
+    /// Publishes a shard's new commit point (one conditional write of the shard's record).
+    /// Refused unless `owner` still owns the shard at the commit's epoch and the generation
+    /// advances, so a stale writer cannot overwrite newer work.
+    #[instrument(skip(self, commit, owner), fields(generation = commit.generation, epoch = commit.epoch))]
     pub async fn publish_commit(
         &self,
         name: &str,
         uuid: &str,
         shard: u32,
+        owner: &ShardOwner,
         commit: ShardCommit,
-    ) -> Result<IndexMeta, MetastoreError> {
-        self.update_index(name, |m| {
-            if m.uuid != uuid {
-                return Err(MetastoreError::IndexNotFound(name.into()));
+    ) -> Result<(), MetastoreError> {
+        let meta = self
+            .get_index(name)
+            .filter(|m| m.uuid == uuid)
+            .ok_or_else(|| MetastoreError::IndexNotFound(name.into()))?;
+        if shard >= meta.settings.number_of_shards {
+            return Err(MetastoreError::NoSuchShard {
+                index: name.into(),
+                shard,
+            });
+        }
+        let stale = |reason: String| MetastoreError::StaleCommit {
+            index: name.into(),
+            shard,
+            reason,
+        };
+        self.update_shard(name, uuid, shard, |r| {
+            if r.owner.as_ref() != Some(owner) || r.epoch != commit.epoch {
+                return Err(stale(format!(
+                    "commit from epoch {} but the shard is at epoch {} (owner {:?})",
+                    commit.epoch, r.epoch, r.owner
+                )));
             }
-            if shard >= m.settings.number_of_shards {
-                return Err(MetastoreError::NoSuchShard {
-                    index: name.into(),
-                    shard,
-                });
-            }
-            if let Some(lease) = m.leases.get(&shard) {
-                if lease.epoch != commit.epoch {
-                    return Err(MetastoreError::StaleCommit {
-                        index: name.into(),
-                        shard,
-                        reason: format!(
-                            "commit from epoch {} but the shard's lease is at epoch {}",
-                            commit.epoch, lease.epoch
-                        ),
-                    });
+            if let Some(prev) = &r.commit {
+                if prev.epoch == commit.epoch && commit.generation <= prev.generation {
+                    return Err(stale(format!(
+                        "generation {} <= published generation {}",
+                        commit.generation, prev.generation
+                    )));
                 }
             }
-            if let Some(prev) = m.shards.get(&shard) {
-                if commit.epoch < prev.epoch {
-                    return Err(MetastoreError::StaleCommit {
-                        index: name.into(),
-                        shard,
-                        reason: format!("epoch {} < published epoch {}", commit.epoch, prev.epoch),
-                    });
-                }
-                if commit.epoch == prev.epoch && commit.generation <= prev.generation {
-                    return Err(MetastoreError::StaleCommit {
-                        index: name.into(),
-                        shard,
-                        reason: format!(
-                            "generation {} <= published generation {}",
-                            commit.generation, prev.generation
-                        ),
-                    });
-                }
-            }
-            m.shards.insert(shard, commit.clone());
+            r.commit = Some(commit.clone());
             Ok(())
         })
-        .await
+        .await?;
+        Ok(())
     }
-}
 
-impl Metastore {
-    /// Grants `shard` to `owner` (a writer's stable node name) for `ttl_ms` under a new,
-    /// higher epoch, unless another owner holds an unexpired lease (`LeaseHeld`). Returns the lease and the index as of the grant
-    /// (the new owner must load the shard from this state or later, never earlier).
-    #[instrument(skip(self))]
-    pub async fn acquire_lease(
+    /// Makes `owner` the owner of `shard`. If another incarnation owns it and its session is
+    /// live, `LeaseHeld`; otherwise the shard moves to `owner` under a new, higher epoch.
+    /// Already owned by `owner`: its epoch is kept. Returns the epoch, whether it is new
+    /// (a takeover: the caller must fence the old epoch's translog), and the index as of the
+    /// grant (the owner must load the shard from this state, never an earlier one).
+    #[instrument(skip(self, owner))]
+    pub async fn acquire_shard(
         &self,
         name: &str,
         uuid: &str,
         shard: u32,
-        owner: &str,
-        ttl_ms: i64,
-    ) -> Result<(ShardLease, IndexMeta), MetastoreError> {
-        let meta = self
-            .update_index(name, |m| {
-                if m.uuid != uuid {
-                    return Err(MetastoreError::IndexNotFound(name.into()));
+        owner: &ShardOwner,
+    ) -> Result<(u64, bool, IndexMeta), MetastoreError> {
+        // The liveness of the current owner is checked against the freshest record.
+        let fresh = self.fetch_shard(uuid, shard).await?;
+        if let Some((record, etag)) = &fresh {
+            self.state
+                .write()
+                .expect("lock")
+                .put_shard(uuid, shard, record.clone(), etag.clone());
+            if let Some(current) = &record.owner {
+                if current != owner
+                    && owner_alive(&self.storage, current, self.options.clock_skew_margin).await?
+                {
+                    return Err(MetastoreError::LeaseHeld {
+                        index: name.into(),
+                        shard,
+                        owner: current.node_id.clone(),
+                    });
                 }
-                let now = now_millis();
-                let current = m.leases.get(&shard);
-                if let Some(l) = current {
-                    if l.owner != owner && l.expires_at_ms > now {
-                        return Err(MetastoreError::LeaseHeld {
-                            index: name.into(),
-                            shard,
-                            owner: l.owner.clone(),
-                            expires_at_ms: l.expires_at_ms,
-                        });
-                    }
+            }
+        }
+        let mut taken_over = false;
+        let record = self
+            .update_shard(name, uuid, shard, |r| {
+                // A takeover from a previous owner (not the first grant of a new shard).
+                taken_over = r.owner.as_ref().is_some_and(|o| o != owner);
+                if r.owner.as_ref() != Some(owner) {
+                    // Every new incarnation gets a new epoch, even under the same node id.
+                    r.epoch = r.epoch.max(r.commit.as_ref().map_or(0, |c| c.epoch)) + 1;
+                    r.owner = Some(owner.clone());
                 }
-                // Every grant is a new epoch, also to the same owner name: a restarted process
-                // takes its shards back at once and fences its previous incarnation.
-                let published = m.shards.get(&shard).map_or(0, |c| c.epoch);
-                let epoch = current.map_or(0, |l| l.epoch).max(published) + 1;
-                m.leases.insert(
-                    shard,
-                    ShardLease {
-                        owner: owner.to_string(),
-                        epoch,
-                        expires_at_ms: now + ttl_ms,
-                    },
-                );
                 Ok(())
             })
             .await?;
-        let lease = meta.leases.get(&shard).cloned().expect("just granted");
-        Ok((lease, meta))
+        let meta = self
+            .get_index(name)
+            .filter(|m| m.uuid == uuid)
+            .ok_or_else(|| MetastoreError::IndexNotFound(name.into()))?;
+        Ok((record.epoch, taken_over, meta))
     }
 
-    /// Extends the leases `owner` holds on `shards` (shard, epoch) of one index, in one write.
-    /// Returns the shards whose lease was lost (taken by another owner or epoch).
-    pub async fn renew_leases(
+    /// The shard's record as stored now (one GET), for settling an ambiguous write.
+    pub async fn read_shard(
         &self,
-        name: &str,
         uuid: &str,
-        owner: &str,
-        shards: &[(u32, u64)],
-        ttl_ms: i64,
-    ) -> Result<Vec<u32>, MetastoreError> {
-        let mut lost = Vec::new();
-        self.update_index(name, |m| {
-            if m.uuid != uuid {
-                return Err(MetastoreError::IndexNotFound(name.into()));
-            }
-            lost.clear();
-            let now = now_millis();
-            for &(shard, epoch) in shards {
-                match m.leases.get_mut(&shard) {
-                    Some(l) if l.owner == owner && l.epoch == epoch => {
-                        l.expires_at_ms = now + ttl_ms
-                    }
-                    _ => lost.push(shard),
-                }
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(lost)
+        shard: u32,
+    ) -> Result<Option<ShardRecord>, MetastoreError> {
+        Ok(self.fetch_shard(uuid, shard).await?.map(|(r, _)| r))
     }
+
+    /// Whether `owner`'s session is live as seen from here.
+    pub async fn owner_alive(&self, owner: &ShardOwner) -> Result<bool, MetastoreError> {
+        owner_alive(&self.storage, owner, self.options.clock_skew_margin).await
+    }
+}
+
+fn parse_shard_key(key: &str) -> Option<(String, u32)> {
+    let rest = key.strip_prefix(&format!("{SHARDS_PREFIX}/"))?;
+    let (uuid, file) = rest.split_once('/')?;
+    let shard = file.strip_suffix(".json")?.parse().ok()?;
+    Some((uuid.to_string(), shard))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::NodeSession;
 
     fn commit(generation: u64, epoch: u64) -> ShardCommit {
         ShardCommit {
@@ -447,12 +767,21 @@ mod tests {
         }
     }
 
+    fn owner(node: &str, inc: &str) -> ShardOwner {
+        ShardOwner {
+            node_id: node.into(),
+            incarnation: inc.into(),
+        }
+    }
+
+    async fn open(dir: &std::path::Path) -> Metastore {
+        Metastore::open(Storage::local(dir).unwrap()).await.unwrap()
+    }
+
     #[tokio::test]
     async fn survives_restart_and_rejects_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let ms = Metastore::open(Storage::local(dir.path()).unwrap())
-            .await
-            .unwrap();
+        let ms = open(dir.path()).await;
         let meta = ms
             .create_index("logs", IndexSettings::default(), Mappings::default())
             .await
@@ -462,12 +791,13 @@ mod tests {
                 .await,
             Err(MetastoreError::IndexAlreadyExists(_))
         ));
-        ms.publish_commit("logs", &meta.uuid, 0, commit(1, 1))
+        let me = owner("n", "1");
+        let (epoch, taken, _) = ms.acquire_shard("logs", &meta.uuid, 0, &me).await.unwrap();
+        assert_eq!((epoch, taken), (1, false), "a first grant is no takeover");
+        ms.publish_commit("logs", &meta.uuid, 0, &me, commit(1, 1))
             .await
             .unwrap();
-        let reopened = Metastore::open(Storage::local(dir.path()).unwrap())
-            .await
-            .unwrap();
+        let reopened = open(dir.path()).await;
         let got = reopened.get_index("logs").unwrap();
         assert_eq!(got.shards[&0].generation, 1);
         assert!(matches!(
@@ -475,30 +805,39 @@ mod tests {
                 .await,
             Err(MetastoreError::InvalidIndexName { .. })
         ));
+        // The index record holds no shard state: a publish never rewrites it.
+        let raw = Storage::local(dir.path())
+            .unwrap()
+            .get(&index_key("logs"))
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("tantivy_meta"));
     }
 
     #[tokio::test]
     async fn stale_commits_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let ms = Metastore::open(Storage::local(dir.path()).unwrap())
-            .await
-            .unwrap();
+        let ms = open(dir.path()).await;
         let meta = ms
             .create_index("x", IndexSettings::default(), Mappings::default())
             .await
             .unwrap();
-        ms.publish_commit("x", &meta.uuid, 0, commit(5, 2))
+        let a = owner("a", "1");
+        ms.acquire_shard("x", &meta.uuid, 0, &a).await.unwrap();
+        ms.publish_commit("x", &meta.uuid, 0, &a, commit(5, 1))
             .await
             .unwrap();
         assert!(matches!(
-            ms.publish_commit("x", &meta.uuid, 0, commit(9, 1)).await,
+            ms.publish_commit("x", &meta.uuid, 0, &a, commit(5, 1))
+                .await,
             Err(MetastoreError::StaleCommit { .. })
         ));
         assert!(matches!(
-            ms.publish_commit("x", &meta.uuid, 0, commit(5, 2)).await,
+            ms.publish_commit("x", &meta.uuid, 0, &owner("b", "1"), commit(9, 1))
+                .await,
             Err(MetastoreError::StaleCommit { .. })
         ));
-        ms.publish_commit("x", &meta.uuid, 0, commit(1, 3))
+        ms.publish_commit("x", &meta.uuid, 0, &a, commit(6, 1))
             .await
             .unwrap();
     }
@@ -507,19 +846,11 @@ mod tests {
     #[tokio::test]
     async fn racing_metastores_lose_no_update() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Arc::new(
-            Metastore::open(Storage::local(dir.path()).unwrap())
-                .await
-                .unwrap(),
-        );
+        let a = Arc::new(open(dir.path()).await);
         a.create_index("race", IndexSettings::default(), Mappings::default())
             .await
             .unwrap();
-        let b = Arc::new(
-            Metastore::open(Storage::local(dir.path()).unwrap())
-                .await
-                .unwrap(),
-        );
+        let b = Arc::new(open(dir.path()).await);
         let mut tasks = Vec::new();
         for (i, ms) in [a.clone(), b.clone(), a.clone(), b.clone()]
             .into_iter()
@@ -527,10 +858,9 @@ mod tests {
         {
             tasks.push(tokio::spawn(async move {
                 for j in 0..10 {
-                    let field = format!("f{i}_{j}");
                     let mut add = BTreeMap::new();
                     add.insert(
-                        field,
+                        format!("f{i}_{j}"),
                         floe_proto::mapping::FieldMapping::of(floe_proto::FieldType::Long),
                     );
                     ms.merge_mappings("race", &add).await.unwrap();
@@ -540,56 +870,111 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let c = Metastore::open(Storage::local(dir.path()).unwrap())
-            .await
-            .unwrap();
+        let c = open(dir.path()).await;
         assert_eq!(c.get_index("race").unwrap().mappings.fields.len(), 40);
     }
 
+    /// A shard owned by a live session cannot be taken; once the session lapses it moves to
+    /// the next incarnation under a higher epoch, and the old one can no longer publish.
     #[tokio::test]
-    async fn leases_fence_older_epochs() {
+    async fn ownership_follows_sessions_and_fences_older_epochs() {
         let dir = tempfile::tempdir().unwrap();
-        let ms = Metastore::open(Storage::local(dir.path()).unwrap())
-            .await
-            .unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let ttl = Duration::from_millis(300);
+        let margin = Duration::from_millis(50);
+        let ms = Metastore::open_with(
+            storage.clone(),
+            MetastoreOptions {
+                clock_skew_margin: margin,
+            },
+        )
+        .await
+        .unwrap();
         let meta = ms
             .create_index("l", IndexSettings::default(), Mappings::default())
             .await
             .unwrap();
-        let (a, _) = ms
-            .acquire_lease("l", &meta.uuid, 0, "A", 60_000)
+        let a = NodeSession::register(storage.clone(), "a", ttl, margin)
             .await
             .unwrap();
-        assert_eq!(a.epoch, 1);
+        let (e1, _, _) = ms
+            .acquire_shard("l", &meta.uuid, 0, a.owner())
+            .await
+            .unwrap();
+        assert_eq!(e1, 1);
+        // The same incarnation keeps its epoch (a shard closed while idle reopens as is).
+        let (again, taken, _) = ms
+            .acquire_shard("l", &meta.uuid, 0, a.owner())
+            .await
+            .unwrap();
+        assert_eq!((again, taken), (1, false));
+        let b = NodeSession::register(storage.clone(), "b", ttl, margin)
+            .await
+            .unwrap();
         assert!(matches!(
-            ms.acquire_lease("l", &meta.uuid, 0, "B", 60_000).await,
+            ms.acquire_shard("l", &meta.uuid, 0, b.owner()).await,
             Err(MetastoreError::LeaseHeld { .. })
         ));
-        ms.publish_commit("l", &meta.uuid, 0, commit(1, 1))
+        ms.publish_commit("l", &meta.uuid, 0, a.owner(), commit(1, 1))
             .await
             .unwrap();
-        // A's lease runs out; B takes over with a higher epoch.
-        ms.renew_leases("l", &meta.uuid, "A", &[(0, 1)], -1)
+        tokio::time::sleep(ttl + margin * 2).await; // a stops renewing
+        let (e2, taken, fresh) = ms
+            .acquire_shard("l", &meta.uuid, 0, b.owner())
             .await
             .unwrap();
-        let (b, _) = ms
-            .acquire_lease("l", &meta.uuid, 0, "B", 60_000)
-            .await
-            .unwrap();
-        assert_eq!(b.epoch, 2);
+        assert_eq!((e2, taken), (2, true));
         assert_eq!(
-            ms.renew_leases("l", &meta.uuid, "A", &[(0, 1)], 60_000)
-                .await
-                .unwrap(),
-            vec![0]
+            fresh.shards[&0].generation, 1,
+            "granted with the latest commit"
         );
         assert!(matches!(
-            ms.publish_commit("l", &meta.uuid, 0, commit(2, 1)).await,
+            ms.publish_commit("l", &meta.uuid, 0, a.owner(), commit(2, 1))
+                .await,
             Err(MetastoreError::StaleCommit { .. })
         ));
-        ms.publish_commit("l", &meta.uuid, 0, commit(2, 2))
+        ms.publish_commit("l", &meta.uuid, 0, b.owner(), commit(1, 2))
             .await
             .unwrap();
+    }
+
+    /// Changes made through one metastore reach another through the change log.
+    #[tokio::test]
+    async fn changes_reach_other_processes_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path()).await;
+        let b = open(dir.path()).await;
+        let meta = a
+            .create_index("seen", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
+        assert!(b.get_index("seen").is_none());
+        b.catch_up().await.unwrap();
+        assert_eq!(b.get_index("seen").unwrap().uuid, meta.uuid);
+        let me = owner("a", "1");
+        a.acquire_shard("seen", &meta.uuid, 0, &me).await.unwrap();
+        a.publish_commit("seen", &meta.uuid, 0, &me, commit(3, 1))
+            .await
+            .unwrap();
+        a.announce_commits(vec![(meta.uuid.clone(), 0)]).await;
+        let mut add = BTreeMap::new();
+        add.insert(
+            "n".to_string(),
+            floe_proto::mapping::FieldMapping::of(floe_proto::FieldType::Long),
+        );
+        a.merge_mappings("seen", &add).await.unwrap();
+        assert_eq!(b.catch_up().await.unwrap(), 2);
+        let got = b.get_index("seen").unwrap();
+        assert_eq!(got.shards[&0].generation, 3);
+        assert!(got.mappings.get("n").is_some());
+        a.delete_index("seen").await.unwrap();
+        b.catch_up().await.unwrap();
+        assert!(b.get_index("seen").is_none());
+        assert_eq!(
+            a.catch_up().await.unwrap(),
+            0,
+            "nothing new for the writer itself"
+        );
     }
 
     #[tokio::test]
@@ -599,6 +984,9 @@ mod tests {
         let ms = Metastore::open(storage.clone()).await.unwrap();
         let meta = ms
             .create_index("gone", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
+        ms.acquire_shard("gone", &meta.uuid, 0, &owner("a", "1"))
             .await
             .unwrap();
         storage
@@ -611,6 +999,11 @@ mod tests {
         ms.delete_index("gone").await.unwrap();
         assert!(ms.get_index("gone").is_none());
         assert!(storage.list(&meta.data_prefix()).await.unwrap().is_empty());
+        assert!(storage
+            .list(&format!("{SHARDS_PREFIX}/{}", meta.uuid))
+            .await
+            .unwrap()
+            .is_empty());
         assert!(matches!(
             ms.delete_index("gone").await,
             Err(MetastoreError::IndexNotFound(_))

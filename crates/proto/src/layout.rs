@@ -18,6 +18,10 @@ use crate::mapping::{FieldType, Mappings};
 pub const ID_FIELD: &str = "_id";
 pub const SOURCE_FIELD: &str = "_source";
 pub const VERSION_FIELD: &str = "_version";
+/// The operation's sequence number in its shard (`_seq_no`).
+pub const SEQ_NO_FIELD: &str = "_seq_no";
+/// The lease epoch of the writer that indexed the document (`_primary_term`).
+pub const PRIMARY_TERM_FIELD: &str = "_primary_term";
 pub const TEXT_FIELD: &str = "t";
 pub const KEYWORD_FIELD: &str = "k";
 pub const TIMESTAMP_FIELD: &str = "_ts";
@@ -32,6 +36,8 @@ pub struct ShardLayout {
     pub source: Field,
     /// Document version (1 on create, +1 per overwrite), read back when a write replaces it.
     pub version: Field,
+    pub seq_no: Field,
+    pub primary_term: Field,
     pub text: Field,
     pub kw: Field,
     pub ts: Field,
@@ -95,6 +101,8 @@ impl ShardLayout {
         let id = b.add_text_field(ID_FIELD, STRING | STORED);
         let source = b.add_bytes_field(SOURCE_FIELD, STORED);
         let version = b.add_u64_field(VERSION_FIELD, FAST);
+        let seq_no = b.add_u64_field(SEQ_NO_FIELD, FAST);
+        let primary_term = b.add_u64_field(PRIMARY_TERM_FIELD, FAST);
         let text_opts = JsonObjectOptions::default()
             .set_indexing_options(
                 TextFieldIndexing::default()
@@ -124,6 +132,8 @@ impl ShardLayout {
             id,
             source,
             version,
+            seq_no,
+            primary_term,
             text,
             kw,
             ts,

@@ -9,4 +9,6 @@ pub mod model;
 
 pub use layout::ShardLayout;
 pub use mapping::{FieldType, Mappings};
-pub use model::{IndexMeta, IndexSettings, SegmentFile, ShardCommit, ShardLease};
+pub use model::{
+    IndexMeta, IndexSettings, NodeSessionRecord, SegmentFile, ShardCommit, ShardOwner, ShardRecord,
+};

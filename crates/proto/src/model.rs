@@ -71,7 +71,8 @@ pub fn parse_time_value(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-/// One index as the metastore knows it.
+/// One index as the metastore knows it. The persisted index record holds only what changes
+/// rarely (uuid, settings, mappings); `shards` is assembled from the per-shard records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IndexMeta {
     pub uuid: String,
@@ -80,22 +81,38 @@ pub struct IndexMeta {
     pub mappings: Mappings,
     /// Milliseconds since the Unix epoch.
     pub creation_date: i64,
-    /// Latest published commit point per shard (absent until the first refresh).
-    #[serde(default)]
+    /// Latest published commit point per shard (absent until the first refresh). Not part of
+    /// the index record: each shard's commit lives in its own object ([`ShardRecord`]).
+    #[serde(skip)]
     pub shards: BTreeMap<u32, ShardCommit>,
-    /// Which writer owns each shard, under which epoch, until when.
-    #[serde(default)]
-    pub leases: BTreeMap<u32, ShardLease>,
 }
 
-/// A writer's ownership of a shard. The epoch only grows: each new owner gets a higher one,
-/// and the metastore refuses commits from any other epoch (fencing).
+/// The incarnation of a node that owns a shard: its stable `--node-id` plus a fresh id per
+/// process start, so a restarted process is told apart from a paused older one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardLease {
-    /// The writer process (a new id per process start).
-    pub owner: String,
+pub struct ShardOwner {
+    pub node_id: String,
+    pub incarnation: String,
+}
+
+/// One shard's object in the metastore (`metastore/shards/<uuid>/<shard>.json`): who owns it
+/// under which epoch, and its latest published commit. A publish rewrites only this object.
+/// The owner's liveness is its node session ([`NodeSessionRecord`]), not a per-shard lease.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    pub owner: Option<ShardOwner>,
+    /// Grows with every change of owner incarnation; commits from any other epoch are refused.
     pub epoch: u64,
-    /// Wall-clock expiry, milliseconds since the Unix epoch.
+    pub commit: Option<ShardCommit>,
+}
+
+/// A node's session (`metastore/sessions/<node_id>.json`), renewed once per interval for all
+/// the shards the node owns: renewal cost grows with nodes, not shards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSessionRecord {
+    pub node_id: String,
+    pub incarnation: String,
+    /// Wall-clock expiry, milliseconds since the Unix epoch (the writer's clock).
     pub expires_at_ms: i64,
 }
 
@@ -125,6 +142,21 @@ pub struct SegmentFile {
     /// File name inside the shard (`<segment-uuid>.idx`, ...).
     pub name: String,
     pub len: u64,
+    /// Object key below the shard's `segments/` prefix: `<epoch>/<name>`, unique to the
+    /// writing epoch and written create-only. Empty for objects stored under their name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub object: String,
+}
+
+impl SegmentFile {
+    /// Key of the object below the shard's `segments/` prefix.
+    pub fn object_key(&self) -> &str {
+        if self.object.is_empty() {
+            &self.name
+        } else {
+            &self.object
+        }
+    }
 }
 
 /// The state of one shard that searchers read: which files make it up, plus the tantivy

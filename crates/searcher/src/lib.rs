@@ -18,4 +18,4 @@ mod sort;
 pub mod translate;
 
 pub use error::SearchError;
-pub use search::{SearchParams, SearchService};
+pub use search::{SearchParams, SearchService, StoredDoc};

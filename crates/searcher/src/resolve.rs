@@ -83,7 +83,6 @@ mod tests {
             mappings: Mappings::default(),
             creation_date: 0,
             shards: Default::default(),
-            leases: Default::default(),
         }
     }
 

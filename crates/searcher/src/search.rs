@@ -79,6 +79,8 @@ struct Request {
     track_total_hits: Option<u64>,
     /// `version: true`: hits carry `_version`.
     version: bool,
+    /// `seq_no_primary_term: true`: hits carry `_seq_no` and `_primary_term`.
+    seq_no_primary_term: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -305,6 +307,10 @@ impl SearchService {
                 .get("version")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            seq_no_primary_term: body
+                .get("seq_no_primary_term")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 
@@ -338,6 +344,9 @@ impl SearchService {
         let mut tasks = Vec::new();
         for meta in indexes {
             total_shards += meta.settings.number_of_shards as usize;
+            // Open the shards first: when a file of the commit known here was already
+            // collected (a newer commit replaced it), re-read the shard records and retry.
+            let (meta, opened_shards) = self.open_shards(meta).await?;
             let meta = Arc::new(meta);
             let query: Arc<dyn Query> =
                 Arc::from(Translator::new(&self.layout, &meta.mappings).translate(&req.query)?);
@@ -371,7 +380,7 @@ impl SearchService {
                 },
                 ts_intervals: ts_intervals.clone(),
             };
-            for shard in self.readers.shards(&meta).await? {
+            for shard in opened_shards {
                 let window = meta
                     .shards
                     .get(&shard.shard)
@@ -500,6 +509,18 @@ impl SearchService {
                     .and_then(|col| col.first(c.addr.doc_id));
                 hit["_version"] = json!(version.unwrap_or(1));
             }
+            if req.seq_no_primary_term {
+                let seg = searcher.segment_reader(c.addr.segment_ord);
+                let column = |name: &str| {
+                    seg.fast_fields()
+                        .u64(name)
+                        .ok()
+                        .and_then(|col| col.first(c.addr.doc_id))
+                };
+                hit["_seq_no"] = json!(column(floe_proto::layout::SEQ_NO_FIELD).unwrap_or(0));
+                hit["_primary_term"] =
+                    json!(column(floe_proto::layout::PRIMARY_TERM_FIELD).unwrap_or(1));
+            }
             if !by_score {
                 hit["sort"] =
                     Value::Array(c.keys.iter().take(orders.len()).map(sort_value).collect());
@@ -538,6 +559,33 @@ impl SearchService {
         Ok(response)
     }
 
+    /// The index's shards as of its latest commits known here; one retry with freshly read
+    /// shard records if a file is gone from the bucket.
+    async fn open_shards(
+        &self,
+        meta: IndexMeta,
+    ) -> Result<(IndexMeta, Vec<crate::shards::OpenShard>), SearchError> {
+        match self.readers.shards(&meta).await {
+            Ok(opened) => Ok((meta, opened)),
+            Err(SearchError::Cache(floe_cache::CacheError::Storage(
+                floe_storage::StorageError::NotFound(key),
+            ))) => {
+                tracing::debug!(%key, index = %meta.name, "segment object gone: re-reading shard records");
+                for shard in meta.shards.keys() {
+                    self.metastore.refresh_shard(&meta.uuid, *shard).await?;
+                }
+                let fresh = self
+                    .metastore
+                    .get_index(&meta.name)
+                    .filter(|m| m.uuid == meta.uuid)
+                    .ok_or_else(|| SearchError::IndexNotFound(meta.name.clone()))?;
+                let opened = self.readers.shards(&fresh).await?;
+                Ok((fresh, opened))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /{index}/_count`.
     pub async fn count(
         &self,
@@ -557,20 +605,29 @@ impl SearchService {
         Ok(json!({"count": res["hits"]["total"]["value"], "_shards": res["_shards"]}))
     }
 
-    /// `GET /{index}/_doc/{id}` as of the last refresh: (`_version`, `_source`), or `None`.
-    pub async fn get_doc(
-        &self,
-        index: &str,
-        id: &str,
-    ) -> Result<Option<(u64, Value)>, SearchError> {
-        let body = json!({"query": {"ids": {"values": [id]}}, "size": 1, "version": true});
+    /// `GET /{index}/_doc/{id}` as of the last refresh, or `None`.
+    pub async fn get_doc(&self, index: &str, id: &str) -> Result<Option<StoredDoc>, SearchError> {
+        let body = json!({"query": {"ids": {"values": [id]}}, "size": 1, "version": true,
+            "seq_no_primary_term": true});
         let res = self
             .search(index, Some(&body), &SearchParams::default())
             .await?;
-        Ok(res["hits"]["hits"]
-            .get(0)
-            .map(|h| (h["_version"].as_u64().unwrap_or(1), h["_source"].clone())))
+        Ok(res["hits"]["hits"].get(0).map(|h| StoredDoc {
+            version: h["_version"].as_u64().unwrap_or(1),
+            seq_no: h["_seq_no"].as_u64().unwrap_or(0),
+            primary_term: h["_primary_term"].as_u64().unwrap_or(1),
+            source: h["_source"].clone(),
+        }))
     }
+}
+
+/// A document as `GET _doc` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredDoc {
+    pub version: u64,
+    pub seq_no: u64,
+    pub primary_term: u64,
+    pub source: Value,
 }
 
 fn parse_sort(v: &Value) -> Result<Vec<(String, Option<String>)>, SearchError> {

@@ -1,5 +1,7 @@
-//! Opening a shard's published commit for search: its segment files are fetched into the
-//! local cache directory, and a tantivy reader is kept per commit generation.
+//! Opening a shard's published commit for search: its segment objects are fetched into the
+//! local cache (`<uuid>/<shard>/objects/<epoch>/<file>`, immutable), each commit generation
+//! gets a directory of hard links to them named as tantivy expects, and a reader is kept
+//! per shard at its latest generation. All shards search on one shared thread pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,8 @@ type ShardKey = (String, u32);
 /// Readers of every shard this searcher has opened, by (index uuid, shard).
 pub struct ShardReaders {
     cache: FileCache,
+    /// One search thread pool for every shard (segments are searched in parallel on it).
+    executor: tantivy::Executor,
     open: Mutex<HashMap<ShardKey, OpenShard>>,
     /// One opener per shard at a time, so files are fetched once.
     openers: Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -34,8 +38,12 @@ pub struct ShardReaders {
 
 impl ShardReaders {
     pub fn new(cache: FileCache) -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let executor = tantivy::Executor::multi_thread(threads, "floe-search-")
+            .unwrap_or(tantivy::Executor::SingleThread);
         ShardReaders {
             cache,
+            executor,
             open: Mutex::new(HashMap::new()),
             openers: Mutex::new(HashMap::new()),
         }
@@ -72,13 +80,15 @@ impl ShardReaders {
         if let Some(s) = self.current(&key, commit.generation) {
             return Ok(s);
         }
-        let dir = self.cache.dir(format!("{}/{}", meta.uuid, shard));
+        let root = self.cache.dir(format!("{}/{}", meta.uuid, shard));
+        let objects = root.join("objects");
         let prefix = meta.segments_prefix(shard);
-        // Fetch missing files concurrently: a cold shard costs one round of parallel GETs.
+        // Fetch missing objects concurrently: a cold shard costs one round of parallel GETs.
         let mut fetches = Vec::with_capacity(commit.files.len());
         for f in &commit.files {
             let cache = self.cache.clone();
-            let (key, local) = (format!("{prefix}/{}", f.name), dir.join(&f.name));
+            let object = f.object_key().to_string();
+            let (key, local) = (format!("{prefix}/{object}"), objects.join(&object));
             fetches.push(async move { cache.ensure(&key, &local).await });
         }
         futures::stream::iter(fetches)
@@ -86,29 +96,60 @@ impl ShardReaders {
             .try_collect::<Vec<bool>>()
             .await?;
         let meta_json = commit.tantivy_meta.clone();
-        let keep: std::collections::HashSet<String> =
-            commit.files.iter().map(|f| f.name.clone()).collect();
+        let files: Vec<(String, String)> = commit
+            .files
+            .iter()
+            .map(|f| (f.name.clone(), f.object_key().to_string()))
+            .collect();
         let generation = commit.generation;
+        let executor = self.executor.clone();
         let searcher = tokio::task::spawn_blocking(move || -> Result<Searcher, SearchError> {
-            let tmp = dir.join("meta.json.tmp");
-            std::fs::write(&tmp, meta_json.as_bytes())?;
-            std::fs::rename(&tmp, dir.join("meta.json"))?;
+            let dir = root.join(format!("g{generation}"));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            std::fs::create_dir_all(&dir)?;
+            for (name, object) in &files {
+                std::fs::hard_link(objects.join(object), dir.join(name))?;
+            }
+            std::fs::write(dir.join("meta.json"), meta_json.as_bytes())?;
             let mut index = Index::open(
                 MmapDirectory::open(&dir).map_err(|e| SearchError::Internal(e.to_string()))?,
             )?;
-            // Segments of a shard are searched in parallel, one thread per core.
-            index.set_default_multithread_executor()?;
+            index.set_executor(executor);
             let reader = index
                 .reader_builder()
                 .reload_policy(ReloadPolicy::Manual)
                 .try_into()?;
             let searcher = reader.searcher();
-            // Files of older generations (merged-away segments) are no longer needed; readers
-            // still using them keep their mappings after the unlink.
-            for entry in std::fs::read_dir(&dir)?.flatten() {
+            // Older generations and objects this one does not use are no longer needed;
+            // readers still using them keep their mappings after the unlink.
+            let keep: std::collections::HashSet<&str> =
+                files.iter().map(|(_, o)| o.as_str()).collect();
+            for entry in std::fs::read_dir(&root)?.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if name != "meta.json" && !name.starts_with('.') && !keep.contains(&name) {
-                    let _ = std::fs::remove_file(entry.path());
+                if name.starts_with('g') && name != format!("g{generation}") {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+            for epoch_dir in std::fs::read_dir(&objects)?.flatten() {
+                if !epoch_dir.path().is_dir() {
+                    // An object stored under its bare name (older layout).
+                    let name = epoch_dir.file_name().to_string_lossy().to_string();
+                    if !keep.contains(name.as_str()) && !name.contains(".part-") {
+                        let _ = std::fs::remove_file(epoch_dir.path());
+                    }
+                    continue;
+                }
+                for entry in std::fs::read_dir(epoch_dir.path())?.flatten() {
+                    let rel = format!(
+                        "{}/{}",
+                        epoch_dir.file_name().to_string_lossy(),
+                        entry.file_name().to_string_lossy()
+                    );
+                    if !keep.contains(rel.as_str()) && !rel.contains(".part-") {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
                 }
             }
             Ok(searcher)

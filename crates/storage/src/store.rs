@@ -302,6 +302,28 @@ impl Storage {
             .collect())
     }
 
+    /// Objects under `prefix` whose key sorts after `after` (a full key), in key order: one
+    /// request on S3 (`start-after`), so tailing a numbered log costs one LIST per poll.
+    pub async fn list_after(&self, prefix: &str, after: &str) -> Result<Vec<(String, u64)>> {
+        self.counters
+            .lists
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = self.path(prefix.trim_end_matches('/'));
+        let offset = self.path(after);
+        let metas: Vec<_> = self
+            .store
+            .list_with_offset(Some(&p), &offset)
+            .try_collect()
+            .await
+            .map_err(|e| StorageError::from_store(prefix, e))?;
+        let mut out: Vec<(String, u64)> = metas
+            .into_iter()
+            .map(|m| (self.strip(&m.location), m.size))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes every object under `prefix`, a few at a time.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
         let keys = self.list(prefix).await?;

@@ -240,6 +240,40 @@ impl Client {
         r
     }
 
+    /// [`Client::bulk_ok`], resent while items are refused with 503 — a node restarted
+    /// after SIGKILL takes writes only once its previous incarnation's session has expired
+    /// (lease TTL + clock-skew margin). Use only with explicit ids (resending is then
+    /// idempotent).
+    pub async fn bulk_ok_retrying(
+        &self,
+        path: &str,
+        body: impl Into<String>,
+        timeout: Duration,
+    ) -> Resp {
+        let body = body.into();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.post_ndjson(path, body.clone()).await;
+            let only_503 = r.json["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_object()?.values().next()?.get("status"))
+                    .any(|s| s == 503)
+            });
+            if r.status == 200 && only_503 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            assert_eq!(r.status, 200, "bulk: {r}");
+            assert_eq!(
+                r.json["errors"],
+                json!(false),
+                "bulk reported item errors: {r}"
+            );
+            return r;
+        }
+    }
+
     /// `POST /{index}/_refresh`; asserts 200.
     pub async fn refresh(&self, index: &str) {
         let r = self.post_empty(&format!("/{index}/_refresh")).await;
@@ -624,13 +658,14 @@ pub fn floe_bin() -> PathBuf {
 }
 
 /// One `floe standalone` process: free port on 127.0.0.1, its own temporary cache dir, optional
-/// config file, log (stdout+stderr, appended across restarts) in its temp dir. Killed on drop;
-/// if the test is panicking, the log's tail is printed.
+/// config file, log (stdout+stderr, appended across restarts) in its temp dir. Killed on drop
+/// (also while paused); if the test is panicking, the log's tail is printed.
 pub struct Floe {
     storage: Storage,
     port: u16,
     dir: TempDir,
     config: Option<PathBuf>,
+    extra_args: Vec<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -639,6 +674,17 @@ impl Floe {
     /// Starts Floe on `storage`; `config_toml`, if any, is written to a file passed with
     /// `--config`. Waits until `GET /` answers 200.
     pub async fn start(storage: Storage, config_toml: Option<&str>) -> Self {
+        Self::start_with_args(storage, config_toml, &[]).await
+    }
+
+    /// Like [`Floe::start`], with more command-line flags after the harness's own (e.g.
+    /// `&["--node-id", "a"]`); they are passed again on every restart. Two processes started
+    /// on one `Storage` share the bucket; each has its own port and cache dir.
+    pub async fn start_with_args(
+        storage: Storage,
+        config_toml: Option<&str>,
+        extra_args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(dir.path().join("cache")).unwrap();
         let config = config_toml.map(|toml| {
@@ -651,6 +697,7 @@ impl Floe {
             port: free_port(),
             dir,
             config,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
             starts: 0,
         };
@@ -720,6 +767,17 @@ impl Floe {
         }
     }
 
+    /// SIGSTOP: the process freezes (its sockets stay open, requests hang) until
+    /// [`Floe::resume`]. Stands for a stalled machine or a long GC pause.
+    pub fn pause(&self) {
+        send_signal(self.pid().expect("pause: floe is not running"), "STOP");
+    }
+
+    /// SIGCONT after [`Floe::pause`].
+    pub fn resume(&self) {
+        send_signal(self.pid().expect("resume: floe is not running"), "CONT");
+    }
+
     /// Deletes everything in the cache dir; only while stopped.
     pub fn wipe_cache(&mut self) {
         assert!(!self.is_running(), "wipe_cache while Floe is running");
@@ -780,6 +838,7 @@ impl Floe {
         if let Some(c) = &self.config {
             a.extend(["--config".into(), c.display().to_string()]);
         }
+        a.extend(self.extra_args.iter().cloned());
         a
     }
 
@@ -879,6 +938,16 @@ pub struct TestEnv {
     pub data_dir: Option<TempDir>,
 }
 
+/// A fresh local-directory storage (`--data-dir`) in a temporary directory, which is removed
+/// when the returned `TempDir` is dropped (drop it after every Floe on it). Several Floes may
+/// be started on one `Storage`.
+pub fn temp_local_storage() -> (TempDir, Storage) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    fs::create_dir_all(&data_dir).unwrap();
+    (dir, Storage::Local { data_dir })
+}
+
 impl TestEnv {
     /// Fresh storage of kind `backend` and a Floe started on it.
     pub async fn start(backend: Backend) -> Self {
@@ -889,14 +958,8 @@ impl TestEnv {
     pub async fn start_with_config(backend: Backend, config_toml: Option<&str>) -> Self {
         let (storage, moto, data_dir) = match backend {
             Backend::Local => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                (
-                    Storage::Local {
-                        data_dir: dir.path().join("data"),
-                    },
-                    None,
-                    Some(dir),
-                )
+                let (dir, storage) = temp_local_storage();
+                (storage, None, Some(dir))
             }
             Backend::S3 => {
                 let moto = MotoServer::start(S3_BUCKET).await;
@@ -911,9 +974,6 @@ impl TestEnv {
                 (storage, Some(moto), None)
             }
         };
-        if let Storage::Local { data_dir } = &storage {
-            fs::create_dir_all(data_dir).unwrap();
-        }
         let floe = Floe::start(storage, config_toml).await;
         TestEnv {
             floe,
@@ -1024,14 +1084,56 @@ impl Rng {
     }
 }
 
-/// A `kB` value of `/proc/<pid>/status` (e.g. `VmRSS`, `VmHWM`), in bytes.
-pub fn proc_status_bytes(pid: u32, key: &str) -> Option<u64> {
+/// The number at the start of a `/proc/<pid>/status` value (e.g. `Threads`), as written.
+pub fn proc_status_value(pid: u32, key: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| {
         let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-        let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
-        Some(kb * 1024)
+        rest.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// A `kB` value of `/proc/<pid>/status` (e.g. `VmRSS`, `VmHWM`), in bytes.
+pub fn proc_status_bytes(pid: u32, key: &str) -> Option<u64> {
+    proc_status_value(pid, key).map(|kb| kb * 1024)
+}
+
+/// Number of threads of a live process (`Threads` in `/proc/<pid>/status`).
+pub fn proc_threads(pid: u32) -> Option<u64> {
+    proc_status_value(pid, "Threads")
+}
+
+/// Sends signal `name` (`STOP`, `CONT`, `KILL`, ...) to `pid` with `kill -s`; panics if that
+/// fails.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("run kill -s {name} {pid}: {e}"));
+    assert!(status.success(), "kill -s {name} {pid}: {status}");
+}
+
+/// Calls `check` every `every` until it returns true or `timeout` has passed. Returns the time
+/// from the call to the first `true` (`None` on timeout); `check` runs at least once.
+pub async fn poll_until<F, Fut>(
+    timeout: Duration,
+    every: Duration,
+    mut check: F,
+) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() >= timeout {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Peak resident set size (`VmHWM`) of a live process, in bytes.

@@ -799,7 +799,7 @@ async fn overload_gets_429() {
     let secs = env_u64("FLOE_OVERLOAD_SECS", 5);
     let mut env = TestEnv::start_with_config(
         Backend::Local,
-        Some("[indexing]\nmax_inflight_bytes = 2000000\nmemory_per_shard = 50000000\n"),
+        Some("[indexing]\nmax_inflight_bytes = 2000000\nmemory = 50000000\n"),
     )
     .await;
     let pid = env.floe.pid().expect("floe pid");

@@ -89,8 +89,10 @@ async fn restart_with_empty_cache(backend: Backend) {
     let r = c.get("/logs/_doc/log-0042").await;
     assert_eq!(r.json["_source"], log_doc(42), "{r}");
 
-    // Write after the restart: old and new are both there.
-    c.bulk_ok("/_bulk", logs_bulk("logs", 200..250)).await;
+    // Write after the restart (once the killed incarnation's session expired): old and new
+    // are both there.
+    c.bulk_ok_retrying("/_bulk", logs_bulk("logs", 200..250), RECOVERY)
+        .await;
     c.refresh("logs").await;
     assert_eq!(c.count("logs").await, 250);
     for i in [0usize, 199, 200, 249] {

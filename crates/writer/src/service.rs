@@ -6,18 +6,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use floe_metastore::{Metastore, MetastoreError};
+use floe_metastore::{Metastore, MetastoreError, NodeSession};
 use floe_proto::layout::ShardLayout;
 use floe_proto::mapping::FieldMapping;
 use floe_proto::{IndexMeta, IndexSettings, Mappings};
 use floe_storage::Storage;
+use futures::StreamExt;
 use serde_json::{Map, Value};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::bulk::{parse_bulk, BulkOp, OpKind};
 use crate::document::DocBuilder;
+use crate::pool::WriterPool;
 use crate::response::{BulkResponse, ItemOutcome};
-use crate::shard::{ItemError, OpResult, PreparedOp, ShardSpec, ShardWriter};
+use crate::shard::{
+    ItemError, OpResult, PreparedOp, RecentWrite, ShardContext, ShardSpec, ShardWriter,
+};
+use crate::translog::Translog;
 use crate::WriterError;
 
 /// Writer settings (the `[writer]` part of Floe's configuration).
@@ -25,16 +30,24 @@ use crate::WriterError;
 pub struct WriterConfig {
     /// Local scratch space for shards being written; disposable.
     pub scratch_dir: PathBuf,
-    /// tantivy indexing memory per shard.
-    pub memory_budget_per_shard: usize,
-    /// tantivy indexing threads per shard.
+    /// tantivy indexing memory of the whole process, shared by the open shard writers.
+    pub memory: usize,
+    /// Shard writers open at once (each holds ~3 threads and a share of `memory`); more
+    /// shards being written take turns.
+    pub max_open_writers: usize,
+    /// tantivy indexing threads of a single-shard index's writer (multi-shard: one).
     pub threads_per_shard: usize,
-    /// How long a shard lease lasts without renewal; a dead writer's shards move to another
-    /// writer after this.
+    /// How long the node session lasts without renewal; a dead writer's shards move to
+    /// another writer after this.
     pub lease_ttl: Duration,
-    /// Stable name of this writer (lease owner). A restart under the same name takes the
-    /// shards back at once, with a new epoch; two live writers must not share a name.
+    /// Assumed bound on clock skew between nodes (lease safety margin).
+    pub clock_skew_margin: Duration,
+    /// Stable name of this node. A restart under the same name takes the shards over once
+    /// the previous incarnation's session has expired.
     pub node_id: String,
+    /// Shards not written for this long, with everything published, are closed (no
+    /// threads, no buffers); the next write reopens them.
+    pub idle_close: Duration,
     /// How long segment objects dropped from a shard's commit (merged away) stay in the
     /// bucket, so searches that started on the older commit can still fetch them.
     pub gc_grace: Duration,
@@ -70,8 +83,11 @@ pub struct Writer {
     storage: Storage,
     config: WriterConfig,
     shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
-    /// This writer's name as a lease owner (`WriterConfig::node_id`).
-    owner: String,
+    /// One opener per shard at a time (others wait for it, other shards open in parallel).
+    openers: std::sync::Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// This incarnation's node session, once registered ([`Writer::start_session`]).
+    session: std::sync::OnceLock<Arc<NodeSession>>,
+    pool: Arc<WriterPool>,
 }
 
 /// Parses the body of `PUT /{index}` into settings and mappings.
@@ -152,10 +168,90 @@ impl Writer {
         Writer {
             metastore,
             storage,
-            owner: config.node_id.clone(),
+            pool: Arc::new(WriterPool::new(config.max_open_writers, config.memory)),
             config,
             shards: tokio::sync::Mutex::new(HashMap::new()),
+            openers: Default::default(),
+            session: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Registers this incarnation's node session, waiting for a previous incarnation of the
+    /// same node id to expire first. Writes are refused (503) until it is done.
+    pub async fn start_session(&self) -> Result<(), WriterError> {
+        let session = NodeSession::register(
+            self.storage.clone(),
+            &self.config.node_id,
+            self.config.lease_ttl,
+            self.config.clock_skew_margin,
+        )
+        .await?;
+        let _ = self.session.set(Arc::new(session));
+        Ok(())
+    }
+
+    /// The node session, waiting briefly for it at start-up.
+    async fn session(&self) -> Result<Arc<NodeSession>, WriterError> {
+        for _ in 0..40 {
+            if let Some(s) = self.session.get() {
+                if s.lost() {
+                    return Err(WriterError::LeaseLost(format!(
+                        "node [{}] was taken over by a newer incarnation",
+                        self.config.node_id
+                    )));
+                }
+                return Ok(s.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(WriterError::Unavailable(format!(
+            "node [{}] is waiting for its previous incarnation's session to expire",
+            self.config.node_id
+        )))
+    }
+
+    /// Clean shutdown: publishes every shard, then ends the node session so a restarted
+    /// process takes the shards over at once. Writes arriving meanwhile are refused (503).
+    pub async fn shutdown(&self) {
+        let open: Vec<(ShardKey, Arc<ShardWriter>)> = {
+            let shards = self.shards.lock().await;
+            shards.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let names: Vec<String> = self
+            .metastore
+            .list_indexes()
+            .into_iter()
+            .filter(|m| open.iter().any(|((u, _), _)| *u == m.uuid))
+            .map(|m| m.name)
+            .collect();
+        if let Err(e) = self.refresh(&names).await {
+            warn!("publishing before shutdown failed; the next owner replays the translog: {e}");
+            return;
+        }
+        for (_, w) in &open {
+            w.fence();
+        }
+        if let Some(session) = self.session.get() {
+            match session.release().await {
+                Ok(()) => info!("node session released"),
+                Err(e) => warn!("could not release the node session: {e}"),
+            }
+        }
+    }
+
+    /// Shard writers open now, and tantivy writers among them (threads held).
+    pub async fn open_counts(&self) -> (usize, usize) {
+        (self.shards.lock().await.len(), self.pool.open_count())
+    }
+
+    /// Translog operations that failed to re-apply in the open shards (kept, not dropped).
+    pub async fn replay_failures(&self) -> u64 {
+        self.shards
+            .lock()
+            .await
+            .values()
+            .map(|s| s.replay_failures())
+            .sum()
     }
 
     /// `PUT /{index}`.
@@ -188,11 +284,22 @@ impl Writer {
     }
 
     async fn shard(&self, meta: &IndexMeta, shard: u32) -> Result<Arc<ShardWriter>, WriterError> {
-        let mut shards = self.shards.lock().await;
         let key = (meta.uuid.clone(), shard);
-        if let Some(s) = shards.get(&key) {
-            return Ok(s.clone());
+        if let Some(s) = self.open_shard(&key).await {
+            return Ok(s);
         }
+        let opener = self
+            .openers
+            .lock()
+            .expect("openers lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _guard = opener.lock().await;
+        if let Some(s) = self.open_shard(&key).await {
+            return Ok(s);
+        }
+        let session = self.session().await?;
         let threads = if meta.settings.number_of_shards == 1 {
             self.config.threads_per_shard
         } else {
@@ -208,21 +315,31 @@ impl Writer {
                 .join(&meta.uuid)
                 .join(shard.to_string()),
             threads,
-            memory_budget: self.config.memory_budget_per_shard,
         };
         // Own the shard first, then load it from the state as of the grant: anything an older
         // owner publishes later is refused, anything it published before is seen here.
-        let ttl_ms = self.config.lease_ttl.as_millis() as i64;
-        let asked_at = Instant::now();
-        let (lease, fresh) = self
+        let (epoch, taken_over, fresh) = self
             .metastore
-            .acquire_lease(&meta.name, &meta.uuid, shard, &self.owner, ttl_ms)
+            .acquire_shard(&meta.name, &meta.uuid, shard, session.owner())
             .await?;
-        let deadline = asked_at + self.config.lease_ttl.mul_f64(0.9);
-        let writer =
-            ShardWriter::open(spec, self.storage.clone(), &fresh, lease.epoch, deadline).await?;
-        shards.insert(key, writer.clone());
+        let ctx = ShardContext {
+            storage: self.storage.clone(),
+            metastore: self.metastore.clone(),
+            session,
+            pool: self.pool.clone(),
+        };
+        let writer = ShardWriter::open(spec, ctx, &fresh, epoch, taken_over).await?;
+        self.shards.lock().await.insert(key, writer.clone());
         Ok(writer)
+    }
+
+    async fn open_shard(&self, key: &ShardKey) -> Option<Arc<ShardWriter>> {
+        self.shards
+            .lock()
+            .await
+            .get(key)
+            .filter(|s| !s.is_fenced())
+            .cloned()
     }
 
     /// `POST /_bulk` and `POST /{index}/_bulk`. Returns the OpenSearch response body.
@@ -315,10 +432,19 @@ impl Writer {
             }
         }
         let ops = Arc::new(ops);
-        for (name, positions) in by_index {
-            let results = self
-                .apply_to_index(&name, ops.clone(), positions.clone())
-                .await;
+        // Indexes are independent: a batch spanning many of them handles several at once.
+        let per_index: Vec<(Vec<usize>, Vec<ItemOutcome>)> =
+            futures::stream::iter(by_index.into_iter().map(|(name, positions)| {
+                let ops = ops.clone();
+                async move {
+                    let results = self.apply_to_index(&name, ops, positions.clone()).await;
+                    (positions, results)
+                }
+            }))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (positions, results) in per_index {
             for (pos, outcome) in positions.into_iter().zip(results) {
                 outcomes[pos] = Some(outcome);
             }
@@ -409,8 +535,8 @@ impl Writer {
                 Err(e) => return fail_with(e.into()),
             }
         }
-        // Open the shards this batch needs.
-        let mut shard_writers: HashMap<u32, Arc<ShardWriter>> = HashMap::new();
+        // Route, then open the shards this batch needs (in parallel: a batch may touch
+        // thousands of shards).
         let mut routes = Vec::with_capacity(positions.len());
         let mut generated_ids = Vec::with_capacity(positions.len());
         for &i in &positions {
@@ -421,15 +547,27 @@ impl Writer {
                 op.routing.as_deref().unwrap_or(&id),
                 meta.settings.number_of_shards,
             );
-            if let std::collections::hash_map::Entry::Vacant(e) = shard_writers.entry(shard) {
-                match self.shard(&meta, shard).await {
-                    Ok(w) => {
-                        e.insert(w);
-                    }
-                    Err(err) => return fail_with(err),
-                }
-            }
             routes.push((id, shard));
+        }
+        let mut needed: Vec<u32> = routes.iter().map(|(_, s)| *s).collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let opened: Vec<Result<(u32, Arc<ShardWriter>), WriterError>> =
+            futures::stream::iter(needed.into_iter().map(|shard| {
+                let meta = &meta;
+                async move { self.shard(meta, shard).await.map(|w| (shard, w)) }
+            }))
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let mut shard_writers: HashMap<u32, Arc<ShardWriter>> = HashMap::new();
+        for r in opened {
+            match r {
+                Ok((shard, w)) => {
+                    shard_writers.insert(shard, w);
+                }
+                Err(err) => return fail_with(err),
+            }
         }
         // Build documents (CPU work, off the async threads); failures are item outcomes.
         let name = name.to_string();
@@ -554,45 +692,91 @@ impl Writer {
                 })
                 .collect()
         };
-        for (name, shard, writer) in targets {
-            self.refresh_shard(&name, shard, &writer).await?;
+        let results: Vec<Result<Option<(String, u32)>, WriterError>> =
+            futures::stream::iter(targets.into_iter().map(|(name, shard, writer)| async move {
+                self.refresh_shard(&name, shard, &writer)
+                    .await
+                    .map(|published| published.then(|| (writer.spec.index_uuid.clone(), shard)))
+            }))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut published = Vec::new();
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(Some(p)) => published.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        self.metastore.announce_commits(published).await;
+        first_error.map_or(Ok(()), Err)
     }
 
+    /// Commits, uploads and publishes one shard. Returns whether a commit was published. A
+    /// publish refused because the shard moved to a newer owner fences and closes it here.
     async fn refresh_shard(
         &self,
         name: &str,
         shard: u32,
-        writer: &ShardWriter,
-    ) -> Result<(), WriterError> {
+        writer: &Arc<ShardWriter>,
+    ) -> Result<bool, WriterError> {
         let _guard = writer.refresh_lock.lock().await;
         let Some(prepared) = writer
             .prepare_commit()
             .await
             .inspect_err(|_| writer.mark_dirty())?
         else {
-            return Ok(());
+            return Ok(false);
         };
         let docs = prepared.commit.num_docs;
         let generation = prepared.commit.generation;
         let checkpoint = prepared.commit.translog_checkpoint;
         let files = prepared.commit.files.clone();
+        let session = self.session().await?;
         if let Err(e) = self
             .metastore
-            .publish_commit(name, &writer.spec.index_uuid, shard, prepared.commit)
+            .publish_commit(
+                name,
+                &writer.spec.index_uuid,
+                shard,
+                session.owner(),
+                prepared.commit,
+            )
             .await
         {
             writer.mark_dirty();
+            if matches!(e, MetastoreError::StaleCommit { .. }) {
+                warn!(
+                    index = name,
+                    shard, "shard moved to a newer owner: closing it here"
+                );
+                writer.fence();
+                self.forget_shard(&(writer.spec.index_uuid.clone(), shard), writer)
+                    .await;
+            }
             return Err(e.into());
         }
-        writer.published(&files);
+        writer.published(&files, checkpoint);
         writer.truncate_translog(checkpoint).await;
-        info!(
+        debug!(
             index = name,
             shard, generation, docs, checkpoint, "commit published"
         );
-        Ok(())
+        Ok(true)
+    }
+
+    /// Drops a shard from this writer (if it is still the one registered under `key`).
+    async fn forget_shard(&self, key: &ShardKey, writer: &Arc<ShardWriter>) {
+        let mut shards = self.shards.lock().await;
+        if shards.get(key).is_some_and(|w| Arc::ptr_eq(w, writer)) {
+            shards.remove(key);
+        }
+        drop(shards);
+        writer.close_writer();
     }
 
     /// `POST /{index}/_forcemerge`: merges each shard's segments into at most `max_segments`
@@ -625,38 +809,92 @@ impl Writer {
                 tokio::task::spawn_blocking(move || w.merge_all(max_segments))
                     .await
                     .map_err(|e| WriterError::Internal(e.to_string()))??;
-                self.refresh_shard(name, shard, &writer).await?;
+                if self.refresh_shard(name, shard, &writer).await? {
+                    self.metastore
+                        .announce_commits(vec![(meta.uuid.clone(), shard)])
+                        .await;
+                }
                 merged += 1;
             }
         }
         Ok(merged)
     }
 
-    /// Opens every shard that has translog operations above its last commit, replaying them
-    /// so acknowledged writes of a crashed writer become searchable without new traffic.
+    /// Opens the shards whose translog may hold operations above their last commit and
+    /// whose owner is gone: this node's previous incarnations, or nodes whose session
+    /// lapsed. Replaying them makes acknowledged writes of a crashed writer searchable
+    /// without new traffic. Returns how many were opened.
     pub async fn recover(&self) -> Result<usize, WriterError> {
-        let mut opened = 0;
-        for meta in self.metastore.list_indexes() {
-            for shard in 0..meta.settings.number_of_shards {
-                let prefix = format!("{}/{}/translog", meta.data_prefix(), shard);
-                if !self.storage.list(&prefix).await?.is_empty() {
-                    self.shard(&meta, shard).await?;
-                    opened += 1;
+        let session = self.session().await?;
+        let me = session.owner().clone();
+        let mut candidates = Vec::new();
+        let mut alive: HashMap<(String, String), bool> = HashMap::new();
+        for (uuid, shard, record) in self.metastore.shard_records() {
+            let Some(owner) = record.owner else { continue };
+            if owner == me {
+                continue;
+            }
+            let gone = if owner.node_id == me.node_id {
+                true // our node id, an older incarnation: we hold its session now
+            } else {
+                let key = (owner.node_id.clone(), owner.incarnation.clone());
+                match alive.get(&key) {
+                    Some(a) => !a,
+                    None => {
+                        let a = self.metastore.owner_alive(&owner).await?;
+                        alive.insert(key, a);
+                        !a
+                    }
                 }
+            };
+            if gone {
+                candidates.push((uuid, shard));
             }
         }
-        Ok(opened)
+        let indexes = self.metastore.list_indexes();
+        let opened: Vec<Result<bool, WriterError>> =
+            futures::stream::iter(candidates.into_iter().map(|(uuid, shard)| {
+                let meta = indexes.iter().find(|m| m.uuid == uuid).cloned();
+                async move {
+                    let Some(meta) = meta else { return Ok(false) };
+                    let prefix = format!("{}/{}/translog", meta.data_prefix(), shard);
+                    let pending = Translog::replayable(
+                        Translog::new(self.storage.clone(), prefix, 0)
+                            .list()
+                            .await?,
+                    );
+                    let checkpoint = meta.shards.get(&shard).map_or(0, |c| c.translog_checkpoint);
+                    if !pending.iter().any(|s| !s.fence && s.last >= checkpoint) {
+                        return Ok(false);
+                    }
+                    match self.shard(&meta, shard).await {
+                        Ok(_) => Ok(true),
+                        // Taken by another live writer meanwhile: it replays.
+                        Err(WriterError::Metastore(MetastoreError::LeaseHeld { .. })) => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut n = 0;
+        for r in opened {
+            if r? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
-    /// Realtime `GET _doc`: a write of `id` this writer applied but has not refreshed yet.
-    /// `Some(Some((version, source)))`, `Some(None)` if deleted, `None` if not known here
-    /// (then the searcher's view is current).
+    /// Realtime `GET _doc`: an acknowledged write of `id` that no published commit holds yet.
+    /// `None` if not known here (then the searcher's view is current).
     pub async fn realtime_get(
         &self,
         index: &str,
         id: &str,
         routing: Option<&str>,
-    ) -> Option<Option<(u64, Bytes)>> {
+    ) -> Option<RecentWrite> {
         let meta = self.metastore.get_index(index)?;
         let shard = shard_for(routing.unwrap_or(id), meta.settings.number_of_shards);
         let writer = self
@@ -680,6 +918,10 @@ impl Writer {
                 .collect();
             keys.iter().filter_map(|k| shards.remove(k)).collect()
         };
+        for w in &removed {
+            w.fence();
+            w.close_writer();
+        }
         drop(removed);
         let dir = self.config.scratch_dir.join(&meta.uuid);
         if dir.exists() {
@@ -688,98 +930,107 @@ impl Writer {
         Ok(meta)
     }
 
-    /// Renews this writer's shard leases every third of their TTL. A shard whose lease was
-    /// taken over is closed here (it can no longer publish or acknowledge anything).
+    /// Renews the node session (one conditional write for all shards) every third of its
+    /// TTL, and every TTL takes over shards whose owner's session lapsed. If a newer
+    /// incarnation took the session over, every shard is fenced and closed.
     pub async fn run_lease_loop(self: Arc<Self>) {
         let ttl = self.config.lease_ttl;
         let mut tick = tokio::time::interval(ttl / 3);
+        let mut rounds = 0u64;
         loop {
             tick.tick().await;
-            self.renew_leases().await;
-        }
-    }
-
-    /// One round of lease renewal (see [`Writer::run_lease_loop`]).
-    pub async fn renew_leases(&self) {
-        let ttl = self.config.lease_ttl;
-        let open: Vec<(ShardKey, Arc<ShardWriter>)> = {
-            let shards = self.shards.lock().await;
-            shards.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        let mut by_index: HashMap<String, Vec<(u32, u64)>> = HashMap::new();
-        for ((uuid, shard), w) in &open {
-            by_index
-                .entry(uuid.clone())
-                .or_default()
-                .push((*shard, w.epoch()));
-        }
-        let indexes = self.metastore.list_indexes();
-        for (uuid, held) in by_index {
-            let Some(meta) = indexes.iter().find(|m| m.uuid == uuid) else {
+            let Some(session) = self.session.get().cloned() else {
                 continue;
             };
-            let asked_at = Instant::now();
-            match self
-                .metastore
-                .renew_leases(
-                    &meta.name,
-                    &uuid,
-                    &self.owner,
-                    &held,
-                    ttl.as_millis() as i64,
-                )
-                .await
-            {
-                Ok(lost) => {
-                    for (key, w) in &open {
-                        if key.0 != uuid {
-                            continue;
-                        }
-                        if lost.contains(&key.1) {
-                            warn!(index = %meta.name, shard = key.1, "lease lost to another writer: closing the shard");
-                            w.fence();
-                            self.shards.lock().await.remove(key);
-                        } else {
-                            w.extend_lease(asked_at + ttl.mul_f64(0.9));
-                        }
+            match session.renew().await {
+                Ok(()) => {}
+                Err(MetastoreError::SessionLost(reason)) => {
+                    let open: Vec<(ShardKey, Arc<ShardWriter>)> =
+                        self.shards.lock().await.drain().collect();
+                    warn!(
+                        shards = open.len(),
+                        "node session lost ({reason}): fencing every shard"
+                    );
+                    for (_, w) in open {
+                        w.fence();
+                        w.close_writer();
                     }
+                    return;
                 }
-                // Unreachable bucket: keep the shards; they stop acknowledging once the lease
-                // runs out locally, and resume when a renewal gets through.
-                Err(e) => warn!(index = %meta.name, "lease renewal failed: {e}"),
+                // Unreachable bucket: shards stop acknowledging once the session runs out
+                // locally, and resume when a renewal gets through.
+                Err(e) => warn!("node session renewal failed: {e}"),
+            }
+            rounds += 1;
+            if rounds.is_multiple_of(3) {
+                match self.recover().await {
+                    Ok(0) => {}
+                    Ok(n) => info!(shards = n, "took over shards of a writer that is gone"),
+                    Err(e) => warn!("taking over orphaned shards failed: {e}"),
+                }
             }
         }
     }
 
     /// Refreshes each shard whose index `refresh_interval` has elapsed since its last
-    /// refresh. Runs until the process ends.
+    /// refresh, collects garbage, and closes shards idle for `idle_close`. Runs until the
+    /// process ends.
     pub async fn run_refresh_loop(self: Arc<Self>) {
         let mut last: HashMap<ShardKey, Instant> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let open: Vec<(ShardKey, Arc<ShardWriter>)> = {
                 let shards = self.shards.lock().await;
                 shards.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
             };
-            let indexes = self.metastore.list_indexes();
+            let indexes: HashMap<String, IndexMeta> = self
+                .metastore
+                .list_indexes()
+                .into_iter()
+                .map(|m| (m.uuid.clone(), m))
+                .collect();
+            let mut due = Vec::new();
             for (key, writer) in open {
-                let Some(meta) = indexes.iter().find(|m| m.uuid == key.0) else {
+                let Some(meta) = indexes.get(&key.0) else {
                     continue;
                 };
                 writer.collect_garbage(self.config.gc_grace).await;
+                let idle_ms = self.pool.now().saturating_sub(writer.last_used());
+                if idle_ms >= self.config.idle_close.as_millis() as u64 && writer.is_quiet() {
+                    self.forget_shard(&key, &writer).await;
+                    last.remove(&key);
+                    continue;
+                }
                 let Some(interval) = meta.settings.refresh() else {
                     continue;
                 };
-                let due = last.get(&key).is_none_or(|t| t.elapsed() >= interval);
-                if !due || !writer.is_dirty() {
-                    continue;
-                }
-                last.insert(key.clone(), Instant::now());
-                if let Err(e) = self.refresh_shard(&meta.name, key.1, &writer).await {
-                    warn!(index = %meta.name, shard = key.1, "refresh failed, will retry: {e}");
+                let is_due = last.get(&key).is_none_or(|t| t.elapsed() >= interval);
+                if is_due && writer.is_dirty() {
+                    last.insert(key.clone(), Instant::now());
+                    due.push((meta.name.clone(), key.1, writer));
                 }
             }
+            // Refresh due shards a few at a time; announce the round's commits at once.
+            let this = &self;
+            let published: Vec<Option<(String, u32)>> =
+                futures::stream::iter(due.into_iter().map(|(name, shard, writer)| async move {
+                    match this.refresh_shard(&name, shard, &writer).await {
+                        Ok(true) => Some((writer.spec.index_uuid.clone(), shard)),
+                        Ok(false) => None,
+                        Err(e) => {
+                            warn!(index = %name, shard, "refresh failed, will retry: {e}");
+                            None
+                        }
+                    }
+                }))
+                .buffer_unordered(8)
+                .collect()
+                .await;
+            self.metastore
+                .announce_commits(published.into_iter().flatten().collect())
+                .await;
         }
     }
 }
@@ -797,12 +1048,34 @@ mod tests {
     ) -> WriterConfig {
         WriterConfig {
             scratch_dir,
-            memory_budget_per_shard: 20_000_000,
+            memory: 40_000_000,
+            max_open_writers: 2,
             threads_per_shard: 1,
             lease_ttl,
+            clock_skew_margin: Duration::from_millis(100),
             node_id: node_id.into(),
+            idle_close: Duration::from_secs(60),
             gc_grace: Duration::ZERO,
         }
+    }
+
+    async fn metastore(storage: &Storage) -> Arc<Metastore> {
+        Arc::new(
+            Metastore::open_with(
+                storage.clone(),
+                floe_metastore::MetastoreOptions {
+                    clock_skew_margin: Duration::from_millis(100),
+                },
+            )
+            .await
+            .unwrap(),
+        )
+    }
+
+    async fn started(ms: Arc<Metastore>, storage: &Storage, config: WriterConfig) -> Writer {
+        let w = Writer::new(ms, storage.clone(), config);
+        w.start_session().await.unwrap();
+        w
     }
 
     #[test]
@@ -844,13 +1117,14 @@ mod tests {
     async fn bulk_refresh_publishes_segments_and_restores() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
-        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let ms = metastore(&storage).await;
+        // Short sessions: the second writer (same node id) waits for the first to expire.
         let config = test_config(
             dir.path().join("scratch"),
-            Duration::from_secs(10),
+            Duration::from_millis(600),
             "test-node",
         );
-        let w = Writer::new(ms.clone(), storage.clone(), config.clone());
+        let w = started(ms.clone(), &storage, config.clone()).await;
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":1,\"m\":\"hello world\"}\n{\"index\":{\"_index\":\"t\"}}\n{\"n\":\"bad\"}\n{\"index\":{\"_index\":\"t\",\"_id\":\"1\"}}\n{\"n\":2}\n");
         let resp = w
             .bulk(None, body, RefreshPolicy::True)
@@ -873,7 +1147,7 @@ mod tests {
             .is_empty());
         // A fresh writer (empty scratch) continues from the bucket.
         std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
-        let w2 = Writer::new(ms.clone(), storage.clone(), config);
+        let w2 = started(ms.clone(), &storage, config).await;
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"t\",\"_id\":\"2\"}}\n{\"n\":3}\n{\"delete\":{\"_index\":\"t\",\"_id\":\"1\"}}\n");
         let resp = w2
             .bulk(None, body, RefreshPolicy::True)
@@ -888,13 +1162,14 @@ mod tests {
     async fn unrefreshed_writes_are_replayed_from_the_translog() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
-        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
+        let ms = metastore(&storage).await;
+        // Short sessions: the second writer (same node id) waits for the first to expire.
         let config = test_config(
             dir.path().join("scratch"),
-            Duration::from_secs(10),
+            Duration::from_millis(600),
             "test-node",
         );
-        let w = Writer::new(ms.clone(), storage.clone(), config.clone());
+        let w = started(ms.clone(), &storage, config.clone()).await;
         let body = Bytes::from_static(b"{\"index\":{\"_index\":\"r\",\"_id\":\"a\"}}\n{\"n\":1}\n{\"index\":{\"_index\":\"r\",\"_id\":\"b\"}}\n{\"n\":2}\n");
         w.bulk(None, body, RefreshPolicy::True)
             .await
@@ -920,18 +1195,24 @@ mod tests {
         );
         drop(w); // the "crash": local state is thrown away below
         std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
-        let ms2 = Arc::new(Metastore::open(storage.clone()).await.unwrap());
-        let w2 = Writer::new(ms2.clone(), storage.clone(), config);
+        let ms2 = metastore(&storage).await;
+        let w2 = started(ms2.clone(), &storage, config).await;
         assert_eq!(w2.recover().await.unwrap(), 1);
         w2.refresh(&["r".to_string()]).await.unwrap();
         let meta = ms2.get_index("r").unwrap();
         assert_eq!(meta.shards[&0].num_docs, 2, "b and c live, a deleted");
         assert_eq!(meta.shards[&0].translog_checkpoint, 5);
-        assert!(storage
+        let left: Vec<String> = storage
             .list(&format!("indexes/{uuid}/0/translog"))
             .await
             .unwrap()
-            .is_empty());
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            left.iter().all(|k| k.ends_with("-fence")),
+            "only the takeover marker remains: {left:?}"
+        );
         // Sequence numbers continue after the replayed ones.
         let resp = w2
             .bulk(
@@ -954,9 +1235,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
         let writer = |name: &str, ttl_ms: u64, ms: Arc<Metastore>| {
-            Writer::new(
+            started(
                 ms,
-                storage.clone(),
+                &storage,
                 test_config(
                     dir.path().join(name),
                     Duration::from_millis(ttl_ms),
@@ -964,8 +1245,8 @@ mod tests {
                 ),
             )
         };
-        let ms_a = Arc::new(Metastore::open(storage.clone()).await.unwrap());
-        let a = writer("a", 800, ms_a.clone());
+        let ms_a = metastore(&storage).await;
+        let a = writer("a", 800, ms_a.clone()).await;
         let doc = |id: &str| {
             Bytes::from(format!(
                 "{{\"index\":{{\"_index\":\"f\",\"_id\":\"{id}\"}}}}\n{{\"v\":1}}\n"
@@ -986,46 +1267,75 @@ mod tests {
         );
         // A pauses (no lease renewal) past its lease.
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let ms_b = Arc::new(Metastore::open(storage.clone()).await.unwrap());
-        let b = writer("b", 10_000, ms_b.clone());
+        let ms_b = metastore(&storage).await;
+        let b = writer("b", 10_000, ms_b.clone()).await;
         let r = b
             .bulk(None, doc("b1"), RefreshPolicy::False)
             .await
             .unwrap()
             .to_json();
         assert_eq!(r["items"][0]["index"]["_primary_term"], 2, "{r}");
-        // A wakes up: it may not acknowledge ...
-        let r = a
-            .bulk(None, doc("a3"), RefreshPolicy::False)
-            .await
-            .unwrap()
-            .to_json();
-        assert_eq!(r["items"][0]["index"]["status"], 503, "{r}");
-        // ... nor publish what it still holds (a2, applied locally before the pause).
-        match a.refresh(&["f".to_string()]).await {
-            Err(WriterError::Metastore(MetastoreError::StaleCommit { .. })) => {}
-            other => panic!("stale publish must be refused, got {other:?}"),
-        }
+        // B publishes; every object its commit references is recorded byte for byte.
         b.refresh(&["f".to_string()]).await.unwrap();
-        let fresh = Metastore::open(storage.clone()).await.unwrap();
+        let fresh = metastore(&storage).await;
         let meta = fresh.get_index("f").unwrap();
         assert_eq!(meta.shards[&0].epoch, 2);
         assert_eq!(
             meta.shards[&0].num_docs, 3,
             "a1, a2 (acknowledged by A, replayed by B) and b1; not a3"
         );
+        let prefix = meta.segments_prefix(0);
+        let mut referenced = Vec::new();
+        for f in &meta.shards[&0].files {
+            let key = format!("{prefix}/{}", f.object_key());
+            referenced.push((key.clone(), storage.get(&key).await.unwrap()));
+        }
+        let before: Vec<String> = storage
+            .list(&prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        // ... nor publish what it still holds (a2, applied locally before the pause), and
+        // what it uploads trying to (create-only, under its own epoch's keys) replaces no
+        // object of the published commit.
+        match a.refresh(&["f".to_string()]).await {
+            Err(WriterError::Metastore(MetastoreError::StaleCommit { .. })) => {}
+            other => panic!("stale publish must be refused, got {other:?}"),
+        }
+        for (key, bytes) in &referenced {
+            assert_eq!(&storage.get(key).await.unwrap(), bytes, "{key} unchanged");
+        }
+        let zombie_uploads: Vec<String> = storage
+            .list(&prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !before.contains(k))
+            .collect();
+        assert!(!zombie_uploads.is_empty(), "A did upload its segment");
+        assert!(
+            zombie_uploads
+                .iter()
+                .all(|k| k.starts_with(&format!("{prefix}/0000000001/"))),
+            "{zombie_uploads:?}"
+        );
+        assert_eq!(fresh.get_index("f").unwrap().shards[&0].epoch, 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn async_durability_acknowledges_first_and_syncs_on_interval() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
-        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
-        let w = Writer::new(
+        let ms = metastore(&storage).await;
+        let w = started(
             ms.clone(),
-            storage.clone(),
+            &storage,
             test_config(dir.path().join("scratch"), Duration::from_secs(10), "n"),
-        );
+        )
+        .await;
         let meta = w.create_index("as", &json!({"settings": {"index.translog.durability": "async", "index.translog.sync_interval": "300ms"}})).await.unwrap();
         let translog = format!("indexes/{}/0/translog", meta.uuid);
         let r = w
@@ -1057,12 +1367,13 @@ mod tests {
     async fn force_merge_publishes_one_segment_and_gc_removes_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path().join("bucket")).unwrap();
-        let ms = Arc::new(Metastore::open(storage.clone()).await.unwrap());
-        let w = Writer::new(
+        let ms = metastore(&storage).await;
+        let w = started(
             ms.clone(),
-            storage.clone(),
+            &storage,
             test_config(dir.path().join("scratch"), Duration::from_secs(10), "n"),
-        );
+        )
+        .await;
         for i in 0..3 {
             let body =
                 format!("{{\"index\":{{\"_index\":\"m\",\"_id\":\"{i}\"}}}}\n{{\"v\":{i}}}\n");
@@ -1100,5 +1411,41 @@ mod tests {
         in_bucket.sort();
         live.sort();
         assert_eq!(in_bucket, live, "only the published commit's files remain");
+    }
+
+    /// A translog object that cannot be re-applied does not wedge the shard: it is set aside
+    /// (kept, never dropped), counted, and everything else is replayed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreadable_translog_is_kept_and_the_shard_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().join("bucket")).unwrap();
+        let ms = metastore(&storage).await;
+        let config = test_config(dir.path().join("scratch"), Duration::from_millis(600), "n");
+        let w = started(ms.clone(), &storage, config.clone()).await;
+        let body = Bytes::from_static(b"{\"index\":{\"_index\":\"q\",\"_id\":\"a\"}}\n{\"n\":1}\n");
+        w.bulk(None, body.clone(), RefreshPolicy::False)
+            .await
+            .unwrap();
+        let uuid = ms.get_index("q").unwrap().uuid;
+        // A damaged object sorting after the good one.
+        let bad = format!(
+            "indexes/{uuid}/0/translog/0000000001-00000000000000000005-00000000000000000006"
+        );
+        storage
+            .put(&bad, Bytes::from_static(b"not json\n"))
+            .await
+            .unwrap();
+        drop(w);
+        std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
+        let w2 = started(metastore(&storage).await, &storage, config).await;
+        assert_eq!(w2.recover().await.unwrap(), 1);
+        assert_eq!(w2.replay_failures().await, 1);
+        let kept = storage
+            .list(&format!("indexes/{uuid}/0/translog-failed"))
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        w2.refresh(&["q".to_string()]).await.unwrap();
+        assert_eq!(w2.metastore.get_index("q").unwrap().shards[&0].num_docs, 1);
     }
 }

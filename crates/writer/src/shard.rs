@@ -15,17 +15,21 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
+use floe_metastore::{Metastore, NodeSession};
 use floe_proto::layout::{ShardLayout, VERSION_FIELD};
 use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
-use floe_storage::Storage;
-use tantivy::directory::{Directory, MmapDirectory};
+use floe_storage::{Storage, StorageError};
+use tantivy::directory::Directory;
 use tantivy::index::{SegmentComponent, SegmentId};
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::bulk::OpKind;
 use crate::document::{BuiltDoc, DocBuilder};
+use crate::pool::{LastUse, WriterPool};
+use crate::scratch::ScratchDirectory;
 use crate::translog::{self, LoggedOp, Translog};
 
 /// `index.translog.durability`: when a write is acknowledged.
@@ -67,7 +71,15 @@ pub struct ShardSpec {
     pub prefix: String,
     pub scratch_dir: PathBuf,
     pub threads: usize,
-    pub memory_budget: usize,
+}
+
+/// What a shard shares with the rest of its process.
+#[derive(Clone)]
+pub struct ShardContext {
+    pub storage: Storage,
+    pub metastore: Arc<Metastore>,
+    pub session: Arc<NodeSession>,
+    pub pool: Arc<WriterPool>,
 }
 
 /// An operation ready for the translog: validated, its document already built.
@@ -91,13 +103,25 @@ struct Batch {
     reply: oneshot::Sender<Result<Vec<OpResult>, WriterError>>,
 }
 
+/// An acknowledged write of one `_id` that the published commit may not hold yet: what a
+/// realtime `GET` answers, and the live version an overwrite builds on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentWrite {
+    pub version: u64,
+    pub seq_no: u64,
+    pub primary_term: u64,
+    /// `None` once deleted.
+    pub source: Option<Bytes>,
+}
+
 struct State {
-    writer: IndexWriter,
-    /// Documents written since the last commit, by `_id`: the version now live, if any.
-    /// With the source, so `GET _doc` sees a write before the next refresh (realtime get).
-    pending: HashMap<String, Option<(u64, Bytes)>>,
+    /// Open only while the shard is being written ([`WriterPool`] bounds how many are).
+    writer: Option<IndexWriter>,
+    /// Writes not yet in a published commit, by `_id` (kept until a publish covers them, so
+    /// a realtime `GET` sees every acknowledged write wherever the read is served from).
+    recent: HashMap<String, RecentWrite>,
     dirty: bool,
-    /// Every operation below this sequence number is applied to the tantivy writer.
+    /// Every operation below this sequence number is applied to the tantivy index.
     applied_below: u64,
     min_ts: Option<i64>,
     max_ts: Option<i64>,
@@ -108,6 +132,17 @@ pub struct PreparedCommit {
     pub commit: ShardCommit,
 }
 
+/// How a translog batch that landed after the lease ran out locally was settled.
+#[derive(Debug, PartialEq, Eq)]
+enum LateBatch {
+    /// Still this epoch's shard: apply and acknowledge (any later owner replays it too).
+    Ours,
+    /// A newer owner's takeover point lies above it: it replays (replayed) this batch.
+    ReplayedByNext,
+    /// A newer owner's takeover point lies at or below it: it is never replayed.
+    Superseded,
+}
+
 /// A shard's writable tantivy index and its translog.
 pub struct ShardWriter {
     pub spec: ShardSpec,
@@ -115,38 +150,43 @@ pub struct ShardWriter {
     index: Index,
     reader: IndexReader,
     state: Mutex<State>,
-    /// Files already in the bucket (segment files are immutable).
-    uploaded: Mutex<HashSet<String>>,
-    /// Files of the last published commit.
+    /// Segment files in the bucket, by file name: (object key below `segments/`, length).
+    uploaded: Mutex<HashMap<String, (String, u64)>>,
+    /// Objects of the last published commit.
     published: Mutex<HashSet<String>>,
     /// Segment objects no longer in the published commit, since when: deleted once older
     /// than the grace period, so searches that started on an older commit can finish.
     retired: Mutex<Vec<(Instant, String)>>,
     generation: Mutex<u64>,
-    storage: Storage,
+    ctx: ShardContext,
     translog: Translog,
     /// Translog objects not yet covered by a published commit.
     live_translog: Mutex<Vec<translog::Segment>>,
     to_flusher: mpsc::UnboundedSender<Batch>,
     /// Serializes refreshes of this shard (loop and explicit `_refresh`).
     pub refresh_lock: tokio::sync::Mutex<()>,
-    /// The lease epoch this writer holds the shard under (`_primary_term`).
+    /// The epoch this writer owns the shard under (`_primary_term`).
     epoch: u64,
-    /// Until when (local clock, with a safety margin) the lease is known to hold; `None`
-    /// once fenced. Nothing is acknowledged after it.
-    lease_deadline: Mutex<Option<Instant>>,
+    /// Set when the shard went to another owner: nothing is acknowledged after it.
+    fenced: std::sync::atomic::AtomicBool,
+    last_used: LastUse,
+    /// Translog operations that failed to re-apply at open: kept in the translog (never
+    /// dropped), reported in health and logs.
+    replay_failures: std::sync::atomic::AtomicU64,
 }
 
 impl ShardWriter {
     /// Opens the shard from its last published commit (or empty), replacing any local copy,
-    /// replays the translog above the commit's checkpoint, and starts its flusher.
+    /// replays the translog above the commit's checkpoint, and starts its flusher. After a
+    /// takeover (`taken_over`), marks the new epoch's starting point in the translog first.
     pub async fn open(
         spec: ShardSpec,
-        storage: Storage,
+        ctx: ShardContext,
         meta: &IndexMeta,
         epoch: u64,
-        lease_deadline: Instant,
+        taken_over: bool,
     ) -> Result<Arc<ShardWriter>, WriterError> {
+        let storage = ctx.storage.clone();
         let last = meta.shards.get(&spec.shard);
         let dir = spec.scratch_dir.clone();
         if dir.exists() {
@@ -155,27 +195,25 @@ impl ShardWriter {
         std::fs::create_dir_all(&dir)?;
         let layout = ShardLayout::new();
         let segments_prefix = format!("{}/segments", spec.prefix);
-        let mut uploaded = HashSet::new();
+        let mut uploaded = HashMap::new();
         let index = match last {
             Some(commit) => {
                 for f in &commit.files {
                     let bytes = storage
-                        .get(&format!("{segments_prefix}/{}", f.name))
+                        .get(&format!("{segments_prefix}/{}", f.object_key()))
                         .await?;
                     write_atomic(&dir.join(&f.name), &bytes)?;
-                    uploaded.insert(f.name.clone());
+                    uploaded.insert(f.name.clone(), (f.object_key().to_string(), f.len));
                 }
                 write_atomic(&dir.join("meta.json"), commit.tantivy_meta.as_bytes())?;
-                Index::open(MmapDirectory::open(&dir)?)?
+                Index::open(ScratchDirectory::open(&dir)?)?
             }
             None => Index::create(
-                MmapDirectory::open(&dir)?,
+                ScratchDirectory::open(&dir)?,
                 layout.schema.clone(),
                 ShardLayout::index_settings(),
             )?,
         };
-        let writer: IndexWriter =
-            index.writer_with_num_threads(spec.threads.max(1), spec.memory_budget)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -183,13 +221,16 @@ impl ShardWriter {
         // Segment objects no commit references (uploaded by a writer that died or was fenced
         // before publishing): retired now, deleted after the grace period.
         let published: HashSet<String> = last
-            .map(|c| c.files.iter().map(|f| f.name.clone()).collect())
+            .map(|c| c.files.iter().map(|f| f.object_key().to_string()).collect())
             .unwrap_or_default();
         let orphans: Vec<(Instant, String)> = storage
             .list(&segments_prefix)
             .await?
             .into_iter()
-            .filter_map(|(key, _)| key.rsplit('/').next().map(String::from))
+            .filter_map(|(key, _)| {
+                key.strip_prefix(&format!("{segments_prefix}/"))
+                    .map(String::from)
+            })
             .filter(|name| !published.contains(name))
             .map(|name| (Instant::now(), name))
             .collect();
@@ -200,8 +241,8 @@ impl ShardWriter {
             layout,
             reader,
             state: Mutex::new(State {
-                writer,
-                pending: HashMap::new(),
+                writer: None,
+                recent: HashMap::new(),
                 dirty: false,
                 applied_below: checkpoint,
                 min_ts: last.and_then(|c| c.min_timestamp.map(|ms| ms * 1_000_000)),
@@ -212,17 +253,28 @@ impl ShardWriter {
             retired: Mutex::new(orphans),
             generation: Mutex::new(last.map_or(0, |c| c.generation)),
             index,
-            storage,
+            ctx,
             translog,
             live_translog: Mutex::new(Vec::new()),
             to_flusher: tx,
             refresh_lock: tokio::sync::Mutex::new(()),
             epoch,
-            lease_deadline: Mutex::new(Some(lease_deadline)),
+            fenced: Default::default(),
+            last_used: LastUse::default(),
+            replay_failures: Default::default(),
             spec,
         });
         let replayed = shard.replay(meta, checkpoint).await?;
-        info!(index = %meta.name, shard = shard.spec.shard, docs = last.map_or(0, |c| c.num_docs), checkpoint, replayed, "shard opened");
+        if taken_over {
+            let next = shard.state.lock().expect("shard lock").applied_below;
+            let fence = shard.translog.fence(next).await?;
+            shard
+                .live_translog
+                .lock()
+                .expect("translog lock")
+                .push(fence);
+        }
+        info!(index = %meta.name, shard = shard.spec.shard, epoch, docs = last.map_or(0, |c| c.num_docs), checkpoint, replayed, "shard opened");
         tokio::spawn(flusher(
             Arc::downgrade(&shard),
             rx,
@@ -231,34 +283,59 @@ impl ShardWriter {
         Ok(shard)
     }
 
-    /// Applies the translog above `checkpoint`, in sequence order. Returns ops replayed.
-    async fn replay(&self, meta: &IndexMeta, checkpoint: u64) -> Result<usize, WriterError> {
+    /// Applies the translog above `checkpoint`, in sequence order. Returns ops replayed. An
+    /// operation that fails to re-apply stays in the translog (it is never dropped) and is
+    /// reported; the rest of the shard still opens.
+    async fn replay(
+        self: &Arc<Self>,
+        meta: &IndexMeta,
+        checkpoint: u64,
+    ) -> Result<usize, WriterError> {
         let segments = Translog::replayable(self.translog.list().await?);
         let mut replayed = 0;
         let builder = DocBuilder::new(&self.layout, &meta.mappings);
         for seg in &segments {
-            if seg.last < checkpoint {
+            if seg.last < checkpoint && !seg.fence {
                 // Covered by the commit; left over from a crash between publish and delete.
                 self.translog.delete(seg).await?;
                 continue;
             }
-            for op in self.translog.read(seg).await? {
+            let mut next_seq = seg.last + 1;
+            let ops = match self.translog.read(seg).await {
+                Ok(ops) => ops,
+                Err(WriterError::Internal(reason)) => {
+                    // Unreadable object: set aside whole, reported, and the shard opens.
+                    self.quarantine(&seg.key, None).await?;
+                    self.replay_failed(seg.first, "", &reason);
+                    let mut st = self.state.lock().expect("shard lock");
+                    st.applied_below = st.applied_below.max(next_seq);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for op in ops {
                 if op.seq < checkpoint {
                     continue;
                 }
-                let doc =
-                    match &op.source {
-                        Some(src) => {
-                            let parsed: serde_json::Map<String, serde_json::Value> =
-                                serde_json::from_slice(src).map_err(|e| {
-                                    WriterError::Internal(format!("translog source: {e}"))
-                                })?;
-                            Some(builder.build(&op.id, src, &parsed).map_err(|e| {
-                                WriterError::Internal(format!("translog replay: {e}"))
-                            })?)
-                        }
-                        None => None,
-                    };
+                next_seq = op.seq + 1;
+                let doc = match &op.source {
+                    Some(src) => {
+                        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(src)
+                            .map_err(|e| format!("translog source: {e}"))
+                            .and_then(|parsed| builder.build(&op.id, src, &parsed).map_err(|e| e.0))
+                            .map(Some)
+                    }
+                    None => Ok(None),
+                };
+                let doc = match doc {
+                    Ok(doc) => doc,
+                    Err(reason) => {
+                        self.quarantine(&seg.key, Some(&op)).await?;
+                        self.replay_failed(op.seq, &op.id, &reason);
+                        continue;
+                    }
+                };
+                let logged = op.clone();
                 let prepared = PreparedOp {
                     kind: op.kind,
                     id: op.id,
@@ -266,8 +343,24 @@ impl ShardWriter {
                     doc,
                     check_existing: true,
                 };
-                let _ = tokio::task::block_in_place(|| self.apply(op.seq, prepared));
-                replayed += 1;
+                let shard = self.clone();
+                let seq = op.seq;
+                let result = tokio::task::spawn_blocking(move || shard.apply(seq, prepared))
+                    .await
+                    .map_err(|e| WriterError::Internal(format!("replay panicked: {e}")))?;
+                match result {
+                    // A document that fails again the way it failed when first written (the
+                    // client was told then) is a normal outcome, not a replay failure.
+                    Ok(_) | Err((400 | 404 | 409, _, _)) => replayed += 1,
+                    Err((_, _, reason)) => {
+                        self.quarantine(&seg.key, Some(&logged)).await?;
+                        self.replay_failed(seq, &logged.id, &reason)
+                    }
+                }
+            }
+            if !seg.fence {
+                let mut st = self.state.lock().expect("shard lock");
+                st.applied_below = st.applied_below.max(next_seq);
             }
             self.live_translog
                 .lock()
@@ -275,6 +368,38 @@ impl ShardWriter {
                 .push(seg.clone());
         }
         Ok(replayed)
+    }
+
+    /// Keeps a translog operation (or a whole unreadable object) that failed to re-apply
+    /// under `translog-failed/`, out of replay's way but never dropped.
+    async fn quarantine(&self, key: &str, op: Option<&LoggedOp>) -> Result<(), WriterError> {
+        let name = key.rsplit('/').next().unwrap_or_default();
+        let (target, bytes) = match op {
+            Some(op) => (
+                format!("{}/translog-failed/{name}-op{}", self.spec.prefix, op.seq),
+                translog::encode(std::slice::from_ref(op)),
+            ),
+            None => (
+                format!("{}/translog-failed/{name}", self.spec.prefix),
+                self.ctx.storage.get(key).await?,
+            ),
+        };
+        match self.ctx.storage.put_if_absent(&target, bytes).await {
+            Ok(_) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn replay_failed(&self, seq: u64, id: &str, reason: &str) {
+        self.replay_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        error!(shard = self.spec.shard, index_uuid = %self.spec.index_uuid, seq, id, "translog operation failed to re-apply; kept in the translog: {reason}");
+    }
+
+    /// Translog operations that failed to re-apply when the shard opened.
+    pub fn replay_failures(&self) -> u64 {
+        self.replay_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn layout(&self) -> &ShardLayout {
@@ -285,30 +410,31 @@ impl ShardWriter {
         self.epoch
     }
 
-    /// Whether this writer may still acknowledge writes for the shard.
+    /// Whether this writer may still acknowledge writes for the shard: its node session is
+    /// live and no newer owner fenced it.
     pub fn lease_valid(&self) -> bool {
-        self.lease_deadline
-            .lock()
-            .expect("lease lock")
-            .is_some_and(|d| Instant::now() < d)
+        !self.is_fenced() && self.ctx.session.valid()
     }
 
-    /// Records a successful lease renewal.
-    pub fn extend_lease(&self, deadline: Instant) {
-        let mut d = self.lease_deadline.lock().expect("lease lock");
-        if d.is_some() {
-            *d = Some(deadline);
-        }
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// The lease went to another writer: refuse everything from now on.
+    /// The shard went to another owner: refuse everything from now on.
     pub fn fence(&self) {
-        *self.lease_deadline.lock().expect("lease lock") = None;
+        self.fenced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// When the shard was last written ([`WriterPool`]'s clock).
+    pub fn last_used(&self) -> u64 {
+        self.last_used.get()
     }
 
     /// Makes `ops` durable in the translog (group-committed with concurrent requests), then
     /// applies them. Returns one outcome per op, in order.
     pub async fn write(&self, ops: Vec<PreparedOp>) -> Result<Vec<OpResult>, WriterError> {
+        self.last_used.set(self.ctx.pool.now());
         let (reply, answer) = oneshot::channel();
         self.to_flusher
             .send(Batch { ops, reply })
@@ -322,10 +448,10 @@ impl ShardWriter {
         Term::from_field_text(self.layout.id, id)
     }
 
-    /// The live version of `_id`, if it exists, counting uncommitted writes.
+    /// The live version of `_id`, if it exists, counting unpublished writes.
     fn version_locked(&self, state: &State, id: &str) -> Result<Option<u64>, WriterError> {
-        if let Some(entry) = state.pending.get(id) {
-            return Ok(entry.as_ref().map(|(version, _)| *version));
+        if let Some(entry) = state.recent.get(id) {
+            return Ok(entry.source.is_some().then_some(entry.version));
         }
         let searcher = self.reader.searcher();
         let term = self.id_term(id);
@@ -348,23 +474,91 @@ impl ShardWriter {
         Ok(None)
     }
 
+    /// Opens the tantivy writer if it is closed, within the process's writer budget.
+    /// Blocking (may close another shard's writer).
+    fn ensure_writer<'a>(
+        self: &'a Arc<Self>,
+        mut st: std::sync::MutexGuard<'a, State>,
+    ) -> Result<std::sync::MutexGuard<'a, State>, WriterError> {
+        if st.writer.is_some() {
+            return Ok(st);
+        }
+        drop(st);
+        let key = Arc::as_ptr(self) as usize;
+        self.ctx.pool.reserve(key, Arc::downgrade(self));
+        st = self.state.lock().expect("shard lock");
+        if st.writer.is_none() {
+            let threads = self.spec.threads.max(1);
+            let options = IndexWriterOptions::builder()
+                .num_worker_threads(threads)
+                .num_merge_threads(1)
+                .memory_budget_per_thread(
+                    (self.ctx.pool.memory_per_writer() / threads).max(15_000_000),
+                )
+                .build();
+            match self.index.writer_with_options(options) {
+                Ok(w) => st.writer = Some(w),
+                Err(e) => {
+                    self.ctx.pool.release(key);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    /// Commits locally and closes the tantivy writer (threads and buffer freed), unless the
+    /// shard is busy right now. Returns whether it is closed. The next refresh still
+    /// publishes what was committed here.
+    pub fn close_writer(&self) -> bool {
+        let Ok(mut st) = self.state.try_lock() else {
+            return false;
+        };
+        let Some(mut writer) = st.writer.take() else {
+            return true;
+        };
+        if st.dirty {
+            if let Err(e) = writer.commit().and_then(|_| self.reader.reload()) {
+                warn!(
+                    shard = self.spec.shard,
+                    "local commit before closing the writer failed: {e}"
+                );
+                st.writer = Some(writer);
+                return false;
+            }
+        }
+        drop(writer);
+        self.ctx.pool.release(self as *const ShardWriter as usize);
+        true
+    }
+
     /// Applies one logged operation to the tantivy writer.
-    fn apply(&self, seq: u64, op: PreparedOp) -> OpResult {
-        let mut st = self.state.lock().expect("shard lock");
-        st.applied_below = st.applied_below.max(seq + 1);
+    fn apply(self: &Arc<Self>, seq: u64, op: PreparedOp) -> OpResult {
         let internal = |e: WriterError| (500u16, "exception", e.to_string());
+        let st = self.state.lock().expect("shard lock");
+        let mut st = self.ensure_writer(st).map_err(internal)?;
+        st.applied_below = st.applied_below.max(seq + 1);
         let previous = if op.check_existing {
             self.version_locked(&st, &op.id).map_err(internal)?
         } else {
             None
         };
+        let writer = st.writer.as_ref().expect("writer open");
         match op.kind {
             OpKind::Delete => {
                 let Some(prev) = previous else {
                     return Ok(("not_found", 1, seq, 404));
                 };
-                st.writer.delete_term(self.id_term(&op.id));
-                st.pending.insert(op.id, None);
+                writer.delete_term(self.id_term(&op.id));
+                st.recent.insert(
+                    op.id,
+                    RecentWrite {
+                        version: prev + 1,
+                        seq_no: seq,
+                        primary_term: self.epoch,
+                        source: None,
+                    },
+                );
                 st.dirty = true;
                 Ok(("deleted", prev + 1, seq, 200))
             }
@@ -386,18 +580,23 @@ impl ShardWriter {
                     ));
                 };
                 if op.check_existing {
-                    st.writer.delete_term(self.id_term(&op.id));
+                    writer.delete_term(self.id_term(&op.id));
                 }
                 let version = previous.map_or(1, |v| v + 1);
                 let mut doc: TantivyDocument = built.doc;
                 doc.add_u64(self.layout.version, version);
-                st.writer
-                    .add_document(doc)
-                    .map_err(|e| internal(e.into()))?;
-                if op.check_existing {
-                    st.pending
-                        .insert(op.id, Some((version, op.source.unwrap_or_default())));
-                }
+                doc.add_u64(self.layout.seq_no, seq);
+                doc.add_u64(self.layout.primary_term, self.epoch);
+                writer.add_document(doc).map_err(|e| internal(e.into()))?;
+                st.recent.insert(
+                    op.id,
+                    RecentWrite {
+                        version,
+                        seq_no: seq,
+                        primary_term: self.epoch,
+                        source: Some(op.source.unwrap_or_default()),
+                    },
+                );
                 if let Some(ts) = built.timestamp {
                     st.min_ts = Some(st.min_ts.map_or(ts, |m| m.min(ts)));
                     st.max_ts = Some(st.max_ts.map_or(ts, |m| m.max(ts)));
@@ -414,7 +613,7 @@ impl ShardWriter {
 
     /// Merges the committed segments into at most `max_segments` (`_forcemerge`), waiting
     /// for the merges; the next refresh publishes the result. Blocking.
-    pub fn merge_all(&self, max_segments: usize) -> Result<(), WriterError> {
+    pub fn merge_all(self: &Arc<Self>, max_segments: usize) -> Result<(), WriterError> {
         // A background merge may hold some of the segments (tantivy then refuses the merge):
         // read the current segments again and retry, for a bounded time.
         const ATTEMPTS: usize = 100;
@@ -429,11 +628,13 @@ impl ShardWriter {
                 return Ok(());
             }
             let merges: Vec<_> = {
-                let mut st = self.state.lock().expect("shard lock");
+                let st = self.state.lock().expect("shard lock");
+                let mut st = self.ensure_writer(st)?;
                 st.dirty = true;
+                let writer = st.writer.as_mut().expect("writer open");
                 merge_groups(segments, max_segments)
                     .iter()
-                    .map(|ids| st.writer.merge(ids))
+                    .map(|ids| writer.merge(ids))
                     .collect()
             };
             let mut refused = None;
@@ -454,15 +655,20 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// A write of `id` not yet refreshed: `Some(Some((version, source)))` if it now exists,
-    /// `Some(None)` if it was deleted, `None` if this shard has no pending write of it.
-    pub fn realtime_get(&self, id: &str) -> Option<Option<(u64, Bytes)>> {
+    /// An acknowledged write of `id` that no published commit holds yet, if any.
+    pub fn realtime_get(&self, id: &str) -> Option<RecentWrite> {
         self.state
             .lock()
             .expect("shard lock")
-            .pending
+            .recent
             .get(id)
             .cloned()
+    }
+
+    /// Whether the shard has nothing unpublished and no open writer work, so it can close.
+    pub fn is_quiet(&self) -> bool {
+        let st = self.state.lock().expect("shard lock");
+        !st.dirty && st.recent.is_empty()
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -478,12 +684,12 @@ impl ShardWriter {
             if !st.dirty {
                 return Ok(None);
             }
-            tokio::task::block_in_place(|| st.writer.commit())?;
-            // The reader must see the commit before `pending` forgets what it holds: in
-            // between, an id lookup would find the document nowhere.
+            // A closed writer committed locally when it closed.
+            if let Some(writer) = st.writer.as_mut() {
+                tokio::task::block_in_place(|| writer.commit())?;
+            }
             self.reader.reload()?;
             st.dirty = false;
-            st.pending.clear();
             (st.min_ts, st.max_ts, st.applied_below)
         };
         // A background merge may replace segments (and delete their files) at any time:
@@ -502,23 +708,12 @@ impl ShardWriter {
         let mut size = 0u64;
         for (name, bytes) in &files {
             size += bytes.len() as u64;
+            let object = self.upload(name, bytes).await?;
             listed.push(SegmentFile {
                 name: name.clone(),
                 len: bytes.len() as u64,
+                object,
             });
-            if self.uploaded.lock().expect("uploaded lock").contains(name) {
-                continue;
-            }
-            self.storage
-                .put(
-                    &format!("{}/segments/{}", self.spec.prefix, name),
-                    bytes.clone(),
-                )
-                .await?;
-            self.uploaded
-                .lock()
-                .expect("uploaded lock")
-                .insert(name.clone());
         }
         let num_docs = self.reader.searcher().num_docs();
         let generation = {
@@ -541,10 +736,47 @@ impl ShardWriter {
         }))
     }
 
-    /// Records a published commit: files of the previous one that it dropped (merged away)
-    /// are retired.
-    pub fn published(&self, files: &[SegmentFile]) {
-        let now_live: HashSet<String> = files.iter().map(|f| f.name.clone()).collect();
+    /// Uploads one segment file (unless already in the bucket) create-only under a key of
+    /// this epoch, which no other owner writes. Returns its object key.
+    async fn upload(&self, name: &str, bytes: &Bytes) -> Result<String, WriterError> {
+        let len = bytes.len() as u64;
+        if let Some((object, l)) = self.uploaded.lock().expect("uploaded lock").get(name) {
+            if *l == len {
+                return Ok(object.clone());
+            }
+        }
+        let object = format!("{:010}/{name}", self.epoch);
+        let key = format!("{}/segments/{object}", self.spec.prefix);
+        match self.ctx.storage.put_if_absent(&key, bytes.clone()).await {
+            Ok(_) => {}
+            // This epoch's own earlier upload of the same file (a retry or a re-commit of
+            // the same bytes): reuse it. Different bytes under the same name: refuse.
+            Err(StorageError::AlreadyExists(_)) => {
+                let existing = self.ctx.storage.size(&key).await?;
+                if existing != len {
+                    return Err(WriterError::Internal(format!(
+                        "segment object {key} exists with {existing} bytes, not {len}"
+                    )));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.uploaded
+            .lock()
+            .expect("uploaded lock")
+            .insert(name.to_string(), (object.clone(), len));
+        Ok(object)
+    }
+
+    /// Records a published commit: objects of the previous one that it dropped (merged
+    /// away) are retired, and recent writes it covers are forgotten (searchers see them).
+    pub fn published(&self, files: &[SegmentFile], checkpoint: u64) {
+        self.state
+            .lock()
+            .expect("shard lock")
+            .recent
+            .retain(|_, w| w.seq_no >= checkpoint);
+        let now_live: HashSet<String> = files.iter().map(|f| f.object_key().to_string()).collect();
         let mut published = self.published.lock().expect("published lock");
         let dropped: Vec<String> = published.difference(&now_live).cloned().collect();
         *published = now_live;
@@ -567,12 +799,16 @@ impl ShardWriter {
         let mut deleted = 0;
         for name in due {
             match self
+                .ctx
                 .storage
                 .delete(&format!("{}/segments/{name}", self.spec.prefix))
                 .await
             {
                 Ok(()) => {
-                    self.uploaded.lock().expect("uploaded lock").remove(&name);
+                    self.uploaded
+                        .lock()
+                        .expect("uploaded lock")
+                        .retain(|_, (object, _)| *object != name);
                     deleted += 1;
                 }
                 Err(e) => {
@@ -588,8 +824,25 @@ impl ShardWriter {
     }
 
     /// Writes a batch to the translog and remembers the object until a commit covers it.
+    /// An error whose outcome is unknown (a timeout, a dropped connection) is retried on the
+    /// same key until the answer is definite, for as long as the lease holds.
     async fn append_translog(&self, ops: &[LoggedOp]) -> Result<(), WriterError> {
-        let segment = self.translog.append(ops).await?;
+        let mut attempt = 0u32;
+        let segment = loop {
+            match self.translog.append(ops).await {
+                Ok(segment) => break segment,
+                Err(WriterError::Storage(e)) if attempt < 20 && self.lease_valid() => {
+                    attempt += 1;
+                    debug!(
+                        shard = self.spec.shard,
+                        attempt, "translog write unsettled, retrying the same key: {e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(4)))
+                        .await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.live_translog
             .lock()
             .expect("translog lock")
@@ -601,8 +854,10 @@ impl ShardWriter {
     pub async fn truncate_translog(&self, checkpoint: u64) {
         let covered: Vec<translog::Segment> = {
             let mut live = self.live_translog.lock().expect("translog lock");
-            let (covered, keep): (Vec<_>, Vec<_>) =
-                live.drain(..).partition(|s| s.last < checkpoint);
+            // Takeover markers stay: they keep a fenced writer's late batches unreplayable.
+            let (covered, keep): (Vec<_>, Vec<_>) = live
+                .drain(..)
+                .partition(|s| s.last < checkpoint && !s.fence);
             *live = keep;
             covered
         };
@@ -652,6 +907,38 @@ impl ShardWriter {
         let meta_json =
             serde_json::to_string(&metas).map_err(|e| WriterError::Internal(e.to_string()))?;
         Ok((meta_json, out))
+    }
+
+    /// Settles a translog batch that landed after this writer's lease ran out locally: will
+    /// the shard's history contain it or not? Decided by the shard record and the newer
+    /// owner's takeover marker, the same way recovery decides it. `None` if still unknown
+    /// after a bounded wait.
+    async fn settle_late_batch(&self, batch: &translog::Segment) -> Option<LateBatch> {
+        for _ in 0..50 {
+            if let Ok(Some(record)) = self
+                .ctx
+                .metastore
+                .read_shard(&self.spec.index_uuid, self.spec.shard)
+                .await
+            {
+                if record.epoch == self.epoch
+                    && record.owner.as_ref() == Some(self.ctx.session.owner())
+                {
+                    return Some(LateBatch::Ours);
+                }
+            }
+            if let Ok(all) = self.translog.list().await {
+                let newer: Vec<_> = all.iter().filter(|o| o.epoch > self.epoch).collect();
+                if newer.iter().any(|o| o.first <= batch.first) {
+                    return Some(LateBatch::Superseded);
+                }
+                if newer.iter().any(|o| o.first > batch.last) {
+                    return Some(LateBatch::ReplayedByNext);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        None
     }
 
     /// Makes the next refresh publish again, after an upload or publish failed.
@@ -727,16 +1014,40 @@ async fn flusher(
             continue;
         }
         match shard.append_translog(&logged).await {
-            // The lease may have run out while the write was in flight: then another writer
-            // may already own the shard, and this batch must not be acknowledged or applied.
-            Ok(_) if !shard.lease_valid() => {
-                let reason = format!(
-                    "shard [{}] lease (epoch {}) expired during the translog write",
-                    shard.spec.shard, shard.epoch
-                );
-                reply_err(batches, WriterError::LeaseLost(reason));
+            Ok(()) if shard.lease_valid() => apply_and_reply(&shard, batches, seq0).await,
+            // The lease ran out locally while the write was in flight: another owner may have
+            // taken the shard. Settle whether the shard's history holds this batch before
+            // answering, so a refusal is never replayed later and an acknowledgement is.
+            Ok(()) => {
+                let batch = shard
+                    .live_translog
+                    .lock()
+                    .expect("translog lock")
+                    .last()
+                    .cloned();
+                let settled = match &batch {
+                    Some(b) => shard.settle_late_batch(b).await,
+                    None => None,
+                };
+                let lost = |why: &str| {
+                    WriterError::LeaseLost(format!(
+                        "shard [{}] lease (epoch {}) expired during the translog write; {why}",
+                        shard.spec.shard, shard.epoch
+                    ))
+                };
+                match settled {
+                    Some(LateBatch::Ours) => apply_and_reply(&shard, batches, seq0).await,
+                    Some(LateBatch::ReplayedByNext) => {
+                        shard.fence();
+                        reply_replayed(batches, seq0);
+                    }
+                    Some(LateBatch::Superseded) => {
+                        shard.fence();
+                        reply_err(batches, lost("the new owner will not replay it"));
+                    }
+                    None => reply_err(batches, lost("its outcome could not be settled")),
+                }
             }
-            Ok(()) => apply_and_reply(&shard, batches, seq0).await,
             Err(e) => {
                 warn!(
                     shard = shard.spec.shard,
@@ -782,6 +1093,27 @@ fn log_entries(batches: &[Batch], seq0: u64) -> Vec<LoggedOp> {
             source: op.source.clone(),
         })
         .collect()
+}
+
+/// Acknowledges batches that the shard's next owner replays (their translog object lies
+/// below its takeover point): the same answers as if they had been applied here.
+fn reply_replayed(batches: Vec<Batch>, seq0: u64) {
+    let mut seq = seq0;
+    for b in batches {
+        let results = b
+            .ops
+            .iter()
+            .map(|op| {
+                let r = match op.kind {
+                    OpKind::Delete => ("deleted", 1, seq, 200),
+                    _ => ("created", 1, seq, 201),
+                };
+                seq += 1;
+                Ok(r)
+            })
+            .collect();
+        let _ = b.reply.send(Ok(results));
+    }
 }
 
 fn reply_err(batches: Vec<Batch>, e: WriterError) {

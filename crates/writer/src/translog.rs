@@ -41,6 +41,9 @@ pub struct Segment {
     pub epoch: u64,
     pub first: u64,
     pub last: u64,
+    /// A takeover marker (`<epoch>-<first>-fence`, no operations): a new owner's sequence
+    /// numbers start at `first`, and older epochs' objects at or after it are not replayed.
+    pub fence: bool,
 }
 
 /// One shard's translog in the bucket.
@@ -118,13 +121,38 @@ impl Translog {
         };
         let epoch = self.epoch;
         let key = format!("{}/{epoch:010}-{first:020}-{last:020}", self.prefix);
-        // Create-only: a batch is never overwritten, even by a confused second writer.
-        self.storage.put_if_absent(&key, encode(ops)).await?;
+        // Create-only: a batch is never overwritten, even by a confused second writer. Keys
+        // are unique to this epoch, which only this owner writes: "already exists" means an
+        // earlier attempt of this same write landed (a retry after a lost answer).
+        match self.storage.put_if_absent(&key, encode(ops)).await {
+            Ok(_) | Err(floe_storage::StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(Segment {
             key,
             epoch,
             first,
             last,
+            fence: false,
+        })
+    }
+
+    /// Writes the takeover marker of this epoch at `first` (see [`Segment::fence`]): after
+    /// it, a batch the previous owner writes late can never be replayed, so whether such a
+    /// batch counts is decided once, the same way for everyone.
+    pub async fn fence(&self, first: u64) -> Result<Segment, WriterError> {
+        let epoch = self.epoch;
+        let key = format!("{}/{epoch:010}-{first:020}-fence", self.prefix);
+        match self.storage.put_if_absent(&key, Bytes::new()).await {
+            Ok(_) | Err(floe_storage::StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Segment {
+            key,
+            epoch,
+            first,
+            last: first,
+            fence: true,
         })
     }
 
@@ -135,12 +163,15 @@ impl Translog {
             let name = key.rsplit('/').next().unwrap_or_default();
             let parts: Vec<&str> = name.split('-').collect();
             if let [e, a, b] = parts[..] {
-                if let (Ok(epoch), Ok(first), Ok(last)) = (e.parse(), a.parse(), b.parse()) {
+                let fence = b == "fence";
+                let last = if fence { a.parse() } else { b.parse() };
+                if let (Ok(epoch), Ok(first), Ok(last)) = (e.parse(), a.parse(), last) {
                     out.push(Segment {
                         key,
                         epoch,
                         first,
                         last,
+                        fence,
                     });
                 }
             }
@@ -149,8 +180,9 @@ impl Translog {
         Ok(out)
     }
 
-    /// The objects to replay, in order. A writer that took over a shard (higher epoch)
-    /// started its sequence numbers after everything it found; an object of an older epoch
+    /// The objects to replay, in order (takeover markers included; they hold no
+    /// operations). A writer that took over a shard (higher epoch) started its sequence
+    /// numbers after everything it found, and marked that point; an object of an older epoch
     /// starting at or after such a takeover point was written by a fenced writer after it
     /// lost the lease — never acknowledged — and is skipped.
     pub fn replayable(segments: Vec<Segment>) -> Vec<Segment> {
@@ -168,6 +200,9 @@ impl Translog {
     }
 
     pub async fn read(&self, segment: &Segment) -> Result<Vec<LoggedOp>, WriterError> {
+        if segment.fence {
+            return Ok(Vec::new());
+        }
         decode(&self.storage.get(&segment.key).await?)
     }
 
@@ -221,11 +256,23 @@ mod tests {
             vec![(0, 1), (5, 6)]
         );
         assert_eq!(t.read(&segs[1]).await.unwrap()[1].seq, 6);
-        assert!(
-            t.append(&[op(5), op(6)]).await.is_err(),
-            "batches are create-only"
-        );
+        // A retried append of the same batch (same key) is the same write: success, and
+        // the object is not replaced.
+        t.append(&[op(5), op(6)]).await.unwrap();
         assert_eq!(segs[0].epoch, 3);
+        // A takeover at epoch 4 from seq 7: epoch 3's later batch is not replayed.
+        let next = Translog::new(
+            Storage::local(dir.path()).unwrap(),
+            "i/0/translog".into(),
+            4,
+        );
+        next.fence(7).await.unwrap();
+        t.append(&[op(7), op(8)]).await.unwrap();
+        let kept: Vec<(u64, u64, bool)> = Translog::replayable(t.list().await.unwrap())
+            .iter()
+            .map(|s| (s.epoch, s.first, s.fence))
+            .collect();
+        assert_eq!(kept, vec![(3, 0, false), (3, 5, false), (4, 7, true)]);
     }
 
     #[test]
@@ -235,6 +282,7 @@ mod tests {
             epoch,
             first,
             last,
+            fence: false,
         };
         // Epoch 1 wrote 0-9 and 10-19; epoch 2 took over at 20; epoch 1 then wrote 20-29 late.
         let all = vec![
