@@ -135,7 +135,7 @@ impl ChangeLog {
         let listed = self.storage.list_after(LOG_PREFIX, &key_of(cursor)).await?;
         let seqs: Vec<u64> = listed.iter().filter_map(|(k, _)| seq_of(k)).collect();
         if let Some(&first) = seqs.first() {
-            if first != cursor + 1 && cursor > 0 {
+            if first != cursor + 1 {
                 return Ok(Polled::Gap);
             }
         }

@@ -122,12 +122,16 @@ impl NodeSession {
         self.deadline.lock().expect("session lock").is_none()
     }
 
-    /// Extends the session by one TTL (one conditional write for all shards).
+    /// Extends the session by one TTL (one conditional write for all shards). A session
+    /// that already lapsed on this incarnation's clock is never revived: another node may
+    /// have taken its shards meanwhile, so the incarnation is over (`SessionLost`) and the
+    /// caller starts a new one.
     pub async fn renew(&self) -> Result<(), MetastoreError> {
         if self.lost() {
-            return Err(MetastoreError::SessionLost(
-                "taken over by a newer incarnation".into(),
-            ));
+            return Err(MetastoreError::SessionLost("session ended".into()));
+        }
+        if !self.valid() {
+            return Err(self.end("lapsed before it could be renewed"));
         }
         let key = key_of(&self.owner.node_id);
         let asked_at = Instant::now();
@@ -138,7 +142,25 @@ impl NodeSession {
         };
         let body = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
         let etag = self.etag.lock().expect("session lock").clone();
-        match self.storage.put_if_match(&key, body, &etag).await {
+        let written = match self.storage.put_if_match(&key, body.clone(), &etag).await {
+            // A retried conditional write whose first attempt landed answers 412: if the
+            // record still names this incarnation, adopt its ETag and write once more.
+            Err(StorageError::PreconditionFailed(_)) => {
+                match self.storage.get_with_etag(&key).await {
+                    Ok((bytes, current)) => {
+                        let rec: NodeSessionRecord = parse(&key, &bytes)?;
+                        if rec.incarnation == self.owner.incarnation {
+                            self.storage.put_if_match(&key, body, &current).await
+                        } else {
+                            Err(StorageError::PreconditionFailed(key.clone()))
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        match written {
             Ok(new_etag) => {
                 *self.etag.lock().expect("session lock") = new_etag;
                 let mut d = self.deadline.lock().expect("session lock");
@@ -148,15 +170,17 @@ impl NodeSession {
                 Ok(())
             }
             Err(StorageError::PreconditionFailed(_)) => {
-                // Someone replaced our record: only a newer incarnation does that.
-                warn!(node = %self.owner.node_id, "node session taken over by a newer incarnation: fenced");
-                *self.deadline.lock().expect("session lock") = None;
-                Err(MetastoreError::SessionLost(
-                    "taken over by a newer incarnation".into(),
-                ))
+                Err(self.end("taken over by a newer incarnation"))
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Marks this incarnation as over.
+    fn end(&self, why: &str) -> MetastoreError {
+        warn!(node = %self.owner.node_id, incarnation = %self.owner.incarnation, "node session {why}: fenced");
+        *self.deadline.lock().expect("session lock") = None;
+        MetastoreError::SessionLost(why.to_string())
     }
 }
 

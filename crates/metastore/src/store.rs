@@ -137,6 +137,8 @@ pub struct Metastore {
     origin: String,
     state: RwLock<State>,
     log: ChangeLog,
+    /// Changes made here whose log entry could not be written yet (retried by the tail).
+    unannounced: std::sync::Mutex<Vec<Change>>,
 }
 
 impl Metastore {
@@ -158,6 +160,7 @@ impl Metastore {
             origin: uuid::Uuid::new_v4().simple().to_string(),
             state: RwLock::new(State::default()),
             log,
+            unannounced: Default::default(),
         };
         ms.reload().await?;
         Ok(ms)
@@ -242,6 +245,7 @@ impl Metastore {
         loop {
             tick.tick().await;
             ticks += 1;
+            self.announce_pending().await;
             if let Err(e) = self.catch_up().await {
                 warn!("metastore change log: {e}");
             }
@@ -358,9 +362,21 @@ impl Metastore {
     }
 
     async fn announce(&self, changes: Vec<Change>) {
-        if let Err(e) = self.log.append(&self.origin, changes).await {
-            // The change itself is durable; other processes see it at their next reload.
-            warn!("could not append to the metastore change log: {e}");
+        if let Err(e) = self.log.append(&self.origin, changes.clone()).await {
+            // The change itself is durable; its announcement is retried by the tail loop.
+            warn!("could not append to the metastore change log, will retry: {e}");
+            self.unannounced
+                .lock()
+                .expect("unannounced lock")
+                .extend(changes);
+        }
+    }
+
+    /// Retries announcements that failed earlier.
+    async fn announce_pending(&self) {
+        let pending = std::mem::take(&mut *self.unannounced.lock().expect("unannounced lock"));
+        if !pending.is_empty() {
+            self.announce(pending).await;
         }
     }
 
@@ -674,11 +690,12 @@ impl Metastore {
         Ok(())
     }
 
-    /// Makes `owner` the owner of `shard`. If another incarnation owns it and its session is
-    /// live, `LeaseHeld`; otherwise the shard moves to `owner` under a new, higher epoch.
-    /// Already owned by `owner`: its epoch is kept. Returns the epoch, whether it is new
-    /// (a takeover: the caller must fence the old epoch's translog), and the index as of the
-    /// grant (the owner must load the shard from this state, never an earlier one).
+    /// Makes `owner` the owner of `shard` under a new, higher epoch (every open is a new
+    /// epoch, so keys written under an epoch come from one open of one incarnation). If
+    /// another incarnation owns it and its session is live, `LeaseHeld`. Returns the epoch,
+    /// whether an earlier epoch exists (the caller must mark its takeover point in the
+    /// translog), and the index as of the grant, freshly read (the owner must load the shard
+    /// from this state, never an earlier one).
     #[instrument(skip(self, owner))]
     pub async fn acquire_shard(
         &self,
@@ -687,43 +704,67 @@ impl Metastore {
         shard: u32,
         owner: &ShardOwner,
     ) -> Result<(u64, bool, IndexMeta), MetastoreError> {
-        // The liveness of the current owner is checked against the freshest record.
-        let fresh = self.fetch_shard(uuid, shard).await?;
-        if let Some((record, etag)) = &fresh {
-            self.state
-                .write()
-                .expect("lock")
-                .put_shard(uuid, shard, record.clone(), etag.clone());
-            if let Some(current) = &record.owner {
-                if current != owner
-                    && owner_alive(&self.storage, current, self.options.clock_skew_margin).await?
-                {
-                    return Err(MetastoreError::LeaseHeld {
-                        index: name.into(),
-                        shard,
-                        owner: current.node_id.clone(),
-                    });
+        let held = |o: &ShardOwner| MetastoreError::LeaseHeld {
+            index: name.into(),
+            shard,
+            owner: o.node_id.clone(),
+        };
+        // The liveness of the current owner is checked against the freshest record, and
+        // only that owner (found gone) may be replaced: if the record changed meanwhile, the
+        // compare-and-swap fails and the check runs again.
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let fresh = self.fetch_shard(uuid, shard).await?;
+            let mut previous_epoch = false;
+            let (mut next, etag) = match &fresh {
+                Some((record, etag)) => {
+                    if let Some(current) = &record.owner {
+                        if current != owner
+                            && owner_alive(&self.storage, current, self.options.clock_skew_margin)
+                                .await?
+                        {
+                            return Err(held(current));
+                        }
+                    }
+                    previous_epoch = record.epoch > 0;
+                    (record.clone(), Some(etag.clone()))
                 }
+                None => (ShardRecord::default(), None),
+            };
+            next.epoch = next.epoch.max(next.commit.as_ref().map_or(0, |c| c.epoch)) + 1;
+            next.owner = Some(owner.clone());
+            let body = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
+            let key = shard_key(uuid, shard);
+            let written = match &etag {
+                Some(etag) => self.storage.put_if_match(&key, body, etag).await,
+                None => self.storage.put_if_absent(&key, body).await,
+            };
+            match written {
+                Ok(new_etag) => {
+                    self.state.write().expect("lock").put_shard(
+                        uuid,
+                        shard,
+                        next.clone(),
+                        new_etag,
+                    );
+                    // Fresh mappings: a replay must build documents with every field known.
+                    let entry = self.fetch_index(name).await?;
+                    if entry.meta.uuid != uuid {
+                        return Err(MetastoreError::IndexNotFound(name.into()));
+                    }
+                    self.state.write().expect("lock").put_index(entry);
+                    let meta = self
+                        .get_index(name)
+                        .filter(|m| m.uuid == uuid)
+                        .ok_or_else(|| MetastoreError::IndexNotFound(name.into()))?;
+                    return Ok((next.epoch, previous_epoch, meta));
+                }
+                Err(StorageError::PreconditionFailed(_)) | Err(StorageError::AlreadyExists(_)) => {
+                    backoff(1).await;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        let mut taken_over = false;
-        let record = self
-            .update_shard(name, uuid, shard, |r| {
-                // A takeover from a previous owner (not the first grant of a new shard).
-                taken_over = r.owner.as_ref().is_some_and(|o| o != owner);
-                if r.owner.as_ref() != Some(owner) {
-                    // Every new incarnation gets a new epoch, even under the same node id.
-                    r.epoch = r.epoch.max(r.commit.as_ref().map_or(0, |c| c.epoch)) + 1;
-                    r.owner = Some(owner.clone());
-                }
-                Ok(())
-            })
-            .await?;
-        let meta = self
-            .get_index(name)
-            .filter(|m| m.uuid == uuid)
-            .ok_or_else(|| MetastoreError::IndexNotFound(name.into()))?;
-        Ok((record.epoch, taken_over, meta))
+        Err(MetastoreError::Contended(format!("{name}/{shard}")))
     }
 
     /// The shard's record as stored now (one GET), for settling an ambiguous write.
@@ -902,12 +943,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(e1, 1);
-        // The same incarnation keeps its epoch (a shard closed while idle reopens as is).
+        // Every open is a new epoch, also by the same incarnation (a shard closed while idle
+        // reopens under a fresh key space).
         let (again, taken, _) = ms
             .acquire_shard("l", &meta.uuid, 0, a.owner())
             .await
             .unwrap();
-        assert_eq!((again, taken), (1, false));
+        assert_eq!((again, taken), (2, true));
         let b = NodeSession::register(storage.clone(), "b", ttl, margin)
             .await
             .unwrap();
@@ -915,7 +957,7 @@ mod tests {
             ms.acquire_shard("l", &meta.uuid, 0, b.owner()).await,
             Err(MetastoreError::LeaseHeld { .. })
         ));
-        ms.publish_commit("l", &meta.uuid, 0, a.owner(), commit(1, 1))
+        ms.publish_commit("l", &meta.uuid, 0, a.owner(), commit(1, 2))
             .await
             .unwrap();
         tokio::time::sleep(ttl + margin * 2).await; // a stops renewing
@@ -923,19 +965,54 @@ mod tests {
             .acquire_shard("l", &meta.uuid, 0, b.owner())
             .await
             .unwrap();
-        assert_eq!((e2, taken), (2, true));
+        assert_eq!((e2, taken), (3, true));
         assert_eq!(
             fresh.shards[&0].generation, 1,
             "granted with the latest commit"
         );
         assert!(matches!(
-            ms.publish_commit("l", &meta.uuid, 0, a.owner(), commit(2, 1))
+            ms.publish_commit("l", &meta.uuid, 0, a.owner(), commit(2, 2))
                 .await,
             Err(MetastoreError::StaleCommit { .. })
         ));
-        ms.publish_commit("l", &meta.uuid, 0, b.owner(), commit(1, 2))
+        ms.publish_commit("l", &meta.uuid, 0, b.owner(), commit(1, 3))
             .await
             .unwrap();
+    }
+
+    /// Two live nodes racing for a new shard: exactly one owns it, the other is told so.
+    #[tokio::test]
+    async fn racing_first_grants_have_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let ttl = Duration::from_secs(30);
+        let margin = Duration::from_millis(50);
+        let a = Arc::new(open(dir.path()).await);
+        let meta = a
+            .create_index("r", IndexSettings::default(), Mappings::default())
+            .await
+            .unwrap();
+        let b = Arc::new(open(dir.path()).await);
+        for shard in 0..8u32 {
+            let sa = NodeSession::register(storage.clone(), &format!("a{shard}"), ttl, margin)
+                .await
+                .unwrap();
+            let sb = NodeSession::register(storage.clone(), &format!("b{shard}"), ttl, margin)
+                .await
+                .unwrap();
+            let (ra, rb) = tokio::join!(
+                a.acquire_shard("r", &meta.uuid, shard, sa.owner()),
+                b.acquire_shard("r", &meta.uuid, shard, sb.owner())
+            );
+            let wins = [ra.is_ok(), rb.is_ok()];
+            assert_eq!(
+                wins.iter().filter(|w| **w).count(),
+                1,
+                "shard {shard}: {ra:?} {rb:?}"
+            );
+            let loser = if ra.is_ok() { rb } else { ra };
+            assert!(matches!(loser, Err(MetastoreError::LeaseHeld { .. })));
+        }
     }
 
     /// Changes made through one metastore reach another through the change log.

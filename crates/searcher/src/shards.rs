@@ -128,7 +128,11 @@ impl ShardReaders {
                 files.iter().map(|(_, o)| o.as_str()).collect();
             for entry in std::fs::read_dir(&root)?.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
-                if name.starts_with('g') && name != format!("g{generation}") {
+                let older = name
+                    .strip_prefix('g')
+                    .and_then(|g| g.parse::<u64>().ok())
+                    .is_some_and(|g| g < generation);
+                if older {
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
@@ -162,11 +166,14 @@ impl ShardReaders {
             generation,
             searcher,
         };
-        self.open
-            .lock()
-            .expect("open lock")
-            .insert(key, opened.clone());
-        Ok(opened)
+        let mut open = self.open.lock().expect("open lock");
+        match open.get(&key) {
+            Some(newer) if newer.generation > opened.generation => Ok(newer.clone()),
+            _ => {
+                open.insert(key, opened.clone());
+                Ok(opened)
+            }
+        }
     }
 
     fn current(&self, key: &ShardKey, generation: u64) -> Option<OpenShard> {
@@ -174,7 +181,8 @@ impl ShardReaders {
             .lock()
             .expect("open lock")
             .get(key)
-            .filter(|s| s.generation == generation)
+            // A newer generation already open serves too: never step back to an older one.
+            .filter(|s| s.generation >= generation)
             .cloned()
     }
 

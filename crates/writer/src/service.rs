@@ -85,8 +85,9 @@ pub struct Writer {
     shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
     /// One opener per shard at a time (others wait for it, other shards open in parallel).
     openers: std::sync::Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// This incarnation's node session, once registered ([`Writer::start_session`]).
-    session: std::sync::OnceLock<Arc<NodeSession>>,
+    /// This incarnation's node session, once registered ([`Writer::start_session`]);
+    /// replaced by a new incarnation's if it is ever lost.
+    session: std::sync::RwLock<Option<Arc<NodeSession>>>,
     pool: Arc<WriterPool>,
 }
 
@@ -172,7 +173,7 @@ impl Writer {
             config,
             shards: tokio::sync::Mutex::new(HashMap::new()),
             openers: Default::default(),
-            session: std::sync::OnceLock::new(),
+            session: std::sync::RwLock::new(None),
         }
     }
 
@@ -186,21 +187,21 @@ impl Writer {
             self.config.clock_skew_margin,
         )
         .await?;
-        let _ = self.session.set(Arc::new(session));
+        *self.session.write().expect("session lock") = Some(Arc::new(session));
         Ok(())
+    }
+
+    fn current_session(&self) -> Option<Arc<NodeSession>> {
+        self.session.read().expect("session lock").clone()
     }
 
     /// The node session, waiting briefly for it at start-up.
     async fn session(&self) -> Result<Arc<NodeSession>, WriterError> {
         for _ in 0..40 {
-            if let Some(s) = self.session.get() {
-                if s.lost() {
-                    return Err(WriterError::LeaseLost(format!(
-                        "node [{}] was taken over by a newer incarnation",
-                        self.config.node_id
-                    )));
+            if let Some(s) = self.current_session() {
+                if !s.lost() {
+                    return Ok(s);
                 }
-                return Ok(s.clone());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -231,7 +232,7 @@ impl Writer {
         for (_, w) in &open {
             w.fence();
         }
-        if let Some(session) = self.session.get() {
+        if let Some(session) = self.current_session() {
             match session.release().await {
                 Ok(()) => info!("node session released"),
                 Err(e) => warn!("could not release the node session: {e}"),
@@ -329,17 +330,22 @@ impl Writer {
             pool: self.pool.clone(),
         };
         let writer = ShardWriter::open(spec, ctx, &fresh, epoch, taken_over).await?;
+        writer.touch();
         self.shards.lock().await.insert(key, writer.clone());
         Ok(writer)
     }
 
     async fn open_shard(&self, key: &ShardKey) -> Option<Arc<ShardWriter>> {
-        self.shards
+        let shard = self
+            .shards
             .lock()
             .await
             .get(key)
             .filter(|s| !s.is_fenced())
-            .cloned()
+            .cloned()?;
+        // In use from now: the idle check must not close it under this request.
+        shard.touch();
+        Some(shard)
     }
 
     /// `POST /_bulk` and `POST /{index}/_bulk`. Returns the OpenSearch response body.
@@ -776,7 +782,30 @@ impl Writer {
             shards.remove(key);
         }
         drop(shards);
+        writer.fence();
         writer.close_writer();
+    }
+
+    /// Closes a shard that is idle, unless a request holds it: checked under the map lock,
+    /// through which every request obtains its shards, so none can pick it up meanwhile.
+    /// `holders` is how many references the caller itself holds. Returns whether it closed.
+    async fn close_if_unused(
+        &self,
+        key: &ShardKey,
+        writer: &Arc<ShardWriter>,
+        holders: usize,
+    ) -> bool {
+        let mut shards = self.shards.lock().await;
+        let registered = shards.get(key).is_some_and(|w| Arc::ptr_eq(w, writer));
+        // The map's reference plus the caller's.
+        if !registered || Arc::strong_count(writer) > holders + 1 || !writer.is_quiet() {
+            return false;
+        }
+        shards.remove(key);
+        drop(shards);
+        writer.fence();
+        writer.close_writer();
+        true
     }
 
     /// `POST /{index}/_forcemerge`: merges each shard's segments into at most `max_segments`
@@ -931,15 +960,16 @@ impl Writer {
     }
 
     /// Renews the node session (one conditional write for all shards) every third of its
-    /// TTL, and every TTL takes over shards whose owner's session lapsed. If a newer
-    /// incarnation took the session over, every shard is fenced and closed.
+    /// TTL, and every TTL takes over shards whose owner's session lapsed. If the session is
+    /// lost (lapsed before a renewal got through, or taken over), every shard is fenced and
+    /// closed, and a new incarnation registers and recovers them.
     pub async fn run_lease_loop(self: Arc<Self>) {
         let ttl = self.config.lease_ttl;
         let mut tick = tokio::time::interval(ttl / 3);
         let mut rounds = 0u64;
         loop {
             tick.tick().await;
-            let Some(session) = self.session.get().cloned() else {
+            let Some(session) = self.current_session() else {
                 continue;
             };
             match session.renew().await {
@@ -947,18 +977,19 @@ impl Writer {
                 Err(MetastoreError::SessionLost(reason)) => {
                     let open: Vec<(ShardKey, Arc<ShardWriter>)> =
                         self.shards.lock().await.drain().collect();
-                    warn!(
-                        shards = open.len(),
-                        "node session lost ({reason}): fencing every shard"
-                    );
+                    warn!(shards = open.len(), "node session lost ({reason}): fencing every shard, starting a new incarnation");
                     for (_, w) in open {
                         w.fence();
                         w.close_writer();
                     }
-                    return;
+                    if let Err(e) = self.start_session().await {
+                        warn!("could not register a new node session: {e}");
+                        continue;
+                    }
+                    rounds = 2; // recover at once below
                 }
                 // Unreachable bucket: shards stop acknowledging once the session runs out
-                // locally, and resume when a renewal gets through.
+                // locally; if a renewal gets through later, the session is over (above).
                 Err(e) => warn!("node session renewal failed: {e}"),
             }
             rounds += 1;
@@ -998,8 +1029,10 @@ impl Writer {
                 };
                 writer.collect_garbage(self.config.gc_grace).await;
                 let idle_ms = self.pool.now().saturating_sub(writer.last_used());
-                if idle_ms >= self.config.idle_close.as_millis() as u64 && writer.is_quiet() {
-                    self.forget_shard(&key, &writer).await;
+                if idle_ms >= self.config.idle_close.as_millis() as u64
+                    && writer.is_quiet()
+                    && self.close_if_unused(&key, &writer, 1).await
+                {
                     last.remove(&key);
                     continue;
                 }

@@ -426,9 +426,14 @@ impl ShardWriter {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// When the shard was last written ([`WriterPool`]'s clock).
+    /// When the shard was last used ([`WriterPool`]'s clock).
     pub fn last_used(&self) -> u64 {
         self.last_used.get()
+    }
+
+    /// Marks the shard as in use now.
+    pub fn touch(&self) {
+        self.last_used.set(self.ctx.pool.now());
     }
 
     /// Makes `ops` durable in the translog (group-committed with concurrent requests), then
@@ -514,8 +519,9 @@ impl ShardWriter {
         let Ok(mut st) = self.state.try_lock() else {
             return false;
         };
+        // No writer (yet): nothing to close here; a slot it holds is about to be used.
         let Some(mut writer) = st.writer.take() else {
-            return true;
+            return false;
         };
         if st.dirty {
             if let Err(e) = writer.commit().and_then(|_| self.reader.reload()) {
@@ -840,7 +846,12 @@ impl ShardWriter {
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(4)))
                         .await;
                 }
-                Err(e) => return Err(e),
+                // Giving up: if an attempt did land, the batch is in the shard's history
+                // and must be answered as written, not refused.
+                Err(e) => match self.translog.landed(ops).await {
+                    Some(segment) => break segment,
+                    None => return Err(e),
+                },
             }
         };
         self.live_translog
@@ -914,7 +925,8 @@ impl ShardWriter {
     /// owner's takeover marker, the same way recovery decides it. `None` if still unknown
     /// after a bounded wait.
     async fn settle_late_batch(&self, batch: &translog::Segment) -> Option<LateBatch> {
-        for _ in 0..50 {
+        // Up to a minute: a new owner between its grant and its marker is replaying.
+        for _ in 0..600 {
             if let Ok(Some(record)) = self
                 .ctx
                 .metastore

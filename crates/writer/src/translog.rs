@@ -137,6 +137,21 @@ impl Translog {
         })
     }
 
+    /// The object of this batch if an earlier attempt to write it landed (checked after a
+    /// write with an unknown outcome).
+    pub async fn landed(&self, ops: &[LoggedOp]) -> Option<Segment> {
+        let (first, last) = (ops.first()?.seq, ops.last()?.seq);
+        let epoch = self.epoch;
+        let key = format!("{}/{epoch:010}-{first:020}-{last:020}", self.prefix);
+        self.storage.size(&key).await.ok().map(|_| Segment {
+            key,
+            epoch,
+            first,
+            last,
+            fence: false,
+        })
+    }
+
     /// Writes the takeover marker of this epoch at `first` (see [`Segment::fence`]): after
     /// it, a batch the previous owner writes late can never be replayed, so whether such a
     /// batch counts is decided once, the same way for everyone.
