@@ -45,6 +45,11 @@ impl WriterPool {
         self.open.lock().expect("pool lock").len()
     }
 
+    /// Whether a writer can open now without closing another.
+    pub fn has_free_slot(&self) -> bool {
+        self.open_count() < self.max_open
+    }
+
     /// A clock for least-recently-used decisions (milliseconds since the pool started).
     pub fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64

@@ -1481,4 +1481,56 @@ mod tests {
         w2.refresh(&["q".to_string()]).await.unwrap();
         assert_eq!(w2.metastore.get_index("q").unwrap().shards[&0].num_docs, 1);
     }
+
+    /// More shards written at once than writer slots: operations wait in shard backlogs,
+    /// with outcomes (versions, realtime reads) decided at once, and every document reaches
+    /// the published commits; threads stay bounded by the slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_shards_than_writer_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path().join("bucket")).unwrap();
+        let ms = metastore(&storage).await;
+        let config = test_config(dir.path().join("scratch"), Duration::from_secs(10), "n");
+        let w = started(ms.clone(), &storage, config).await;
+        w.create_index("many", &json!({"settings": {"number_of_shards": 12}}))
+            .await
+            .unwrap();
+        let body = |v: u32| {
+            let mut b = String::new();
+            for i in 0..60 {
+                b.push_str(&format!(
+                    "{{\"index\":{{\"_index\":\"many\",\"_id\":\"d{i}\"}}}}\n{{\"v\":{v}}}\n"
+                ));
+            }
+            Bytes::from(b)
+        };
+        let r = w
+            .bulk(None, body(1), RefreshPolicy::False)
+            .await
+            .unwrap()
+            .to_json();
+        assert_eq!(r["errors"], false, "{r}");
+        assert!(w.pool.open_count() <= 2, "writer slots respected");
+        let r = w
+            .bulk(None, body(2), RefreshPolicy::False)
+            .await
+            .unwrap()
+            .to_json();
+        assert!(
+            r["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["index"]["_version"] == 2),
+            "overwrites see the backlogged first versions: {r}"
+        );
+        let got = w.realtime_get("many", "d7", None).await.unwrap();
+        assert_eq!(
+            (got.version, &got.source.unwrap()[..]),
+            (2, &b"{\"v\":2}"[..])
+        );
+        w.refresh(&["many".to_string()]).await.unwrap();
+        let meta = ms.get_index("many").unwrap();
+        assert_eq!(meta.doc_count(), 60);
+    }
 }

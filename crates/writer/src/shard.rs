@@ -114,9 +114,19 @@ pub struct RecentWrite {
     pub source: Option<Bytes>,
 }
 
+/// A tantivy operation waiting for the shard's writer to open.
+enum Deferred {
+    Delete(Term),
+    Add(TantivyDocument),
+}
+
 struct State {
     /// Open only while the shard is being written ([`WriterPool`] bounds how many are).
     writer: Option<IndexWriter>,
+    /// Operations applied (outcomes decided, `recent` updated) while no writer slot was
+    /// free: fed to the writer, in order, when it opens (at the latest on refresh). So a
+    /// request touching thousands of shards costs no writer churn.
+    backlog: Vec<Deferred>,
     /// Writes not yet in a published commit, by `_id` (kept until a publish covers them, so
     /// a realtime `GET` sees every acknowledged write wherever the read is served from).
     recent: HashMap<String, RecentWrite>,
@@ -125,6 +135,22 @@ struct State {
     applied_below: u64,
     min_ts: Option<i64>,
     max_ts: Option<i64>,
+}
+
+impl State {
+    /// Hands one operation to the open writer, or to the backlog.
+    fn tantivy(&mut self, op: Deferred) -> tantivy::Result<()> {
+        match (&self.writer, op) {
+            (Some(w), Deferred::Delete(term)) => {
+                w.delete_term(term);
+            }
+            (Some(w), Deferred::Add(doc)) => {
+                w.add_document(doc)?;
+            }
+            (None, op) => self.backlog.push(op),
+        }
+        Ok(())
+    }
 }
 
 /// What a refresh produced, ready to publish.
@@ -242,6 +268,7 @@ impl ShardWriter {
             reader,
             state: Mutex::new(State {
                 writer: None,
+                backlog: Vec::new(),
                 recent: HashMap::new(),
                 dirty: false,
                 applied_below: checkpoint,
@@ -509,6 +536,18 @@ impl ShardWriter {
                 }
             }
         }
+        let backlog = std::mem::take(&mut st.backlog);
+        let writer = st.writer.as_ref().expect("writer open");
+        for op in backlog {
+            match op {
+                Deferred::Delete(term) => {
+                    writer.delete_term(term);
+                }
+                Deferred::Add(doc) => {
+                    writer.add_document(doc)?;
+                }
+            }
+        }
         Ok(st)
     }
 
@@ -542,20 +581,27 @@ impl ShardWriter {
     fn apply(self: &Arc<Self>, seq: u64, op: PreparedOp) -> OpResult {
         let internal = |e: WriterError| (500u16, "exception", e.to_string());
         let st = self.state.lock().expect("shard lock");
-        let mut st = self.ensure_writer(st).map_err(internal)?;
+        // A shard without an open writer takes one only if a slot is free; otherwise its
+        // operations wait in the backlog (outcomes are decided now, from `recent` and the
+        // committed segments).
+        let mut st = if st.writer.is_some() || self.ctx.pool.has_free_slot() {
+            self.ensure_writer(st).map_err(internal)?
+        } else {
+            st
+        };
         st.applied_below = st.applied_below.max(seq + 1);
         let previous = if op.check_existing {
             self.version_locked(&st, &op.id).map_err(internal)?
         } else {
             None
         };
-        let writer = st.writer.as_ref().expect("writer open");
         match op.kind {
             OpKind::Delete => {
                 let Some(prev) = previous else {
                     return Ok(("not_found", 1, seq, 404));
                 };
-                writer.delete_term(self.id_term(&op.id));
+                st.tantivy(Deferred::Delete(self.id_term(&op.id)))
+                    .map_err(|e| internal(e.into()))?;
                 st.recent.insert(
                     op.id,
                     RecentWrite {
@@ -586,14 +632,16 @@ impl ShardWriter {
                     ));
                 };
                 if op.check_existing {
-                    writer.delete_term(self.id_term(&op.id));
+                    st.tantivy(Deferred::Delete(self.id_term(&op.id)))
+                        .map_err(|e| internal(e.into()))?;
                 }
                 let version = previous.map_or(1, |v| v + 1);
                 let mut doc: TantivyDocument = built.doc;
                 doc.add_u64(self.layout.version, version);
                 doc.add_u64(self.layout.seq_no, seq);
                 doc.add_u64(self.layout.primary_term, self.epoch);
-                writer.add_document(doc).map_err(|e| internal(e.into()))?;
+                st.tantivy(Deferred::Add(doc))
+                    .map_err(|e| internal(e.into()))?;
                 st.recent.insert(
                     op.id,
                     RecentWrite {
@@ -683,13 +731,19 @@ impl ShardWriter {
 
     /// Commits applied operations locally and uploads new segment files to the bucket.
     /// Returns `None` when there was nothing to commit.
-    pub async fn prepare_commit(&self) -> Result<Option<PreparedCommit>, WriterError> {
+    pub async fn prepare_commit(self: &Arc<Self>) -> Result<Option<PreparedCommit>, WriterError> {
         let epoch = self.epoch;
         let (min_ts, max_ts, checkpoint) = {
-            let mut st = self.state.lock().expect("shard lock");
+            let st = self.state.lock().expect("shard lock");
             if !st.dirty {
                 return Ok(None);
             }
+            // Operations waiting for a writer get one now (possibly closing another shard's).
+            let mut st = if st.backlog.is_empty() {
+                st
+            } else {
+                tokio::task::block_in_place(|| self.ensure_writer(st))?
+            };
             // A closed writer committed locally when it closed.
             if let Some(writer) = st.writer.as_mut() {
                 tokio::task::block_in_place(|| writer.commit())?;
