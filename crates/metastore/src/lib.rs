@@ -16,4 +16,4 @@ pub use changelog::Change;
 pub use error::MetastoreError;
 pub use names::validate_index_name;
 pub use session::NodeSession;
-pub use store::{Metastore, MetastoreOptions};
+pub use store::{Grant, Metastore, MetastoreOptions};

@@ -41,6 +41,20 @@ fn shard_key(uuid: &str, shard: u32) -> String {
     format!("{SHARDS_PREFIX}/{uuid}/{shard}.json")
 }
 
+/// A shard granted to a new owner ([`Metastore::acquire_shard`]).
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// The new epoch (higher than any before).
+    pub epoch: u64,
+    /// Whether an earlier epoch exists (its late writes must be fenced off).
+    pub taken_over: bool,
+    /// Other incarnations whose writer-wide translogs may hold operations above the
+    /// checkpoint.
+    pub earlier_logs: Vec<ShardOwner>,
+    /// The index as of the grant, freshly read.
+    pub meta: IndexMeta,
+}
+
 /// Metastore settings.
 #[derive(Clone, Debug)]
 pub struct MetastoreOptions {
@@ -684,6 +698,8 @@ impl Metastore {
                 }
             }
             r.commit = Some(commit.clone());
+            // Everything earlier owners logged is below this checkpoint now.
+            r.log_owners = vec![owner.clone()];
             Ok(())
         })
         .await?;
@@ -703,7 +719,7 @@ impl Metastore {
         uuid: &str,
         shard: u32,
         owner: &ShardOwner,
-    ) -> Result<(u64, bool, IndexMeta), MetastoreError> {
+    ) -> Result<Grant, MetastoreError> {
         let held = |o: &ShardOwner| MetastoreError::LeaseHeld {
             index: name.into(),
             shard,
@@ -731,6 +747,20 @@ impl Metastore {
                 None => (ShardRecord::default(), None),
             };
             next.epoch = next.epoch.max(next.commit.as_ref().map_or(0, |c| c.epoch)) + 1;
+            if let Some(previous) = next.owner.take() {
+                if !next.log_owners.contains(&previous) {
+                    next.log_owners.push(previous);
+                }
+            }
+            let earlier_logs: Vec<ShardOwner> = next
+                .log_owners
+                .iter()
+                .filter(|o| *o != owner)
+                .cloned()
+                .collect();
+            if !next.log_owners.contains(owner) {
+                next.log_owners.push(owner.clone());
+            }
             next.owner = Some(owner.clone());
             let body = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
             let key = shard_key(uuid, shard);
@@ -756,7 +786,12 @@ impl Metastore {
                         .get_index(name)
                         .filter(|m| m.uuid == uuid)
                         .ok_or_else(|| MetastoreError::IndexNotFound(name.into()))?;
-                    return Ok((next.epoch, previous_epoch, meta));
+                    return Ok(Grant {
+                        epoch: next.epoch,
+                        taken_over: previous_epoch,
+                        earlier_logs,
+                        meta,
+                    });
                 }
                 Err(StorageError::PreconditionFailed(_)) | Err(StorageError::AlreadyExists(_)) => {
                     backoff(1).await;
@@ -833,8 +868,12 @@ mod tests {
             Err(MetastoreError::IndexAlreadyExists(_))
         ));
         let me = owner("n", "1");
-        let (epoch, taken, _) = ms.acquire_shard("logs", &meta.uuid, 0, &me).await.unwrap();
-        assert_eq!((epoch, taken), (1, false), "a first grant is no takeover");
+        let g = ms.acquire_shard("logs", &meta.uuid, 0, &me).await.unwrap();
+        assert_eq!(
+            (g.epoch, g.taken_over),
+            (1, false),
+            "a first grant is no takeover"
+        );
         ms.publish_commit("logs", &meta.uuid, 0, &me, commit(1, 1))
             .await
             .unwrap();
@@ -938,18 +977,20 @@ mod tests {
         let a = NodeSession::register(storage.clone(), "a", ttl, margin)
             .await
             .unwrap();
-        let (e1, _, _) = ms
+        let e1 = ms
             .acquire_shard("l", &meta.uuid, 0, a.owner())
             .await
-            .unwrap();
+            .unwrap()
+            .epoch;
         assert_eq!(e1, 1);
         // Every open is a new epoch, also by the same incarnation (a shard closed while idle
         // reopens under a fresh key space).
-        let (again, taken, _) = ms
+        let again = ms
             .acquire_shard("l", &meta.uuid, 0, a.owner())
             .await
             .unwrap();
-        assert_eq!((again, taken), (2, true));
+        assert_eq!((again.epoch, again.taken_over), (2, true));
+        assert!(again.earlier_logs.is_empty(), "only its own log");
         let b = NodeSession::register(storage.clone(), "b", ttl, margin)
             .await
             .unwrap();
@@ -961,14 +1002,19 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(ttl + margin * 2).await; // a stops renewing
-        let (e2, taken, fresh) = ms
+        let g = ms
             .acquire_shard("l", &meta.uuid, 0, b.owner())
             .await
             .unwrap();
-        assert_eq!((e2, taken), (3, true));
+        assert_eq!((g.epoch, g.taken_over), (3, true));
         assert_eq!(
-            fresh.shards[&0].generation, 1,
+            g.meta.shards[&0].generation, 1,
             "granted with the latest commit"
+        );
+        assert_eq!(
+            g.earlier_logs,
+            vec![a.owner().clone()],
+            "a's log may hold ops"
         );
         assert!(matches!(
             ms.publish_commit("l", &meta.uuid, 0, a.owner(), commit(2, 2))

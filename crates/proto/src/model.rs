@@ -89,7 +89,7 @@ pub struct IndexMeta {
 
 /// The incarnation of a node that owns a shard: its stable `--node-id` plus a fresh id per
 /// process start, so a restarted process is told apart from a paused older one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ShardOwner {
     pub node_id: String,
     pub incarnation: String,
@@ -104,6 +104,10 @@ pub struct ShardRecord {
     /// Grows with every change of owner incarnation; commits from any other epoch are refused.
     pub epoch: u64,
     pub commit: Option<ShardCommit>,
+    /// Incarnations whose writer-wide translogs may hold this shard's operations above the
+    /// commit's checkpoint (the owner, and earlier owners until a publish covers theirs).
+    #[serde(default)]
+    pub log_owners: Vec<ShardOwner>,
 }
 
 /// A node's session (`metastore/sessions/<node_id>.json`), renewed once per interval for all

@@ -10,6 +10,7 @@
 pub mod bulk;
 pub mod document;
 mod error;
+pub mod grouplog;
 pub mod ids;
 pub mod pool;
 pub mod pressure;

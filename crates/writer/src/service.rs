@@ -9,6 +9,7 @@ use bytes::Bytes;
 use floe_metastore::{Metastore, MetastoreError, NodeSession};
 use floe_proto::layout::ShardLayout;
 use floe_proto::mapping::FieldMapping;
+use floe_proto::ShardOwner;
 use floe_proto::{IndexMeta, IndexSettings, Mappings};
 use floe_storage::Storage;
 use futures::StreamExt;
@@ -17,12 +18,13 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::bulk::{parse_bulk, BulkOp, OpKind};
 use crate::document::DocBuilder;
+use crate::grouplog::{self, GroupLog};
 use crate::pool::WriterPool;
 use crate::response::{BulkResponse, ItemOutcome};
 use crate::shard::{
     ItemError, OpResult, PreparedOp, RecentWrite, ShardContext, ShardSpec, ShardWriter,
 };
-use crate::translog::Translog;
+use crate::translog::{Segment, Translog};
 use crate::WriterError;
 
 /// Writer settings (the `[writer]` part of Floe's configuration).
@@ -85,9 +87,12 @@ pub struct Writer {
     shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
     /// One opener per shard at a time (others wait for it, other shards open in parallel).
     openers: std::sync::Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// This incarnation's node session, once registered ([`Writer::start_session`]);
-    /// replaced by a new incarnation's if it is ever lost.
-    session: std::sync::RwLock<Option<Arc<NodeSession>>>,
+    /// This incarnation's node session and writer-wide translog, once registered
+    /// ([`Writer::start_session`]); replaced by a new incarnation's if it is ever lost.
+    session: std::sync::RwLock<Option<(Arc<NodeSession>, Arc<GroupLog>)>>,
+    /// Earlier incarnations' translog objects, each read once for the many shards that need
+    /// it (a takeover of a node's shards reads each object of its log once).
+    earlier_logs: Arc<grouplog::SectionCache>,
     pool: Arc<WriterPool>,
 }
 
@@ -174,6 +179,7 @@ impl Writer {
             shards: tokio::sync::Mutex::new(HashMap::new()),
             openers: Default::default(),
             session: std::sync::RwLock::new(None),
+            earlier_logs: Default::default(),
         }
     }
 
@@ -187,20 +193,36 @@ impl Writer {
             self.config.clock_skew_margin,
         )
         .await?;
-        *self.session.write().expect("session lock") = Some(Arc::new(session));
+        let log = GroupLog::start(self.storage.clone(), session.owner());
+        *self.session.write().expect("session lock") = Some((Arc::new(session), log));
         Ok(())
     }
 
     fn current_session(&self) -> Option<Arc<NodeSession>> {
+        self.current().map(|(s, _)| s)
+    }
+
+    fn current(&self) -> Option<(Arc<NodeSession>, Arc<GroupLog>)> {
         self.session.read().expect("session lock").clone()
     }
 
-    /// The node session, waiting briefly for it at start-up.
-    async fn session(&self) -> Result<Arc<NodeSession>, WriterError> {
+    /// `shard`'s sections in an earlier incarnation's writer-wide log, listed now.
+    async fn earlier_sections(
+        &self,
+        owner: &ShardOwner,
+        section: &str,
+    ) -> Result<Vec<Segment>, WriterError> {
+        self.earlier_logs
+            .sections(&self.storage, owner, section)
+            .await
+    }
+
+    /// The node session and its translog, waiting briefly for them at start-up.
+    async fn session(&self) -> Result<(Arc<NodeSession>, Arc<GroupLog>), WriterError> {
         for _ in 0..40 {
-            if let Some(s) = self.current_session() {
+            if let Some((s, log)) = self.current() {
                 if !s.lost() {
-                    return Ok(s);
+                    return Ok((s, log));
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -300,7 +322,7 @@ impl Writer {
         if let Some(s) = self.open_shard(&key).await {
             return Ok(s);
         }
-        let session = self.session().await?;
+        let (session, group_log) = self.session().await?;
         let threads = if meta.settings.number_of_shards == 1 {
             self.config.threads_per_shard
         } else {
@@ -319,17 +341,38 @@ impl Writer {
         };
         // Own the shard first, then load it from the state as of the grant: anything an older
         // owner publishes later is refused, anything it published before is seen here.
-        let (epoch, taken_over, fresh) = self
+        let grant = self
             .metastore
             .acquire_shard(&meta.name, &meta.uuid, shard, session.owner())
             .await?;
+        let checkpoint = grant
+            .meta
+            .shards
+            .get(&shard)
+            .map_or(0, |c| c.translog_checkpoint);
+        let section = grouplog::section_of(&meta.uuid, shard);
+        let mut earlier = Vec::new();
+        for owner in &grant.earlier_logs {
+            let found = self.earlier_sections(owner, &section).await?;
+            earlier.extend(found.into_iter().filter(|s| s.last >= checkpoint));
+        }
         let ctx = ShardContext {
             storage: self.storage.clone(),
             metastore: self.metastore.clone(),
             session,
+            group_log,
+            sections: self.earlier_logs.clone(),
             pool: self.pool.clone(),
         };
-        let writer = ShardWriter::open(spec, ctx, &fresh, epoch, taken_over).await?;
+        let writer = ShardWriter::open(
+            spec,
+            ctx,
+            &grant.meta,
+            grant.epoch,
+            grant.taken_over,
+            earlier,
+        )
+        .await?;
         writer.touch();
         self.shards.lock().await.insert(key, writer.clone());
         Ok(writer)
@@ -686,6 +729,25 @@ impl Writer {
             .iter()
             .filter_map(|n| self.metastore.get_index(n).map(|m| (m.name, m.uuid)))
             .collect();
+        // Shards of these indexes still holding a gone writer's operations are recovered
+        // first, so what was acknowledged before a crash is searchable when this returns.
+        // Until this node's session is registered (a previous incarnation may still be
+        // live), they cannot be: the refresh answers 503 and the client retries.
+        self.session().await?;
+        self.recover_where(|u| uuids.iter().any(|(_, x)| x == u))
+            .await?;
+        // Shards being opened right now (replaying) are waited for.
+        let opening: Vec<Arc<tokio::sync::Mutex<()>>> = self
+            .openers
+            .lock()
+            .expect("openers lock")
+            .iter()
+            .filter(|((u, _), _)| uuids.iter().any(|(_, x)| x == u))
+            .map(|(_, lock)| lock.clone())
+            .collect();
+        for lock in opening {
+            drop(lock.lock().await);
+        }
         let targets: Vec<(String, u32, Arc<ShardWriter>)> = {
             let shards = self.shards.lock().await;
             shards
@@ -742,7 +804,7 @@ impl Writer {
         let generation = prepared.commit.generation;
         let checkpoint = prepared.commit.translog_checkpoint;
         let files = prepared.commit.files.clone();
-        let session = self.session().await?;
+        let (session, _) = self.session().await?;
         if let Err(e) = self
             .metastore
             .publish_commit(
@@ -854,11 +916,19 @@ impl Writer {
     /// lapsed. Replaying them makes acknowledged writes of a crashed writer searchable
     /// without new traffic. Returns how many were opened.
     pub async fn recover(&self) -> Result<usize, WriterError> {
-        let session = self.session().await?;
+        self.recover_where(|_| true).await
+    }
+
+    /// [`Writer::recover`] for the indexes (by uuid) `include` selects.
+    async fn recover_where(&self, include: impl Fn(&str) -> bool) -> Result<usize, WriterError> {
+        let (session, _) = self.session().await?;
         let me = session.owner().clone();
         let mut candidates = Vec::new();
-        let mut alive: HashMap<(String, String), bool> = HashMap::new();
+        let mut alive: HashMap<ShardOwner, bool> = HashMap::new();
         for (uuid, shard, record) in self.metastore.shard_records() {
+            if !include(&uuid) {
+                continue;
+            }
             let Some(owner) = record.owner else { continue };
             if owner == me {
                 continue;
@@ -866,34 +936,31 @@ impl Writer {
             let gone = if owner.node_id == me.node_id {
                 true // our node id, an older incarnation: we hold its session now
             } else {
-                let key = (owner.node_id.clone(), owner.incarnation.clone());
-                match alive.get(&key) {
+                match alive.get(&owner) {
                     Some(a) => !a,
                     None => {
                         let a = self.metastore.owner_alive(&owner).await?;
-                        alive.insert(key, a);
+                        alive.insert(owner.clone(), a);
                         !a
                     }
                 }
             };
             if gone {
-                candidates.push((uuid, shard));
+                let mut logs = record.log_owners.clone();
+                if !logs.contains(&owner) {
+                    logs.push(owner);
+                }
+                logs.retain(|o| *o != me);
+                candidates.push((uuid, shard, logs));
             }
         }
         let indexes = self.metastore.list_indexes();
         let opened: Vec<Result<bool, WriterError>> =
-            futures::stream::iter(candidates.into_iter().map(|(uuid, shard)| {
+            futures::stream::iter(candidates.into_iter().map(|(uuid, shard, logs)| {
                 let meta = indexes.iter().find(|m| m.uuid == uuid).cloned();
                 async move {
                     let Some(meta) = meta else { return Ok(false) };
-                    let prefix = format!("{}/{}/translog", meta.data_prefix(), shard);
-                    let pending = Translog::replayable(
-                        Translog::new(self.storage.clone(), prefix, 0)
-                            .list()
-                            .await?,
-                    );
-                    let checkpoint = meta.shards.get(&shard).map_or(0, |c| c.translog_checkpoint);
-                    if !pending.iter().any(|s| !s.fence && s.last >= checkpoint) {
+                    if !self.has_unpublished(&meta, shard, &logs).await? {
                         return Ok(false);
                     }
                     match self.shard(&meta, shard).await {
@@ -914,6 +981,77 @@ impl Writer {
             }
         }
         Ok(n)
+    }
+
+    /// Whether a shard has translog operations above its checkpoint: in its own translog
+    /// prefix, or in a section of one of `logs` (incarnations' writer-wide logs).
+    async fn has_unpublished(
+        &self,
+        meta: &IndexMeta,
+        shard: u32,
+        logs: &[ShardOwner],
+    ) -> Result<bool, WriterError> {
+        let checkpoint = meta.shards.get(&shard).map_or(0, |c| c.translog_checkpoint);
+        let section = grouplog::section_of(&meta.uuid, shard);
+        for owner in logs {
+            let found = self.earlier_sections(owner, &section).await?;
+            if found.iter().any(|s| s.last >= checkpoint) {
+                return Ok(true);
+            }
+        }
+        let prefix = format!("{}/{}/translog", meta.data_prefix(), shard);
+        let own = Translog::replayable(
+            Translog::new(self.storage.clone(), prefix, 0)
+                .list()
+                .await?,
+        );
+        Ok(own.iter().any(|s| !s.fence && s.last >= checkpoint))
+    }
+
+    /// Deletes objects of gone incarnations' writer-wide logs once every section in them is
+    /// below its shard's published checkpoint. Returns how many were deleted.
+    pub async fn collect_dead_logs(&self) -> Result<usize, WriterError> {
+        let me = self.current_session().map(|s| s.owner().clone());
+        let mut owners: Vec<ShardOwner> = Vec::new();
+        for (key, _) in self.storage.list("nodes").await? {
+            let parts: Vec<&str> = key.split('/').collect();
+            if let ["nodes", node, inc, "translog", _] = parts[..] {
+                let owner = ShardOwner {
+                    node_id: node.to_string(),
+                    incarnation: inc.to_string(),
+                };
+                if Some(&owner) != me.as_ref() && !owners.contains(&owner) {
+                    owners.push(owner);
+                }
+            }
+        }
+        let mut dead = Vec::new();
+        for owner in owners {
+            if !self.metastore.owner_alive(&owner).await? {
+                dead.push(owner);
+            }
+        }
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let checkpoints: HashMap<String, u64> = self
+            .metastore
+            .list_indexes()
+            .iter()
+            .flat_map(|m| {
+                (0..m.settings.number_of_shards).map(move |s| {
+                    (
+                        grouplog::section_of(&m.uuid, s),
+                        m.shards.get(&s).map_or(0, |c| c.translog_checkpoint),
+                    )
+                })
+            })
+            .collect();
+        // A section of an index this process does not know is kept (it may be new).
+        grouplog::collect_dead(&self.storage, &dead, |section| {
+            Some(checkpoints.get(section).copied().unwrap_or(0))
+        })
+        .await
     }
 
     /// Realtime `GET _doc`: an acknowledged write of `id` that no published commit holds yet.
@@ -998,6 +1136,16 @@ impl Writer {
                     Ok(0) => {}
                     Ok(n) => info!(shards = n, "took over shards of a writer that is gone"),
                     Err(e) => warn!("taking over orphaned shards failed: {e}"),
+                }
+            }
+            if rounds.is_multiple_of(18) {
+                match self.collect_dead_logs().await {
+                    Ok(0) => {}
+                    Ok(n) => info!(
+                        objects = n,
+                        "deleted covered translog objects of gone writers"
+                    ),
+                    Err(e) => warn!("collecting gone writers' translogs failed: {e}"),
                 }
             }
         }
@@ -1218,13 +1366,9 @@ mod tests {
         assert_eq!(resp["errors"], false, "{resp}");
         let uuid = ms.get_index("r").unwrap().uuid;
         assert_eq!(
-            storage
-                .list(&format!("indexes/{uuid}/0/translog"))
-                .await
-                .unwrap()
-                .len(),
+            storage.list("nodes").await.unwrap().len(),
             1,
-            "covered batches were deleted"
+            "covered batches were deleted (one writer-wide translog object left)"
         );
         drop(w); // the "crash": local state is thrown away below
         std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
@@ -1246,6 +1390,9 @@ mod tests {
             left.iter().all(|k| k.ends_with("-fence")),
             "only the takeover marker remains: {left:?}"
         );
+        // The crashed incarnation's log is covered by the new commit: collected.
+        assert_eq!(w2.collect_dead_logs().await.unwrap(), 1);
+        assert!(storage.list("nodes").await.unwrap().is_empty());
         // Sequence numbers continue after the replayed ones.
         let resp = w2
             .bulk(
@@ -1370,7 +1517,7 @@ mod tests {
         )
         .await;
         let meta = w.create_index("as", &json!({"settings": {"index.translog.durability": "async", "index.translog.sync_interval": "300ms"}})).await.unwrap();
-        let translog = format!("indexes/{}/0/translog", meta.uuid);
+        let translog = "nodes".to_string();
         let r = w
             .bulk(
                 Some("as"),

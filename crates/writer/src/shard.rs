@@ -28,6 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::bulk::OpKind;
 use crate::document::{BuiltDoc, DocBuilder};
+use crate::grouplog::{self, GroupLog};
 use crate::pool::{LastUse, WriterPool};
 use crate::scratch::ScratchDirectory;
 use crate::translog::{self, LoggedOp, Translog};
@@ -79,6 +80,10 @@ pub struct ShardContext {
     pub storage: Storage,
     pub metastore: Arc<Metastore>,
     pub session: Arc<NodeSession>,
+    /// This incarnation's writer-wide translog.
+    pub group_log: Arc<GroupLog>,
+    /// Earlier incarnations' writer-wide translog objects, read once per process.
+    pub sections: Arc<grouplog::SectionCache>,
     pub pool: Arc<WriterPool>,
 }
 
@@ -203,14 +208,16 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Opens the shard from its last published commit (or empty), replacing any local copy,
-    /// replays the translog above the commit's checkpoint, and starts its flusher. After a
-    /// takeover (`taken_over`), marks the new epoch's starting point in the translog first.
+    /// replays the translog above the commit's checkpoint (its own objects and `earlier`:
+    /// its sections in earlier owners' writer-wide logs), and starts its flusher. After a
+    /// takeover (`taken_over`), marks the new epoch's starting point in the translog.
     pub async fn open(
         spec: ShardSpec,
         ctx: ShardContext,
         meta: &IndexMeta,
         epoch: u64,
         taken_over: bool,
+        earlier: Vec<translog::Segment>,
     ) -> Result<Arc<ShardWriter>, WriterError> {
         let storage = ctx.storage.clone();
         let last = meta.shards.get(&spec.shard);
@@ -291,7 +298,7 @@ impl ShardWriter {
             replay_failures: Default::default(),
             spec,
         });
-        let replayed = shard.replay(meta, checkpoint).await?;
+        let replayed = shard.replay(meta, checkpoint, earlier).await?;
         if taken_over {
             let next = shard.state.lock().expect("shard lock").applied_below;
             let fence = shard.translog.fence(next).await?;
@@ -317,8 +324,12 @@ impl ShardWriter {
         self: &Arc<Self>,
         meta: &IndexMeta,
         checkpoint: u64,
+        earlier: Vec<translog::Segment>,
     ) -> Result<usize, WriterError> {
-        let segments = Translog::replayable(self.translog.list().await?);
+        let mut all = self.translog.list().await?;
+        all.extend(earlier);
+        all.sort_by_key(|s| (s.first, s.epoch));
+        let segments = Translog::replayable(all);
         let mut replayed = 0;
         let builder = DocBuilder::new(&self.layout, &meta.mappings);
         for seg in &segments {
@@ -328,7 +339,14 @@ impl ShardWriter {
                 continue;
             }
             let mut next_seq = seg.last + 1;
-            let ops = match self.translog.read(seg).await {
+            let read = match &seg.section {
+                // Another incarnation's writer-wide log: through the process's cache.
+                Some(_) if !seg.key.starts_with(&self.ctx.group_log.prefix()) => {
+                    self.ctx.sections.read(&self.ctx.storage, seg).await
+                }
+                _ => self.translog.read(seg).await,
+            };
+            let ops = match read {
                 Ok(ops) => ops,
                 Err(WriterError::Internal(reason)) => {
                     // Unreadable object: set aside whole, reported, and the shard opens.
@@ -883,31 +901,16 @@ impl ShardWriter {
         deleted
     }
 
-    /// Writes a batch to the translog and remembers the object until a commit covers it.
-    /// An error whose outcome is unknown (a timeout, a dropped connection) is retried on the
-    /// same key until the answer is definite, for as long as the lease holds.
+    /// Writes a batch to this incarnation's writer-wide translog (group-committed with other
+    /// shards' batches; unknown outcomes are settled there) and remembers its section until
+    /// a commit covers it.
     async fn append_translog(&self, ops: &[LoggedOp]) -> Result<(), WriterError> {
-        let mut attempt = 0u32;
-        let segment = loop {
-            match self.translog.append(ops).await {
-                Ok(segment) => break segment,
-                Err(WriterError::Storage(e)) if attempt < 20 && self.lease_valid() => {
-                    attempt += 1;
-                    debug!(
-                        shard = self.spec.shard,
-                        attempt, "translog write unsettled, retrying the same key: {e}"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(4)))
-                        .await;
-                }
-                // Giving up: if an attempt did land, the batch is in the shard's history
-                // and must be answered as written, not refused.
-                Err(e) => match self.translog.landed(ops).await {
-                    Some(segment) => break segment,
-                    None => return Err(e),
-                },
-            }
-        };
+        let section = grouplog::section_of(&self.spec.index_uuid, self.spec.shard);
+        let segment = self
+            .ctx
+            .group_log
+            .append(section, self.epoch, ops.to_vec())
+            .await?;
         self.live_translog
             .lock()
             .expect("translog lock")
@@ -926,6 +929,14 @@ impl ShardWriter {
             *live = keep;
             covered
         };
+        // This shard's sections of the writer-wide log are covered below the checkpoint.
+        self.ctx
+            .group_log
+            .covered(
+                &grouplog::section_of(&self.spec.index_uuid, self.spec.shard),
+                checkpoint,
+            )
+            .await;
         for seg in covered {
             if let Err(e) = self.translog.delete(&seg).await {
                 // Harmless: recovery skips (and deletes) objects below the checkpoint.

@@ -44,6 +44,9 @@ pub struct Segment {
     /// A takeover marker (`<epoch>-<first>-fence`, no operations): a new owner's sequence
     /// numbers start at `first`, and older epochs' objects at or after it are not replayed.
     pub fence: bool,
+    /// Set when the operations are one shard's section (`<uuid>/<shard>`) of a writer-wide
+    /// object ([`crate::grouplog`]); such objects are deleted by the group log, not per shard.
+    pub section: Option<String>,
 }
 
 /// One shard's translog in the bucket.
@@ -134,6 +137,7 @@ impl Translog {
             first,
             last,
             fence: false,
+            section: None,
         })
     }
 
@@ -149,6 +153,7 @@ impl Translog {
             first,
             last,
             fence: false,
+            section: None,
         })
     }
 
@@ -168,6 +173,7 @@ impl Translog {
             first,
             last: first,
             fence: true,
+            section: None,
         })
     }
 
@@ -187,6 +193,7 @@ impl Translog {
                         first,
                         last,
                         fence,
+                        section: None,
                     });
                 }
             }
@@ -218,10 +225,22 @@ impl Translog {
         if segment.fence {
             return Ok(Vec::new());
         }
-        decode(&self.storage.get(&segment.key).await?)
+        let bytes = self.storage.get(&segment.key).await?;
+        match &segment.section {
+            None => decode(&bytes),
+            Some(section) => Ok(crate::grouplog::decode(&bytes)?
+                .into_iter()
+                .find(|(h, _)| h.section == *section && h.epoch == segment.epoch)
+                .map(|(_, ops)| ops)
+                .unwrap_or_default()),
+        }
     }
 
+    /// Deletes a per-shard object (sections of writer-wide objects are left to the group log).
     pub async fn delete(&self, segment: &Segment) -> Result<(), WriterError> {
+        if segment.section.is_some() {
+            return Ok(());
+        }
         Ok(self.storage.delete(&segment.key).await?)
     }
 }
@@ -298,6 +317,7 @@ mod tests {
             first,
             last,
             fence: false,
+            section: None,
         };
         // Epoch 1 wrote 0-9 and 10-19; epoch 2 took over at 20; epoch 1 then wrote 20-29 late.
         let all = vec![
