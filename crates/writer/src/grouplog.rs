@@ -264,9 +264,12 @@ fn op_size(op: &LoggedOp) -> usize {
 /// so each is fetched once however many shards need it; which objects exist is always
 /// listed afresh, after the caller's grant of the shard (a stale listing could miss a batch
 /// that the previous owner settled as still its own, see `ShardWriter::settle_late_batch`).
+/// An object's section headers, by section.
+type Headers = Arc<HashMap<String, Vec<SectionHeader>>>;
+
 #[derive(Default)]
 pub struct SectionCache {
-    objects: Mutex<HashMap<String, Arc<HashMap<String, Vec<SectionHeader>>>>>,
+    objects: Mutex<HashMap<String, Headers>>,
     /// The objects' bytes, while they fit in [`SECTION_CACHE_BYTES`]: replaying many shards
     /// of a gone writer then reads each object once.
     bytes: Mutex<(usize, HashMap<String, Bytes>)>,

@@ -1516,7 +1516,7 @@ mod tests {
             test_config(dir.path().join("scratch"), Duration::from_secs(10), "n"),
         )
         .await;
-        let meta = w.create_index("as", &json!({"settings": {"index.translog.durability": "async", "index.translog.sync_interval": "300ms"}})).await.unwrap();
+        w.create_index("as", &json!({"settings": {"index.translog.durability": "async", "index.translog.sync_interval": "300ms"}})).await.unwrap();
         let translog = "nodes".to_string();
         let r = w
             .bulk(

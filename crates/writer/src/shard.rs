@@ -341,7 +341,7 @@ impl ShardWriter {
             let mut next_seq = seg.last + 1;
             let read = match &seg.section {
                 // Another incarnation's writer-wide log: through the process's cache.
-                Some(_) if !seg.key.starts_with(&self.ctx.group_log.prefix()) => {
+                Some(_) if !seg.key.starts_with(self.ctx.group_log.prefix()) => {
                     self.ctx.sections.read(&self.ctx.storage, seg).await
                 }
                 _ => self.translog.read(seg).await,
