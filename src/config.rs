@@ -94,7 +94,7 @@ impl Default for FloeConfig {
             cache_dir: PathBuf::new(),
             indexing: IndexingConfig::default(),
             node_id: None,
-            metastore_poll_ms: 250,
+            metastore_poll_ms: 400,
         }
     }
 }

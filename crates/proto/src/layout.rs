@@ -18,10 +18,21 @@ use crate::mapping::{FieldType, Mappings};
 pub const ID_FIELD: &str = "_id";
 pub const SOURCE_FIELD: &str = "_source";
 pub const VERSION_FIELD: &str = "_version";
-/// The operation's sequence number in its shard (`_seq_no`).
+/// The operation's sequence number in its shard (`_seq_no`, low 40 bits) and the epoch of
+/// the writer that indexed it (`_primary_term`, high 24 bits), packed into one column: one
+/// value per document instead of two costs measurably less at ingest.
 pub const SEQ_NO_FIELD: &str = "_seq_no";
-/// The lease epoch of the writer that indexed the document (`_primary_term`).
-pub const PRIMARY_TERM_FIELD: &str = "_primary_term";
+const SEQ_NO_BITS: u32 = 40;
+
+/// Packs `_seq_no` and `_primary_term` for [`SEQ_NO_FIELD`].
+pub fn pack_seq_no(seq_no: u64, primary_term: u64) -> u64 {
+    (primary_term << SEQ_NO_BITS) | (seq_no & ((1 << SEQ_NO_BITS) - 1))
+}
+
+/// (`_seq_no`, `_primary_term`) from a [`SEQ_NO_FIELD`] value.
+pub fn unpack_seq_no(packed: u64) -> (u64, u64) {
+    (packed & ((1 << SEQ_NO_BITS) - 1), packed >> SEQ_NO_BITS)
+}
 pub const TEXT_FIELD: &str = "t";
 pub const KEYWORD_FIELD: &str = "k";
 pub const TIMESTAMP_FIELD: &str = "_ts";
@@ -36,8 +47,8 @@ pub struct ShardLayout {
     pub source: Field,
     /// Document version (1 on create, +1 per overwrite), read back when a write replaces it.
     pub version: Field,
+    /// `_seq_no` and `_primary_term` ([`pack_seq_no`]).
     pub seq_no: Field,
-    pub primary_term: Field,
     pub text: Field,
     pub kw: Field,
     pub ts: Field,
@@ -102,7 +113,6 @@ impl ShardLayout {
         let source = b.add_bytes_field(SOURCE_FIELD, STORED);
         let version = b.add_u64_field(VERSION_FIELD, FAST);
         let seq_no = b.add_u64_field(SEQ_NO_FIELD, FAST);
-        let primary_term = b.add_u64_field(PRIMARY_TERM_FIELD, FAST);
         let text_opts = JsonObjectOptions::default()
             .set_indexing_options(
                 TextFieldIndexing::default()
@@ -133,7 +143,6 @@ impl ShardLayout {
             source,
             version,
             seq_no,
-            primary_term,
             text,
             kw,
             ts,

@@ -511,15 +511,14 @@ impl SearchService {
             }
             if req.seq_no_primary_term {
                 let seg = searcher.segment_reader(c.addr.segment_ord);
-                let column = |name: &str| {
-                    seg.fast_fields()
-                        .u64(name)
-                        .ok()
-                        .and_then(|col| col.first(c.addr.doc_id))
-                };
-                hit["_seq_no"] = json!(column(floe_proto::layout::SEQ_NO_FIELD).unwrap_or(0));
-                hit["_primary_term"] =
-                    json!(column(floe_proto::layout::PRIMARY_TERM_FIELD).unwrap_or(1));
+                let packed = seg
+                    .fast_fields()
+                    .u64(floe_proto::layout::SEQ_NO_FIELD)
+                    .ok()
+                    .and_then(|col| col.first(c.addr.doc_id));
+                let (seq_no, term) = packed.map_or((0, 1), floe_proto::layout::unpack_seq_no);
+                hit["_seq_no"] = json!(seq_no);
+                hit["_primary_term"] = json!(term);
             }
             if !by_score {
                 hit["sort"] =

@@ -14,6 +14,7 @@ pub mod grouplog;
 pub mod ids;
 pub mod pool;
 pub mod pressure;
+mod recent;
 pub mod response;
 mod scratch;
 mod service;

@@ -30,6 +30,7 @@ use crate::bulk::OpKind;
 use crate::document::{BuiltDoc, DocBuilder};
 use crate::grouplog::{self, GroupLog};
 use crate::pool::{LastUse, WriterPool};
+use crate::recent::RecentWrites;
 use crate::scratch::ScratchDirectory;
 use crate::translog::{self, LoggedOp, Translog};
 
@@ -134,7 +135,7 @@ struct State {
     backlog: Vec<Deferred>,
     /// Writes not yet in a published commit, by `_id` (kept until a publish covers them, so
     /// a realtime `GET` sees every acknowledged write wherever the read is served from).
-    recent: HashMap<String, RecentWrite>,
+    recent: RecentWrites,
     dirty: bool,
     /// Every operation below this sequence number is applied to the tantivy index.
     applied_below: u64,
@@ -276,7 +277,7 @@ impl ShardWriter {
             state: Mutex::new(State {
                 writer: None,
                 backlog: Vec::new(),
-                recent: HashMap::new(),
+                recent: RecentWrites::default(),
                 dirty: false,
                 applied_below: checkpoint,
                 min_ts: last.and_then(|c| c.min_timestamp.map(|ms| ms * 1_000_000)),
@@ -541,7 +542,7 @@ impl ShardWriter {
             let threads = self.spec.threads.max(1);
             let options = IndexWriterOptions::builder()
                 .num_worker_threads(threads)
-                .num_merge_threads(1)
+                .num_merge_threads(threads)
                 .memory_budget_per_thread(
                     (self.ctx.pool.memory_per_writer() / threads).max(15_000_000),
                 )
@@ -620,7 +621,7 @@ impl ShardWriter {
                 };
                 st.tantivy(Deferred::Delete(self.id_term(&op.id)))
                     .map_err(|e| internal(e.into()))?;
-                st.recent.insert(
+                st.recent.put(
                     op.id,
                     RecentWrite {
                         version: prev + 1,
@@ -656,19 +657,23 @@ impl ShardWriter {
                 let version = previous.map_or(1, |v| v + 1);
                 let mut doc: TantivyDocument = built.doc;
                 doc.add_u64(self.layout.version, version);
-                doc.add_u64(self.layout.seq_no, seq);
-                doc.add_u64(self.layout.primary_term, self.epoch);
+                doc.add_u64(
+                    self.layout.seq_no,
+                    floe_proto::layout::pack_seq_no(seq, self.epoch),
+                );
                 st.tantivy(Deferred::Add(doc))
                     .map_err(|e| internal(e.into()))?;
-                st.recent.insert(
-                    op.id,
-                    RecentWrite {
-                        version,
-                        seq_no: seq,
-                        primary_term: self.epoch,
-                        source: Some(op.source.unwrap_or_default()),
-                    },
-                );
+                let write = RecentWrite {
+                    version,
+                    seq_no: seq,
+                    primary_term: self.epoch,
+                    source: Some(op.source.unwrap_or_default()),
+                };
+                if op.check_existing {
+                    st.recent.put(op.id, write);
+                } else {
+                    st.recent.put_generated(op.id, write);
+                }
                 if let Some(ts) = built.timestamp {
                     st.min_ts = Some(st.min_ts.map_or(ts, |m| m.min(ts)));
                     st.max_ts = Some(st.max_ts.map_or(ts, |m| m.max(ts)));
@@ -853,7 +858,7 @@ impl ShardWriter {
             .lock()
             .expect("shard lock")
             .recent
-            .retain(|_, w| w.seq_no >= checkpoint);
+            .covered(checkpoint);
         let now_live: HashSet<String> = files.iter().map(|f| f.object_key().to_string()).collect();
         let mut published = self.published.lock().expect("published lock");
         let dropped: Vec<String> = published.difference(&now_live).cloned().collect();
@@ -904,13 +909,9 @@ impl ShardWriter {
     /// Writes a batch to this incarnation's writer-wide translog (group-committed with other
     /// shards' batches; unknown outcomes are settled there) and remembers its section until
     /// a commit covers it.
-    async fn append_translog(&self, ops: &[LoggedOp]) -> Result<(), WriterError> {
+    async fn append_translog(&self, ops: Vec<LoggedOp>) -> Result<(), WriterError> {
         let section = grouplog::section_of(&self.spec.index_uuid, self.spec.shard);
-        let segment = self
-            .ctx
-            .group_log
-            .append(section, self.epoch, ops.to_vec())
-            .await?;
+        let segment = self.ctx.group_log.append(section, self.epoch, ops).await?;
         self.live_translog
             .lock()
             .expect("translog lock")
@@ -1090,7 +1091,7 @@ async fn flusher(
             apply_and_reply(&shard, batches, seq0).await;
             continue;
         }
-        match shard.append_translog(&logged).await {
+        match shard.append_translog(logged).await {
             Ok(()) if shard.lease_valid() => apply_and_reply(&shard, batches, seq0).await,
             // The lease ran out locally while the write was in flight: another owner may have
             // taken the shard. Settle whether the shard's history holds this batch before
@@ -1237,7 +1238,7 @@ async fn sync_unsynced(shard: &Arc<ShardWriter>, unsynced: &mut Vec<LoggedOp>) {
     if unsynced.is_empty() {
         return;
     }
-    match shard.append_translog(unsynced).await {
+    match shard.append_translog(unsynced.clone()).await {
         Ok(()) => unsynced.clear(),
         Err(e) => warn!(
             shard = shard.spec.shard,
