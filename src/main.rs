@@ -32,12 +32,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    // Blocking work (document building, tantivy applies, local file I/O) runs on a bounded
-    // pool: threads grow with cores, never with the number of shards.
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Blocking work (document building, tantivy applies, local file I/O) runs on tokio's
+    // blocking pool. What feeds it is bounded by cores, never by shards (applies: 4 per core,
+    // shard opens and refreshes: a few at a time, one translog writer); the cap is a backstop.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(16 + 4 * cores)
+        .max_blocking_threads(256)
         .build()?;
     match cli.command {
         Command::Standalone(flags) => {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -18,6 +18,8 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 
 pub struct WriterPool {
     max_open: usize,
+    /// Shard batches being applied at once (each on a blocking thread).
+    applying: Arc<tokio::sync::Semaphore>,
     memory_per_writer: usize,
     open: Mutex<HashMap<usize, Weak<ShardWriter>>>,
     started: Instant,
@@ -27,8 +29,10 @@ impl WriterPool {
     /// `memory` is the indexing memory of the whole process, shared by the open writers.
     pub fn new(max_open: usize, memory: usize) -> WriterPool {
         let max_open = max_open.max(1);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         WriterPool {
             max_open,
+            applying: Arc::new(tokio::sync::Semaphore::new(4 * cores)),
             // tantivy refuses less than 15 MB per indexing thread.
             memory_per_writer: (memory / max_open).max(15_000_000),
             open: Mutex::new(HashMap::new()),
@@ -43,6 +47,15 @@ impl WriterPool {
     /// Open writers now.
     pub fn open_count(&self) -> usize {
         self.open.lock().expect("pool lock").len()
+    }
+
+    /// Waits for a turn to apply a batch to a shard.
+    pub async fn apply_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.applying
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed")
     }
 
     /// Whether a writer can open now without closing another.

@@ -85,6 +85,8 @@ pub struct Writer {
     storage: Storage,
     config: WriterConfig,
     shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
+    /// Shard opens in flight at once, process-wide.
+    opening: tokio::sync::Semaphore,
     /// One opener per shard at a time (others wait for it, other shards open in parallel).
     openers: std::sync::Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
     /// This incarnation's node session and writer-wide translog, once registered
@@ -178,6 +180,9 @@ impl Writer {
             config,
             shards: tokio::sync::Mutex::new(HashMap::new()),
             openers: Default::default(),
+            opening: tokio::sync::Semaphore::new(
+                4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
             session: std::sync::RwLock::new(None),
             earlier_logs: Default::default(),
         }
@@ -322,6 +327,13 @@ impl Writer {
         if let Some(s) = self.open_shard(&key).await {
             return Ok(s);
         }
+        // A few opens at a time (each is several bucket and disk operations on blocking
+        // threads): a request touching thousands of shards does not need thousands of threads.
+        let _turn = self
+            .opening
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let (session, group_log) = self.session().await?;
         let threads = if meta.settings.number_of_shards == 1 {
             self.config.threads_per_shard

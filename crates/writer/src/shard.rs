@@ -1207,8 +1207,11 @@ fn reply_err(batches: Vec<Batch>, e: WriterError) {
 
 /// Applies the batches to tantivy in sequence order (off the async threads) and answers.
 async fn apply_and_reply(shard: &Arc<ShardWriter>, batches: Vec<Batch>, seq0: u64) {
+    // A request touching thousands of shards applies a few at a time, on few threads.
+    let permit = shard.ctx.pool.apply_permit().await;
     let shard = shard.clone();
     let applied = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut seq = seq0;
         let mut all = Vec::with_capacity(batches.len());
         for b in batches {
