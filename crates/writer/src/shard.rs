@@ -2,9 +2,10 @@
 //! shard's remote translog, whose committed segments are uploaded to the bucket on refresh.
 //!
 //! Write path: [`ShardWriter::write`] hands a request's operations to the shard's flusher
-//! task, which group-commits everything queued meanwhile into one translog object, then
-//! applies the batch to tantivy in sequence order and answers each request. Nothing is
-//! acknowledged before its translog object is in the bucket.
+//! task, which numbers everything queued meanwhile and hands it to the process's writer-wide
+//! translog ([`crate::grouplog`], one object per flush for all shards), then applies the
+//! batch to tantivy in sequence order and answers each request. Nothing is acknowledged
+//! before its translog object is in the bucket.
 //!
 //! The local copy is disposable: [`ShardWriter::open`] rebuilds it from the last published
 //! commit and replays the translog above its checkpoint.

@@ -1,7 +1,8 @@
-//! The remote translog: every acknowledged operation is first written to an object in the
-//! bucket. One object holds one group-committed batch of a shard's operations, named by the
-//! writer's lease epoch and the first and last sequence numbers it holds
-//! (`<epoch>-<first>-<last>`), so the objects a commit covers can be deleted, recovery
+//! One shard's view of the remote translog: every acknowledged operation is first written
+//! to an object in the bucket. A shard's operations live in sections of writer-wide objects
+//! ([`crate::grouplog`]) and, from earlier versions, in per-shard objects named by epoch and
+//! sequence range (`<epoch>-<first>-<last>`); its prefix also holds takeover markers
+//! (`<epoch>-<first>-fence`). Each piece is a [`Segment`] (epoch, first, last), so recovery
 //! replays only what lies above the published checkpoint, and a batch a fenced writer wrote
 //! after losing its lease is recognised and skipped ([`Translog::replayable`]).
 //!
@@ -116,7 +117,9 @@ impl Translog {
         }
     }
 
-    /// Writes one batch (sequence numbers ascending). Returns the object written.
+    /// Writes one batch as a per-shard object (sequence numbers ascending). The writer logs
+    /// through the writer-wide translog ([`crate::grouplog`]); per-shard objects remain
+    /// readable (earlier versions wrote them) and are what the unit tests build on.
     pub async fn append(&self, ops: &[LoggedOp]) -> Result<Segment, WriterError> {
         let (first, last) = match (ops.first(), ops.last()) {
             (Some(f), Some(l)) => (f.seq, l.seq),
@@ -124,13 +127,7 @@ impl Translog {
         };
         let epoch = self.epoch;
         let key = format!("{}/{epoch:010}-{first:020}-{last:020}", self.prefix);
-        // Create-only: a batch is never overwritten, even by a confused second writer. Keys
-        // are unique to this epoch, which only this owner writes: "already exists" means an
-        // earlier attempt of this same write landed (a retry after a lost answer).
-        match self.storage.put_if_absent(&key, encode(ops)).await {
-            Ok(_) | Err(floe_storage::StorageError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        self.put_once(&key, encode(ops)).await?;
         Ok(Segment {
             key,
             epoch,
@@ -141,20 +138,14 @@ impl Translog {
         })
     }
 
-    /// The object of this batch if an earlier attempt to write it landed (checked after a
-    /// write with an unknown outcome).
-    pub async fn landed(&self, ops: &[LoggedOp]) -> Option<Segment> {
-        let (first, last) = (ops.first()?.seq, ops.last()?.seq);
-        let epoch = self.epoch;
-        let key = format!("{}/{epoch:010}-{first:020}-{last:020}", self.prefix);
-        self.storage.size(&key).await.ok().map(|_| Segment {
-            key,
-            epoch,
-            first,
-            last,
-            fence: false,
-            section: None,
-        })
+    /// Create-only: an object is never overwritten, even by a confused second writer. Keys
+    /// are unique to this epoch, which only this owner writes: "already exists" means an
+    /// earlier attempt of this same write landed (a retry after a lost answer).
+    async fn put_once(&self, key: &str, bytes: Bytes) -> Result<(), WriterError> {
+        match self.storage.put_if_absent(key, bytes).await {
+            Ok(_) | Err(floe_storage::StorageError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Writes the takeover marker of this epoch at `first` (see [`Segment::fence`]): after
@@ -163,10 +154,7 @@ impl Translog {
     pub async fn fence(&self, first: u64) -> Result<Segment, WriterError> {
         let epoch = self.epoch;
         let key = format!("{}/{epoch:010}-{first:020}-fence", self.prefix);
-        match self.storage.put_if_absent(&key, Bytes::new()).await {
-            Ok(_) | Err(floe_storage::StorageError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        self.put_once(&key, Bytes::new()).await?;
         Ok(Segment {
             key,
             epoch,

@@ -1,0 +1,680 @@
+//! The writer service: owns the open shards of this process and the refresh loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floe_metastore::{Metastore, MetastoreError, NodeSession};
+use floe_proto::layout::ShardLayout;
+use floe_proto::mapping::FieldMapping;
+use floe_proto::ShardOwner;
+use floe_proto::{IndexMeta, IndexSettings, Mappings};
+use floe_storage::Storage;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use tracing::{debug, info, instrument, warn};
+
+use crate::bulk::{parse_bulk, BulkOp, OpKind};
+use crate::document::DocBuilder;
+use crate::grouplog::{self, GroupLog};
+use crate::pool::WriterPool;
+use crate::response::{BulkResponse, ItemOutcome};
+use crate::shard::{
+    ItemError, OpResult, PreparedOp, RecentWrite, ShardContext, ShardSpec, ShardWriter,
+};
+use crate::translog::{Segment, Translog};
+use crate::WriterError;
+
+/// Writer settings (the `[writer]` part of Floe's configuration).
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Local scratch space for shards being written; disposable.
+    pub scratch_dir: PathBuf,
+    /// tantivy indexing memory of the whole process, shared by the open shard writers.
+    pub memory: usize,
+    /// Shard writers open at once (each holds ~3 threads and a share of `memory`); more
+    /// shards being written take turns.
+    pub max_open_writers: usize,
+    /// tantivy indexing threads of a single-shard index's writer (multi-shard: one).
+    pub threads_per_shard: usize,
+    /// How long the node session lasts without renewal; a dead writer's shards move to
+    /// another writer after this.
+    pub lease_ttl: Duration,
+    /// Assumed bound on clock skew between nodes (lease safety margin).
+    pub clock_skew_margin: Duration,
+    /// Stable name of this node. A restart under the same name takes the shards over once
+    /// the previous incarnation's session has expired.
+    pub node_id: String,
+    /// Shards not written for this long, with everything published, are closed (no
+    /// threads, no buffers); the next write reopens them.
+    pub idle_close: Duration,
+    /// How long segment objects dropped from a shard's commit (merged away) stay in the
+    /// bucket, so searches that started on the older commit can still fetch them.
+    pub gc_grace: Duration,
+}
+
+/// The `refresh` parameter of write requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RefreshPolicy {
+    #[default]
+    False,
+    True,
+    WaitFor,
+}
+
+impl RefreshPolicy {
+    pub fn parse(s: Option<&str>) -> Result<Self, WriterError> {
+        match s {
+            None | Some("false") => Ok(RefreshPolicy::False),
+            Some("") | Some("true") => Ok(RefreshPolicy::True),
+            Some("wait_for") => Ok(RefreshPolicy::WaitFor),
+            Some(other) => Err(WriterError::BadRequest(format!(
+                "Unknown value for refresh: [{other}]."
+            ))),
+        }
+    }
+}
+
+type ShardKey = (String, u32);
+
+/// The writer role of one process.
+pub struct Writer {
+    metastore: Arc<Metastore>,
+    storage: Storage,
+    config: WriterConfig,
+    shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
+    /// Shard opens in flight at once, process-wide.
+    opening: tokio::sync::Semaphore,
+    /// One opener per shard at a time (others wait for it, other shards open in parallel).
+    openers: std::sync::Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// This incarnation's node session and writer-wide translog, once registered
+    /// ([`Writer::start_session`]); replaced by a new incarnation's if it is ever lost.
+    session: std::sync::RwLock<Option<(Arc<NodeSession>, Arc<GroupLog>)>>,
+    /// Earlier incarnations' translog objects, each read once for the many shards that need
+    /// it (a takeover of a node's shards reads each object of its log once).
+    earlier_logs: Arc<grouplog::SectionCache>,
+    pool: Arc<WriterPool>,
+}
+
+/// Parses the body of `PUT /{index}` into settings and mappings.
+pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), WriterError> {
+    let mut settings = IndexSettings::default();
+    if let Some(s) = body.get("settings") {
+        let root = s;
+        let s = s.get("index").unwrap_or(s);
+        // `{"index": {"k": v}}`, `{"k": v}` and `{"index.k": v}` all name the same setting.
+        let get = |k: &str| {
+            s.get(k)
+                .or_else(|| root.get(k))
+                .or_else(|| root.get(format!("index.{k}")))
+        };
+        if let Some(n) = get("number_of_shards") {
+            settings.number_of_shards = match n {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            }
+            .filter(|n| *n >= 1 && *n <= 1024)
+            .ok_or_else(|| {
+                WriterError::BadRequest(format!(
+                    "Failed to parse value [{n}] for setting [index.number_of_shards] must be >= 1"
+                ))
+            })? as u32;
+        }
+        if let Some(r) = get("refresh_interval") {
+            let r = match r {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if r != "-1" && floe_proto::model::parse_time_value(&r).is_none() {
+                return Err(WriterError::BadRequest(format!(
+                    "failed to parse setting [index.refresh_interval] with value [{r}] as a time value: unit is missing or unrecognized"
+                )));
+            }
+            settings.refresh_interval = r;
+        }
+        // `translog.durability` nested, or `translog.durability` / `index.translog.durability` flat.
+        let translog = |k: &str| {
+            s.get("translog")
+                .and_then(|t| t.get(k))
+                .or_else(|| get(&format!("translog.{k}")))
+                .and_then(Value::as_str)
+                .map(String::from)
+        };
+        if let Some(d) = translog("durability") {
+            let d = d.to_ascii_lowercase();
+            if d != "request" && d != "async" {
+                return Err(WriterError::BadRequest(format!("unknown value for [index.translog.durability]: [{d}], must be [request] or [async]")));
+            }
+            settings.translog_durability = d;
+        }
+        if let Some(i) = translog("sync_interval") {
+            if floe_proto::model::parse_time_value(&i).is_none() {
+                return Err(WriterError::BadRequest(format!("failed to parse setting [index.translog.sync_interval] with value [{i}] as a time value")));
+            }
+            settings.translog_sync_interval = i;
+        }
+    }
+    let mappings = match body.get("mappings") {
+        Some(m) => Mappings::from_opensearch(m).map_err(|e| {
+            WriterError::MapperParsing(format!("Failed to parse mapping [_doc]: {e}"))
+        })?,
+        None => Mappings::default(),
+    };
+    Ok((settings, mappings))
+}
+
+fn shard_for(key: &str, num_shards: u32) -> u32 {
+    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0).unwrap_or(0);
+    hash % num_shards.max(1)
+}
+
+impl Writer {
+    pub fn new(metastore: Arc<Metastore>, storage: Storage, config: WriterConfig) -> Writer {
+        Writer {
+            metastore,
+            storage,
+            pool: Arc::new(WriterPool::new(config.max_open_writers, config.memory)),
+            config,
+            shards: tokio::sync::Mutex::new(HashMap::new()),
+            openers: Default::default(),
+            opening: tokio::sync::Semaphore::new(
+                4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+            session: std::sync::RwLock::new(None),
+            earlier_logs: Default::default(),
+        }
+    }
+
+    /// Registers this incarnation's node session, waiting for a previous incarnation of the
+    /// same node id to expire first. Writes are refused (503) until it is done.
+    pub async fn start_session(&self) -> Result<(), WriterError> {
+        let session = NodeSession::register(
+            self.storage.clone(),
+            &self.config.node_id,
+            self.config.lease_ttl,
+            self.config.clock_skew_margin,
+        )
+        .await?;
+        let log = GroupLog::start(self.storage.clone(), session.owner());
+        *self.session.write().expect("session lock") = Some((Arc::new(session), log));
+        Ok(())
+    }
+
+    pub(super) fn current_session(&self) -> Option<Arc<NodeSession>> {
+        self.current().map(|(s, _)| s)
+    }
+
+    pub(super) fn current(&self) -> Option<(Arc<NodeSession>, Arc<GroupLog>)> {
+        self.session.read().expect("session lock").clone()
+    }
+
+    /// The node session and its translog, waiting briefly for them at start-up.
+    pub(super) async fn session(&self) -> Result<(Arc<NodeSession>, Arc<GroupLog>), WriterError> {
+        for _ in 0..40 {
+            if let Some((s, log)) = self.current() {
+                if !s.lost() {
+                    return Ok((s, log));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(WriterError::Unavailable(format!(
+            "node [{}] is waiting for its previous incarnation's session to expire",
+            self.config.node_id
+        )))
+    }
+
+    /// Clean shutdown: publishes every shard, then ends the node session so a restarted
+    /// process takes the shards over at once. Writes arriving meanwhile are refused (503).
+    pub async fn shutdown(&self) {
+        let open: Vec<(ShardKey, Arc<ShardWriter>)> = {
+            let shards = self.shards.lock().await;
+            shards.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let names: Vec<String> = self
+            .metastore
+            .list_indexes()
+            .into_iter()
+            .filter(|m| open.iter().any(|((u, _), _)| *u == m.uuid))
+            .map(|m| m.name)
+            .collect();
+        if let Err(e) = self.refresh(&names).await {
+            warn!("publishing before shutdown failed; the next owner replays the translog: {e}");
+            return;
+        }
+        for (_, w) in &open {
+            w.fence();
+        }
+        if let Some(session) = self.current_session() {
+            match session.release().await {
+                Ok(()) => info!("node session released"),
+                Err(e) => warn!("could not release the node session: {e}"),
+            }
+        }
+    }
+
+    /// Shard writers open now, and tantivy writers among them (threads held).
+    pub async fn open_counts(&self) -> (usize, usize) {
+        (self.shards.lock().await.len(), self.pool.open_count())
+    }
+
+    /// Translog operations that failed to re-apply in the open shards (kept, not dropped).
+    pub async fn replay_failures(&self) -> u64 {
+        self.shards
+            .lock()
+            .await
+            .values()
+            .map(|s| s.replay_failures())
+            .sum()
+    }
+
+    /// `PUT /{index}`.
+    #[instrument(skip(self, body))]
+    pub async fn create_index(&self, name: &str, body: &Value) -> Result<IndexMeta, WriterError> {
+        let (settings, mappings) = parse_create_body(body)?;
+        Ok(self
+            .metastore
+            .create_index(name, settings, mappings)
+            .await?)
+    }
+
+    /// The index, created with defaults when missing (OpenSearch's `action.auto_create_index`).
+    pub(super) async fn index_or_create(&self, name: &str) -> Result<IndexMeta, MetastoreError> {
+        if let Some(meta) = self.metastore.get_index(name) {
+            return Ok(meta);
+        }
+        match self
+            .metastore
+            .create_index(name, IndexSettings::default(), Mappings::default())
+            .await
+        {
+            Ok(meta) => Ok(meta),
+            Err(MetastoreError::IndexAlreadyExists(_)) => self
+                .metastore
+                .get_index(name)
+                .ok_or(MetastoreError::IndexNotFound(name.into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /_bulk` and `POST /{index}/_bulk`. Returns the OpenSearch response body.
+    #[instrument(skip(self, body), fields(bytes = body.len()))]
+    pub async fn bulk(
+        &self,
+        default_index: Option<&str>,
+        body: Bytes,
+        refresh: RefreshPolicy,
+    ) -> Result<BulkResponse, WriterError> {
+        let started = Instant::now();
+        let ops = parse_bulk(&body)?;
+        let outcomes = self.apply(default_index, ops).await?;
+        let touched: Vec<String> = {
+            let mut v: Vec<String> = outcomes
+                .iter()
+                .filter(|o| o.result.is_ok())
+                .map(|o| o.index.clone())
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if refresh != RefreshPolicy::False {
+            self.refresh(&touched).await?;
+        }
+        let errors = outcomes.iter().any(|o| o.result.is_err());
+        Ok(BulkResponse {
+            took: started.elapsed().as_millis() as u64,
+            errors,
+            items: outcomes,
+        })
+    }
+
+    /// A single-document write (`PUT /{index}/_doc/{id}`, `POST /{index}/_doc`,
+    /// `PUT /{index}/_create/{id}`, `DELETE /{index}/_doc/{id}`). Returns (status, body).
+    pub async fn single(
+        &self,
+        op: BulkOp,
+        refresh: RefreshPolicy,
+    ) -> Result<(u16, Value), WriterError> {
+        let index = op.index.clone().unwrap_or_default();
+        let mut outcomes = self.apply(None, vec![op]).await?;
+        let outcome = outcomes
+            .pop()
+            .ok_or_else(|| WriterError::Internal("no outcome".into()))?;
+        if refresh != RefreshPolicy::False && outcome.result.is_ok() {
+            self.refresh(std::slice::from_ref(&index)).await?;
+        }
+        match outcome.result {
+            Ok((_, _, _, status)) => {
+                let mut body = serde_json::to_value(outcome.body())
+                    .map_err(|e| WriterError::Internal(e.to_string()))?;
+                if let Some(o) = body.as_object_mut() {
+                    o.remove("status");
+                }
+                Ok((status, body))
+            }
+            Err((400, "mapper_parsing_exception", reason)) => {
+                Err(WriterError::MapperParsing(reason))
+            }
+            Err((409, _, _)) => Err(WriterError::VersionConflict(outcome.id)),
+            Err((503, _, reason)) => Err(WriterError::Unavailable(reason)),
+            Err((_, _, reason)) => Err(WriterError::BadRequest(reason)),
+        }
+    }
+
+    /// Applies operations, grouped by index; per-item failures are outcomes, not errors.
+    async fn apply(
+        &self,
+        default_index: Option<&str>,
+        ops: Vec<BulkOp>,
+    ) -> Result<Vec<ItemOutcome>, WriterError> {
+        let mut outcomes: Vec<Option<ItemOutcome>> = (0..ops.len()).map(|_| None).collect();
+        // Group op positions by index name.
+        let mut by_index: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            match op.index.as_deref().or(default_index) {
+                Some(name) => by_index.entry(name.to_string()).or_default().push(i),
+                None => {
+                    outcomes[i] = Some(ItemOutcome::failed(
+                        op.kind,
+                        "",
+                        op.id.as_deref().unwrap_or(""),
+                        400,
+                        "action_request_validation_exception",
+                        "Validation Failed: 1: index is missing;".into(),
+                    ))
+                }
+            }
+        }
+        let ops = Arc::new(ops);
+        // Indexes are independent: a batch spanning many of them handles several at once.
+        let per_index: Vec<(Vec<usize>, Vec<ItemOutcome>)> =
+            futures::stream::iter(by_index.into_iter().map(|(name, positions)| {
+                let ops = ops.clone();
+                async move {
+                    let results = self.apply_to_index(&name, ops, positions.clone()).await;
+                    (positions, results)
+                }
+            }))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (positions, results) in per_index {
+            for (pos, outcome) in positions.into_iter().zip(results) {
+                outcomes[pos] = Some(outcome);
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every op has an outcome"))
+            .collect())
+    }
+
+    async fn apply_to_index(
+        &self,
+        name: &str,
+        ops: Arc<Vec<BulkOp>>,
+        positions: Vec<usize>,
+    ) -> Vec<ItemOutcome> {
+        let fail_all = |status: u16, typ: &'static str, reason: String| {
+            positions
+                .iter()
+                .map(|&i| {
+                    ItemOutcome::failed(
+                        ops[i].kind,
+                        name,
+                        ops[i].id.as_deref().unwrap_or(""),
+                        status,
+                        typ,
+                        reason.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let fail_with = |e: WriterError| {
+            let (status, typ) = e.item_status();
+            fail_all(status, typ, e.to_string())
+        };
+        let mut meta = match self.index_or_create(name).await {
+            Ok(m) => m,
+            Err(e) => return fail_with(e.into()),
+        };
+        // Parse documents and discover new fields (CPU work, off the async threads). The
+        // first document to show a field decides its dynamic type; a later document that
+        // does not fit fails alone when it is built.
+        type Parsed = Vec<Option<Result<Map<String, Value>, String>>>;
+        let discovered = {
+            let ops = ops.clone();
+            let positions = positions.clone();
+            let mappings = meta.mappings.clone();
+            tokio::task::spawn_blocking(move || {
+                let parsed: Parsed = positions
+                    .iter()
+                    .map(|&i| {
+                        ops[i].source.as_ref().map(|src| {
+                            match serde_json::from_slice::<Value>(src) {
+                                Ok(Value::Object(m)) => Ok(m),
+                                Ok(_) => Err("failed to parse, document is empty or not an object"
+                                    .to_string()),
+                                Err(e) => Err(format!("failed to parse: {e}")),
+                            }
+                        })
+                    })
+                    .collect();
+                let mut new_fields: BTreeMap<String, FieldMapping> = BTreeMap::new();
+                let mut strict_errors: HashMap<usize, String> = HashMap::new();
+                for (j, doc) in parsed.iter().enumerate() {
+                    if let Some(Ok(doc)) = doc {
+                        match mappings.discover(doc) {
+                            Ok(found) => {
+                                for (path, fm) in found {
+                                    new_fields.entry(path).or_insert(fm);
+                                }
+                            }
+                            Err(e) => {
+                                strict_errors.insert(j, e.to_string());
+                            }
+                        }
+                    }
+                }
+                (parsed, new_fields, strict_errors)
+            })
+            .await
+        };
+        let Ok((parsed, new_fields, strict_errors)) = discovered else {
+            return fail_all(500, "exception", "document parsing panicked".into());
+        };
+        if !new_fields.is_empty() {
+            match self.metastore.merge_mappings(name, &new_fields).await {
+                Ok(m) => meta = m,
+                Err(e) => return fail_with(e.into()),
+            }
+        }
+        // Route, then open the shards this batch needs (in parallel: a batch may touch
+        // thousands of shards).
+        let mut routes = Vec::with_capacity(positions.len());
+        let mut generated_ids = Vec::with_capacity(positions.len());
+        for &i in &positions {
+            let op = &ops[i];
+            let id = op.id.clone().unwrap_or_else(crate::ids::generate_id);
+            generated_ids.push(op.id.is_none());
+            let shard = shard_for(
+                op.routing.as_deref().unwrap_or(&id),
+                meta.settings.number_of_shards,
+            );
+            routes.push((id, shard));
+        }
+        let mut needed: Vec<u32> = routes.iter().map(|(_, s)| *s).collect();
+        needed.sort_unstable();
+        needed.dedup();
+        let opened: Vec<Result<(u32, Arc<ShardWriter>), WriterError>> =
+            futures::stream::iter(needed.into_iter().map(|shard| {
+                let meta = &meta;
+                async move { self.shard(meta, shard).await.map(|w| (shard, w)) }
+            }))
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let mut shard_writers: HashMap<u32, Arc<ShardWriter>> = HashMap::new();
+        for r in opened {
+            match r {
+                Ok((shard, w)) => {
+                    shard_writers.insert(shard, w);
+                }
+                Err(err) => return fail_with(err),
+            }
+        }
+        // Build documents (CPU work, off the async threads); failures are item outcomes.
+        let name = name.to_string();
+        let built = {
+            let ops = ops.clone();
+            let positions = positions.clone();
+            tokio::task::spawn_blocking(move || {
+                let layout = ShardLayout::new();
+                let builder = DocBuilder::new(&layout, &meta.mappings);
+                let mut out: Vec<Result<PreparedOp, ItemError>> =
+                    Vec::with_capacity(positions.len());
+                for (j, &i) in positions.iter().enumerate() {
+                    let op = &ops[i];
+                    let id = routes[j].0.clone();
+                    let prepared = match (op.kind, &parsed[j]) {
+                        (OpKind::Delete, _) => Ok(PreparedOp {
+                            kind: op.kind,
+                            id,
+                            source: None,
+                            doc: None,
+                            check_existing: true,
+                        }),
+                        (_, Some(Err(reason))) => {
+                            Err((400, "mapper_parsing_exception", reason.clone()))
+                        }
+                        (_, Some(Ok(_))) if strict_errors.contains_key(&j) => Err((
+                            400,
+                            "strict_dynamic_mapping_exception",
+                            strict_errors[&j].clone(),
+                        )),
+                        (kind, Some(Ok(doc))) => {
+                            let raw = op.source.clone().unwrap_or_default();
+                            match builder.build(&id, &raw, doc) {
+                                Err(e) => Err((400, "mapper_parsing_exception", e.0)),
+                                Ok(built) => Ok(PreparedOp {
+                                    kind,
+                                    id,
+                                    source: Some(raw),
+                                    doc: Some(built),
+                                    check_existing: !generated_ids[j],
+                                }),
+                            }
+                        }
+                        (_, None) => Err((
+                            400,
+                            "action_request_validation_exception",
+                            "Validation Failed: 1: source is missing;".into(),
+                        )),
+                    };
+                    out.push(prepared);
+                }
+                (out, routes)
+            })
+            .await
+        };
+        let Ok((built, routes)) = built else {
+            return fail_all(500, "exception", "document building panicked".into());
+        };
+        // Hand each shard its operations; they are durable (translog) when the shard answers.
+        let mut results: Vec<Option<OpResult>> = (0..positions.len()).map(|_| None).collect();
+        let mut per_shard: BTreeMap<u32, (Vec<usize>, Vec<PreparedOp>)> = BTreeMap::new();
+        for (j, prepared) in built.into_iter().enumerate() {
+            match prepared {
+                Ok(op) => {
+                    let entry = per_shard.entry(routes[j].1).or_default();
+                    entry.0.push(j);
+                    entry.1.push(op);
+                }
+                Err(e) => results[j] = Some(Err(e)),
+            }
+        }
+        let writes = per_shard.into_iter().map(|(shard, (slots, ops))| {
+            let writer = shard_writers[&shard].clone();
+            async move { (slots, writer.write(ops).await) }
+        });
+        for (slots, outcome) in futures::future::join_all(writes).await {
+            match outcome {
+                Ok(res) => {
+                    for (slot, r) in slots.into_iter().zip(res) {
+                        results[slot] = Some(r);
+                    }
+                }
+                Err(e) => {
+                    let (status, typ) = e.item_status();
+                    for slot in slots {
+                        results[slot] = Some(Err((status, typ, e.to_string())));
+                    }
+                }
+            }
+        }
+        positions
+            .iter()
+            .zip(results)
+            .enumerate()
+            .map(|(j, (&i, r))| ItemOutcome {
+                kind: ops[i].kind,
+                index: name.clone(),
+                id: routes[j].0.clone(),
+                primary_term: shard_writers[&routes[j].1].epoch(),
+                result: r.unwrap_or(Err((500, "exception", "no result".into()))),
+            })
+            .collect()
+    }
+
+    /// Realtime `GET _doc`: an acknowledged write of `id` that no published commit holds yet.
+    /// `None` if not known here (then the searcher's view is current).
+    pub async fn realtime_get(
+        &self,
+        index: &str,
+        id: &str,
+        routing: Option<&str>,
+    ) -> Option<RecentWrite> {
+        let meta = self.metastore.get_index(index)?;
+        let shard = shard_for(routing.unwrap_or(id), meta.settings.number_of_shards);
+        let writer = self
+            .shards
+            .lock()
+            .await
+            .get(&(meta.uuid.clone(), shard))
+            .cloned()?;
+        writer.realtime_get(id)
+    }
+
+    /// Forgets the shards of a deleted index and removes their scratch space.
+    pub async fn delete_index(&self, name: &str) -> Result<IndexMeta, WriterError> {
+        let meta = self.metastore.delete_index(name).await?;
+        let removed: Vec<Arc<ShardWriter>> = {
+            let mut shards = self.shards.lock().await;
+            let keys: Vec<ShardKey> = shards
+                .keys()
+                .filter(|(u, _)| *u == meta.uuid)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| shards.remove(k)).collect()
+        };
+        for w in &removed {
+            w.fence();
+            w.close_writer();
+        }
+        drop(removed);
+        let dir = self.config.scratch_dir.join(&meta.uuid);
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        Ok(meta)
+    }
+}
+
+mod ownership;
+mod refresh;
+#[cfg(test)]
+mod tests;
