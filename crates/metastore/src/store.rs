@@ -690,6 +690,10 @@ impl Metastore {
                 )));
             }
             if let Some(prev) = &r.commit {
+                // Already published (a retried write whose first attempt landed): done.
+                if *prev == commit {
+                    return Ok(());
+                }
                 if prev.epoch == commit.epoch && commit.generation <= prev.generation {
                     return Err(stale(format!(
                         "generation {} <= published generation {}",
@@ -752,12 +756,9 @@ impl Metastore {
                     next.log_owners.push(previous);
                 }
             }
-            let earlier_logs: Vec<ShardOwner> = next
-                .log_owners
-                .iter()
-                .filter(|o| *o != owner)
-                .cloned()
-                .collect();
+            // Including this incarnation's own log: a shard it reopens (after a refused
+            // publish, say) may have acknowledged operations there above the checkpoint.
+            let earlier_logs: Vec<ShardOwner> = next.log_owners.clone();
             if !next.log_owners.contains(owner) {
                 next.log_owners.push(owner.clone());
             }
@@ -907,9 +908,15 @@ mod tests {
         ms.publish_commit("x", &meta.uuid, 0, &a, commit(5, 1))
             .await
             .unwrap();
+        // The same commit again (a retried write whose first attempt landed) is success...
+        ms.publish_commit("x", &meta.uuid, 0, &a, commit(5, 1))
+            .await
+            .unwrap();
+        // ... a different one at the same generation is not.
+        let mut other = commit(5, 1);
+        other.num_docs = 99;
         assert!(matches!(
-            ms.publish_commit("x", &meta.uuid, 0, &a, commit(5, 1))
-                .await,
+            ms.publish_commit("x", &meta.uuid, 0, &a, other).await,
             Err(MetastoreError::StaleCommit { .. })
         ));
         assert!(matches!(
@@ -990,7 +997,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((again.epoch, again.taken_over), (2, true));
-        assert!(again.earlier_logs.is_empty(), "only its own log");
+        assert_eq!(again.earlier_logs, vec![a.owner().clone()], "its own log");
         let b = NodeSession::register(storage.clone(), "b", ttl, margin)
             .await
             .unwrap();

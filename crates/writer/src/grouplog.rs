@@ -224,8 +224,20 @@ async fn write_loop(log: std::sync::Weak<GroupLog>, mut rx: mpsc::UnboundedRecei
                 }
             }
         }
-        if result.is_err() && log.storage.size(&key).await.is_ok() {
-            result = Ok(()); // it landed after all
+        if result.is_err() {
+            // Settle before refusing: claim the key with an empty object (no operations), so
+            // a write still in flight can never land later. "Already exists" means it did.
+            match log.storage.put_if_absent(&key, Bytes::new()).await {
+                Err(StorageError::AlreadyExists(_)) => result = Ok(()),
+                Ok(_) => {
+                    log.live
+                        .lock()
+                        .expect("group log lock")
+                        .objects
+                        .insert(seq, (key.clone(), Vec::new()));
+                }
+                Err(e) => warn!(%key, "translog write refused with an unsettled outcome: {e}"),
+            }
         }
         if result.is_ok() {
             log.live.lock().expect("group log lock").objects.insert(

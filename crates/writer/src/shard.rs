@@ -420,7 +420,7 @@ impl ShardWriter {
     /// Keeps a translog operation (or a whole unreadable object) that failed to re-apply
     /// under `translog-failed/`, out of replay's way but never dropped.
     async fn quarantine(&self, key: &str, op: Option<&LoggedOp>) -> Result<(), WriterError> {
-        let name = key.rsplit('/').next().unwrap_or_default();
+        let name = key.replace('/', "_");
         let (target, bytes) = match op {
             Some(op) => (
                 format!("{}/translog-failed/{name}-op{}", self.spec.prefix, op.seq),
@@ -1124,7 +1124,10 @@ async fn flusher(
                         shard.fence();
                         reply_err(batches, lost("the new owner will not replay it"));
                     }
-                    None => reply_err(batches, lost("its outcome could not be settled")),
+                    None => {
+                        shard.fence();
+                        reply_err(batches, lost("its outcome could not be settled"))
+                    }
                 }
             }
             Err(e) => {
