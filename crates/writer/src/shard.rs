@@ -1116,9 +1116,12 @@ async fn flusher(
                 };
                 match settled {
                     Some(LateBatch::Ours) => apply_and_reply(&shard, batches, seq0).await,
+                    // The new owner replayed it onto the same history this writer holds
+                    // locally: applying it here gives the very outcomes it got there (this
+                    // copy is fenced and never published).
                     Some(LateBatch::ReplayedByNext) => {
                         shard.fence();
-                        reply_replayed(batches, seq0);
+                        apply_and_reply(&shard, batches, seq0).await;
                     }
                     Some(LateBatch::Superseded) => {
                         shard.fence();
@@ -1175,27 +1178,6 @@ fn log_entries(batches: &[Batch], seq0: u64) -> Vec<LoggedOp> {
             source: op.source.clone(),
         })
         .collect()
-}
-
-/// Acknowledges batches that the shard's next owner replays (their translog object lies
-/// below its takeover point): the same answers as if they had been applied here.
-fn reply_replayed(batches: Vec<Batch>, seq0: u64) {
-    let mut seq = seq0;
-    for b in batches {
-        let results = b
-            .ops
-            .iter()
-            .map(|op| {
-                let r = match op.kind {
-                    OpKind::Delete => ("deleted", 1, seq, 200),
-                    _ => ("created", 1, seq, 201),
-                };
-                seq += 1;
-                Ok(r)
-            })
-            .collect();
-        let _ = b.reply.send(Ok(results));
-    }
 }
 
 fn reply_err(batches: Vec<Batch>, e: WriterError) {

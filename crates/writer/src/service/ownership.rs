@@ -150,13 +150,16 @@ impl Writer {
     /// lapsed. Replaying them makes acknowledged writes of a crashed writer searchable
     /// without new traffic. Returns how many were opened.
     pub async fn recover(&self) -> Result<usize, WriterError> {
-        self.recover_where(|_| true).await
+        self.recover_where(|_| true, false).await
     }
 
-    /// [`Writer::recover`] for the indexes (by uuid) `include` selects.
+    /// [`Writer::recover`] for the indexes (by uuid) `include` selects; with `own_closed`,
+    /// also this incarnation's shards that are not open here (closed while idle, or an open
+    /// interrupted after its grant).
     pub(super) async fn recover_where(
         &self,
         include: impl Fn(&str) -> bool,
+        own_closed: bool,
     ) -> Result<usize, WriterError> {
         let (session, _) = self.session().await?;
         let me = session.owner().clone();
@@ -167,10 +170,16 @@ impl Writer {
                 continue;
             }
             let Some(owner) = record.owner else { continue };
-            if owner == me {
+            // Ours but not open here (an open was interrupted after the grant, say): it
+            // may hold acknowledged operations too.
+            let ours_closed = own_closed && owner == me && {
+                let key = (uuid.clone(), shard);
+                !self.shards.lock().await.contains_key(&key)
+            };
+            if owner == me && !ours_closed {
                 continue;
             }
-            let gone = if owner.node_id == me.node_id {
+            let gone = if ours_closed || owner.node_id == me.node_id {
                 true // our node id, an older incarnation: we hold its session now
             } else {
                 match alive.get(&owner) {
@@ -187,7 +196,6 @@ impl Writer {
                 if !logs.contains(&owner) {
                     logs.push(owner);
                 }
-                logs.retain(|o| *o != me);
                 candidates.push((uuid, shard, logs));
             }
         }
@@ -197,7 +205,9 @@ impl Writer {
                 let meta = indexes.iter().find(|m| m.uuid == uuid).cloned();
                 async move {
                     let Some(meta) = meta else { return Ok(false) };
-                    if !self.has_unpublished(&meta, shard, &logs).await? {
+                    let pending = self.has_unpublished(&meta, shard, &logs).await?;
+                    info!(index = %meta.name, shard, pending, logs = logs.len(), "shard of a gone writer checked");
+                    if !pending {
                         return Ok(false);
                     }
                     match self.shard(&meta, shard).await {

@@ -17,7 +17,7 @@ impl Writer {
         // Until this node's session is registered (a previous incarnation may still be
         // live), they cannot be: the refresh answers 503 and the client retries.
         self.session().await?;
-        self.recover_where(|u| uuids.iter().any(|(_, x)| x == u))
+        self.recover_where(|u| uuids.iter().any(|(_, x)| x == u), true)
             .await?;
         // Shards being opened right now (replaying) are waited for.
         let opening: Vec<Arc<tokio::sync::Mutex<()>>> = self
