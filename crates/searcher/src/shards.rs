@@ -76,7 +76,9 @@ impl ShardReaders {
             .entry(key.clone())
             .or_default()
             .clone();
-        let _guard = opener.lock().await;
+        // Owned: the guard moves into the blocking step below, so a search cancelled
+        // meanwhile cannot let another open start before this one's cleanup has finished.
+        let guard = opener.lock_owned().await;
         if let Some(s) = self.current(&key, commit.generation) {
             return Ok(s);
         }
@@ -104,6 +106,7 @@ impl ShardReaders {
         let generation = commit.generation;
         let executor = self.executor.clone();
         let searcher = tokio::task::spawn_blocking(move || -> Result<Searcher, SearchError> {
+            let _guard = guard;
             let dir = root.join(format!("g{generation}"));
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
