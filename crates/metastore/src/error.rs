@@ -66,3 +66,15 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(
         reason: e.to_string(),
     })
 }
+
+/// A JSON record and its ETag; `None` if the object does not exist.
+pub(crate) async fn read_record<T: serde::de::DeserializeOwned>(
+    storage: &floe_storage::Storage,
+    key: &str,
+) -> Result<Option<(T, String)>, MetastoreError> {
+    match storage.get_with_etag(key).await {
+        Ok((bytes, etag)) => Ok(Some((parse(key, &bytes)?, etag))),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

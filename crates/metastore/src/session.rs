@@ -16,12 +16,22 @@ use floe_proto::{NodeSessionRecord, ShardOwner};
 use floe_storage::{Storage, StorageError};
 use tracing::{info, warn};
 
-use crate::error::{now_millis, parse, MetastoreError};
+use crate::error::{now_millis, parse, read_record, MetastoreError};
 
 pub(crate) const SESSIONS_PREFIX: &str = "metastore/sessions";
 
 pub(crate) fn key_of(node_id: &str) -> String {
     format!("{SESSIONS_PREFIX}/{node_id}.json")
+}
+
+/// The session record of `owner`, expiring at `expires_at_ms`, serialized.
+fn record_body(owner: &ShardOwner, expires_at_ms: i64) -> Bytes {
+    let record = NodeSessionRecord {
+        node_id: owner.node_id.clone(),
+        incarnation: owner.incarnation.clone(),
+        expires_at_ms,
+    };
+    Bytes::from(serde_json::to_vec(&record).expect("serializable"))
 }
 
 /// This process's session as a node.
@@ -53,12 +63,7 @@ impl NodeSession {
         let mut announced = false;
         loop {
             let asked_at = Instant::now();
-            let record = NodeSessionRecord {
-                node_id: owner.node_id.clone(),
-                incarnation: owner.incarnation.clone(),
-                expires_at_ms: now_millis() + ttl.as_millis() as i64,
-            };
-            let body = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
+            let body = record_body(&owner, now_millis() + ttl.as_millis() as i64);
             let written = match storage.get_with_etag(&key).await {
                 Err(StorageError::NotFound(_)) => storage.put_if_absent(&key, body).await,
                 Ok((bytes, etag)) => {
@@ -135,12 +140,7 @@ impl NodeSession {
         }
         let key = key_of(&self.owner.node_id);
         let asked_at = Instant::now();
-        let record = NodeSessionRecord {
-            node_id: self.owner.node_id.clone(),
-            incarnation: self.owner.incarnation.clone(),
-            expires_at_ms: now_millis() + self.ttl.as_millis() as i64,
-        };
-        let body = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
+        let body = record_body(&self.owner, now_millis() + self.ttl.as_millis() as i64);
         let etag = self.etag.lock().expect("session lock").clone();
         let written = match self.storage.put_if_match(&key, body.clone(), &etag).await {
             // A retried conditional write whose first attempt landed answers 412: if the
@@ -190,12 +190,7 @@ impl NodeSession {
     pub async fn release(&self) -> Result<(), MetastoreError> {
         let key = key_of(&self.owner.node_id);
         *self.deadline.lock().expect("session lock") = None;
-        let record = NodeSessionRecord {
-            node_id: self.owner.node_id.clone(),
-            incarnation: self.owner.incarnation.clone(),
-            expires_at_ms: 0,
-        };
-        let body = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
+        let body = record_body(&self.owner, 0);
         let etag = self.etag.lock().expect("session lock").clone();
         match self.storage.put_if_match(&key, body, &etag).await {
             Ok(_) | Err(StorageError::PreconditionFailed(_)) => Ok(()),
@@ -211,16 +206,11 @@ pub(crate) async fn owner_alive(
     owner: &ShardOwner,
     margin: Duration,
 ) -> Result<bool, MetastoreError> {
-    let key = key_of(&owner.node_id);
-    match storage.get(&key).await {
-        Ok(bytes) => {
-            let rec: NodeSessionRecord = parse(&key, &bytes)?;
-            Ok(rec.incarnation == owner.incarnation
-                && rec.expires_at_ms + margin.as_millis() as i64 > now_millis())
-        }
-        Err(StorageError::NotFound(_)) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    let record = read_record::<NodeSessionRecord>(storage, &key_of(&owner.node_id)).await?;
+    Ok(record.is_some_and(|(rec, _)| {
+        rec.incarnation == owner.incarnation
+            && rec.expires_at_ms + margin.as_millis() as i64 > now_millis()
+    }))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use tracing::{debug, info, instrument, warn};
 
 use crate::changelog::{Change, ChangeLog, Polled};
-use crate::error::{backoff, now_millis, parse, MetastoreError};
+use crate::error::{backoff, now_millis, read_record, MetastoreError};
 use crate::names::validate_index_name;
 use crate::session::owner_alive;
 
@@ -187,54 +187,16 @@ impl Metastore {
     /// Re-reads every record from the bucket (start-up, or after falling behind the log).
     pub async fn reload(&self) -> Result<(), MetastoreError> {
         let cursor = self.log.cursor();
-        let index_keys: Vec<String> = self
-            .storage
-            .list(INDEXES_PREFIX)
-            .await?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let indexes: Vec<Option<IndexEntry>> =
-            futures::stream::iter(index_keys.into_iter().map(|key| async move {
-                match self.storage.get_with_etag(&key).await {
-                    Ok((bytes, etag)) => Ok(Some(IndexEntry {
-                        meta: parse(&key, &bytes)?,
-                        etag,
-                    })),
-                    Err(StorageError::NotFound(_)) => Ok(None),
-                    Err(e) => Err(MetastoreError::from(e)),
-                }
-            }))
-            .buffer_unordered(LOAD_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let shard_keys: Vec<String> = self
-            .storage
-            .list(SHARDS_PREFIX)
-            .await?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let shards: Vec<Option<(String, u32, ShardRecord, String)>> =
-            futures::stream::iter(shard_keys.into_iter().map(|key| async move {
-                let Some((uuid, shard)) = parse_shard_key(&key) else {
-                    return Ok(None);
-                };
-                match self.storage.get_with_etag(&key).await {
-                    Ok((bytes, etag)) => Ok(Some((uuid, shard, parse(&key, &bytes)?, etag))),
-                    Err(StorageError::NotFound(_)) => Ok(None),
-                    Err(e) => Err(MetastoreError::from(e)),
-                }
-            }))
-            .buffer_unordered(LOAD_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let indexes = self.read_all::<IndexMeta>(INDEXES_PREFIX).await?;
+        let shards = self.read_all::<ShardRecord>(SHARDS_PREFIX).await?;
         let mut fresh = State::default();
-        for (uuid, shard, record, etag) in shards.into_iter().flatten() {
-            fresh.shards.insert((uuid, shard), (record, etag));
+        for (key, record, etag) in shards {
+            if let Some(at) = parse_shard_key(&key) {
+                fresh.shards.insert(at, (record, etag));
+            }
         }
-        for entry in indexes.into_iter().flatten() {
-            fresh.put_index(entry);
+        for (_, meta, etag) in indexes {
+            fresh.put_index(IndexEntry { meta, etag });
         }
         // Shard records of indexes that no longer exist (deleted meanwhile).
         let live: std::collections::HashSet<String> = fresh.names.keys().cloned().collect();
@@ -350,15 +312,28 @@ impl Metastore {
         Ok(())
     }
 
+    /// Every record under `prefix`, read concurrently: (key, record, ETag).
+    async fn read_all<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, T, String)>, MetastoreError> {
+        let keys = self.storage.list(prefix).await?;
+        let read: Vec<Option<(String, T, String)>> =
+            futures::stream::iter(keys.into_iter().map(|(key, _)| async move {
+                // Deleted between the listing and the read: skipped.
+                let record = read_record::<T>(&self.storage, &key).await?;
+                Ok::<_, MetastoreError>(record.map(|(r, etag)| (key, r, etag)))
+            }))
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(read.into_iter().flatten().collect())
+    }
+
     async fn fetch_index(&self, name: &str) -> Result<IndexEntry, MetastoreError> {
-        let key = index_key(name);
-        match self.storage.get_with_etag(&key).await {
-            Ok((bytes, etag)) => Ok(IndexEntry {
-                meta: parse(&key, &bytes)?,
-                etag,
-            }),
-            Err(StorageError::NotFound(_)) => Err(MetastoreError::IndexNotFound(name.into())),
-            Err(e) => Err(e.into()),
+        match read_record(&self.storage, &index_key(name)).await? {
+            Some((meta, etag)) => Ok(IndexEntry { meta, etag }),
+            None => Err(MetastoreError::IndexNotFound(name.into())),
         }
     }
 
@@ -367,12 +342,7 @@ impl Metastore {
         uuid: &str,
         shard: u32,
     ) -> Result<Option<(ShardRecord, String)>, MetastoreError> {
-        let key = shard_key(uuid, shard);
-        match self.storage.get_with_etag(&key).await {
-            Ok((bytes, etag)) => Ok(Some((parse(&key, &bytes)?, etag))),
-            Err(StorageError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        read_record(&self.storage, &shard_key(uuid, shard)).await
     }
 
     async fn announce(&self, changes: Vec<Change>) {
@@ -423,14 +393,34 @@ impl Metastore {
             .collect()
     }
 
-    /// Shard records as last seen here: (uuid, shard, record).
-    pub fn shard_records(&self) -> Vec<(String, u32, ShardRecord)> {
+    /// Shard records as last seen here, of the indexes (by uuid) `include` selects:
+    /// (uuid, shard, record).
+    pub fn shard_records(&self, include: impl Fn(&str) -> bool) -> Vec<(String, u32, ShardRecord)> {
         self.state
             .read()
             .expect("metastore lock")
             .shards
             .iter()
+            .filter(|((u, _), _)| include(u))
             .map(|((u, s), (r, _))| (u.clone(), *s, r.clone()))
+            .collect()
+    }
+
+    /// (uuid, name, settings) of every index: what periodic loops need, without cloning
+    /// mappings and commit points.
+    pub fn index_settings(&self) -> Vec<(String, String, IndexSettings)> {
+        self.state
+            .read()
+            .expect("metastore lock")
+            .indexes
+            .values()
+            .map(|e| {
+                (
+                    e.meta.uuid.clone(),
+                    e.meta.name.clone(),
+                    e.meta.settings.clone(),
+                )
+            })
             .collect()
     }
 
@@ -777,12 +767,15 @@ impl Metastore {
                         next.clone(),
                         new_etag,
                     );
-                    // Fresh mappings: a replay must build documents with every field known.
-                    let entry = self.fetch_index(name).await?;
-                    if entry.meta.uuid != uuid {
-                        return Err(MetastoreError::IndexNotFound(name.into()));
+                    // Fresh mappings when there may be operations to replay: a replay must
+                    // build documents with every field known. (A first grant has none.)
+                    if previous_epoch {
+                        let entry = self.fetch_index(name).await?;
+                        if entry.meta.uuid != uuid {
+                            return Err(MetastoreError::IndexNotFound(name.into()));
+                        }
+                        self.state.write().expect("lock").put_index(entry);
                     }
-                    self.state.write().expect("lock").put_index(entry);
                     let meta = self
                         .get_index(name)
                         .filter(|m| m.uuid == uuid)

@@ -165,10 +165,7 @@ impl Writer {
         let me = session.owner().clone();
         let mut candidates = Vec::new();
         let mut alive: HashMap<ShardOwner, bool> = HashMap::new();
-        for (uuid, shard, record) in self.metastore.shard_records() {
-            if !include(&uuid) {
-                continue;
-            }
+        for (uuid, shard, record) in self.metastore.shard_records(&include) {
             let Some(owner) = record.owner else { continue };
             // Ours but not open here (an open was interrupted after the grant, say): it
             // may hold acknowledged operations too.

@@ -174,15 +174,15 @@ impl Writer {
                 let shards = self.shards.lock().await;
                 shards.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
             };
-            let indexes: HashMap<String, IndexMeta> = self
+            let indexes: HashMap<String, (String, IndexSettings)> = self
                 .metastore
-                .list_indexes()
+                .index_settings()
                 .into_iter()
-                .map(|m| (m.uuid.clone(), m))
+                .map(|(uuid, name, settings)| (uuid, (name, settings)))
                 .collect();
             let mut due = Vec::new();
             for (key, writer) in open {
-                let Some(meta) = indexes.get(&key.0) else {
+                let Some((name, settings)) = indexes.get(&key.0) else {
                     continue;
                 };
                 writer.collect_garbage(self.config.gc_grace).await;
@@ -194,13 +194,13 @@ impl Writer {
                     last.remove(&key);
                     continue;
                 }
-                let Some(interval) = meta.settings.refresh() else {
+                let Some(interval) = settings.refresh() else {
                     continue;
                 };
                 let is_due = last.get(&key).is_none_or(|t| t.elapsed() >= interval);
                 if is_due && writer.is_dirty() {
                     last.insert(key.clone(), Instant::now());
-                    due.push((meta.name.clone(), key.1, writer));
+                    due.push((name.clone(), key.1, writer));
                 }
             }
             // Refresh due shards a few at a time; announce the round's commits at once.
