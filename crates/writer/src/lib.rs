@@ -3,7 +3,8 @@
 //! publishes the shard's commit point to the metastore.
 //!
 //! Request path: [`Writer::bulk`] → `bulk::parse_bulk` → per index: auto-create, dynamic
-//! mapping merged into the metastore → `document::DocBuilder` → `shard::ShardWriter::index`.
+//! mapping merged into the metastore → `document::DocBuilder` → `shard::ShardWriter::write`
+//! (flusher → `grouplog::GroupLog::append`, the writer-wide translog → apply → answer).
 //! Refresh path: [`Writer::run_refresh_loop`] / [`Writer::refresh`] →
 //! `ShardWriter::prepare_commit` (tantivy commit + upload) → `Metastore::publish_commit`.
 
