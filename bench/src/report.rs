@@ -1,6 +1,6 @@
 //! Results: every scenario produces [`Figure`]s; a run's figures, errors and notes are written
 //! as JSON (for machines and history), Markdown (for people and pull requests) and an SVG
-//! chart, under `crates/bench/results/` by default.
+//! chart, under `bench/results/` by default.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -232,7 +232,7 @@ pub fn find_floe_bin(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("floe")));
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let candidates = beside
         .into_iter()
         .chain([target.join("release/floe"), target.join("debug/floe")]);

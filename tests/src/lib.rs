@@ -647,7 +647,7 @@ pub fn floe_bin() -> PathBuf {
     let exe_candidate = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent()?.parent().map(|d| d.join("floe")));
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/floe");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/floe");
     let bin = exe_candidate.filter(|p| p.is_file()).unwrap_or(workspace);
     assert!(
         bin.is_file(),

@@ -97,7 +97,7 @@ pub struct Opts {
     /// else target/debug/floe].
     #[arg(long, global = true)]
     pub floe_bin: Option<PathBuf>,
-    /// Directory for the results [default: crates/bench/results].
+    /// Directory for the results [default: bench/results].
     #[arg(long, global = true)]
     pub out: Option<PathBuf>,
     /// Passed to the started Floe: S3-compatible endpoint (credentials from AWS_* env).
