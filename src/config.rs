@@ -63,7 +63,7 @@ impl Default for IndexingConfig {
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
             max_inflight_bytes: None,
-            lease_ttl_ms: 10_000,
+            lease_ttl_ms: 4_000,
             gc_grace_ms: 60_000,
         }
     }
@@ -84,6 +84,35 @@ pub struct FloeConfig {
     /// How often this process reads the metastore's change log (other processes' changes
     /// reach it within this interval).
     pub metastore_poll_ms: u64,
+    pub cluster: ClusterConfig,
+}
+
+/// How the roles of a cluster find each other (`[cluster]`; unused by `standalone`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// gRPC listen address [default: 127.0.0.1:9400 metastore, :9401 writer, :9402 searcher].
+    pub grpc_addr: Option<SocketAddr>,
+    /// The metastore's gRPC address, e.g. `http://127.0.0.1:9400`.
+    pub metastore: Option<String>,
+    /// Availability zone (placement spreads copies across zones).
+    pub zone: String,
+    /// How often a node heartbeats to the metastore.
+    pub heartbeat_ms: u64,
+    /// A node silent for this long counts as gone and its shards move.
+    pub node_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            grpc_addr: None,
+            metastore: None,
+            zone: String::new(),
+            heartbeat_ms: 500,
+            node_timeout_ms: 3_000,
+        }
+    }
 }
 
 impl Default for FloeConfig {
@@ -95,6 +124,7 @@ impl Default for FloeConfig {
             indexing: IndexingConfig::default(),
             node_id: None,
             metastore_poll_ms: 400,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -153,6 +183,15 @@ pub struct ConfigFlags {
     pub s3_access_key_id: Option<String>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
+    /// gRPC listen address of this node (cluster roles).
+    #[arg(long, env = "FLOE_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// The metastore's gRPC address, e.g. http://127.0.0.1:9400 (writer, searcher).
+    #[arg(long, env = "FLOE_METASTORE")]
+    pub metastore: Option<String>,
+    /// Availability zone of this node.
+    #[arg(long, env = "FLOE_ZONE")]
+    pub zone: Option<String>,
 }
 
 impl FloeConfig {
@@ -195,6 +234,15 @@ impl FloeConfig {
         }
         if let Some(n) = flags.max_content_length {
             config.http.max_content_length = n;
+        }
+        if let Some(a) = flags.grpc_addr {
+            config.cluster.grpc_addr = Some(a);
+        }
+        if let Some(m) = &flags.metastore {
+            config.cluster.metastore = Some(m.clone());
+        }
+        if let Some(z) = &flags.zone {
+            config.cluster.zone = z.clone();
         }
         if let Some(p) = &flags.s3_prefix {
             config.storage.prefix = p.clone();

@@ -1,7 +1,8 @@
 //! Wiring of `floe standalone`: one bucket, one metastore, one writer, one searcher, one
-//! HTTP listener.
+//! HTTP listener. The cluster roles (`crate::cluster`) reuse these steps.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use floe_cache::FileCache;
@@ -16,6 +17,18 @@ use crate::config::FloeConfig;
 use crate::http::{router, AppState};
 
 pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
+    let (storage, metastore) = open_bucket(&config).await?;
+    let writer = start_writer(&config, &storage, &metastore)?;
+    let searcher = start_searcher(&config, &storage, &metastore)?;
+    let state = app_state(&config, storage, metastore, Some(writer.clone()), searcher);
+    serve_http(&config, router(Arc::new(state))).await?;
+    // SIGTERM / Ctrl-C: publish everything and end the session, so a restart is immediate.
+    writer.shutdown().await;
+    Ok(())
+}
+
+/// Opens the bucket and the metastore in it, and starts tailing the metastore's change log.
+pub async fn open_bucket(config: &FloeConfig) -> anyhow::Result<(Storage, Arc<Metastore>)> {
     let storage = Storage::open(&config.storage).context("opening object storage")?;
     match &config.storage.s3 {
         Some(s3) => {
@@ -23,22 +36,33 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
         }
         None => info!(dir = %config.storage.data_dir.display(), "storage: local directory"),
     }
-    let margin = std::time::Duration::from_millis(config.indexing.clock_skew_margin_ms);
     let metastore = Arc::new(
         Metastore::open_with(
             storage.clone(),
             MetastoreOptions {
-                clock_skew_margin: margin,
+                clock_skew_margin: Duration::from_millis(config.indexing.clock_skew_margin_ms),
             },
         )
         .await
         .context("loading the metastore from object storage")?,
     );
-    tokio::spawn(metastore.clone().run_tail(std::time::Duration::from_millis(
-        config.metastore_poll_ms.max(10),
-    )));
+    tokio::spawn(
+        metastore
+            .clone()
+            .run_tail(Duration::from_millis(config.metastore_poll_ms.max(10))),
+    );
     std::fs::create_dir_all(&config.cache_dir)
         .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
+    Ok((storage, metastore))
+}
+
+/// The writer, with its session registration and recovery in the background and its
+/// refresh and lease loops running.
+pub fn start_writer(
+    config: &FloeConfig,
+    storage: &Storage,
+    metastore: &Arc<Metastore>,
+) -> anyhow::Result<Arc<Writer>> {
     let writer = Arc::new(Writer::new(
         metastore.clone(),
         storage.clone(),
@@ -47,11 +71,11 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
             memory: config.indexing.memory_bytes(),
             max_open_writers: config.indexing.max_open_writers,
             threads_per_shard: config.indexing.threads_per_shard,
-            lease_ttl: std::time::Duration::from_millis(config.indexing.lease_ttl_ms),
-            clock_skew_margin: margin,
+            lease_ttl: Duration::from_millis(config.indexing.lease_ttl_ms),
+            clock_skew_margin: Duration::from_millis(config.indexing.clock_skew_margin_ms),
             node_id: config.node_id(),
-            idle_close: std::time::Duration::from_millis(config.indexing.idle_close_ms),
-            gc_grace: std::time::Duration::from_millis(config.indexing.gc_grace_ms),
+            idle_close: Duration::from_millis(config.indexing.idle_close_ms),
+            gc_grace: Duration::from_millis(config.indexing.gc_grace_ms),
         },
     ));
     // The node session may have to wait for a previous incarnation to expire: serve reads
@@ -73,37 +97,58 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
             ),
         }
     });
-    let cache = FileCache::new(config.cache_dir.join("searcher"), storage.clone())?;
-    let searcher = Arc::new(SearchService::new(metastore.clone(), cache));
     tokio::spawn(writer.clone().run_refresh_loop());
     tokio::spawn(writer.clone().run_lease_loop());
+    Ok(writer)
+}
+
+pub fn start_searcher(
+    config: &FloeConfig,
+    storage: &Storage,
+    metastore: &Arc<Metastore>,
+) -> anyhow::Result<Arc<SearchService>> {
+    let cache = FileCache::new(config.cache_dir.join("searcher"), storage.clone())?;
+    Ok(Arc::new(SearchService::new(metastore.clone(), cache)))
+}
+
+pub fn app_state(
+    config: &FloeConfig,
+    storage: Storage,
+    metastore: Arc<Metastore>,
+    writer: Option<Arc<Writer>>,
+    searcher: Arc<SearchService>,
+) -> AppState {
     let pressure_limit = config
         .indexing
         .max_inflight_bytes
         .unwrap_or_else(IndexingPressure::default_limit);
     info!(bytes = pressure_limit, "indexing pressure limit");
-    let writer_for_shutdown = writer.clone();
-    let state = Arc::new(AppState {
-        storage: storage.clone(),
+    AppState {
+        storage,
         metastore,
         pressure: IndexingPressure::new(pressure_limit),
         writer,
         searcher,
         max_content_length: config.http.max_content_length,
-    });
+        role: "standalone",
+        node_id: config.node_id(),
+        cluster: None,
+    }
+}
+
+/// Serves HTTP until SIGTERM or Ctrl-C.
+pub async fn serve_http(config: &FloeConfig, app: axum::Router) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("binding {}", config.http.addr))?;
-    info!(addr = %config.http.addr, "floe standalone listening");
-    axum::serve(listener, router(state))
+    info!(addr = %config.http.addr, "HTTP listening");
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    // SIGTERM / Ctrl-C: publish everything and end the session, so a restart is immediate.
-    writer_for_shutdown.shutdown().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -8,12 +8,14 @@
 
 mod changelog;
 mod error;
+pub mod membership;
 mod names;
 mod session;
 mod store;
 
 pub use changelog::Change;
 pub use error::MetastoreError;
+pub use membership::{ClusterView, Membership, MembershipService};
 pub use names::validate_index_name;
 pub use session::NodeSession;
 pub use store::{Grant, Metastore, MetastoreOptions};

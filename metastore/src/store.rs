@@ -383,6 +383,11 @@ impl Metastore {
     }
 
     /// All indexes, ordered by name.
+    /// Whether an index with this uuid is known here.
+    pub fn knows_uuid(&self, uuid: &str) -> bool {
+        self.list_indexes().iter().any(|m| m.uuid == uuid)
+    }
+
     pub fn list_indexes(&self) -> Vec<IndexMeta> {
         self.state
             .read()
@@ -698,6 +703,30 @@ impl Metastore {
         })
         .await?;
         Ok(())
+    }
+
+    /// Gives a shard up (graceful hand-over to another writer): clears the owner if it is
+    /// still `owner`, keeping `owner`'s log listed so the next owner replays anything above
+    /// the checkpoint. The next owner needs no lease expiry. Idempotent.
+    #[instrument(skip(self, owner))]
+    pub async fn release_shard(
+        &self,
+        name: &str,
+        uuid: &str,
+        shard: u32,
+        owner: &ShardOwner,
+    ) -> Result<(), MetastoreError> {
+        self.update_shard(name, uuid, shard, |r| {
+            if r.owner.as_ref() == Some(owner) {
+                r.owner = None;
+                if !r.log_owners.contains(owner) {
+                    r.log_owners.push(owner.clone());
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Makes `owner` the owner of `shard` under a new, higher epoch (every open is a new

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use floe_metastore::membership::role;
+
 use super::{empty, ApiError, Params, State};
 
 /// The OpenSearch version Floe answers as, so official clients accept it.
@@ -44,15 +46,62 @@ pub async fn health(state: State, index: Option<Path<String>>) -> Result<Json<Va
         .iter()
         .map(|m| m.settings.number_of_shards as u64)
         .sum();
-    // Every shard is readable from the bucket and has no replicas to wait for: green, unless
-    // translog operations failed to re-apply (kept in the bucket, reported here).
-    let replay_failures = state.writer.replay_failures().await;
+    // Standalone: every shard is readable from the bucket and has no replicas to wait for.
+    // A cluster: a shard is unassigned while no live writer holds it (its owner died and
+    // no writer has taken it over yet, or there is no writer).
+    let (nodes, data_nodes, unassigned) = match &state.cluster {
+        None => (1, 1, 0),
+        Some(c) => {
+            let live = c.view.nodes();
+            let writers: Vec<&str> = live
+                .iter()
+                .filter(|n| n.role == role::WRITER)
+                .map(|n| n.node_id.as_str())
+                .collect();
+            let wanted: std::collections::HashSet<&str> =
+                indexes.iter().map(|m| m.uuid.as_str()).collect();
+            let unassigned = if writers.is_empty() {
+                shards
+            } else {
+                state
+                    .metastore
+                    .shard_records(|u| wanted.contains(u))
+                    .iter()
+                    .filter(|(_, _, r)| {
+                        r.owner
+                            .as_ref()
+                            .is_some_and(|o| !writers.contains(&o.node_id.as_str()))
+                    })
+                    .count() as u64
+            };
+            let data = live.iter().filter(|n| n.role != role::METASTORE).count();
+            (live.len(), data, unassigned)
+        }
+    };
+    // Translog operations that failed to re-apply (kept in the bucket) make it yellow.
+    let replay_failures = match &state.writer {
+        Some(w) => w.replay_failures().await,
+        None => 0,
+    };
+    let status = if unassigned > 0 {
+        "red"
+    } else if replay_failures > 0 {
+        "yellow"
+    } else {
+        "green"
+    };
+    let active = shards - unassigned;
+    let percent = if shards == 0 {
+        100.0
+    } else {
+        100.0 * active as f64 / shards as f64
+    };
     let mut body = json!({
-        "cluster_name": "floe", "status": if replay_failures > 0 { "yellow" } else { "green" }, "timed_out": false,
-        "number_of_nodes": 1, "number_of_data_nodes": 1, "discovered_master": true, "discovered_cluster_manager": true,
-        "active_primary_shards": shards, "active_shards": shards, "relocating_shards": 0, "initializing_shards": 0,
-        "unassigned_shards": 0, "delayed_unassigned_shards": 0, "number_of_pending_tasks": 0,
-        "number_of_in_flight_fetch": 0, "task_max_waiting_in_queue_millis": 0, "active_shards_percent_as_number": 100.0,
+        "cluster_name": "floe", "status": status, "timed_out": false,
+        "number_of_nodes": nodes, "number_of_data_nodes": data_nodes, "discovered_master": true, "discovered_cluster_manager": true,
+        "active_primary_shards": active, "active_shards": active, "relocating_shards": 0, "initializing_shards": 0,
+        "unassigned_shards": unassigned, "delayed_unassigned_shards": 0, "number_of_pending_tasks": 0,
+        "number_of_in_flight_fetch": 0, "task_max_waiting_in_queue_millis": 0, "active_shards_percent_as_number": percent,
     });
     if replay_failures > 0 {
         body["floe_reason"] = json!(format!(
@@ -160,11 +209,18 @@ pub async fn cat_indices(
 /// start) and its indexing pressure — the figures the bench reads.
 pub async fn floe_stats(state: State) -> Json<Value> {
     let storage = state.storage.stats();
-    let (open_shards, open_writers) = state.writer.open_counts().await;
+    let writer = match &state.writer {
+        Some(w) => {
+            let (open_shards, open_writers) = w.open_counts().await;
+            json!({"open_shards": open_shards, "open_index_writers": open_writers,
+                "replay_failures": w.replay_failures().await})
+        }
+        None => Value::Null,
+    };
     Json(json!({
         "storage": storage,
-        "writer": {"open_shards": open_shards, "open_index_writers": open_writers,
-            "replay_failures": state.writer.replay_failures().await},
+        "node": {"id": state.node_id, "role": state.role},
+        "writer": writer,
         "indexing_pressure": {"in_flight_bytes": state.pressure.in_flight(), "limit_bytes": state.pressure.limit()},
     }))
 }

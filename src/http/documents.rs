@@ -18,7 +18,7 @@ fn refresh_of(params: &Params) -> Result<RefreshPolicy, ApiError> {
 #[instrument(skip_all)]
 pub async fn bulk(state: State, params: Params, body: Bytes) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
-    let resp = state.writer.bulk(None, body, refresh).await?;
+    let resp = state.writer()?.bulk(None, body, refresh).await?;
     Ok((StatusCode::OK, axum::Json(resp)).into_response())
 }
 
@@ -30,7 +30,7 @@ pub async fn bulk_index(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
-    let resp = state.writer.bulk(Some(&index), body, refresh).await?;
+    let resp = state.writer()?.bulk(Some(&index), body, refresh).await?;
     Ok((StatusCode::OK, axum::Json(resp)).into_response())
 }
 
@@ -62,13 +62,14 @@ async fn single(
         Err(_) => b,
     });
     let op = BulkOp {
+        generated_id: false,
         kind,
         index: Some(index),
         id,
         routing: params.get("routing").cloned(),
         source,
     };
-    let (status, body) = state.writer.single(op, refresh).await?;
+    let (status, body) = state.writer()?.single(op, refresh).await?;
     Ok(json_response(
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
         body,

@@ -35,7 +35,7 @@ fn existing_names(state: &State, expr: &str) -> Result<Vec<String>, ApiError> {
 }
 
 async fn refresh_names(state: &State, names: &[String]) -> Result<Json<Value>, ApiError> {
-    state.writer.refresh(names).await?;
+    state.writer()?.refresh_everywhere(names).await?;
     Ok(Json(
         json!({"_shards": {"total": names.len(), "successful": names.len(), "failed": 0}}),
     ))
@@ -48,7 +48,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let body = json_body(&body)?.unwrap_or(json!({}));
-    let meta = state.writer.create_index(&index, &body).await?;
+    let meta = state.writer()?.create_index(&index, &body).await?;
     Ok(Json(
         json!({"acknowledged": true, "shards_acknowledged": true, "index": meta.name}),
     ))
@@ -77,7 +77,7 @@ pub async fn exists(state: State, Path(index): Path<String>) -> Response {
 #[instrument(skip(state))]
 pub async fn delete(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
     for m in existing(&state, &index)? {
-        state.writer.delete_index(&m.name).await?;
+        state.writer()?.delete_index(&m.name).await?;
         state.searcher.forget_index(&m.uuid);
     }
     Ok(Json(json!({"acknowledged": true})))
@@ -173,7 +173,7 @@ pub async fn force_merge(
         None => 1,
     };
     let names = existing_names(&state, &index)?;
-    let shards = state.writer.force_merge(&names, max_segments).await?;
+    let shards = state.writer()?.force_merge(&names, max_segments).await?;
     Ok(Json(
         json!({"_shards": {"total": shards, "successful": shards, "failed": 0}}),
     ))

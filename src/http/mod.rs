@@ -5,6 +5,7 @@ mod cluster;
 mod documents;
 pub mod error;
 mod indices;
+mod route;
 mod search;
 
 use std::collections::HashMap;
@@ -26,15 +27,36 @@ use futures::StreamExt;
 use serde_json::Value;
 
 pub use error::ApiError;
+pub use route::FORWARDED_HEADER;
 
 /// What every handler can reach.
 pub struct AppState {
     pub storage: floe_storage::Storage,
     pub metastore: Arc<Metastore>,
     pub pressure: Arc<IndexingPressure>,
-    pub writer: Arc<Writer>,
+    /// This node's writer (standalone and writer roles).
+    pub writer: Option<Arc<Writer>>,
     pub searcher: Arc<SearchService>,
     pub max_content_length: usize,
+    /// `standalone`, `writer` or `searcher`.
+    pub role: &'static str,
+    pub node_id: String,
+    /// The other nodes (cluster roles; `None` in standalone).
+    pub cluster: Option<Arc<crate::cluster::peers::ClusterPeers>>,
+}
+
+impl AppState {
+    /// This node's writer, or 503 when it has none (a searcher whose request could not be
+    /// forwarded to a writer).
+    pub fn writer(&self) -> Result<&Arc<Writer>, ApiError> {
+        self.writer.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_node_available_exception",
+                "this node is not a writer and no writer is live".to_string(),
+            )
+        })
+    }
 }
 
 pub type State = axum::extract::State<Arc<AppState>>;
@@ -101,6 +123,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             indexing_pressure,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            route::by_role,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

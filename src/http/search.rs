@@ -46,11 +46,24 @@ async fn run(
     let body = json_body(body)?;
     let params = params_of(params)?;
     let searcher = &state.searcher;
-    Ok(Json(if count {
-        searcher.count(expr, body.as_ref(), &params).await?
-    } else {
-        searcher.search(expr, body.as_ref(), &params).await?
-    }))
+    let mut caught_up = false;
+    loop {
+        let answer = if count {
+            searcher.count(expr, body.as_ref(), &params).await
+        } else {
+            searcher.search(expr, body.as_ref(), &params).await
+        };
+        match answer {
+            // Created on another node a moment ago: read the change log now, once.
+            Err(floe_searcher::SearchError::IndexNotFound(_))
+                if state.cluster.is_some() && !caught_up =>
+            {
+                caught_up = true;
+                state.metastore.catch_up().await.map_err(ApiError::from)?;
+            }
+            other => return Ok(Json(other?)),
+        }
+    }
 }
 
 #[instrument(skip(state, params, body))]
@@ -99,9 +112,8 @@ async fn lookup(
         return Err(ApiError::index_not_found(index));
     }
     let realtime = params.get("realtime").is_none_or(|v| v != "false");
-    if realtime {
-        if let Some(pending) = state
-            .writer
+    if let (true, Some(writer)) = (realtime, &state.writer) {
+        if let Some(pending) = writer
             .realtime_get(index, id, params.get("routing").map(String::as_str))
             .await
         {

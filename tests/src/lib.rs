@@ -662,6 +662,9 @@ pub fn floe_bin() -> PathBuf {
 /// (also while paused); if the test is panicking, the log's tail is printed.
 pub struct Floe {
     storage: Storage,
+    /// `standalone`, `metastore`, `writer` or `searcher`.
+    role: String,
+    grpc_port: u16,
     port: u16,
     dir: TempDir,
     config: Option<PathBuf>,
@@ -685,6 +688,18 @@ impl Floe {
         config_toml: Option<&str>,
         extra_args: &[&str],
     ) -> Self {
+        Self::start_role("standalone", storage, config_toml, extra_args).await
+    }
+
+    /// A cluster role (`metastore`, `writer`, `searcher`) or `standalone`, with its own HTTP
+    /// and gRPC ports (kept across restarts). A metastore has no HTTP: it is ready when its
+    /// gRPC port accepts connections.
+    pub async fn start_role(
+        role: &str,
+        storage: Storage,
+        config_toml: Option<&str>,
+        extra_args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(dir.path().join("cache")).unwrap();
         let config = config_toml.map(|toml| {
@@ -694,6 +709,8 @@ impl Floe {
         });
         let mut floe = Floe {
             storage,
+            role: role.to_string(),
+            grpc_port: free_port(),
             port: free_port(),
             dir,
             config,
@@ -707,6 +724,11 @@ impl Floe {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The gRPC address clients of this node use, e.g. `http://127.0.0.1:PORT`.
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
     }
 
     /// `http://127.0.0.1:PORT`
@@ -800,7 +822,7 @@ impl Floe {
 
     fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = vec![
-            "standalone".into(),
+            self.role.clone(),
             "--http-addr".into(),
             format!("127.0.0.1:{}", self.port),
             "--cache-dir".into(),
@@ -837,6 +859,12 @@ impl Floe {
         }
         if let Some(c) = &self.config {
             a.extend(["--config".into(), c.display().to_string()]);
+        }
+        if self.role != "standalone" {
+            a.extend([
+                "--grpc-addr".into(),
+                format!("127.0.0.1:{}", self.grpc_port),
+            ]);
         }
         a.extend(self.extra_args.iter().cloned());
         a
@@ -884,10 +912,17 @@ impl Floe {
                     self.log_tail(80)
                 );
             }
-            match client.try_send(Method::GET, "/", None).await {
-                Ok(r) if r.status == 200 => return,
-                Ok(r) => last = r.to_string(),
-                Err(e) => last = e.to_string(),
+            if self.role == "metastore" {
+                match tokio::net::TcpStream::connect(("127.0.0.1", self.grpc_port)).await {
+                    Ok(_) => return,
+                    Err(e) => last = e.to_string(),
+                }
+            } else {
+                match client.try_send(Method::GET, "/", None).await {
+                    Ok(r) if r.status == 200 => return,
+                    Ok(r) => last = r.to_string(),
+                    Err(e) => last = e.to_string(),
+                }
             }
             if started.elapsed() > STARTUP_TIMEOUT {
                 panic!(

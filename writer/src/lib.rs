@@ -13,6 +13,7 @@ pub mod document;
 mod error;
 pub mod grouplog;
 pub mod ids;
+pub mod peers;
 pub mod pool;
 pub mod pressure;
 mod recent;
@@ -24,4 +25,5 @@ pub mod translog;
 
 pub use bulk::{BulkOp, OpKind};
 pub use error::WriterError;
-pub use service::{RefreshPolicy, Writer, WriterConfig};
+pub use peers::Peers;
+pub use service::{shard_for, RefreshPolicy, Writer, WriterConfig};

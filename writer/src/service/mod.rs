@@ -19,6 +19,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::bulk::{parse_bulk, BulkOp, OpKind};
 use crate::document::DocBuilder;
 use crate::grouplog::{self, GroupLog};
+use crate::peers::{Peers, MAX_HOPS};
 use crate::pool::WriterPool;
 use crate::response::{BulkResponse, ItemOutcome};
 use crate::shard::{
@@ -26,6 +27,7 @@ use crate::shard::{
 };
 use crate::translog::{Segment, Translog};
 use crate::WriterError;
+use floe_proto::rpc;
 
 /// Writer settings (the `[writer]` part of Floe's configuration).
 #[derive(Clone, Debug)]
@@ -96,6 +98,8 @@ pub struct Writer {
     /// it (a takeover of a node's shards reads each object of its log once).
     earlier_logs: Arc<grouplog::SectionCache>,
     pool: Arc<WriterPool>,
+    /// The other writers and searchers of a cluster (none in `floe standalone`).
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
 }
 
 /// Parses the body of `PUT /{index}` into settings and mappings.
@@ -166,7 +170,8 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
     Ok((settings, mappings))
 }
 
-fn shard_for(key: &str, num_shards: u32) -> u32 {
+/// The shard a document belongs to: murmur3 of its routing key (`routing` or `_id`).
+pub fn shard_for(key: &str, num_shards: u32) -> u32 {
     let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0).unwrap_or(0);
     hash % num_shards.max(1)
 }
@@ -185,7 +190,33 @@ impl Writer {
             ),
             session: std::sync::RwLock::new(None),
             earlier_logs: Default::default(),
+            peers: Default::default(),
         }
+    }
+
+    /// Joins a cluster: items of shards that another writer owns go to it, and refreshes
+    /// reach every writer and searcher. Set once, before serving.
+    pub fn set_peers(&self, peers: Arc<dyn Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    pub(crate) fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.peers.get()
+    }
+
+    /// Whether another writer of the cluster owns this shard.
+    pub(crate) fn is_remote(&self, uuid: &str, shard: u32) -> bool {
+        self.peers()
+            .is_some_and(|p| p.remote_owner(uuid, shard).is_some())
+    }
+
+    /// The writer that owns the shard holding `id` of `index` when it is not this one (a
+    /// realtime read must be answered there).
+    pub fn remote_owner_of(&self, index: &str, id: &str, routing: Option<&str>) -> Option<String> {
+        let peers = self.peers()?;
+        let meta = self.metastore.get_index(index)?;
+        let shard = shard_for(routing.unwrap_or(id), meta.settings.number_of_shards);
+        peers.remote_owner(&meta.uuid, shard)
     }
 
     /// Registers this incarnation's node session, waiting for a previous incarnation of the
@@ -310,7 +341,9 @@ impl Writer {
     ) -> Result<BulkResponse, WriterError> {
         let started = Instant::now();
         let ops = parse_bulk(&body)?;
-        let outcomes = self.apply(default_index, ops).await?;
+        let outcomes = self
+            .apply(default_index, ops, 0, refresh != RefreshPolicy::False)
+            .await?;
         let touched: Vec<String> = {
             let mut v: Vec<String> = outcomes
                 .iter()
@@ -340,7 +373,9 @@ impl Writer {
         refresh: RefreshPolicy,
     ) -> Result<(u16, Value), WriterError> {
         let index = op.index.clone().unwrap_or_default();
-        let mut outcomes = self.apply(None, vec![op]).await?;
+        let mut outcomes = self
+            .apply(None, vec![op], 0, refresh != RefreshPolicy::False)
+            .await?;
         let outcome = outcomes
             .pop()
             .ok_or_else(|| WriterError::Internal("no outcome".into()))?;
@@ -365,12 +400,54 @@ impl Writer {
         }
     }
 
+    /// Items another writer forwarded (their shards are ours in its view): applied here,
+    /// never passed on again. With `refresh`, published before answering.
+    #[instrument(skip(self, ops), fields(items = ops.len()))]
+    pub async fn apply_forwarded(
+        &self,
+        ops: Vec<rpc::ForwardOp>,
+        refresh: bool,
+    ) -> Result<Vec<rpc::ItemResult>, WriterError> {
+        let ops = ops
+            .into_iter()
+            .map(BulkOp::from_rpc)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(WriterError::BadRequest)?;
+        let outcomes = self.apply(None, ops, MAX_HOPS, false).await?;
+        if refresh {
+            let mut touched: Vec<String> = outcomes
+                .iter()
+                .filter(|o| o.result.is_ok())
+                .map(|o| o.index.clone())
+                .collect();
+            touched.sort();
+            touched.dedup();
+            self.refresh(&touched).await?;
+        }
+        Ok(outcomes.iter().map(ItemOutcome::to_rpc).collect())
+    }
+
     /// Applies operations, grouped by index; per-item failures are outcomes, not errors.
+    /// `hops`: how many writers passed the items on already (items of shards another
+    /// writer owns are forwarded to it while below [`MAX_HOPS`]). `refresh`: forwarded
+    /// items are published by their writer before it answers.
     async fn apply(
         &self,
         default_index: Option<&str>,
-        ops: Vec<BulkOp>,
+        mut ops: Vec<BulkOp>,
+        hops: u32,
+        refresh: bool,
     ) -> Result<Vec<ItemOutcome>, WriterError> {
+        // Ids are chosen once, by the first writer: a forwarded item keeps its id and shard.
+        for op in ops.iter_mut() {
+            if op.index.is_none() {
+                op.index = default_index.map(str::to_string);
+            }
+            if op.id.is_none() {
+                op.id = Some(crate::ids::generate_id());
+                op.generated_id = true;
+            }
+        }
         let mut outcomes: Vec<Option<ItemOutcome>> = (0..ops.len()).map(|_| None).collect();
         // Group op positions by index name.
         let mut by_index: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -389,20 +466,28 @@ impl Writer {
                 }
             }
         }
+        let remote = match self.peers() {
+            Some(peers) if hops < MAX_HOPS => self.split_remote(peers, &ops, &mut by_index).await,
+            _ => BTreeMap::new(),
+        };
         let ops = Arc::new(ops);
+        let forwarded = futures::future::join_all(
+            remote
+                .into_iter()
+                .map(|(node, positions)| self.forward(node, ops.clone(), positions, refresh)),
+        );
         // Indexes are independent: a batch spanning many of them handles several at once.
-        let per_index: Vec<(Vec<usize>, Vec<ItemOutcome>)> =
-            futures::stream::iter(by_index.into_iter().map(|(name, positions)| {
-                let ops = ops.clone();
-                async move {
-                    let results = self.apply_to_index(&name, ops, positions.clone()).await;
-                    (positions, results)
-                }
-            }))
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        for (positions, results) in per_index {
+        let local = futures::stream::iter(by_index.into_iter().map(|(name, positions)| {
+            let ops = ops.clone();
+            async move {
+                let results = self.apply_to_index(&name, ops, positions.clone()).await;
+                (positions, results)
+            }
+        }))
+        .buffer_unordered(8)
+        .collect::<Vec<(Vec<usize>, Vec<ItemOutcome>)>>();
+        let (per_index, per_node) = futures::join!(local, forwarded);
+        for (positions, results) in per_index.into_iter().chain(per_node) {
             for (pos, outcome) in positions.into_iter().zip(results) {
                 outcomes[pos] = Some(outcome);
             }
@@ -500,7 +585,7 @@ impl Writer {
         for &i in &positions {
             let op = &ops[i];
             let id = op.id.clone().unwrap_or_else(crate::ids::generate_id);
-            generated_ids.push(op.id.is_none());
+            generated_ids.push(op.generated_id);
             let shard = shard_for(
                 op.routing.as_deref().unwrap_or(&id),
                 meta.settings.number_of_shards,
@@ -626,6 +711,94 @@ impl Writer {
                 id: routes[j].0.clone(),
                 primary_term: shard_writers[&routes[j].1].epoch(),
                 result: r.unwrap_or(Err((500, "exception", "no result".into()))),
+            })
+            .collect()
+    }
+
+    /// Takes out of `by_index` the positions of items whose shard another writer owns,
+    /// grouped by that writer. An index that cannot be resolved stays local (its items fail
+    /// there with the right error).
+    async fn split_remote(
+        &self,
+        peers: &Arc<dyn Peers>,
+        ops: &[BulkOp],
+        by_index: &mut BTreeMap<String, Vec<usize>>,
+    ) -> BTreeMap<String, Vec<usize>> {
+        let mut remote: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (name, positions) in by_index.iter_mut() {
+            let Ok(meta) = self.index_or_create(name).await else {
+                continue;
+            };
+            positions.retain(|&i| {
+                let op = &ops[i];
+                let key = op.routing.as_deref().or(op.id.as_deref()).unwrap_or("");
+                let shard = shard_for(key, meta.settings.number_of_shards);
+                match peers.remote_owner(&meta.uuid, shard) {
+                    Some(node) => {
+                        remote.entry(node).or_default().push(i);
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        by_index.retain(|_, positions| !positions.is_empty());
+        remote
+    }
+
+    /// Hands items to the writer that owns their shards; its per-item answers are ours. If
+    /// it cannot be reached, the items fail with 503 (nothing was acknowledged).
+    #[instrument(skip(self, ops, positions), fields(items = positions.len()))]
+    async fn forward(
+        &self,
+        node: String,
+        ops: Arc<Vec<BulkOp>>,
+        positions: Vec<usize>,
+        refresh: bool,
+    ) -> (Vec<usize>, Vec<ItemOutcome>) {
+        let peers = self.peers().expect("forwarding needs peers");
+        let batch: Vec<rpc::ForwardOp> = positions
+            .iter()
+            .map(|&i| ops[i].to_rpc(ops[i].index.as_deref().unwrap_or_default()))
+            .collect();
+        let results = match peers.forward(&node, batch, refresh).await {
+            Ok(r) if r.len() == positions.len() => positions
+                .iter()
+                .zip(r)
+                .map(|(&i, r)| ItemOutcome::from_rpc(ops[i].kind, r))
+                .collect(),
+            Ok(_) => self.fail_forwarded(
+                &ops,
+                &positions,
+                format!("writer [{node}] answered a different number of items"),
+            ),
+            Err(e) => self.fail_forwarded(
+                &ops,
+                &positions,
+                format!("writer [{node}] owning the shard is unreachable: {e}"),
+            ),
+        };
+        (positions, results)
+    }
+
+    fn fail_forwarded(
+        &self,
+        ops: &[BulkOp],
+        positions: &[usize],
+        reason: String,
+    ) -> Vec<ItemOutcome> {
+        warn!("{reason}");
+        positions
+            .iter()
+            .map(|&i| {
+                ItemOutcome::failed(
+                    ops[i].kind,
+                    ops[i].index.as_deref().unwrap_or_default(),
+                    ops[i].id.as_deref().unwrap_or_default(),
+                    503,
+                    "unavailable_shards_exception",
+                    reason.clone(),
+                )
             })
             .collect()
     }

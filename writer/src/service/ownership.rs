@@ -25,13 +25,7 @@ impl Writer {
         if let Some(s) = self.open_shard(&key).await {
             return Ok(s);
         }
-        let opener = self
-            .openers
-            .lock()
-            .expect("openers lock")
-            .entry(key.clone())
-            .or_default()
-            .clone();
+        let opener = self.opener(&key);
         let _guard = opener.lock().await;
         if let Some(s) = self.open_shard(&key).await {
             return Ok(s);
@@ -62,10 +56,7 @@ impl Writer {
         };
         // Own the shard first, then load it from the state as of the grant: anything an older
         // owner publishes later is refused, anything it published before is seen here.
-        let grant = self
-            .metastore
-            .acquire_shard(&meta.name, &meta.uuid, shard, session.owner())
-            .await?;
+        let grant = self.acquire(meta, shard, session.owner()).await?;
         let checkpoint = grant
             .meta
             .shards
@@ -97,6 +88,143 @@ impl Writer {
         writer.touch();
         self.shards.lock().await.insert(key, writer.clone());
         Ok(writer)
+    }
+
+    /// The shard's grant. In a cluster, a shard placed here may still be held by the writer
+    /// that is handing it over (or by one that died, until its session lapses): wait for it,
+    /// bounded by a lease's lifetime.
+    async fn acquire(
+        &self,
+        meta: &IndexMeta,
+        shard: u32,
+        owner: &ShardOwner,
+    ) -> Result<floe_metastore::Grant, WriterError> {
+        let patience =
+            self.config.lease_ttl + self.config.clock_skew_margin + Duration::from_secs(1);
+        let deadline = Instant::now() + patience;
+        loop {
+            match self
+                .metastore
+                .acquire_shard(&meta.name, &meta.uuid, shard, owner)
+                .await
+            {
+                Err(MetastoreError::LeaseHeld { .. })
+                    if self.peers().is_some()
+                        && !self.is_remote(&meta.uuid, shard)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Gives up every open shard that the cluster now places on another writer: each is
+    /// published, fenced and released (the next owner takes it without waiting for a lease
+    /// and has nothing to replay). Returns how many were handed over.
+    pub async fn hand_over_moved(&self) -> usize {
+        let moved: Vec<(ShardKey, Arc<ShardWriter>)> = self
+            .shards
+            .lock()
+            .await
+            .iter()
+            .filter(|((uuid, shard), _)| self.is_remote(uuid, *shard))
+            .map(|(k, w)| (k.clone(), w.clone()))
+            .collect();
+        let mut n = 0;
+        for (key, writer) in moved {
+            match self.hand_over(&key, writer).await {
+                Ok(true) => n += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(index = %key.0, shard = key.1, "handing the shard over failed: {e}")
+                }
+            }
+        }
+        n
+    }
+
+    async fn hand_over(
+        &self,
+        key: &ShardKey,
+        writer: Arc<ShardWriter>,
+    ) -> Result<bool, WriterError> {
+        let opener = self.opener(key);
+        let _guard = opener.lock().await;
+        {
+            let mut shards = self.shards.lock().await;
+            if !shards.get(key).is_some_and(|w| Arc::ptr_eq(w, &writer)) {
+                return Ok(false);
+            }
+            shards.remove(key);
+        }
+        // Requests that took the shard before it left the map finish first (bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&writer) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let Some(meta) = self
+            .metastore
+            .list_indexes()
+            .into_iter()
+            .find(|m| m.uuid == key.0)
+        else {
+            writer.fence();
+            writer.close_writer();
+            return Ok(false);
+        };
+        // Publish what it holds; if that fails, the next owner replays our log instead.
+        let published = self.refresh_shard(&meta.name, key.1, &writer).await;
+        writer.fence();
+        writer.close_writer();
+        let (session, _) = self.session().await?;
+        self.metastore
+            .release_shard(&meta.name, &key.0, key.1, session.owner())
+            .await?;
+        let announce = matches!(published, Ok(true));
+        if announce {
+            self.metastore.announce_commits(vec![key.clone()]).await;
+        }
+        info!(index = %meta.name, shard = key.1, published = ?published.map_err(|e| e.to_string()), "shard handed over");
+        Ok(true)
+    }
+
+    /// The lock that serializes opening (and handing over) one shard.
+    fn opener(&self, key: &ShardKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.openers
+            .lock()
+            .expect("openers lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// In a cluster: hands over moved shards and takes over shards placed here whose owner
+    /// is gone, every `interval` and whenever the set of writers changes.
+    pub async fn run_cluster_loop(
+        self: Arc<Self>,
+        mut changed: tokio::sync::watch::Receiver<u64>,
+        interval: Duration,
+    ) {
+        loop {
+            let _ = tokio::time::timeout(interval, changed.changed()).await;
+            let handed = self.hand_over_moved().await;
+            if handed > 0 {
+                info!(
+                    shards = handed,
+                    "handed shards over to the writers that own them now"
+                );
+            }
+            if self.current_session().is_none() {
+                continue;
+            }
+            match self.recover().await {
+                Ok(0) => {}
+                Ok(n) => info!(shards = n, "took over shards placed here"),
+                Err(e) => debug!("taking over shards placed here failed (retried): {e}"),
+            }
+        }
     }
 
     pub(super) async fn open_shard(&self, key: &ShardKey) -> Option<Arc<ShardWriter>> {
@@ -166,7 +294,18 @@ impl Writer {
         let mut candidates = Vec::new();
         let mut alive: HashMap<ShardOwner, bool> = HashMap::new();
         for (uuid, shard, record) in self.metastore.shard_records(&include) {
-            let Some(owner) = record.owner else { continue };
+            // In a cluster, only shards placed on this writer.
+            if self.is_remote(&uuid, shard) {
+                continue;
+            }
+            let Some(owner) = record.owner else {
+                // Released by a writer that handed it over: it may have left operations
+                // above the checkpoint if its last publish failed.
+                if self.peers().is_some() && !record.log_owners.is_empty() {
+                    candidates.push((uuid, shard, record.log_owners.clone(), None));
+                }
+                continue;
+            };
             // Ours but not open here (an open was interrupted after the grant, say): it
             // may hold acknowledged operations too.
             let ours_closed = own_closed && owner == me && {
@@ -191,20 +330,26 @@ impl Writer {
             if gone {
                 let mut logs = record.log_owners.clone();
                 if !logs.contains(&owner) {
-                    logs.push(owner);
+                    logs.push(owner.clone());
                 }
-                candidates.push((uuid, shard, logs));
+                candidates.push((uuid, shard, logs, Some(owner)));
             }
         }
         let indexes = self.metastore.list_indexes();
         let opened: Vec<Result<bool, WriterError>> =
-            futures::stream::iter(candidates.into_iter().map(|(uuid, shard, logs)| {
+            futures::stream::iter(candidates.into_iter().map(|(uuid, shard, logs, owner)| {
                 let meta = indexes.iter().find(|m| m.uuid == uuid).cloned();
                 async move {
                     let Some(meta) = meta else { return Ok(false) };
                     let pending = self.has_unpublished(&meta, shard, &logs).await?;
                     info!(index = %meta.name, shard, pending, logs = logs.len(), "shard of a gone writer checked");
                     if !pending {
+                        // In a cluster the shard must not stay assigned to a dead writer
+                        // (health counts it unassigned): clear the owner; the next write
+                        // opens it here without replaying anything.
+                        if let (Some(dead), Some(_)) = (owner, self.peers()) {
+                            self.metastore.release_shard(&meta.name, &uuid, shard, &dead).await?;
+                        }
                         return Ok(false);
                     }
                     match self.shard(&meta, shard).await {

@@ -43,28 +43,53 @@ impl Writer {
                 })
                 .collect()
         };
-        let results: Vec<Result<Option<(String, u32)>, WriterError>> =
+        let results: Vec<(ShardKey, Result<bool, WriterError>)> =
             futures::stream::iter(targets.into_iter().map(|(name, shard, writer)| async move {
-                self.refresh_shard(&name, shard, &writer)
-                    .await
-                    .map(|published| published.then(|| (writer.spec.index_uuid.clone(), shard)))
+                let key = (writer.spec.index_uuid.clone(), shard);
+                (key, self.refresh_shard(&name, shard, &writer).await)
             }))
             .buffer_unordered(8)
             .collect()
             .await;
         let mut published = Vec::new();
+        // Shards whose latest commit holds everything acknowledged before this call,
+        // whether this call or the refresh loop (a moment ago) published it.
+        let mut current = Vec::new();
         let mut first_error = None;
-        for r in results {
+        for (key, r) in results {
             match r {
-                Ok(Some(p)) => published.push(p),
-                Ok(None) => {}
+                Ok(now) => {
+                    if now {
+                        published.push(key.clone());
+                    }
+                    current.push(key);
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
         self.metastore.announce_commits(published).await;
+        if let Some(peers) = self.peers() {
+            peers.commits_published(&current).await;
+        }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// `POST /{index}/_refresh` in a cluster: this writer's shards and every other
+    /// writer's, each telling the searchers before it answers.
+    pub async fn refresh_everywhere(&self, index_names: &[String]) -> Result<(), WriterError> {
+        let others = async {
+            match self.peers() {
+                Some(p) => p
+                    .refresh_others(index_names)
+                    .await
+                    .map_err(WriterError::Unavailable),
+                None => Ok(()),
+            }
+        };
+        let (mine, others) = futures::join!(self.refresh(index_names), others);
+        mine.and(others)
     }
 
     /// Commits, uploads and publishes one shard. Returns whether a commit was published. A

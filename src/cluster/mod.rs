@@ -1,0 +1,190 @@
+//! Wiring of the cluster roles: `floe metastore`, `floe writer`, `floe searcher`. Each is
+//! the standalone pieces it needs, plus membership (heartbeats to the metastore) and the
+//! `Node` gRPC service through which the roles reach each other.
+
+pub mod peers;
+mod rpc;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use floe_metastore::membership::role;
+use floe_metastore::{ClusterView, Membership, MembershipService};
+use floe_proto::rpc::metastore_server::MetastoreServer;
+use floe_proto::rpc::node_server::NodeServer;
+use floe_proto::rpc::NodeInfo;
+use floe_writer::Writer;
+use tracing::info;
+
+use crate::config::FloeConfig;
+use crate::http::router;
+use crate::standalone::{
+    app_state, open_bucket, serve_http, shutdown_signal, start_searcher, start_writer,
+};
+use peers::{ClusterPeers, MAX_MESSAGE};
+
+/// `floe metastore`: membership (who is alive) for the cluster. Shard state stays in the
+/// bucket, where every node reads and compare-and-swaps it.
+pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
+    let grpc = grpc_addr(&config, 9400);
+    // The bucket is opened to fail fast on a wrong configuration.
+    let _ = open_bucket(&config).await?;
+    let membership = Membership::new(
+        node_info(&config, role::METASTORE, grpc),
+        Duration::from_millis(config.cluster.node_timeout_ms),
+    );
+    info!(addr = %grpc, "metastore gRPC listening");
+    tonic::transport::Server::builder()
+        .add_service(MetastoreServer::new(MembershipService(membership)))
+        .serve_with_shutdown(grpc, shutdown_signal())
+        .await
+        .context("serving gRPC")?;
+    Ok(())
+}
+
+/// `floe writer`: takes writes for the shards placed on it, forwards the others.
+pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
+    let (storage, metastore) = open_bucket(&config).await?;
+    let writer = start_writer(&config, &storage, &metastore)?;
+    let searcher = start_searcher(&config, &storage, &metastore)?;
+    let view = join(&config, role::WRITER, Some(writer.clone()))?;
+    let peers = ClusterPeers::new(view.clone());
+    writer.set_peers(peers.clone());
+    tokio::spawn(
+        writer
+            .clone()
+            .run_cluster_loop(view.subscribe(), Duration::from_secs(1)),
+    );
+    let mut state = app_state(
+        &config,
+        storage,
+        metastore.clone(),
+        Some(writer.clone()),
+        searcher,
+    );
+    state.role = role::WRITER;
+    state.cluster = Some(peers);
+    serve(&config, state, metastore, Some(writer.clone())).await?;
+    writer.shutdown().await;
+    Ok(())
+}
+
+/// `floe searcher`: answers searches from segments it caches; forwards everything else.
+pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
+    let (storage, metastore) = open_bucket(&config).await?;
+    let searcher = start_searcher(&config, &storage, &metastore)?;
+    let view = join(&config, role::SEARCHER, None)?;
+    let mut state = app_state(&config, storage, metastore.clone(), None, searcher);
+    state.role = role::SEARCHER;
+    state.cluster = Some(ClusterPeers::new(view));
+    serve(&config, state, metastore, None).await
+}
+
+/// Starts heartbeating to the metastore; returns the view it keeps current.
+fn join(
+    config: &FloeConfig,
+    node_role: &str,
+    writer: Option<Arc<Writer>>,
+) -> anyhow::Result<Arc<ClusterView>> {
+    let url = config
+        .cluster
+        .metastore
+        .clone()
+        .context("a cluster role needs --metastore http://HOST:PORT")?;
+    let default_port = if node_role == role::WRITER {
+        9401
+    } else {
+        9402
+    };
+    let view = ClusterView::new(node_info(
+        config,
+        node_role,
+        grpc_addr(config, default_port),
+    ));
+    let interval = Duration::from_millis(config.cluster.heartbeat_ms.max(50));
+    let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if let Some(w) = writer {
+        let open = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let (shards, _) = w.open_counts().await;
+                open.store(shards as u64, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    tokio::spawn(view.clone().run_heartbeat(url, interval, move |me| {
+        me.rss_bytes = rss_bytes();
+        me.load_1m = load_1m();
+        me.open_shards = open.load(std::sync::atomic::Ordering::Relaxed);
+    }));
+    Ok(view)
+}
+
+/// HTTP and gRPC until SIGTERM or Ctrl-C.
+async fn serve(
+    config: &FloeConfig,
+    state: crate::http::AppState,
+    metastore: Arc<floe_metastore::Metastore>,
+    writer: Option<Arc<Writer>>,
+) -> anyhow::Result<()> {
+    let max_body = state.max_content_length;
+    let app = router(Arc::new(state));
+    let node = rpc::NodeService {
+        router: app.clone(),
+        metastore,
+        writer,
+        max_body,
+    };
+    let default_port = if node.writer.is_some() { 9401 } else { 9402 };
+    let grpc = grpc_addr(config, default_port);
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            NodeServer::new(node)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_shutdown(grpc, shutdown_signal());
+    info!(addr = %grpc, "node gRPC listening");
+    let grpc_task = tokio::spawn(server);
+    serve_http(config, app).await?;
+    grpc_task.abort();
+    Ok(())
+}
+
+fn grpc_addr(config: &FloeConfig, default_port: u16) -> SocketAddr {
+    config
+        .cluster
+        .grpc_addr
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
+}
+
+fn node_info(config: &FloeConfig, node_role: &str, grpc: SocketAddr) -> NodeInfo {
+    NodeInfo {
+        node_id: config.node_id(),
+        role: node_role.to_string(),
+        zone: config.cluster.zone.clone(),
+        http_addr: config.http.addr.to_string(),
+        grpc_addr: grpc.to_string(),
+        started_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        ..Default::default()
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn load_1m() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,167 @@
+//! A node's handle on the rest of the cluster: gRPC channels to the other nodes, the
+//! membership view, and the writer's [`Peers`] (forwarding, refresh propagation).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use floe_metastore::membership::role;
+use floe_metastore::ClusterView;
+use floe_proto::rpc::node_client::NodeClient;
+use floe_proto::rpc::{
+    CommitsRequest, ForwardOp, ForwardRequest, ItemResult, NodeInfo, RefreshRequest, RestRequest,
+    RestResponse, ShardRef,
+};
+use floe_writer::Peers;
+use tonic::transport::{Channel, Endpoint};
+use tracing::warn;
+
+/// Largest gRPC message between nodes (a forwarded `_bulk` is as large as the request).
+pub const MAX_MESSAGE: usize = 512 << 20;
+
+pub struct ClusterPeers {
+    pub view: Arc<ClusterView>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ClusterPeers {
+    pub fn new(view: Arc<ClusterView>) -> Arc<ClusterPeers> {
+        Arc::new(ClusterPeers {
+            view,
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A client for `node` (one lazily connected channel per address, reused).
+    pub fn client(&self, node: &NodeInfo) -> Result<NodeClient<Channel>, String> {
+        let addr = format!("http://{}", node.grpc_addr);
+        let mut channels = self.channels.lock().expect("channels lock");
+        let channel = match channels.get(&addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(addr.clone())
+                    .map_err(|e| format!("bad gRPC address of [{}]: {e}", node.node_id))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(120))
+                    .connect_lazy();
+                channels.insert(addr, c.clone());
+                c
+            }
+        };
+        Ok(NodeClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    fn node(&self, id: &str) -> Option<NodeInfo> {
+        self.view.nodes().iter().find(|n| n.node_id == id).cloned()
+    }
+
+    fn others(&self, role: &str) -> Vec<NodeInfo> {
+        let me = self.view.node_id();
+        self.view
+            .with_role(role)
+            .into_iter()
+            .filter(|n| n.node_id != me)
+            .collect()
+    }
+
+    /// Live nodes of `role` in the order a request keyed by `key` should try them: same
+    /// zone first, then rendezvous order (so the same key lands on the same node).
+    pub fn candidates(&self, role: &str, key: &str) -> Vec<NodeInfo> {
+        let zone = self.view.me().zone;
+        let mut ranked: Vec<NodeInfo> = if role == role::SEARCHER {
+            self.view.searchers_for(key)
+        } else {
+            self.view.with_role(role)
+        };
+        ranked.retain(|n| n.node_id != self.view.node_id());
+        ranked.sort_by_key(|n| n.zone != zone);
+        ranked
+    }
+
+    /// Sends a REST call to `node`, which answers it as if it had received it.
+    pub async fn rest(&self, node: &NodeInfo, req: RestRequest) -> Result<RestResponse, String> {
+        let mut client = self.client(node)?;
+        client
+            .rest(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| format!("[{}]: {}", node.node_id, e.message()))
+    }
+}
+
+#[async_trait]
+impl Peers for ClusterPeers {
+    fn remote_owner(&self, uuid: &str, shard: u32) -> Option<String> {
+        let owner = self.view.writer_for(uuid, shard)?;
+        (owner.node_id != self.view.node_id()).then_some(owner.node_id)
+    }
+
+    async fn forward(
+        &self,
+        node: &str,
+        ops: Vec<ForwardOp>,
+        refresh: bool,
+    ) -> Result<Vec<ItemResult>, String> {
+        let target = self
+            .node(node)
+            .ok_or_else(|| format!("writer [{node}] is not in the cluster"))?;
+        let mut client = self.client(&target)?;
+        client
+            .forward(ForwardRequest { ops, refresh })
+            .await
+            .map(|r| r.into_inner().items)
+            .map_err(|e| e.message().to_string())
+    }
+
+    async fn refresh_others(&self, indexes: &[String]) -> Result<(), String> {
+        let calls = self.others(role::WRITER).into_iter().map(|w| async move {
+            let mut client = self.client(&w)?;
+            client
+                .refresh(RefreshRequest {
+                    indexes: indexes.to_vec(),
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("refresh on writer [{}] failed: {}", w.node_id, e.message()))
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, String>>()
+            .map(|_| ())
+    }
+
+    async fn commits_published(&self, shards: &[(String, u32)]) {
+        if shards.is_empty() {
+            return;
+        }
+        tracing::debug!(shards = shards.len(), "telling searchers about new commits");
+        let request = CommitsRequest {
+            shards: shards
+                .iter()
+                .map(|(uuid, shard)| ShardRef {
+                    index_uuid: uuid.clone(),
+                    shard: *shard,
+                })
+                .collect(),
+        };
+        let calls = self.others(role::SEARCHER).into_iter().map(|s| {
+            let request = request.clone();
+            async move {
+                let Ok(mut client) = self.client(&s) else { return };
+                let call = client.commits_published(request);
+                match tokio::time::timeout(Duration::from_secs(5), call).await {
+                    Ok(Ok(_)) => {}
+                    // A searcher that misses this still sees the commits through the
+                    // change log within a poll interval.
+                    Ok(Err(e)) => warn!(searcher = %s.node_id, "telling a searcher about new commits failed: {}", e.message()),
+                    Err(_) => warn!(searcher = %s.node_id, "telling a searcher about new commits timed out"),
+                }
+            }
+        });
+        futures::future::join_all(calls).await;
+    }
+}
