@@ -97,6 +97,9 @@ pub struct ClusterConfig {
     pub metastore: Option<String>,
     /// Availability zone (placement spreads copies across zones).
     pub zone: String,
+    /// Host name or IP other nodes reach this one at [default: the gRPC listen IP, or the
+    /// host name when listening on 0.0.0.0].
+    pub advertise_host: Option<String>,
     /// How often a node heartbeats to the metastore.
     pub heartbeat_ms: u64,
     /// A node silent for this long counts as gone and its shards move.
@@ -109,6 +112,7 @@ impl Default for ClusterConfig {
             grpc_addr: None,
             metastore: None,
             zone: String::new(),
+            advertise_host: None,
             heartbeat_ms: 500,
             node_timeout_ms: 3_000,
         }
@@ -192,6 +196,9 @@ pub struct ConfigFlags {
     /// Availability zone of this node.
     #[arg(long, env = "FLOE_ZONE")]
     pub zone: Option<String>,
+    /// Host name or IP other nodes reach this one at (containers: the service or pod IP).
+    #[arg(long, env = "FLOE_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
 }
 
 impl FloeConfig {
@@ -243,6 +250,9 @@ impl FloeConfig {
         }
         if let Some(z) = &flags.zone {
             config.cluster.zone = z.clone();
+        }
+        if let Some(h) = &flags.advertise_host {
+            config.cluster.advertise_host = Some(h.clone());
         }
         if let Some(p) = &flags.s3_prefix {
             config.storage.prefix = p.clone();

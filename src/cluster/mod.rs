@@ -161,13 +161,28 @@ fn grpc_addr(config: &FloeConfig, default_port: u16) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
 }
 
+/// `addr` as other nodes reach it: the advertised host, else the listen IP unless it is
+/// 0.0.0.0 (then the host name).
+fn reachable(config: &FloeConfig, addr: SocketAddr) -> String {
+    let host = config.cluster.advertise_host.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
+        } else {
+            addr.ip().to_string()
+        }
+    });
+    format!("{host}:{}", addr.port())
+}
+
 fn node_info(config: &FloeConfig, node_role: &str, grpc: SocketAddr) -> NodeInfo {
     NodeInfo {
         node_id: config.node_id(),
         role: node_role.to_string(),
         zone: config.cluster.zone.clone(),
-        http_addr: config.http.addr.to_string(),
-        grpc_addr: grpc.to_string(),
+        http_addr: reachable(config, config.http.addr),
+        grpc_addr: reachable(config, grpc),
         started_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
