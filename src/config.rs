@@ -104,6 +104,13 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// A node silent for this long counts as gone and its shards move.
     pub node_timeout_ms: u64,
+    /// Metastore: forced awareness zones for searcher copies (empty: the live searchers' zones).
+    pub awareness_zones: Vec<String>,
+    /// Metastore: searchers the cluster is sized for (0: the live ones); with the skew it caps
+    /// the copies one searcher serves.
+    pub provisioned_searchers: u32,
+    pub skew_factor_percent: u32,
+    pub flat_skew: u32,
 }
 
 impl Default for ClusterConfig {
@@ -115,6 +122,10 @@ impl Default for ClusterConfig {
             advertise_host: None,
             heartbeat_ms: 500,
             node_timeout_ms: 3_000,
+            awareness_zones: Vec::new(),
+            provisioned_searchers: 0,
+            skew_factor_percent: 50,
+            flat_skew: 2,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use floe_proto::rpc::metastore_client::MetastoreClient;
 use floe_proto::rpc::metastore_server::Metastore as MetastoreRpc;
-use floe_proto::rpc::{HeartbeatRequest, HeartbeatResponse, NodeInfo};
+use floe_proto::rpc::{HeartbeatRequest, HeartbeatResponse, NodeInfo, PlacementRules};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -28,6 +28,7 @@ pub mod role {
 /// The metastore role's registry: every node's last heartbeat.
 pub struct Membership {
     me: NodeInfo,
+    rules: PlacementRules,
     timeout: Duration,
     started: Instant,
     nodes: Mutex<HashMap<String, (NodeInfo, Instant)>>,
@@ -37,9 +38,10 @@ impl Membership {
     /// `timeout`: how long a node may stay silent before it counts as gone (its shards
     /// move). A restarted metastore answers "not settled" for that long, so nodes do not
     /// mistake its empty registry for a cluster that shrank.
-    pub fn new(me: NodeInfo, timeout: Duration) -> Arc<Membership> {
+    pub fn new(me: NodeInfo, timeout: Duration, rules: PlacementRules) -> Arc<Membership> {
         Arc::new(Membership {
             me,
+            rules,
             timeout,
             started: Instant::now(),
             nodes: Mutex::new(HashMap::new()),
@@ -70,6 +72,7 @@ impl Membership {
             nodes: live,
             settled: now.duration_since(self.started) > timeout,
             node_timeout_ms: timeout.as_millis() as u64,
+            rules: Some(self.rules.clone()),
         }
     }
 }
@@ -95,6 +98,7 @@ impl MetastoreRpc for MembershipService {
 /// itself. Placement is computed from it.
 pub struct ClusterView {
     me: RwLock<NodeInfo>,
+    rules: RwLock<PlacementRules>,
     nodes: RwLock<Arc<Vec<NodeInfo>>>,
     /// Bumped whenever the set of writers changes (shards may have moved).
     changed: watch::Sender<u64>,
@@ -106,6 +110,7 @@ impl ClusterView {
         Arc::new(ClusterView {
             nodes: RwLock::new(Arc::new(vec![me.clone()])),
             me: RwLock::new(me),
+            rules: RwLock::new(PlacementRules::default()),
             changed: watch::channel(0).0,
             last_heard: Mutex::new(None),
         })
@@ -155,6 +160,12 @@ impl ClusterView {
     /// node: the first one's cache holds it; the next takes over if it fails).
     pub fn searchers_for(&self, key: &str) -> Vec<NodeInfo> {
         rank(&self.with_role(role::SEARCHER), key)
+    }
+
+    /// Which searchers serve which shard copies: see [`plan_copies`].
+    pub fn plan_copies(&self, shards: &[(String, u32)]) -> CopyPlan {
+        let rules = self.rules.read().expect("view lock").clone();
+        plan_copies(&self.with_role(role::SEARCHER), shards, &rules)
     }
 
     /// Replaces the view with the metastore's answer.
@@ -222,6 +233,9 @@ impl ClusterView {
                     failures = 0;
                     *self.last_heard.lock().expect("view lock") = Some(Instant::now());
                     if answer.settled {
+                        if let Some(rules) = answer.rules {
+                            *self.rules.write().expect("view lock") = rules;
+                        }
                         self.update(answer.nodes);
                     } else {
                         debug!("metastore not settled yet: keeping the previous view");
@@ -236,6 +250,113 @@ impl ClusterView {
             }
         }
     }
+}
+
+/// Where each shard's searcher copies are: `copies[key]` lists the searchers serving it (in
+/// the order queries try them), `wanted[key]` how many it should have.
+#[derive(Clone, Debug, Default)]
+pub struct CopyPlan {
+    pub copies: HashMap<String, Vec<String>>,
+    pub wanted: HashMap<String, usize>,
+    /// The most copies one searcher takes.
+    pub cap: usize,
+    /// For each shard key, why each live searcher does not serve it (if it does not).
+    pub refusals: HashMap<String, Vec<(String, String)>>,
+}
+
+impl CopyPlan {
+    /// Copies wanted but not placed, over all shards.
+    pub fn unassigned(&self) -> usize {
+        self.wanted
+            .iter()
+            .map(|(k, w)| w.saturating_sub(self.copies.get(k).map_or(0, Vec::len)))
+            .sum()
+    }
+
+    /// How many copies each searcher serves.
+    pub fn load(&self) -> HashMap<String, usize> {
+        let mut load = HashMap::new();
+        for nodes in self.copies.values() {
+            for n in nodes {
+                *load.entry(n.clone()).or_insert(0) += 1;
+            }
+        }
+        load
+    }
+}
+
+/// Places the searcher copies of `shards` (key, copies wanted) on `searchers`: each shard
+/// walks its rendezvous order and takes a searcher unless (a) its zone already holds the
+/// zone's share of the shard's copies (forced awareness over `awareness_zones`, or the
+/// searchers' zones when none are configured), or (b) the searcher is at the cap,
+/// `ceil(copies / provisioned × (1 + skew)) + flat_skew`, so losing a zone leaves copies
+/// unassigned instead of piling them onto the survivors. Deterministic: every node
+/// computes the same plan from the same view.
+pub fn plan_copies(
+    searchers: &[NodeInfo],
+    shards: &[(String, u32)],
+    rules: &PlacementRules,
+) -> CopyPlan {
+    let mut plan = CopyPlan::default();
+    if searchers.is_empty() {
+        for (key, copies) in shards {
+            plan.wanted.insert(key.clone(), (*copies).max(1) as usize);
+        }
+        return plan;
+    }
+    let mut zones: Vec<String> = if rules.awareness_zones.is_empty() {
+        searchers.iter().map(|n| n.zone.clone()).collect()
+    } else {
+        rules.awareness_zones.clone()
+    };
+    zones.sort();
+    zones.dedup();
+    let total: usize = shards.iter().map(|(_, c)| (*c).max(1) as usize).sum();
+    let provisioned = if rules.provisioned_searchers > 0 {
+        rules.provisioned_searchers as usize
+    } else {
+        searchers.len()
+    };
+    let skew = 1.0 + rules.skew_factor_percent as f64 / 100.0;
+    plan.cap =
+        (total as f64 / provisioned as f64 * skew).ceil() as usize + rules.flat_skew as usize;
+    let mut load: HashMap<String, usize> = HashMap::new();
+    let mut sorted: Vec<&(String, u32)> = shards.iter().collect();
+    sorted.sort();
+    for (key, copies) in sorted {
+        let wanted = (*copies).max(1) as usize;
+        plan.wanted.insert(key.clone(), wanted);
+        // Each zone's share of this shard's copies (forced awareness).
+        let per_zone = wanted.div_ceil(zones.len().max(1));
+        let mut in_zone: HashMap<String, usize> = HashMap::new();
+        let mut chosen: Vec<String> = Vec::new();
+        let mut refused: Vec<(String, String)> = Vec::new();
+        for node in rank(searchers, key) {
+            let (id, zone) = (node.node_id, node.zone);
+            let zone_count = in_zone.get(&zone).copied().unwrap_or(0);
+            let node_load = load.get(&id).copied().unwrap_or(0);
+            if chosen.len() == wanted {
+                refused.push((id, format!("the shard has its {wanted} copies")));
+            } else if zones.len() > 1 && zone_count >= per_zone {
+                refused.push((id, format!("forced awareness: zone [{zone}] already holds {zone_count} of the shard's copies (its share of {wanted} over zones {zones:?})")));
+            } else if node_load >= plan.cap {
+                refused.push((
+                    id,
+                    format!(
+                        "load awareness: the searcher serves {node_load} copies, the cap is {}",
+                        plan.cap
+                    ),
+                ));
+            } else {
+                *in_zone.entry(zone).or_insert(0) += 1;
+                *load.entry(id.clone()).or_insert(0) += 1;
+                chosen.push(id);
+            }
+        }
+        plan.copies.insert(key.clone(), chosen);
+        plan.refusals.insert(key.clone(), refused);
+    }
+    plan
 }
 
 /// Nodes ordered by their rendezvous score for `key` (highest first).
@@ -301,9 +422,59 @@ mod tests {
         assert_eq!(view.searchers_for("k").len(), 2);
     }
 
+    fn searcher(id: &str, zone: &str) -> NodeInfo {
+        NodeInfo {
+            node_id: id.into(),
+            role: role::SEARCHER.into(),
+            zone: zone.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn copies_spread_over_zones_and_respect_the_cap() {
+        let rules = PlacementRules {
+            awareness_zones: vec!["a".into(), "b".into()],
+            provisioned_searchers: 4,
+            skew_factor_percent: 50,
+            flat_skew: 0,
+        };
+        let shards: Vec<(String, u32)> = (0..40).map(|i| (format!("u/{i}"), 2)).collect();
+        let all = [
+            searcher("a1", "a"),
+            searcher("a2", "a"),
+            searcher("b1", "b"),
+            searcher("b2", "b"),
+        ];
+        let plan = plan_copies(&all, &shards, &rules);
+        assert_eq!(plan.unassigned(), 0);
+        for nodes in plan.copies.values() {
+            let zones: Vec<&str> = nodes.iter().map(|n| &n[..1]).collect();
+            assert!(zones.contains(&"a") && zones.contains(&"b"), "{nodes:?}");
+        }
+        // Zone b lost: its copies stay unassigned (not piled onto zone a), within the cap.
+        let plan = plan_copies(&all[..2], &shards, &rules);
+        assert_eq!(plan.unassigned(), 40);
+        assert!(
+            plan.load().values().all(|l| *l <= plan.cap),
+            "{:?} cap {}",
+            plan.load(),
+            plan.cap
+        );
+        let why = &plan.refusals["u/0"];
+        assert!(
+            why.iter().any(|(_, r)| r.contains("forced awareness")),
+            "{why:?}"
+        );
+    }
+
     #[test]
     fn restarted_metastore_is_unsettled_then_prunes_silent_nodes() {
-        let m = Membership::new(node("m1", role::METASTORE), Duration::from_millis(50));
+        let m = Membership::new(
+            node("m1", role::METASTORE),
+            Duration::from_millis(50),
+            PlacementRules::default(),
+        );
         let a = m.heartbeat(node("w1", role::WRITER));
         assert!(!a.settled);
         assert_eq!(a.nodes.len(), 2);

@@ -19,6 +19,13 @@ pub struct IndexSettings {
     /// `index.translog.sync_interval` for `async` durability.
     #[serde(default = "default_sync_interval")]
     pub translog_sync_interval: String,
+    /// How many searchers serve each shard (at least one always does).
+    #[serde(default = "default_replicas")]
+    pub number_of_replicas: u32,
+}
+
+fn default_replicas() -> u32 {
+    1
 }
 
 fn default_durability() -> String {
@@ -36,6 +43,7 @@ impl Default for IndexSettings {
             refresh_interval: "1s".to_string(),
             translog_durability: default_durability(),
             translog_sync_interval: default_sync_interval(),
+            number_of_replicas: default_replicas(),
         }
     }
 }

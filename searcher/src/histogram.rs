@@ -85,7 +85,7 @@ fn fast_histogram(name: &str, agg: &Value, is_ts: &impl Fn(&str) -> bool) -> Opt
 
 /// One histogram's counts: `counts[i]` documents in bucket number `first + i` (bucket
 /// number × interval = bucket start in epoch ms). Dense: no map entry per bucket.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Dense {
     pub first: i64,
     pub counts: Vec<u64>,

@@ -4,12 +4,14 @@
 //! Request path: [`SearchService::search`] → `resolve` (index names, lists, wildcards) →
 //! `dsl`/`query_string` → [`ast::QueryAst`] → `translate` (tantivy query, per index mapping) →
 //! `shards::ShardReaders` (open the commit, fetching files) → per-shard top-k, count and
-//! aggregations → merged into one OpenSearch response (`search`).
+//! aggregations (`leaf_search`, here or on the searchers the shards belong to: `leaf`) →
+//! merged into one OpenSearch response (`merge`).
 
 pub mod ast;
 pub mod dsl;
 mod error;
 mod histogram;
+pub mod leaf;
 pub mod query_string;
 mod resolve;
 mod search;
@@ -18,4 +20,5 @@ mod sort;
 pub mod translate;
 
 pub use error::SearchError;
+pub use leaf::{Fanout, LeafRequest, Partial, ShardFailure, ShardTarget};
 pub use search::{SearchParams, SearchService, StoredDoc};

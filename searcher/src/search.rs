@@ -31,6 +31,7 @@ use crate::histogram::{
     merge as merge_histograms, render as render_histogram, scan_all as scan_histograms,
     split as split_histograms, Counts, TsHistogramCollector,
 };
+use crate::leaf::{Fanout, LeafRequest, Partial, PartialHit, ShardFailure, ShardTarget, WireKey};
 use crate::query_string::parse_query_string;
 use crate::resolve::resolve;
 use crate::shards::{OpenShard, ShardReaders};
@@ -39,7 +40,7 @@ use crate::translate::Translator;
 use crate::SearchError;
 
 /// URL parameters of `_search` / `_count`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SearchParams {
     pub q: Option<String>,
     pub df: Option<String>,
@@ -112,6 +113,8 @@ pub struct SearchService {
     metastore: Arc<Metastore>,
     readers: ShardReaders,
     layout: ShardLayout,
+    /// The other searchers of a cluster (none in standalone).
+    fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
 }
 
 const KNOWN_BODY_KEYS: &[&str] = &[
@@ -146,6 +149,7 @@ impl SearchService {
             metastore,
             readers: ShardReaders::new(cache),
             layout: ShardLayout::new(),
+            fanout: Default::default(),
         }
     }
 
@@ -314,7 +318,14 @@ impl SearchService {
         })
     }
 
+    /// Joins a cluster: searches run as leaf searches on the searchers each shard belongs
+    /// to, merged here. Set once, before serving.
+    pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
+        let _ = self.fanout.set(fanout);
+    }
+
     /// `GET|POST /{index}/_search`. `expr` is the index expression (empty for `/_search`).
+    /// Pipeline: parse → resolve → leaf searches (here, or fanned out) → merge.
     #[instrument(skip(self, body, params))]
     pub async fn search(
         &self,
@@ -325,54 +336,75 @@ impl SearchService {
         let started = Instant::now();
         let req = self.parse_request(body, params)?;
         let indexes = self.resolve(expr, params.ignore_unavailable)?;
-        let limit = req.from + req.size;
-        // `date_histogram`s on `@timestamp` go through the fast path when every index keeps
-        // `@timestamp` in the typed column; the rest through tantivy's aggregations.
-        let (ts_hists, generic_aggs) = match &req.aggs {
-            Some(a) => split_histograms(&rewrite_for_parse(a), |f| {
-                !indexes.is_empty()
-                    && indexes.iter().all(|m| {
-                        self.layout
-                            .resolve(&m.mappings, f)
-                            .is_some_and(|r| !r.is_json())
-                    })
-            }),
-            None => (Vec::new(), None),
+        let targets: Vec<ShardTarget> = indexes
+            .iter()
+            .flat_map(|m| {
+                (0..m.settings.number_of_shards).map(|shard| ShardTarget {
+                    index: m.name.clone(),
+                    uuid: m.uuid.clone(),
+                    shard,
+                })
+            })
+            .collect();
+        let total_shards = targets.len();
+        let ts_fast = !indexes.is_empty() && indexes.iter().all(|m| self.ts_is_typed(m));
+        let mut leaf = LeafRequest {
+            body: body.cloned(),
+            params: params.clone(),
+            ts_fast,
+            skip: req.from,
+            take: req.size,
         };
+        let (partials, failures) = match self.fanout.get() {
+            Some(fanout) if !targets.is_empty() => {
+                // Each leaf returns its best from+size; the window is cut after merging.
+                leaf.skip = 0;
+                leaf.take = req.from + req.size;
+                fanout.leaf_searches(&leaf, targets).await?
+            }
+            _ => (vec![self.leaf_search(&leaf, targets).await?], Vec::new()),
+        };
+        let cut_here = self.fanout.get().is_some();
+        self.merge(
+            &req,
+            ts_fast,
+            partials,
+            failures,
+            total_shards,
+            cut_here,
+            started,
+        )
+    }
+
+    /// Whether `@timestamp` is a typed column of this index (fast histogram path).
+    fn ts_is_typed(&self, meta: &IndexMeta) -> bool {
+        self.layout
+            .resolve(&meta.mappings, floe_proto::layout::TIMESTAMP_PATH)
+            .is_some_and(|r| !r.is_json())
+    }
+
+    /// Searches `targets` (shards of any indexes) here: per shard top-k, count and
+    /// aggregations, merged into one [`Partial`] holding the rendered hits of the window
+    /// `skip..skip+take` of this leaf's order.
+    #[instrument(skip_all, fields(shards = targets.len()))]
+    pub async fn leaf_search(
+        &self,
+        leaf: &LeafRequest,
+        targets: Vec<ShardTarget>,
+    ) -> Result<Partial, SearchError> {
+        let req = self.parse_request(leaf.body.as_ref(), &leaf.params)?;
+        let limit = leaf.skip + leaf.take;
+        let (ts_hists, generic_aggs) = split_aggs(&req, leaf.ts_fast);
         let ts_intervals: Vec<i64> = ts_hists.iter().map(|h| h.interval_ms).collect();
-        let mut total_shards = 0usize;
         let mut tasks = Vec::new();
-        for meta in indexes {
-            total_shards += meta.settings.number_of_shards as usize;
+        for meta in self.target_indexes(&targets).await? {
             // Open the shards first: when a file of the commit known here was already
             // collected (a newer commit replaced it), re-read the shard records and retry.
             let (meta, opened_shards) = self.open_shards(meta).await?;
             let meta = Arc::new(meta);
             let query: Arc<dyn Query> =
                 Arc::from(Translator::new(&self.layout, &meta.mappings).translate(&req.query)?);
-            let mut sort = Vec::with_capacity(req.sort.len());
-            for key in &req.sort {
-                sort.push(match key {
-                    SortBy::Score => SortBy::Score,
-                    SortBy::Field { name, order, .. } => {
-                        match self.layout.resolve(&meta.mappings, name) {
-                            Some(r) if r.kind == FieldType::Text => {
-                                return Err(SearchError::IllegalArgument(fielddata_error(name)))
-                            }
-                            Some(r) => SortBy::Field {
-                                name: name.clone(),
-                                column: r.column_name(),
-                                order: *order,
-                            },
-                            None => SortBy::Field {
-                                name: name.clone(),
-                                column: NO_COLUMN.to_string(),
-                                order: *order,
-                            },
-                        }
-                    }
-                });
-            }
+            let sort = self.sort_columns(&req.sort, &meta)?;
             let aggs = ShardAggs {
                 tantivy: match &generic_aggs {
                     Some(a) => Some(rewrite_aggs(a, &self.layout, &meta)?),
@@ -420,19 +452,17 @@ impl SearchService {
         }
         let mut candidates: Vec<Candidate> = Vec::new();
         let mut opened: Vec<OpenShard> = Vec::new();
-        let mut total = 0usize;
-        let mut merged_aggs: Option<IntermediateAggregationResults> = None;
-        let mut hist_parts: Vec<Counts> = Vec::new();
+        let mut partial = Partial::default();
         for task in tasks {
             let (meta, shard, res) = task
                 .await
                 .map_err(|e| SearchError::Internal(e.to_string()))?;
             let res = res?;
-            total += res.count;
-            hist_parts.extend(res.hist);
+            partial.count += res.count as u64;
+            partial.hist.extend(res.hist);
             if let Some(a) = res.aggs {
-                match &mut merged_aggs {
-                    None => merged_aggs = Some(a),
+                match &mut partial.aggs {
+                    None => partial.aggs = Some(a),
                     Some(m) => m.merge_fruits(a)?,
                 }
             }
@@ -452,90 +482,226 @@ impl SearchService {
                 });
             }
         }
+        let orders = sort_orders(&req.sort);
         let by_score = req.sort.is_empty();
-        let orders: Vec<Order> = if by_score {
-            vec![Order::Desc]
-        } else {
-            req.sort
-                .iter()
-                .map(|k| {
-                    if let SortBy::Field { order, .. } = k {
-                        *order
-                    } else {
-                        Order::Desc
-                    }
-                })
-                .collect()
-        };
         candidates.sort_by(|a, b| {
-            orders
-                .iter()
-                .enumerate()
-                .map(|(i, order)| compare_keys(&a.keys[i], &b.keys[i], *order))
-                .find(|o| *o != Ordering::Equal)
-                .unwrap_or(Ordering::Equal)
+            compare_all(&orders, &a.keys, &b.keys).then_with(|| {
+                let ta = (&a.index.name, opened[a.shard].shard, a.addr);
+                let tb = (&b.index.name, opened[b.shard].shard, b.addr);
+                ta.cmp(&tb)
+            })
         });
-        let max_score = if by_score {
-            candidates
-                .first()
-                .map(|c| json!(c.score))
-                .unwrap_or(Value::Null)
+        partial.max_score = if by_score {
+            candidates.first().map(|c| c.score)
         } else {
-            Value::Null
+            None
         };
-        let mut hits = Vec::new();
-        for c in candidates.into_iter().skip(req.from).take(req.size) {
+        for c in candidates.into_iter().skip(leaf.skip).take(leaf.take) {
             let searcher = &opened[c.shard].searcher;
-            let doc: TantivyDocument = searcher.doc(c.addr)?;
-            let id = doc
-                .get_first(self.layout.id)
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
-            let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if by_score { json!(c.score) } else { Value::Null }});
-            if !matches!(req.source, SourceFilter::None) {
-                let raw = doc
-                    .get_first(self.layout.source)
-                    .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
-                    .unwrap_or_default();
-                let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                hit["_source"] = filter_source(source, &req.source);
-            }
-            if req.version {
-                let seg = searcher.segment_reader(c.addr.segment_ord);
-                let version = seg
-                    .fast_fields()
-                    .u64(floe_proto::layout::VERSION_FIELD)
-                    .ok()
-                    .and_then(|col| col.first(c.addr.doc_id));
-                hit["_version"] = json!(version.unwrap_or(1));
-            }
-            if req.seq_no_primary_term {
-                let seg = searcher.segment_reader(c.addr.segment_ord);
-                let packed = seg
-                    .fast_fields()
-                    .u64(floe_proto::layout::SEQ_NO_FIELD)
-                    .ok()
-                    .and_then(|col| col.first(c.addr.doc_id));
-                let (seq_no, term) = packed.map_or((0, 1), floe_proto::layout::unpack_seq_no);
-                hit["_seq_no"] = json!(seq_no);
-                hit["_primary_term"] = json!(term);
-            }
-            if !by_score {
-                hit["sort"] =
-                    Value::Array(c.keys.iter().take(orders.len()).map(sort_value).collect());
-            }
-            hits.push(hit);
+            let hit = self.render_hit(&req, searcher, &c, by_score, orders.len())?;
+            partial.hits.push(PartialHit {
+                keys: c.keys.iter().map(WireKey::from).collect(),
+                tiebreak: (
+                    c.index.name.clone(),
+                    opened[c.shard].shard,
+                    c.addr.segment_ord,
+                    c.addr.doc_id,
+                ),
+                hit,
+            });
         }
+        Ok(partial)
+    }
+
+    /// The indexes of `targets` as known here, each holding only the targeted shards. An
+    /// index this searcher does not know yet (created a moment ago) is read first.
+    async fn target_indexes(&self, targets: &[ShardTarget]) -> Result<Vec<IndexMeta>, SearchError> {
+        let mut out: Vec<IndexMeta> = Vec::new();
+        for t in targets {
+            if let Some(m) = out.iter_mut().find(|m| m.uuid == t.uuid) {
+                m.settings.number_of_shards = m.settings.number_of_shards.max(t.shard + 1);
+                continue;
+            }
+            let mut meta = self
+                .metastore
+                .get_index(&t.index)
+                .filter(|m| m.uuid == t.uuid);
+            if meta.is_none() {
+                self.metastore.catch_up().await?;
+                meta = self
+                    .metastore
+                    .get_index(&t.index)
+                    .filter(|m| m.uuid == t.uuid);
+            }
+            out.push(meta.ok_or_else(|| SearchError::IndexNotFound(t.index.clone()))?);
+        }
+        for m in out.iter_mut() {
+            let wanted: Vec<u32> = targets
+                .iter()
+                .filter(|t| t.uuid == m.uuid)
+                .map(|t| t.shard)
+                .collect();
+            m.shards.retain(|s, _| wanted.contains(s));
+        }
+        Ok(out)
+    }
+
+    /// The request's sort keys resolved to this index's columns.
+    fn sort_columns(
+        &self,
+        wanted: &[SortBy],
+        meta: &IndexMeta,
+    ) -> Result<Vec<SortBy>, SearchError> {
+        let mut sort = Vec::with_capacity(wanted.len());
+        for key in wanted {
+            sort.push(match key {
+                SortBy::Score => SortBy::Score,
+                SortBy::Field { name, order, .. } => {
+                    match self.layout.resolve(&meta.mappings, name) {
+                        Some(r) if r.kind == FieldType::Text => {
+                            return Err(SearchError::IllegalArgument(fielddata_error(name)))
+                        }
+                        Some(r) => SortBy::Field {
+                            name: name.clone(),
+                            column: r.column_name(),
+                            order: *order,
+                        },
+                        None => SortBy::Field {
+                            name: name.clone(),
+                            column: NO_COLUMN.to_string(),
+                            order: *order,
+                        },
+                    }
+                }
+            });
+        }
+        Ok(sort)
+    }
+
+    /// A hit as the response shows it (without `_score`'s merge-time decisions).
+    fn render_hit(
+        &self,
+        req: &Request,
+        searcher: &tantivy::Searcher,
+        c: &Candidate,
+        by_score: bool,
+        sort_keys: usize,
+    ) -> Result<Value, SearchError> {
+        let doc: TantivyDocument = searcher.doc(c.addr)?;
+        let id = doc
+            .get_first(self.layout.id)
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if by_score { json!(c.score) } else { Value::Null }});
+        if !matches!(req.source, SourceFilter::None) {
+            let raw = doc
+                .get_first(self.layout.source)
+                .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
+                .unwrap_or_default();
+            let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+            hit["_source"] = filter_source(source, &req.source);
+        }
+        let fast_u64 = |field: &str| {
+            searcher
+                .segment_reader(c.addr.segment_ord)
+                .fast_fields()
+                .u64(field)
+                .ok()
+                .and_then(|col| col.first(c.addr.doc_id))
+        };
+        if req.version {
+            hit["_version"] = json!(fast_u64(floe_proto::layout::VERSION_FIELD).unwrap_or(1));
+        }
+        if req.seq_no_primary_term {
+            let packed = fast_u64(floe_proto::layout::SEQ_NO_FIELD);
+            let (seq_no, term) = packed.map_or((0, 1), floe_proto::layout::unpack_seq_no);
+            hit["_seq_no"] = json!(seq_no);
+            hit["_primary_term"] = json!(term);
+        }
+        if !by_score {
+            hit["sort"] = Value::Array(c.keys.iter().take(sort_keys).map(sort_value).collect());
+        }
+        Ok(hit)
+    }
+
+    /// Merges leaf results into the OpenSearch response. `cut_here`: the leaves returned
+    /// their best from+size each, and the window is cut here.
+    #[allow(clippy::too_many_arguments)]
+    fn merge(
+        &self,
+        req: &Request,
+        ts_fast: bool,
+        partials: Vec<Partial>,
+        failures: Vec<ShardFailure>,
+        total_shards: usize,
+        cut_here: bool,
+        started: Instant,
+    ) -> Result<Value, SearchError> {
+        let (ts_hists, generic_aggs) = split_aggs(req, ts_fast);
+        let orders = sort_orders(&req.sort);
+        let by_score = req.sort.is_empty();
+        let mut total = 0u64;
+        let mut merged_aggs: Option<IntermediateAggregationResults> = None;
+        let mut hist_parts: Vec<Counts> = Vec::new();
+        let mut hits: Vec<(Vec<OwnedValue>, PartialHit)> = Vec::new();
+        let mut max_score: Option<f32> = None;
+        for p in partials {
+            total += p.count;
+            hist_parts.extend(p.hist);
+            if let Some(a) = p.aggs {
+                match &mut merged_aggs {
+                    None => merged_aggs = Some(a),
+                    Some(m) => m.merge_fruits(a)?,
+                }
+            }
+            if let Some(s) = p.max_score {
+                max_score = Some(max_score.map_or(s, |m: f32| m.max(s)));
+            }
+            hits.extend(p.hits.into_iter().map(|h| {
+                let keys = h.keys.iter().map(WireKey::to_owned_value).collect();
+                (keys, h)
+            }));
+        }
+        hits.sort_by(|a, b| {
+            compare_all(&orders, &a.0, &b.0).then_with(|| a.1.tiebreak.cmp(&b.1.tiebreak))
+        });
+        let (skip, take) = if cut_here {
+            (req.from, req.size)
+        } else {
+            (0, req.size)
+        };
+        let hits: Vec<Value> = hits
+            .into_iter()
+            .skip(skip)
+            .take(take)
+            .map(|(_, h)| h.hit)
+            .collect();
         let (value, relation) = match req.track_total_hits {
-            Some(limit) if (total as u64) > limit => (limit, "gte"),
-            _ => (total as u64, "eq"),
+            Some(limit) if total > limit => (limit, "gte"),
+            _ => (total, "eq"),
+        };
+        let failed: usize = failures.iter().map(|f| f.shards.len()).sum();
+        let max_score = match (by_score, max_score) {
+            (true, Some(s)) => json!(s),
+            _ => Value::Null,
         };
         let mut response = json!({
             "took": started.elapsed().as_millis() as u64,
             "timed_out": false,
-            "_shards": {"total": total_shards, "successful": total_shards, "skipped": 0, "failed": 0},
+            "_shards": {"total": total_shards, "successful": total_shards - failed, "skipped": 0, "failed": failed},
             "hits": {"total": {"value": value, "relation": relation}, "max_score": max_score, "hits": hits},
         });
+        if !failures.is_empty() {
+            response["_shards"]["failures"] = failures
+                .iter()
+                .flat_map(|f| {
+                    f.shards.iter().map(move |t| {
+                        json!({"shard": t.shard, "index": t.index, "node": f.node,
+                            "reason": {"type": "no_shard_available_action_exception", "reason": f.reason}})
+                    })
+                })
+                .collect();
+        }
         if req.aggs.is_some() {
             response["aggregations"] = json!({});
         }
@@ -854,6 +1020,41 @@ fn fielddata_error(name: &str) -> String {
     format!(
         "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{name}] in order to load field data by uninverting the inverted index."
     )
+}
+
+/// The direction of each sort key (by score: one key, descending).
+fn sort_orders(sort: &[SortBy]) -> Vec<Order> {
+    if sort.is_empty() {
+        return vec![Order::Desc];
+    }
+    sort.iter()
+        .map(|k| match k {
+            SortBy::Field { order, .. } => *order,
+            SortBy::Score => Order::Desc,
+        })
+        .collect()
+}
+
+/// Compares two hits' sort keys, key by key.
+fn compare_all(orders: &[Order], a: &[OwnedValue], b: &[OwnedValue]) -> Ordering {
+    orders
+        .iter()
+        .enumerate()
+        .map(|(i, order)| compare_keys(&a[i], &b[i], *order))
+        .find(|o| *o != Ordering::Equal)
+        .unwrap_or(Ordering::Equal)
+}
+
+/// `date_histogram`s on `@timestamp` go through the fast path when every index keeps
+/// `@timestamp` in the typed column (`ts_fast`, decided once for the whole request); the
+/// rest through tantivy's aggregations.
+fn split_aggs(req: &Request, ts_fast: bool) -> (Vec<crate::histogram::TsHistogram>, Option<Value>) {
+    match &req.aggs {
+        Some(a) => split_histograms(&rewrite_for_parse(a), |f| {
+            ts_fast && f == floe_proto::layout::TIMESTAMP_PATH
+        }),
+        None => (Vec::new(), None),
+    }
 }
 
 /// Orders field sort keys; missing values last in both directions, as OpenSearch.

@@ -2,6 +2,7 @@
 //! the standalone pieces it needs, plus membership (heartbeats to the metastore) and the
 //! `Node` gRPC service through which the roles reach each other.
 
+mod fanout;
 pub mod peers;
 mod rpc;
 
@@ -14,7 +15,7 @@ use floe_metastore::membership::role;
 use floe_metastore::{ClusterView, Membership, MembershipService};
 use floe_proto::rpc::metastore_server::MetastoreServer;
 use floe_proto::rpc::node_server::NodeServer;
-use floe_proto::rpc::NodeInfo;
+use floe_proto::rpc::{NodeInfo, PlacementRules};
 use floe_writer::Writer;
 use tracing::info;
 
@@ -31,9 +32,16 @@ pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
     let grpc = grpc_addr(&config, 9400);
     // The bucket is opened to fail fast on a wrong configuration.
     let _ = open_bucket(&config).await?;
+    let rules = PlacementRules {
+        awareness_zones: config.cluster.awareness_zones.clone(),
+        provisioned_searchers: config.cluster.provisioned_searchers,
+        skew_factor_percent: config.cluster.skew_factor_percent,
+        flat_skew: config.cluster.flat_skew,
+    };
     let membership = Membership::new(
         node_info(&config, role::METASTORE, grpc),
         Duration::from_millis(config.cluster.node_timeout_ms),
+        rules,
     );
     info!(addr = %grpc, "metastore gRPC listening");
     tonic::transport::Server::builder()
@@ -76,9 +84,15 @@ pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
     let searcher = start_searcher(&config, &storage, &metastore)?;
     let view = join(&config, role::SEARCHER, None)?;
+    let peers = ClusterPeers::new(view);
+    searcher.set_fanout(Arc::new(fanout::SearchFanout {
+        peers: peers.clone(),
+        metastore: metastore.clone(),
+        local: Arc::downgrade(&searcher),
+    }));
     let mut state = app_state(&config, storage, metastore.clone(), None, searcher);
     state.role = role::SEARCHER;
-    state.cluster = Some(ClusterPeers::new(view));
+    state.cluster = Some(peers);
     serve(&config, state, metastore, None).await
 }
 
@@ -131,11 +145,13 @@ async fn serve(
     writer: Option<Arc<Writer>>,
 ) -> anyhow::Result<()> {
     let max_body = state.max_content_length;
+    let searcher = state.searcher.clone();
     let app = router(Arc::new(state));
     let node = rpc::NodeService {
         router: app.clone(),
         metastore,
         writer,
+        searcher,
         max_body,
     };
     let default_port = if node.writer.is_some() { 9401 } else { 9402 };

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use floe_metastore::membership::role;
-use floe_metastore::ClusterView;
+use floe_metastore::membership::CopyPlan;
+use floe_metastore::{ClusterView, Metastore};
 use floe_proto::rpc::node_client::NodeClient;
 use floe_proto::rpc::{
     CommitsRequest, ForwardOp, ForwardRequest, ItemResult, NodeInfo, RefreshRequest, RestRequest,
@@ -23,6 +24,8 @@ pub const MAX_MESSAGE: usize = 512 << 20;
 pub struct ClusterPeers {
     pub view: Arc<ClusterView>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The last searcher copy plan and when it was made.
+    plan: Mutex<Option<(Instant, Arc<CopyPlan>)>>,
 }
 
 impl ClusterPeers {
@@ -30,7 +33,30 @@ impl ClusterPeers {
         Arc::new(ClusterPeers {
             view,
             channels: Mutex::new(HashMap::new()),
+            plan: Mutex::new(None),
         })
+    }
+
+    /// Which searchers serve which shard copies, for every shard the metastore knows
+    /// (recomputed at most every half second).
+    pub fn copy_plan(&self, metastore: &Metastore) -> Arc<CopyPlan> {
+        let mut cached = self.plan.lock().expect("plan lock");
+        if let Some((at, plan)) = cached.as_ref() {
+            if at.elapsed() < Duration::from_millis(500) {
+                return plan.clone();
+            }
+        }
+        let shards: Vec<(String, u32)> = metastore
+            .list_indexes()
+            .iter()
+            .flat_map(|m| {
+                (0..m.settings.number_of_shards)
+                    .map(move |s| (format!("{}/{s}", m.uuid), m.settings.number_of_replicas))
+            })
+            .collect();
+        let plan = Arc::new(self.view.plan_copies(&shards));
+        *cached = Some((Instant::now(), plan.clone()));
+        plan
     }
 
     /// A client for `node` (one lazily connected channel per address, reused).

@@ -8,9 +8,10 @@ use axum::http::{header, Request};
 use floe_metastore::Metastore;
 use floe_proto::rpc::node_server::Node;
 use floe_proto::rpc::{
-    CommitsRequest, CommitsResponse, ForwardRequest, ForwardResponse, RefreshRequest,
-    RefreshResponse, RestRequest, RestResponse,
+    CommitsRequest, CommitsResponse, ForwardRequest, ForwardResponse, LeafSearchRequest,
+    LeafSearchResponse, RefreshRequest, RefreshResponse, RestRequest, RestResponse,
 };
+use floe_searcher::{LeafRequest, SearchService, ShardTarget};
 use floe_writer::Writer;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 use tower::ServiceExt;
@@ -23,6 +24,7 @@ pub struct NodeService {
     pub router: axum::Router,
     pub metastore: Arc<Metastore>,
     pub writer: Option<Arc<Writer>>,
+    pub searcher: Arc<SearchService>,
     pub max_body: usize,
 }
 
@@ -125,5 +127,33 @@ impl Node for NodeService {
             }
         }
         Ok(GrpcResponse::new(CommitsResponse {}))
+    }
+
+    #[instrument(skip_all)]
+    async fn leaf_search(
+        &self,
+        request: GrpcRequest<LeafSearchRequest>,
+    ) -> Result<GrpcResponse<LeafSearchResponse>, Status> {
+        let req = request.into_inner();
+        let leaf: LeafRequest = serde_json::from_slice(&req.request_json)
+            .map_err(|e| Status::invalid_argument(format!("leaf request: {e}")))?;
+        let targets: Vec<ShardTarget> = serde_json::from_slice(&req.targets_json)
+            .map_err(|e| Status::invalid_argument(format!("leaf targets: {e}")))?;
+        match self.searcher.leaf_search(&leaf, targets).await {
+            Ok(partial) => Ok(GrpcResponse::new(LeafSearchResponse {
+                partial_json: serde_json::to_vec(&partial)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                ..Default::default()
+            })),
+            Err(e) if e.is_request_error() => {
+                let (error_kind, error_message) = e.to_wire();
+                Ok(GrpcResponse::new(LeafSearchResponse {
+                    error_kind,
+                    error_message,
+                    ..Default::default()
+                }))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }

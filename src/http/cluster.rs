@@ -1,12 +1,10 @@
 //! `GET /`, `_cluster/health`, `_cat/indices`.
 
 use axum::extract::Path;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde_json::{json, Value};
-
-use floe_metastore::membership::role;
 
 use super::{empty, ApiError, Params, State};
 
@@ -37,81 +35,7 @@ pub async fn root_head() -> Response {
     empty(StatusCode::OK)
 }
 
-pub async fn health(state: State, index: Option<Path<String>>) -> Result<Json<Value>, ApiError> {
-    let indexes = match index {
-        Some(Path(expr)) => state.searcher.resolve(&expr, false)?,
-        None => state.metastore.list_indexes(),
-    };
-    let shards: u64 = indexes
-        .iter()
-        .map(|m| m.settings.number_of_shards as u64)
-        .sum();
-    // Standalone: every shard is readable from the bucket and has no replicas to wait for.
-    // A cluster: a shard is unassigned while no live writer holds it (its owner died and
-    // no writer has taken it over yet, or there is no writer).
-    let (nodes, data_nodes, unassigned) = match &state.cluster {
-        None => (1, 1, 0),
-        Some(c) => {
-            let live = c.view.nodes();
-            let writers: Vec<&str> = live
-                .iter()
-                .filter(|n| n.role == role::WRITER)
-                .map(|n| n.node_id.as_str())
-                .collect();
-            let wanted: std::collections::HashSet<&str> =
-                indexes.iter().map(|m| m.uuid.as_str()).collect();
-            let unassigned = if writers.is_empty() {
-                shards
-            } else {
-                state
-                    .metastore
-                    .shard_records(|u| wanted.contains(u))
-                    .iter()
-                    .filter(|(_, _, r)| {
-                        r.owner
-                            .as_ref()
-                            .is_some_and(|o| !writers.contains(&o.node_id.as_str()))
-                    })
-                    .count() as u64
-            };
-            let data = live.iter().filter(|n| n.role != role::METASTORE).count();
-            (live.len(), data, unassigned)
-        }
-    };
-    // Translog operations that failed to re-apply (kept in the bucket) make it yellow.
-    let replay_failures = match &state.writer {
-        Some(w) => w.replay_failures().await,
-        None => 0,
-    };
-    let status = if unassigned > 0 {
-        "red"
-    } else if replay_failures > 0 {
-        "yellow"
-    } else {
-        "green"
-    };
-    let active = shards - unassigned;
-    let percent = if shards == 0 {
-        100.0
-    } else {
-        100.0 * active as f64 / shards as f64
-    };
-    let mut body = json!({
-        "cluster_name": "floe", "status": status, "timed_out": false,
-        "number_of_nodes": nodes, "number_of_data_nodes": data_nodes, "discovered_master": true, "discovered_cluster_manager": true,
-        "active_primary_shards": active, "active_shards": active, "relocating_shards": 0, "initializing_shards": 0,
-        "unassigned_shards": unassigned, "delayed_unassigned_shards": 0, "number_of_pending_tasks": 0,
-        "number_of_in_flight_fetch": 0, "task_max_waiting_in_queue_millis": 0, "active_shards_percent_as_number": percent,
-    });
-    if replay_failures > 0 {
-        body["floe_reason"] = json!(format!(
-            "{replay_failures} translog operation(s) failed to re-apply on recovery; they are kept in the translog (see the log)"
-        ));
-    }
-    Ok(Json(body))
-}
-
-fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["b", "kb", "mb", "gb", "tb"];
     let mut v = n as f64;
     let mut unit = 0;
@@ -162,7 +86,7 @@ pub async fn cat_indices(
                 m.name.clone(),
                 m.uuid.clone(),
                 m.settings.number_of_shards.to_string(),
-                "0".into(),
+                m.settings.number_of_replicas.to_string(),
                 m.doc_count().to_string(),
                 "0".into(),
                 size.clone(),
@@ -170,39 +94,7 @@ pub async fn cat_indices(
             ]
         })
         .collect();
-    if params.get("format").map(String::as_str) == Some("json") {
-        let arr: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                Value::Object(
-                    COLS.iter()
-                        .zip(r)
-                        .map(|(c, v)| (c.to_string(), json!(v)))
-                        .collect(),
-                )
-            })
-            .collect();
-        return Ok(Json(Value::Array(arr)).into_response());
-    }
-    let mut table: Vec<Vec<String>> = Vec::new();
-    if params.contains_key("v") {
-        table.push(COLS.iter().map(|c| c.to_string()).collect());
-    }
-    table.extend(rows);
-    let widths: Vec<usize> = (0..COLS.len())
-        .map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut text = String::new();
-    for row in &table {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect();
-        text.push_str(line.join(" ").trim_end());
-        text.push('\n');
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text).into_response())
+    Ok(super::cat::table(&COLS, rows, &params))
 }
 
 /// `GET /_floe/stats`: what this process sent to the bucket (requests and bytes, since

@@ -16,7 +16,7 @@ use super::{empty, json_body, ApiError, State};
 fn settings_json(m: &IndexMeta) -> Value {
     json!({"index": {
         "number_of_shards": m.settings.number_of_shards.to_string(),
-        "number_of_replicas": "0",
+        "number_of_replicas": m.settings.number_of_replicas.to_string(),
         "refresh_interval": m.settings.refresh_interval,
         "translog": {"durability": m.settings.translog_durability, "sync_interval": m.settings.translog_sync_interval},
         "uuid": m.uuid,

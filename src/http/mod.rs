@@ -1,9 +1,11 @@
 //! The OpenSearch-compatible REST front end: routes, shared state, body limits and the
 //! JSON shape of errors. Handlers are thin: they parse HTTP and call the role crates.
 
+mod cat;
 mod cluster;
 mod documents;
 pub mod error;
+mod health;
 mod indices;
 mod route;
 mod search;
@@ -67,9 +69,16 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_content_length;
     Router::new()
         .route("/", get(cluster::root).head(cluster::root_head))
-        .route("/_cluster/health", get(cluster::health))
-        .route("/_cluster/health/{index}", get(cluster::health))
+        .route("/_cluster/health", get(health::health))
+        .route("/_cluster/health/{index}", get(health::health))
+        .route("/_cat/health", get(health::cat_health))
         .route("/_cat/indices", get(cluster::cat_indices))
+        .route("/_cat/nodes", get(cat::cat_nodes))
+        .route("/_cat/shards", get(cat::cat_shards))
+        .route(
+            "/_cluster/allocation/explain",
+            get(cat::allocation_explain).post(cat::allocation_explain),
+        )
         .route("/_floe/stats", get(cluster::floe_stats))
         .route("/_cat/indices/{index}", get(cluster::cat_indices))
         .route("/_bulk", post(documents::bulk).put(documents::bulk))

@@ -551,6 +551,18 @@ impl MotoServer {
     }
 
     /// `http://127.0.0.1:PORT`
+    /// Floe's storage flags for this server's bucket, under [`S3_PREFIX`].
+    pub fn storage(&self) -> Storage {
+        Storage::S3 {
+            endpoint: self.endpoint(),
+            bucket: self.bucket.clone(),
+            region: "us-east-1".into(),
+            prefix: Some(S3_PREFIX.into()),
+            access_key_id: "test".into(),
+            secret_access_key: "test".into(),
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -998,15 +1010,7 @@ impl TestEnv {
             }
             Backend::S3 => {
                 let moto = MotoServer::start(S3_BUCKET).await;
-                let storage = Storage::S3 {
-                    endpoint: moto.endpoint(),
-                    bucket: moto.bucket.clone(),
-                    region: "us-east-1".into(),
-                    prefix: Some(S3_PREFIX.into()),
-                    access_key_id: "test".into(),
-                    secret_access_key: "test".into(),
-                };
-                (storage, Some(moto), None)
+                (moto.storage(), Some(moto), None)
             }
         };
         let floe = Floe::start(storage, config_toml).await;

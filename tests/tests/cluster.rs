@@ -37,14 +37,7 @@ struct Cluster {
 
 async fn start_cluster() -> Cluster {
     let moto = MotoServer::start(S3_BUCKET).await;
-    let storage = Storage::S3 {
-        endpoint: moto.endpoint(),
-        bucket: moto.bucket.clone(),
-        region: "us-east-1".into(),
-        prefix: Some(S3_PREFIX.into()),
-        access_key_id: "test".into(),
-        secret_access_key: "test".into(),
-    };
+    let storage = moto.storage();
     let metastore =
         Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
     let url = metastore.grpc_url();
@@ -216,6 +209,32 @@ async fn cluster_heals_itself() {
         .await;
     assert_eq!(r.status, 200, "create through a searcher: {r}");
 
+    let nodes = s1.get("/_cat/nodes?format=json").await;
+    let mut roles: Vec<String> = nodes
+        .json
+        .as_array()
+        .unwrap_or_else(|| panic!("{nodes}"))
+        .iter()
+        .map(|n| {
+            format!(
+                "{}:{}",
+                n["name"].as_str().unwrap(),
+                n["node.role"].as_str().unwrap()
+            )
+        })
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            "m1:metastore",
+            "s1:searcher",
+            "s2:searcher",
+            "w1:writer",
+            "w2:writer"
+        ]
+    );
+
     // (d) Read-after-refresh on every node.
     let r = w1
         .post_ndjson("/_bulk?refresh=true", doc_bulk(0..200))
@@ -230,6 +249,22 @@ async fn cluster_heals_itself() {
             node.url()
         );
     }
+    // Fanned-out searches merge exactly: sort keys, from/size, aggregations, `_shards`.
+    let q = json!({"size": 5, "from": 3, "sort": [{"n": "desc"}],
+        "aggs": {"avg_n": {"avg": {"field": "n"}}, "max_n": {"max": {"field": "n"}}}});
+    for node in cluster.writers.iter().chain(&cluster.searchers) {
+        let r = node.client().search(INDEX, &q).await;
+        assert_eq!(hit_ids(&r), ["d196", "d195", "d194", "d193", "d192"], "{r}");
+        assert_eq!(r.json["aggregations"]["avg_n"]["value"], json!(99.5), "{r}");
+        assert_eq!(
+            r.json["aggregations"]["max_n"]["value"],
+            json!(199.0),
+            "{r}"
+        );
+        assert_eq!(r.json["_shards"]["successful"], json!(SHARDS), "{r}");
+        assert_eq!(total_hits(&r), 200, "{r}");
+    }
+
     // Realtime get through a searcher reaches the owning writer.
     let r = s1.post_ndjson("/_bulk", doc_bulk(200..201)).await;
     assert_eq!(acknowledged(&r), vec![200], "{r}");
@@ -267,6 +302,15 @@ async fn cluster_heals_itself() {
         green <= Duration::from_secs(15),
         "green only after {green:?}"
     );
+    let shards = s1.get("/_cat/shards?format=json").await;
+    for row in shards.json.as_array().unwrap_or_else(|| panic!("{shards}")) {
+        assert_eq!(row["state"], json!("STARTED"), "{shards}");
+        assert_ne!(
+            row["node"],
+            json!("w2"),
+            "a shard still on the dead writer: {shards}"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_kill = acked.lock().unwrap().len();
     assert!(
@@ -274,21 +318,28 @@ async fn cluster_heals_itself() {
         "ingest stalled after the writer died"
     );
 
-    // (b) Kill a searcher under a query loop through a writer.
+    // (b) Kill a searcher under query loops through a writer (which forwards to a
+    // searcher) and through the surviving searcher (whose fan-out sends the dead one's
+    // shards to itself).
     let qstop = Arc::new(AtomicBool::new(false));
-    let queries = tokio::spawn(query_loop(cluster.writers[0].url(), qstop.clone()));
+    let loops = [
+        tokio::spawn(query_loop(cluster.writers[0].url(), qstop.clone())),
+        tokio::spawn(query_loop(cluster.searchers[1].url(), qstop.clone())),
+    ];
     tokio::time::sleep(Duration::from_millis(800)).await;
     cluster.searchers[0].stop();
     tokio::time::sleep(Duration::from_secs(5)).await;
     qstop.store(true, Ordering::Relaxed);
-    let (n, failures) = queries.await.unwrap();
-    figure("queries_during_searcher_kill", n);
-    assert!(
-        failures.is_empty(),
-        "{} of {n} queries failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    for queries in loops {
+        let (n, failures) = queries.await.unwrap();
+        figure("queries_during_searcher_kill", n);
+        assert!(
+            failures.is_empty(),
+            "{} of {n} queries failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+    }
 
     // (c) Kill the metastore during ingest and queries, then start it again.
     let s2 = cluster.searchers[1].client();
@@ -320,4 +371,142 @@ async fn cluster_heals_itself() {
     let r = s2.post_empty(&format!("/{INDEX}/_refresh")).await;
     assert_eq!(r.status, 200, "refresh: {r}");
     assert_all_found_once(&s2, &acked).await;
+}
+
+/// Searchers in zones a, a, b, b with two copies of each shard (forced awareness over a
+/// and b, four provisioned searchers): every shard has a copy in each zone; with both b
+/// searchers stopped, health turns yellow, no searcher goes over the cap, the b copies
+/// stay unassigned and `allocation/explain` says why; searches still answer everything.
+#[tokio::test]
+async fn zones_cap_and_explain() {
+    let (_data, storage) = temp_local_storage();
+    let rules =
+        "[cluster]\nawareness_zones = [\"a\", \"b\"]\nprovisioned_searchers = 4\nflat_skew = 0\n";
+    let metastore = Floe::start_role(
+        "metastore",
+        storage.clone(),
+        Some(rules),
+        &["--node-id", "m1"],
+    )
+    .await;
+    let url = metastore.grpc_url();
+    let writer = Floe::start_role(
+        "writer",
+        storage.clone(),
+        None,
+        &["--node-id", "w1", "--zone", "a", "--metastore", &url],
+    )
+    .await;
+    let mut searchers = Vec::new();
+    for (id, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
+        let args = ["--node-id", id, "--zone", zone, "--metastore", &url];
+        searchers.push(Floe::start_role("searcher", storage.clone(), None, &args).await);
+    }
+    let w = writer.client();
+    let r = w
+        .put(
+            "/zoned",
+            &json!({"settings": {"number_of_shards": 10, "number_of_replicas": 2}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let body: String = (0..100)
+        .map(|i| {
+            format!("{{\"index\":{{\"_index\":\"zoned\",\"_id\":\"z{i}\"}}}}\n{{\"n\":{i}}}\n")
+        })
+        .collect();
+    let r = w.post_ndjson("/_bulk?refresh=true", body).await;
+    assert_eq!(r.json["errors"], json!(false), "{r}");
+    let a1 = searchers[0].client();
+    let all_seen = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let c = a1.clone();
+        async move { c.get("/_cluster/health").await.json["number_of_nodes"] == json!(6) }
+    })
+    .await;
+    assert!(all_seen.is_some(), "a1 never saw 6 nodes");
+    assert_eq!(a1.count("zoned").await, 100);
+    let h = a1
+        .get("/_cluster/health?wait_for_status=green&timeout=20s")
+        .await;
+    assert_eq!(h.status, 200, "never green with all searchers: {h}");
+    assert_eq!(h.json["number_of_nodes"], json!(6), "{h}");
+
+    let replicas = |r: &Resp| -> Vec<(String, String, String)> {
+        r.json
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .filter(|row| row["prirep"] == json!("r"))
+            .map(|row| {
+                (
+                    row["shard"].as_str().unwrap().to_string(),
+                    row["state"].as_str().unwrap().to_string(),
+                    row["node"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let rows = replicas(&a1.get("/_cat/shards?format=json").await);
+    assert_eq!(rows.len(), 20);
+    for shard in 0..10 {
+        let zones: Vec<char> = rows
+            .iter()
+            .filter(|(s, _, _)| *s == shard.to_string())
+            .map(|(_, _, n)| n.chars().next().unwrap())
+            .collect();
+        assert!(
+            zones.contains(&'a') && zones.contains(&'b'),
+            "shard {shard}: {rows:?}"
+        );
+    }
+
+    searchers[2].stop();
+    searchers[3].stop();
+    let yellow = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let c = a1.clone();
+        async move {
+            let h = c.get("/_cluster/health").await.json;
+            h["status"] == json!("yellow") && h["number_of_nodes"] == json!(4)
+        }
+    })
+    .await;
+    assert!(
+        yellow.is_some(),
+        "not yellow after zone b went: {}",
+        a1.get("/_cluster/health").await
+    );
+    let rows = replicas(&a1.get("/_cat/shards?format=json").await);
+    let unassigned = rows.iter().filter(|(_, s, _)| s == "UNASSIGNED").count();
+    assert_eq!(
+        unassigned, 10,
+        "zone b's copies must not move to zone a: {rows:?}"
+    );
+    let explain = a1
+        .post(
+            "/_cluster/allocation/explain",
+            &json!({"index": "zoned", "shard": 0, "primary": false}),
+        )
+        .await;
+    assert_eq!(
+        explain.json["current_state"],
+        json!("unassigned"),
+        "{explain}"
+    );
+    let cap = explain.json["searcher_cap"].as_u64().unwrap();
+    figure("zone_test_searcher_cap", cap);
+    let mut per_node: HashMap<String, u64> = HashMap::new();
+    for (_, state, node) in &rows {
+        if state == "STARTED" {
+            *per_node.entry(node.clone()).or_default() += 1;
+        }
+    }
+    assert!(
+        per_node.values().all(|n| *n <= cap),
+        "{per_node:?} over cap {cap}"
+    );
+    let text = explain.json["node_allocation_decisions"].to_string();
+    assert!(text.contains("forced awareness"), "{explain}");
+    // Searchers in zone a still answer for every shard.
+    assert_eq!(a1.count("zoned").await, 100);
+    drop(metastore);
 }

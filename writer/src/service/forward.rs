@@ -19,14 +19,7 @@ impl Writer {
             .map_err(WriterError::BadRequest)?;
         let outcomes = self.apply(None, ops, MAX_HOPS, false).await?;
         if refresh {
-            let mut touched: Vec<String> = outcomes
-                .iter()
-                .filter(|o| o.result.is_ok())
-                .map(|o| o.index.clone())
-                .collect();
-            touched.sort();
-            touched.dedup();
-            self.refresh(&touched).await?;
+            self.refresh(&touched_indexes(&outcomes)).await?;
         }
         Ok(outcomes.iter().map(ItemOutcome::to_rpc).collect())
     }

@@ -127,6 +127,19 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
                 ))
             })? as u32;
         }
+        if let Some(n) = get("number_of_replicas") {
+            settings.number_of_replicas = match n {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            }
+            .filter(|n| *n <= 64)
+            .ok_or_else(|| {
+                WriterError::BadRequest(format!(
+                    "Failed to parse value [{n}] for setting [index.number_of_replicas] must be between 0 and 64"
+                ))
+            })? as u32;
+        }
         if let Some(r) = get("refresh_interval") {
             let r = match r {
                 Value::String(s) => s.clone(),
@@ -168,6 +181,18 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
         None => Mappings::default(),
     };
     Ok((settings, mappings))
+}
+
+/// The indexes (sorted, once each) that at least one successful item wrote to.
+fn touched_indexes(outcomes: &[ItemOutcome]) -> Vec<String> {
+    let mut v: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.result.is_ok())
+        .map(|o| o.index.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// The shard a document belongs to: murmur3 of its routing key (`routing` or `_id`).
@@ -344,18 +369,8 @@ impl Writer {
         let outcomes = self
             .apply(default_index, ops, 0, refresh != RefreshPolicy::False)
             .await?;
-        let touched: Vec<String> = {
-            let mut v: Vec<String> = outcomes
-                .iter()
-                .filter(|o| o.result.is_ok())
-                .map(|o| o.index.clone())
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
         if refresh != RefreshPolicy::False {
-            self.refresh(&touched).await?;
+            self.refresh(&touched_indexes(&outcomes)).await?;
         }
         let errors = outcomes.iter().any(|o| o.result.is_err());
         Ok(BulkResponse {

@@ -1,0 +1,249 @@
+//! `_cat` tables: `_cat/nodes` and `_cat/shards` (`_cat/indices` is in `cluster.rs`), and
+//! the text/JSON table every `_cat` endpoint answers with (`v`, `format=json`).
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use floe_metastore::membership::role;
+use serde_json::{json, Value};
+
+use super::cluster::human_bytes;
+use super::{ApiError, Params, State};
+
+/// A `_cat` answer: aligned text (with a header line on `v`) or, on `format=json`, an array
+/// of objects keyed by column.
+pub fn table(cols: &[&str], rows: Vec<Vec<String>>, params: &Params) -> Response {
+    if params.get("format").map(String::as_str) == Some("json") {
+        let arr: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                Value::Object(
+                    cols.iter()
+                        .zip(r)
+                        .map(|(c, v)| (c.to_string(), json!(v)))
+                        .collect(),
+                )
+            })
+            .collect();
+        return Json(Value::Array(arr)).into_response();
+    }
+    let mut table: Vec<Vec<String>> = Vec::new();
+    if params.contains_key("v") {
+        table.push(cols.iter().map(|c| c.to_string()).collect());
+    }
+    table.extend(rows);
+    let widths: Vec<usize> = (0..cols.len())
+        .map(|i| table.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        text.push_str(line.join(" ").trim_end());
+        text.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text).into_response()
+}
+
+/// `GET /_cat/nodes`: every live node (standalone: this one).
+pub async fn cat_nodes(state: State, params: Params) -> Result<Response, ApiError> {
+    const COLS: [&str; 7] = [
+        "name",
+        "node.role",
+        "zone",
+        "ip",
+        "ram.current",
+        "load_1m",
+        "uptime",
+    ];
+    let nodes = match &state.cluster {
+        Some(c) => c.view.nodes().to_vec(),
+        None => vec![floe_proto::rpc::NodeInfo {
+            node_id: state.node_id.clone(),
+            role: state.role.to_string(),
+            ..Default::default()
+        }],
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let uptime = if n.started_ms == 0 {
+                "-".to_string()
+            } else {
+                format!("{}s", now_ms.saturating_sub(n.started_ms) / 1000)
+            };
+            vec![
+                n.node_id.clone(),
+                n.role.clone(),
+                n.zone.clone(),
+                n.http_addr.clone(),
+                human_bytes(n.rss_bytes),
+                format!("{:.2}", n.load_1m),
+                uptime,
+            ]
+        })
+        .collect();
+    Ok(table(&COLS, rows, &params))
+}
+
+/// `GET /_cat/shards`: each shard's primary (`p`: the writer that owns it, or
+/// `UNASSIGNED` while its owner is gone) and, in a cluster, a replica row (`r`) per
+/// searcher serving it, with documents and size of its last commit.
+pub async fn cat_shards(state: State, params: Params) -> Result<Response, ApiError> {
+    const COLS: [&str; 7] = ["index", "shard", "prirep", "state", "docs", "store", "node"];
+    let writers: Option<Vec<String>> = state.cluster.as_ref().map(|c| {
+        c.view
+            .with_role(role::WRITER)
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect()
+    });
+    let indexes = state.metastore.list_indexes();
+    let records = state.metastore.shard_records(|_| true);
+    let plan = state
+        .cluster
+        .as_ref()
+        .map(|c| c.copy_plan(&state.metastore));
+    let mut rows = Vec::new();
+    for meta in &indexes {
+        for shard in 0..meta.settings.number_of_shards {
+            let record = records
+                .iter()
+                .find(|(u, s, _)| *u == meta.uuid && *s == shard)
+                .map(|(_, _, r)| r);
+            let owner = record
+                .and_then(|r| r.owner.as_ref())
+                .map(|o| o.node_id.clone());
+            let commit = meta.shards.get(&shard);
+            let (state_name, node) = match (&owner, &writers) {
+                (Some(o), Some(live)) if !live.contains(o) => ("UNASSIGNED", String::new()),
+                (Some(o), _) => ("STARTED", o.clone()),
+                // Not opened for writing since it was created or handed over.
+                (None, _) => ("STARTED", "-".to_string()),
+            };
+            let docs = commit.map_or(0, |c| c.num_docs).to_string();
+            let store = human_bytes(commit.map_or(0, |c| c.size_bytes));
+            let row = |prirep: &str, state_name: &str, node: String| {
+                vec![
+                    meta.name.clone(),
+                    shard.to_string(),
+                    prirep.to_string(),
+                    state_name.to_string(),
+                    docs.clone(),
+                    store.clone(),
+                    node,
+                ]
+            };
+            rows.push(row("p", state_name, node));
+            // A searcher serving the shard is a replica; missing ones are unassigned.
+            if let Some(plan) = &plan {
+                let key = format!("{}/{shard}", meta.uuid);
+                let copies = plan.copies.get(&key).cloned().unwrap_or_default();
+                let wanted = plan.wanted.get(&key).copied().unwrap_or(1);
+                for node in &copies {
+                    rows.push(row("r", "STARTED", node.clone()));
+                }
+                for _ in copies.len()..wanted {
+                    rows.push(row("r", "UNASSIGNED", String::new()));
+                }
+            }
+        }
+    }
+    Ok(table(&COLS, rows, &params))
+}
+
+/// `GET|POST /_cluster/allocation/explain` with `{"index", "shard", "primary"}`: where the
+/// copy is, or why it is unassigned, decided by each live node.
+pub async fn allocation_explain(state: State, body: bytes::Bytes) -> Result<Response, ApiError> {
+    let body = super::json_body(&body)?.unwrap_or(json!({}));
+    let bad = |m: &str| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "illegal_argument_exception",
+            m.to_string(),
+        )
+    };
+    let index = body["index"]
+        .as_str()
+        .ok_or_else(|| bad("allocation explain needs [index], [shard] and [primary]"))?;
+    let shard = body["shard"].as_u64().unwrap_or(0) as u32;
+    let primary = body["primary"].as_bool().unwrap_or(false);
+    let meta = state
+        .metastore
+        .get_index(index)
+        .ok_or_else(|| ApiError::index_not_found(index))?;
+    if shard >= meta.settings.number_of_shards {
+        return Err(bad(&format!(
+            "shard [{shard}] of index [{index}] does not exist"
+        )));
+    }
+    let Some(cluster) = &state.cluster else {
+        return Ok(
+            Json(json!({"index": index, "shard": shard, "primary": primary,
+            "current_state": "started", "current_node": {"name": state.node_id},
+            "can_remain_on_current_node": "yes",
+            "explanation": "standalone: this node holds every shard"}))
+            .into_response(),
+        );
+    };
+    let key = format!("{}/{shard}", meta.uuid);
+    if primary {
+        let owner = state
+            .metastore
+            .shard_records(|u| u == meta.uuid)
+            .into_iter()
+            .find(|(_, s, _)| *s == shard)
+            .and_then(|(_, _, r)| r.owner.map(|o| o.node_id));
+        let placed = cluster
+            .view
+            .writer_for(&meta.uuid, shard)
+            .map(|n| n.node_id);
+        let writers: Vec<String> = cluster
+            .view
+            .with_role(role::WRITER)
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect();
+        let (current_state, explanation) = match (&owner, &placed) {
+            (_, None) => ("unassigned", "no writer is live".to_string()),
+            (Some(o), _) if !writers.contains(o) => ("unassigned", format!("its writer [{o}] is gone; [{}] takes it over once that writer's session lapses", placed.clone().unwrap_or_default())),
+            (Some(o), Some(p)) if o != p => ("started", format!("owned by [{o}], moving to [{p}] (the writer ranking first for it)")),
+            (_, Some(p)) => ("started", format!("placed on [{p}], the live writer ranking first for it (rendezvous hashing)")),
+        };
+        return Ok(Json(json!({"index": index, "shard": shard, "primary": true,
+            "current_state": current_state, "current_node": {"name": owner.or(placed)},
+            "explanation": explanation}))
+        .into_response());
+    }
+    let plan = cluster.copy_plan(&state.metastore);
+    let copies = plan.copies.get(&key).cloned().unwrap_or_default();
+    let wanted = plan.wanted.get(&key).copied().unwrap_or(1);
+    let mut decisions: Vec<Value> = copies
+        .iter()
+        .map(|n| json!({"node_name": n, "node_decision": "yes", "explanation": "serves a copy of the shard"}))
+        .collect();
+    for (n, why) in plan.refusals.get(&key).cloned().unwrap_or_default() {
+        decisions.push(json!({"node_name": n, "node_decision": "no", "explanation": why}));
+    }
+    let unassigned = copies.len() < wanted;
+    let explanation = if unassigned {
+        format!("{} of {wanted} copies cannot be allocated: no live searcher may take them (see node_allocation_decisions)", wanted - copies.len())
+    } else {
+        format!("all {wanted} copies are allocated")
+    };
+    Ok(
+        Json(json!({"index": index, "shard": shard, "primary": false,
+        "current_state": if unassigned { "unassigned" } else { "started" },
+        "can_allocate": if unassigned { "no" } else { "yes" },
+        "copies": copies, "copies_wanted": wanted, "searcher_cap": plan.cap,
+        "allocate_explanation": explanation,
+        "node_allocation_decisions": decisions}))
+        .into_response(),
+    )
+}
