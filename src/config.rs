@@ -85,6 +85,8 @@ pub struct FloeConfig {
     /// reach it within this interval).
     pub metastore_poll_ms: u64,
     pub cluster: ClusterConfig,
+    /// `text` (default) or `json` (one object per line, for log collectors).
+    pub log_format: String,
 }
 
 /// How the roles of a cluster find each other (`[cluster]`; unused by `standalone`).
@@ -140,6 +142,7 @@ impl Default for FloeConfig {
             node_id: None,
             metastore_poll_ms: 400,
             cluster: ClusterConfig::default(),
+            log_format: "text".into(),
         }
     }
 }
@@ -210,6 +213,9 @@ pub struct ConfigFlags {
     /// Host name or IP other nodes reach this one at (containers: the service or pod IP).
     #[arg(long, env = "FLOE_ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
+    /// Log format: text (default; colours only on a terminal) or json.
+    #[arg(long, env = "FLOE_LOG_FORMAT")]
+    pub log_format: Option<String>,
 }
 
 impl FloeConfig {
@@ -261,6 +267,9 @@ impl FloeConfig {
         }
         if let Some(z) = &flags.zone {
             config.cluster.zone = z.clone();
+        }
+        if let Some(f) = &flags.log_format {
+            config.log_format = f.clone();
         }
         if let Some(h) = &flags.advertise_host {
             config.cluster.advertise_host = Some(h.clone());

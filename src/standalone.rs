@@ -20,7 +20,14 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
     let writer = start_writer(&config, &storage, &metastore)?;
     let searcher = start_searcher(&config, &storage, &metastore)?;
-    let state = app_state(&config, storage, metastore, Some(writer.clone()), searcher);
+    let state = app_state(
+        &config,
+        "standalone",
+        storage,
+        metastore,
+        Some(writer.clone()),
+        searcher,
+    );
     serve_http(&config, router(Arc::new(state))).await?;
     // SIGTERM / Ctrl-C: publish everything and end the session, so a restart is immediate.
     writer.shutdown().await;
@@ -113,6 +120,7 @@ pub fn start_searcher(
 
 pub fn app_state(
     config: &FloeConfig,
+    role: &'static str,
     storage: Storage,
     metastore: Arc<Metastore>,
     writer: Option<Arc<Writer>>,
@@ -130,9 +138,10 @@ pub fn app_state(
         writer,
         searcher,
         max_content_length: config.http.max_content_length,
-        role: "standalone",
+        role,
         node_id: config.node_id(),
         cluster: None,
+        metrics: crate::http::metrics::Metrics::new(&config.node_id(), role),
     }
 }
 

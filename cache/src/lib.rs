@@ -24,13 +24,28 @@ pub enum CacheError {
 pub struct FileCache {
     root: PathBuf,
     storage: Storage,
+    hits: std::sync::Arc<AtomicU64>,
+    misses: std::sync::Arc<AtomicU64>,
 }
 
 impl FileCache {
     pub fn new(root: impl Into<PathBuf>, storage: Storage) -> Result<FileCache, CacheError> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(FileCache { root, storage })
+        Ok(FileCache {
+            root,
+            storage,
+            hits: Default::default(),
+            misses: Default::default(),
+        })
+    }
+
+    /// (files found here, files fetched from the bucket) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     /// Local directory for a group of files (e.g. one shard).
@@ -42,8 +57,10 @@ impl FileCache {
     /// Concurrent callers may both download; the rename makes the result whole either way.
     pub async fn ensure(&self, key: &str, local: &Path) -> Result<bool, CacheError> {
         if tokio::fs::try_exists(local).await? {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let bytes = self.storage.get(key).await?;
         if let Some(parent) = local.parent() {
             tokio::fs::create_dir_all(parent).await?;

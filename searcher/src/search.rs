@@ -162,6 +162,11 @@ impl SearchService {
         resolve(expr, &self.metastore.list_indexes(), ignore_unavailable)
     }
 
+    /// (cache hits, cache misses) of segment files since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.readers.cache().stats()
+    }
+
     pub fn forget_index(&self, uuid: &str) {
         self.readers.forget(uuid);
     }

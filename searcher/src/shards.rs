@@ -37,6 +37,11 @@ pub struct ShardReaders {
 }
 
 impl ShardReaders {
+    /// The local file cache (for its hit and miss counts).
+    pub fn cache(&self) -> &FileCache {
+        &self.cache
+    }
+
     pub fn new(cache: FileCache) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let executor = tantivy::Executor::multi_thread(threads, "floe-search-")

@@ -67,12 +67,12 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
     );
     let mut state = app_state(
         &config,
+        role::WRITER,
         storage,
         metastore.clone(),
         Some(writer.clone()),
         searcher,
     );
-    state.role = role::WRITER;
     state.cluster = Some(peers);
     serve(&config, state, metastore, Some(writer.clone())).await?;
     writer.shutdown().await;
@@ -90,8 +90,14 @@ pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
         metastore: metastore.clone(),
         local: Arc::downgrade(&searcher),
     }));
-    let mut state = app_state(&config, storage, metastore.clone(), None, searcher);
-    state.role = role::SEARCHER;
+    let mut state = app_state(
+        &config,
+        role::SEARCHER,
+        storage,
+        metastore.clone(),
+        None,
+        searcher,
+    );
     state.cluster = Some(peers);
     serve(&config, state, metastore, None).await
 }

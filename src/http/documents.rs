@@ -19,6 +19,7 @@ fn refresh_of(params: &Params) -> Result<RefreshPolicy, ApiError> {
 pub async fn bulk(state: State, params: Params, body: Bytes) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
     let resp = state.writer()?.bulk(None, body, refresh).await?;
+    count_items(&state, &resp);
     Ok((StatusCode::OK, axum::Json(resp)).into_response())
 }
 
@@ -31,7 +32,17 @@ pub async fn bulk_index(
 ) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
     let resp = state.writer()?.bulk(Some(&index), body, refresh).await?;
+    count_items(&state, &resp);
     Ok((StatusCode::OK, axum::Json(resp)).into_response())
+}
+
+fn count_items(state: &State, resp: &floe_writer::response::BulkResponse) {
+    let failed = resp.items.iter().filter(|i| i.result.is_err()).count() as u64;
+    let items = &state.metrics.bulk_items;
+    items
+        .with_label_values(&["ok"])
+        .inc_by(resp.items.len() as u64 - failed);
+    items.with_label_values(&["failed"]).inc_by(failed);
 }
 
 async fn single(

@@ -7,6 +7,7 @@ mod documents;
 pub mod error;
 mod health;
 mod indices;
+pub mod metrics;
 mod route;
 mod search;
 
@@ -45,6 +46,7 @@ pub struct AppState {
     pub node_id: String,
     /// The other nodes (cluster roles; `None` in standalone).
     pub cluster: Option<Arc<crate::cluster::peers::ClusterPeers>>,
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(cat::allocation_explain).post(cat::allocation_explain),
         )
         .route("/_floe/stats", get(cluster::floe_stats))
+        .route("/metrics", get(metrics::metrics))
         .route("/_cat/indices/{index}", get(cluster::cat_indices))
         .route("/_bulk", post(documents::bulk).put(documents::bulk))
         .route(
@@ -127,6 +130,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .head(indices::exists)
                 .delete(indices::delete),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -200,6 +207,7 @@ async fn indexing_pressure(
             resp
         }
         Err(rejected) => {
+            state.metrics.rejections.inc();
             // Read the body off the wire without keeping it (nothing is buffered), so the
             // client, still sending, gets the 429 instead of a broken connection.
             let mut body = req.into_body().into_data_stream();

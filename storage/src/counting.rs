@@ -12,6 +12,8 @@ pub(crate) struct Counters {
     pub lists: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Failed requests (after retries), expected answers such as "not found" excluded.
+    pub errors: AtomicU64,
 }
 
 /// A snapshot of the counters.
@@ -23,6 +25,7 @@ pub struct StorageStats {
     pub lists: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    pub errors: u64,
 }
 
 impl Counters {
@@ -34,6 +37,7 @@ impl Counters {
             lists: self.lists.load(Ordering::Relaxed),
             bytes_read: self.bytes_read.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
         }
     }
 

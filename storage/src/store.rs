@@ -133,6 +133,23 @@ impl Storage {
         self.counters.snapshot()
     }
 
+    /// The error of a failed request, counted unless it is an expected answer (missing
+    /// object, lost compare-and-swap, key already taken).
+    fn failed(&self, key: &str, e: object_store::Error) -> StorageError {
+        let err = StorageError::from_store(key, e);
+        if !matches!(
+            err,
+            StorageError::NotFound(_)
+                | StorageError::AlreadyExists(_)
+                | StorageError::PreconditionFailed(_)
+        ) {
+            self.counters
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        err
+    }
+
     fn path(&self, key: &str) -> Path {
         if self.prefix.is_empty() {
             Path::from(key)
@@ -163,12 +180,9 @@ impl Storage {
             .store
             .get(&self.path(key))
             .await
-            .map_err(|e| StorageError::from_store(key, e))?;
+            .map_err(|e| self.failed(key, e))?;
         let etag = res.meta.e_tag.clone().unwrap_or_default();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| StorageError::from_store(key, e))?;
+        let bytes = res.bytes().await.map_err(|e| self.failed(key, e))?;
         self.counters.read(bytes.len());
         Ok((bytes, etag))
     }
@@ -178,7 +192,7 @@ impl Storage {
             .store
             .get_range(&self.path(key), range)
             .await
-            .map_err(|e| StorageError::from_store(key, e))?;
+            .map_err(|e| self.failed(key, e))?;
         self.counters.read(bytes.len());
         Ok(bytes)
     }
@@ -189,7 +203,7 @@ impl Storage {
             .store
             .head(&self.path(key))
             .await
-            .map_err(|e| StorageError::from_store(key, e))?;
+            .map_err(|e| self.failed(key, e))?;
         Ok(meta.size)
     }
 
@@ -237,7 +251,7 @@ impl Storage {
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(StorageError::PreconditionFailed(key.into()))
             }
-            Err(e) => return Err(StorageError::from_store(key, e)),
+            Err(e) => return Err(self.failed(key, e)),
         };
         if current != etag {
             return Err(StorageError::PreconditionFailed(key.into()));
@@ -257,7 +271,7 @@ impl Storage {
             .store
             .put_opts(&self.path(key), PutPayload::from_bytes(data), opts)
             .await
-            .map_err(|e| StorageError::from_store(key, e))?;
+            .map_err(|e| self.failed(key, e))?;
         self.counters.wrote(len);
         match res.e_tag {
             Some(etag) => Ok(etag),
@@ -279,7 +293,7 @@ impl Storage {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StorageError::from_store(key, e)),
+            Err(e) => Err(self.failed(key, e)),
         }
     }
 
@@ -295,7 +309,7 @@ impl Storage {
             .list(Some(&p))
             .try_collect()
             .await
-            .map_err(|e| StorageError::from_store(prefix, e))?;
+            .map_err(|e| self.failed(prefix, e))?;
         Ok(metas
             .into_iter()
             .map(|m| (self.strip(&m.location), m.size))
@@ -315,7 +329,7 @@ impl Storage {
             .list_with_offset(Some(&p), &offset)
             .try_collect()
             .await
-            .map_err(|e| StorageError::from_store(prefix, e))?;
+            .map_err(|e| self.failed(prefix, e))?;
         let mut out: Vec<(String, u64)> = metas
             .into_iter()
             .map(|m| (self.strip(&m.location), m.size))

@@ -371,6 +371,28 @@ async fn cluster_heals_itself() {
     let r = s2.post_empty(&format!("/{INDEX}/_refresh")).await;
     assert_eq!(r.status, 200, "refresh: {r}");
     assert_all_found_once(&s2, &acked).await;
+
+    // Prometheus metrics on every node.
+    let m = w1.get("/metrics").await;
+    assert_eq!(m.status, 200);
+    for needle in [
+        "floe_bulk_items_total{outcome=\"ok\"",
+        "floe_http_requests_total{endpoint=\"/_bulk\"",
+        "what=\"session_renewals\"",
+        "what=\"object_store_puts\"",
+    ] {
+        assert!(
+            m.text.contains(needle),
+            "{needle} not in /metrics:\n{}",
+            m.text
+        );
+    }
+    let m = s2.get("/metrics").await;
+    assert!(
+        m.text.contains("what=\"searcher_shard_copies\""),
+        "{}",
+        m.text
+    );
 }
 
 /// Searchers in zones a, a, b, b with two copies of each shard (forced awareness over a
@@ -508,5 +530,81 @@ async fn zones_cap_and_explain() {
     assert!(text.contains("forced awareness"), "{explain}");
     // Searchers in zone a still answer for every shard.
     assert_eq!(a1.count("zoned").await, 100);
+    drop(metastore);
+}
+
+/// A writer joining takes its share of the shards while clients ingest: the old owner
+/// publishes, fences and releases each moved shard (the new one opens it without waiting
+/// for a lease), and every acknowledged document is found exactly once.
+#[tokio::test]
+async fn writer_join_hands_shards_over() {
+    let (_data, storage) = temp_local_storage();
+    let metastore =
+        Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
+    let url = metastore.grpc_url();
+    let w1 = Floe::start_role(
+        "writer",
+        storage.clone(),
+        None,
+        &["--node-id", "w1", "--metastore", &url],
+    )
+    .await;
+    let s1 = Floe::start_role(
+        "searcher",
+        storage.clone(),
+        None,
+        &["--node-id", "s1", "--metastore", &url],
+    )
+    .await;
+    let c = w1.client();
+    let r = c
+        .put(
+            &format!("/{INDEX}"),
+            &json!({"settings": {"number_of_shards": SHARDS}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let client = tokio::spawn(ingest(vec![w1.url()], 0, stop.clone(), acked.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let w2 = Floe::start_role(
+        "writer",
+        storage.clone(),
+        None,
+        &["--node-id", "w2", "--metastore", &url],
+    )
+    .await;
+    // w2 owns some shards within a few heartbeats.
+    let moved = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        let c = s1.client();
+        async move {
+            let r = c.get("/_cat/shards?format=json").await;
+            r.json.as_array().is_some_and(|rows| {
+                rows.iter()
+                    .any(|row| row["prirep"] == json!("p") && row["node"] == json!("w2"))
+            })
+        }
+    })
+    .await;
+    assert!(moved.is_some(), "no shard moved to the new writer");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    client.await.unwrap();
+    let acked: Vec<u64> = acked.lock().unwrap().clone();
+    figure("docs_acknowledged_across_handover", acked.len());
+    assert!(
+        acked.len() > 100,
+        "ingest stalled: {} acknowledged",
+        acked.len()
+    );
+    let r = w2.client().post_empty(&format!("/{INDEX}/_refresh")).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_all_found_once(&s1.client(), &acked).await;
+    let handed = std::fs::read_to_string(w1.log_path()).unwrap_or_default();
+    assert!(
+        handed.contains("shard handed over"),
+        "w1 never handed a shard over"
+    );
     drop(metastore);
 }

@@ -100,6 +100,8 @@ pub struct Writer {
     pool: Arc<WriterPool>,
     /// The other writers and searchers of a cluster (none in `floe standalone`).
     peers: std::sync::OnceLock<Arc<dyn Peers>>,
+    /// Node session renewals that got through, since start.
+    renewals: std::sync::atomic::AtomicU64,
 }
 
 /// Parses the body of `PUT /{index}` into settings and mappings.
@@ -216,7 +218,13 @@ impl Writer {
             session: std::sync::RwLock::new(None),
             earlier_logs: Default::default(),
             peers: Default::default(),
+            renewals: Default::default(),
         }
+    }
+
+    /// Node session renewals that got through, since start.
+    pub fn session_renewals(&self) -> u64 {
+        self.renewals.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Joins a cluster: items of shards that another writer owns go to it, and refreshes

@@ -457,7 +457,10 @@ impl Writer {
                 continue;
             };
             match session.renew().await {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.renewals
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(MetastoreError::SessionLost(reason)) => {
                     let open: Vec<(ShardKey, Arc<ShardWriter>)> =
                         self.shards.lock().await.drain().collect();
