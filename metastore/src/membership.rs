@@ -31,8 +31,29 @@ pub struct Membership {
     rules: PlacementRules,
     timeout: Duration,
     started: Instant,
-    nodes: Mutex<HashMap<String, (NodeInfo, Instant)>>,
+    nodes: Mutex<Registry>,
 }
+
+/// How often the node details (load, memory, shard counts) a view shows are refreshed when
+/// nothing else changed: each refresh sends every node the whole list once.
+const DETAILS_EVERY: Duration = Duration::from_secs(15);
+
+#[derive(Default)]
+struct Registry {
+    nodes: HashMap<String, (NodeInfo, Instant)>,
+    /// Bumped when a node joins, leaves or changes address, role or zone (and every
+    /// [`DETAILS_EVERY`] for the details): nodes that hold it get no list.
+    version: u64,
+    bumped: Option<Instant>,
+    details_changed: bool,
+    /// A join or leave not yet published under a new version.
+    pending: bool,
+    pruned: Option<Instant>,
+}
+
+/// Joins and leaves within this window share one new version (a cluster starting up does
+/// not send every node a fresh list for every other node that joins).
+const COALESCE: Duration = Duration::from_millis(200);
 
 impl Membership {
     /// `timeout`: how long a node may stay silent before it counts as gone (its shards
@@ -44,35 +65,81 @@ impl Membership {
             rules,
             timeout,
             started: Instant::now(),
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(Registry::default()),
         })
     }
 
-    /// Records a heartbeat and answers with every live node.
-    pub fn heartbeat(&self, node: NodeInfo) -> HeartbeatResponse {
+    /// Records a heartbeat and answers with every live node (or "unchanged" when the node
+    /// holds the current membership version).
+    pub fn heartbeat(&self, node: NodeInfo, known_version: u64) -> HeartbeatResponse {
         let now = Instant::now();
-        let mut nodes = self.nodes.lock().expect("membership lock");
-        if !nodes.contains_key(&node.node_id) {
-            info!(node = %node.node_id, role = %node.role, zone = %node.zone, "node joined");
-        }
-        nodes.insert(node.node_id.clone(), (node, now));
-        let timeout = self.timeout;
-        nodes.retain(|id, (n, seen)| {
-            let live = now.duration_since(*seen) <= timeout;
-            if !live {
-                info!(node = %id, role = %n.role, "node left (no heartbeat)");
+        let mut reg = self.nodes.lock().expect("membership lock");
+        let mut changed = false;
+        match reg.nodes.get(&node.node_id) {
+            None => {
+                info!(node = %node.node_id, role = %node.role, zone = %node.zone, "node joined");
+                changed = true;
             }
-            live
-        });
-        let mut live: Vec<NodeInfo> = nodes.values().map(|(n, _)| n.clone()).collect();
-        drop(nodes);
+            Some((old, _)) => {
+                let same_identity = old.role == node.role
+                    && old.zone == node.zone
+                    && old.grpc_addr == node.grpc_addr
+                    && old.http_addr == node.http_addr
+                    && old.started_ms == node.started_ms;
+                if !same_identity {
+                    changed = true;
+                } else if *old != node {
+                    reg.details_changed = true;
+                }
+            }
+        }
+        reg.nodes.insert(node.node_id.clone(), (node, now));
+        let timeout = self.timeout;
+        if reg
+            .pruned
+            .is_none_or(|p| now.duration_since(p) >= Duration::from_millis(100))
+        {
+            reg.pruned = Some(now);
+            reg.nodes.retain(|id, (n, seen)| {
+                let live = now.duration_since(*seen) <= timeout;
+                if !live {
+                    info!(node = %id, role = %n.role, "node left (no heartbeat)");
+                    changed = true;
+                }
+                live
+            });
+        }
+        reg.pending |= changed;
+        let since_bump = reg.bumped.map(|b| now.duration_since(b));
+        let membership_due = reg.pending && since_bump.is_none_or(|d| d >= COALESCE);
+        let details_due = reg.details_changed && since_bump.is_none_or(|d| d >= DETAILS_EVERY);
+        if membership_due || details_due || reg.version == 0 {
+            reg.version += 1;
+            reg.bumped = Some(now);
+            reg.details_changed = false;
+            reg.pending = false;
+        }
+        let settled = now.duration_since(self.started) > timeout;
+        let base = HeartbeatResponse {
+            settled,
+            node_timeout_ms: timeout.as_millis() as u64,
+            rules: Some(self.rules.clone()),
+            version: reg.version,
+            ..Default::default()
+        };
+        if known_version == reg.version {
+            return HeartbeatResponse {
+                unchanged: true,
+                ..base
+            };
+        }
+        let mut live: Vec<NodeInfo> = reg.nodes.values().map(|(n, _)| n.clone()).collect();
+        drop(reg);
         live.push(self.me.clone());
         live.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         HeartbeatResponse {
             nodes: live,
-            settled: now.duration_since(self.started) > timeout,
-            node_timeout_ms: timeout.as_millis() as u64,
-            rules: Some(self.rules.clone()),
+            ..base
         }
     }
 }
@@ -86,11 +153,13 @@ impl MetastoreRpc for MembershipService {
         &self,
         request: tonic::Request<HeartbeatRequest>,
     ) -> Result<tonic::Response<HeartbeatResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let request_version = request.known_version;
         let node = request
-            .into_inner()
             .node
             .ok_or_else(|| tonic::Status::invalid_argument("heartbeat without node"))?;
-        Ok(tonic::Response::new(self.0.heartbeat(node)))
+        let known = request_version;
+        Ok(tonic::Response::new(self.0.heartbeat(node, known)))
     }
 }
 
@@ -204,6 +273,7 @@ impl ClusterView {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
+        let mut known_version = 0u64;
         loop {
             tick.tick().await;
             let node = {
@@ -224,7 +294,11 @@ impl ClusterView {
                 }
             }
             let c = client.as_mut().expect("client set above");
-            match c.heartbeat(HeartbeatRequest { node: Some(node) }).await {
+            let request = HeartbeatRequest {
+                node: Some(node),
+                known_version,
+            };
+            match c.heartbeat(request).await {
                 Ok(answer) => {
                     let answer = answer.into_inner();
                     if failures > 0 {
@@ -232,11 +306,12 @@ impl ClusterView {
                     }
                     failures = 0;
                     *self.last_heard.lock().expect("view lock") = Some(Instant::now());
-                    if answer.settled {
+                    if answer.settled && !answer.unchanged {
                         if let Some(rules) = answer.rules {
                             *self.rules.write().expect("view lock") = rules;
                         }
                         self.update(answer.nodes);
+                        known_version = answer.version;
                     } else {
                         debug!("metastore not settled yet: keeping the previous view");
                     }
@@ -475,12 +550,16 @@ mod tests {
             Duration::from_millis(50),
             PlacementRules::default(),
         );
-        let a = m.heartbeat(node("w1", role::WRITER));
+        let a = m.heartbeat(node("w1", role::WRITER), 0);
         assert!(!a.settled);
         assert_eq!(a.nodes.len(), 2);
-        std::thread::sleep(Duration::from_millis(80));
-        let b = m.heartbeat(node("w2", role::WRITER));
-        assert!(b.settled);
+        // Nothing changed: no list.
+        let again = m.heartbeat(node("w1", role::WRITER), a.version);
+        assert!(again.unchanged && again.nodes.is_empty());
+        std::thread::sleep(COALESCE + Duration::from_millis(20));
+        let b = m.heartbeat(node("w2", role::WRITER), a.version);
+        assert!(b.settled && !b.unchanged);
+        assert!(b.version > a.version);
         let ids: Vec<&str> = b.nodes.iter().map(|n| n.node_id.as_str()).collect();
         assert_eq!(ids, vec!["m1", "w2"]);
     }

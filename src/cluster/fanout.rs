@@ -89,11 +89,15 @@ impl Fanout for SearchFanout {
                 let key = format!("{}/{}", t.uuid, t.shard);
                 let mut order = self.peers.view.searchers_for(&key);
                 if let Some(copies) = plan.copies.get(&key) {
+                    // A copy held here runs here (no hop); other copies in plan order.
+                    let me = self.peers.view.node_id();
                     order.sort_by_key(|n| {
-                        copies
-                            .iter()
-                            .position(|c| *c == n.node_id)
-                            .unwrap_or(usize::MAX)
+                        let at = copies.iter().position(|c| *c == n.node_id);
+                        match at {
+                            Some(_) if n.node_id == me => 0,
+                            Some(i) => 1 + i,
+                            None => usize::MAX,
+                        }
                     });
                 }
                 (t, order.into_iter().take(TRIES).collect())

@@ -247,3 +247,59 @@ pub async fn allocation_explain(state: State, body: bytes::Bytes) -> Result<Resp
         .into_response(),
     )
 }
+
+/// `GET /_cat/allocation`: how many shard copies each data node holds (writers: the
+/// primaries they own; searchers: the copies they serve) and where it is.
+pub async fn cat_allocation(state: State, params: Params) -> Result<Response, ApiError> {
+    const COLS: [&str; 5] = ["shards", "host", "ip", "node", "node.role"];
+    let Some(cluster) = &state.cluster else {
+        let shards: u32 = state
+            .metastore
+            .list_indexes()
+            .iter()
+            .map(|m| m.settings.number_of_shards)
+            .sum();
+        let row = vec![
+            shards.to_string(),
+            "127.0.0.1".into(),
+            "127.0.0.1".into(),
+            state.node_id.clone(),
+            state.role.to_string(),
+        ];
+        return Ok(table(&COLS, vec![row], &params));
+    };
+    let plan = cluster.copy_plan(&state.metastore);
+    let copies = plan.load();
+    let mut owned: std::collections::HashMap<String, usize> = Default::default();
+    for (_, _, r) in state.metastore.shard_records(|_| true) {
+        if let Some(o) = r.owner {
+            *owned.entry(o.node_id).or_default() += 1;
+        }
+    }
+    let rows = cluster
+        .view
+        .nodes()
+        .iter()
+        .filter(|n| n.role != role::METASTORE)
+        .map(|n| {
+            let count = if n.role == role::WRITER {
+                owned.get(&n.node_id).copied().unwrap_or(0)
+            } else {
+                copies.get(&n.node_id).copied().unwrap_or(0)
+            };
+            let host = n
+                .http_addr
+                .rsplit_once(':')
+                .map_or("", |(h, _)| h)
+                .to_string();
+            vec![
+                count.to_string(),
+                host.clone(),
+                host,
+                n.node_id.clone(),
+                n.role.clone(),
+            ]
+        })
+        .collect();
+    Ok(table(&COLS, rows, &params))
+}

@@ -152,6 +152,92 @@ pub async fn get_settings(
     Ok(Json(Value::Object(out)))
 }
 
+/// `PUT /{index}/_settings`: the dynamic settings (`number_of_replicas`,
+/// `refresh_interval`); `number_of_shards` is fixed at creation.
+#[instrument(skip(state, body))]
+pub async fn put_settings(
+    state: State,
+    Path(index): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?.unwrap_or(json!({}));
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "illegal_argument_exception", m);
+    let root = body.get("settings").unwrap_or(&body);
+    let mut flat: Vec<(String, Value)> = Vec::new();
+    let mut walk = |prefix: &str, v: &Value| {
+        if let Some(o) = v.as_object() {
+            for (k, v) in o {
+                let key = format!("{prefix}{k}");
+                match v.as_object() {
+                    Some(inner) => {
+                        for (k2, v2) in inner {
+                            flat.push((format!("{key}.{k2}"), v2.clone()));
+                        }
+                    }
+                    None => flat.push((key, v.clone())),
+                }
+            }
+        }
+    };
+    walk("", root);
+    let mut replicas: Option<u32> = None;
+    let mut refresh: Option<String> = None;
+    for (key, value) in flat {
+        let key = key.strip_prefix("index.").unwrap_or(&key).to_string();
+        let text = match &value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match key.as_str() {
+            "number_of_replicas" => {
+                replicas = Some(
+                    text.parse()
+                        .ok()
+                        .filter(|n: &u32| *n <= 64)
+                        .ok_or_else(|| {
+                            bad(format!(
+                            "Failed to parse value [{text}] for setting [index.number_of_replicas]"
+                        ))
+                        })?,
+                )
+            }
+            "refresh_interval" => {
+                if text != "-1" && floe_proto::model::parse_time_value(&text).is_none() {
+                    return Err(bad(format!(
+                        "failed to parse setting [index.refresh_interval] with value [{text}] as a time value"
+                    )));
+                }
+                refresh = Some(text);
+            }
+            "number_of_shards" => {
+                return Err(bad(format!(
+                    "final index setting [index.number_of_shards], not updateable on [{index}]"
+                )))
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown setting [index.{other}] or not updateable"
+                )))
+            }
+        }
+    }
+    for m in existing(&state, &index)? {
+        state
+            .metastore
+            .update_index(&m.name, |meta| {
+                if let Some(r) = replicas {
+                    meta.settings.number_of_replicas = r;
+                }
+                if let Some(r) = &refresh {
+                    meta.settings.refresh_interval = r.clone();
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(Json(json!({"acknowledged": true})))
+}
+
 #[instrument(skip(state))]
 pub async fn refresh(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
     refresh_names(&state, &existing_names(&state, &index)?).await

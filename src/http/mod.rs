@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_cat/indices", get(cluster::cat_indices))
         .route("/_cat/nodes", get(cat::cat_nodes))
         .route("/_cat/shards", get(cat::cat_shards))
+        .route("/_cat/allocation", get(cat::cat_allocation))
         .route(
             "/_cluster/allocation/explain",
             get(cat::allocation_explain).post(cat::allocation_explain),
@@ -109,7 +110,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .put(indices::put_mapping)
                 .post(indices::put_mapping),
         )
-        .route("/{index}/_settings", get(indices::get_settings))
+        .route(
+            "/{index}/_settings",
+            get(indices::get_settings).put(indices::put_settings),
+        )
         .route("/{index}/_doc", post(documents::index_auto_id))
         .route(
             "/{index}/_doc/{id}",

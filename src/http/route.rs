@@ -45,7 +45,7 @@ fn target(method: &Method, path: &str) -> Target {
             Target::Owner(parts[0].to_string(), parts[2].to_string())
         }
         "_doc" => Target::Writer,
-        "_mapping" if *method != Method::GET => Target::Writer,
+        "_mapping" | "_settings" if *method != Method::GET => Target::Writer,
         // `PUT /{index}`, `DELETE /{index}`.
         "" if parts.len() == 1
             && !parts[0].is_empty()

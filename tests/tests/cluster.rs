@@ -526,6 +526,13 @@ async fn zones_cap_and_explain() {
         per_node.values().all(|n| *n <= cap),
         "{per_node:?} over cap {cap}"
     );
+    let alloc = a1.get("/_cat/allocation?format=json").await;
+    let searchers_listed = alloc.json.as_array().map_or(0, |rows| {
+        rows.iter()
+            .filter(|r| r["node.role"] == json!("searcher"))
+            .count()
+    });
+    assert_eq!(searchers_listed, 2, "{alloc}");
     let text = explain.json["node_allocation_decisions"].to_string();
     assert!(text.contains("forced awareness"), "{explain}");
     // Searchers in zone a still answer for every shard.
@@ -606,5 +613,252 @@ async fn writer_join_hands_shards_over() {
         handed.contains("shard handed over"),
         "w1 never handed a shard over"
     );
+    drop(metastore);
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// What one metastore costs per node: `FLOE_SIM_NODES` (default 300) simulated nodes
+/// heartbeat every 500 ms for `FLOE_SIM_SECONDS` (default 6); the metastore's CPU, memory
+/// and the heartbeat latency of the steady state (after the first 2 s) are printed. Shards cost the metastore role nothing: shard
+/// state lives in the bucket, read and written by the nodes.
+#[tokio::test]
+async fn metastore_serves_many_nodes() {
+    use floe_proto::rpc::metastore_client::MetastoreClient;
+    use floe_proto::rpc::{HeartbeatRequest, NodeInfo};
+    let nodes = env_u64("FLOE_SIM_NODES", 300) as usize;
+    let seconds = env_u64("FLOE_SIM_SECONDS", 6);
+    let (_data, storage) = temp_local_storage();
+    let metastore = Floe::start_role("metastore", storage, None, &["--node-id", "m1"]).await;
+    let pid = metastore.pid().unwrap();
+    let channels: Vec<tonic::transport::Channel> = (0..8)
+        .map(|_| {
+            tonic::transport::Endpoint::from_shared(metastore.grpc_url())
+                .unwrap()
+                .connect_lazy()
+        })
+        .collect();
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let tasks: Vec<_> = (0..nodes)
+        .map(|i| {
+            let mut client = MetastoreClient::new(channels[i % channels.len()].clone());
+            let (latencies, errors) = (latencies.clone(), errors.clone());
+            tokio::spawn(async move {
+                let role = if i % 2 == 0 { "writer" } else { "searcher" };
+                let info = NodeInfo {
+                    node_id: format!("sim-{i}"),
+                    role: role.into(),
+                    zone: ["a", "b", "c"][i % 3].into(),
+                    grpc_addr: format!("127.0.0.1:{}", 20000 + i),
+                    ..Default::default()
+                };
+                // Spread the first heartbeats over one interval, as real nodes are.
+                tokio::time::sleep(Duration::from_millis((i as u64 * 500) / nodes as u64)).await;
+                let mut known = 0;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let req = HeartbeatRequest {
+                        node: Some(info.clone()),
+                        known_version: known,
+                    };
+                    match client.heartbeat(req).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            if !r.unchanged {
+                                known = r.version;
+                            }
+                            // Steady state: after every node joined and got the list.
+                            if t.duration_since(started) > Duration::from_secs(2) {
+                                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                                latencies.lock().unwrap().push(ms);
+                            }
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500).saturating_sub(t.elapsed()))
+                        .await;
+                }
+            })
+        })
+        .collect();
+    // CPU of the steady state only.
+    tokio::time::sleep_until((started + Duration::from_secs(2)).into()).await;
+    let cpu_before = cpu_seconds(pid);
+    let steady = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = steady.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+    let beats = lat.len() as f64;
+    figure("sim_nodes", nodes);
+    figure("sim_heartbeats_per_s", format!("{:.0}", beats / elapsed));
+    figure(
+        "metastore_cpu_percent",
+        format!("{:.1}", 100.0 * cpu / elapsed),
+    );
+    figure(
+        "metastore_cpu_us_per_heartbeat",
+        format!("{:.0}", 1e6 * cpu / beats),
+    );
+    figure("metastore_rss_mib", format!("{:.0}", rss_mib(pid)));
+    figure("heartbeat_p50_ms", format!("{:.2}", pct(0.5)));
+    figure("heartbeat_p99_ms", format!("{:.2}", pct(0.99)));
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "heartbeats failed");
+    assert!(pct(0.99) < 500.0, "heartbeat p99 {:.0} ms", pct(0.99));
+}
+
+/// Runs `clients` concurrent query loops spread over `urls` for `secs`; returns queries/s.
+async fn query_rate(urls: &[String], clients: usize, secs: u64) -> f64 {
+    let q = json!({"size": 10, "query": {"match": {"message": "error"}},
+        "aggs": {"s": {"terms": {"field": "status"}}}});
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let loops: Vec<_> = (0..clients)
+        .map(|i| {
+            let c = Client::with_timeout(urls[i % urls.len()].clone(), Duration::from_secs(30));
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let r = c.search(INDEX, &q).await;
+                    assert_eq!(r.status, 200, "{r}");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for l in loops {
+        total += l.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Query throughput with one searcher, then two (`FLOE_QPS_DOCS` documents, default 20,000;
+/// 4 clients for `FLOE_QPS_SECONDS`, default 3). On this 2-core machine every process shares
+/// the same cores, so the figure shows the overhead of fanning out more than a speed-up.
+#[tokio::test]
+async fn query_throughput_one_vs_two_searchers() {
+    let docs = env_u64("FLOE_QPS_DOCS", 20_000) as usize;
+    let secs = env_u64("FLOE_QPS_SECONDS", 3);
+    let (_data, storage) = temp_local_storage();
+    let metastore =
+        Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
+    let url = metastore.grpc_url();
+    let w = Floe::start_role(
+        "writer",
+        storage.clone(),
+        None,
+        &["--node-id", "w1", "--metastore", &url],
+    )
+    .await;
+    let mut s1 = Floe::start_role(
+        "searcher",
+        storage.clone(),
+        None,
+        &["--node-id", "s1", "--metastore", &url],
+    )
+    .await;
+    let mut s2 = Floe::start_role(
+        "searcher",
+        storage.clone(),
+        None,
+        &["--node-id", "s2", "--metastore", &url],
+    )
+    .await;
+    let c = w.client();
+    let r = c
+        .put(
+            &format!("/{INDEX}"),
+            &json!({"settings": {"number_of_shards": 4}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    for start in (0..docs).step_by(5000) {
+        c.bulk_ok("/_bulk", logs_bulk(INDEX, start..(start + 5000).min(docs)))
+            .await;
+    }
+    c.refresh(INDEX).await;
+    let nodes_seen = |n: u64, c: Client| async move {
+        poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+            let c = c.clone();
+            async move { c.get("/_cluster/health").await.json["number_of_nodes"] == json!(n) }
+        })
+        .await
+        .is_some()
+    };
+    s2.stop();
+    assert!(nodes_seen(3, s1.client()).await, "s2 never left");
+    assert_eq!(s1.client().count(INDEX).await, docs as u64);
+    query_rate(&[s1.url()], 4, 1).await; // warm the cache
+    let one = query_rate(&[s1.url()], 4, secs).await;
+    s2.start_again().await;
+    assert!(nodes_seen(4, s1.client()).await, "s2 never came back");
+    assert!(nodes_seen(4, s2.client()).await, "s2 never joined");
+    query_rate(&[s1.url(), s2.url()], 4, 1).await;
+    let two = query_rate(&[s1.url(), s2.url()], 4, secs).await;
+    // Two copies of every shard: each searcher answers from its own copies.
+    let r = c
+        .put(
+            &format!("/{INDEX}/_settings"),
+            &json!({"index": {"number_of_replicas": 2}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let settings = c.get(&format!("/{INDEX}/_settings")).await;
+    assert_eq!(
+        settings.json[INDEX]["settings"]["index"]["number_of_replicas"],
+        json!("2"),
+        "{settings}"
+    );
+    let bad = c
+        .put(
+            &format!("/{INDEX}/_settings"),
+            &json!({"index": {"number_of_shards": 3}}),
+        )
+        .await;
+    assert_error(&bad, 400, "illegal_argument_exception");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    query_rate(&[s1.url(), s2.url()], 4, 1).await;
+    let both = Some(query_rate(&[s1.url(), s2.url()], 4, secs).await);
+    figure("qps_1_searcher", format!("{one:.0}"));
+    figure("qps_2_searchers", format!("{two:.0}"));
+    figure("qps_ratio_2_over_1", format!("{:.2}", two / one));
+    if let Some(both) = both {
+        figure("qps_2_searchers_2_copies", format!("{both:.0}"));
+    }
+    s1.stop();
     drop(metastore);
 }

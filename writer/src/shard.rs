@@ -457,6 +457,11 @@ impl ShardWriter {
         self.epoch
     }
 
+    /// The node incarnation that opened this shard (and alone may publish it).
+    pub fn owner(&self) -> &floe_proto::ShardOwner {
+        self.ctx.session.owner()
+    }
+
     /// Whether this writer may still acknowledge writes for the shard: its node session is
     /// live and no newer owner fenced it.
     pub fn lease_valid(&self) -> bool {

@@ -5,9 +5,22 @@ use super::*;
 
 impl Writer {
     /// `POST /{index}/_refresh`: commits, uploads and publishes every dirty shard of the
-    /// named indexes, so what was written before is searchable when this returns.
+    /// named indexes, so what was written before is searchable when this returns. If this
+    /// node's session was lost meanwhile (a new incarnation of this node owns its shards
+    /// now), a second round reopens and replays them; a shard another node took over stays
+    /// refused.
     #[instrument(skip(self))]
     pub async fn refresh(&self, index_names: &[String]) -> Result<(), WriterError> {
+        match self.refresh_round(index_names).await {
+            Err(WriterError::LeaseLost(reason)) => {
+                debug!("{reason}: one more round");
+                self.refresh_round(index_names).await
+            }
+            other => other,
+        }
+    }
+
+    async fn refresh_round(&self, index_names: &[String]) -> Result<(), WriterError> {
         let uuids: Vec<(String, String)> = index_names
             .iter()
             .filter_map(|n| self.metastore.get_index(n).map(|m| (m.name, m.uuid)))
@@ -113,6 +126,17 @@ impl Writer {
         let checkpoint = prepared.commit.translog_checkpoint;
         let files = prepared.commit.files.clone();
         let (session, _) = self.session().await?;
+        // Opened by an earlier incarnation of this node (its session was lost): that
+        // incarnation may publish nothing; the shard is reopened (and replayed) under this one.
+        if session.owner() != writer.owner() {
+            writer.mark_dirty();
+            writer.fence();
+            self.forget_shard(&(writer.spec.index_uuid.clone(), shard), writer)
+                .await;
+            return Err(WriterError::LeaseLost(format!(
+                "[{name}][{shard}] was opened by an earlier incarnation of this node"
+            )));
+        }
         if let Err(e) = self
             .metastore
             .publish_commit(
