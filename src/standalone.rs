@@ -28,7 +28,7 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
         Some(writer.clone()),
         searcher,
     );
-    serve_http(&config, router(Arc::new(state))).await?;
+    serve_http(&config, router(Arc::new(state)), shutdown_signal()).await?;
     // SIGTERM / Ctrl-C: publish everything and end the session, so a restart is immediate.
     writer.shutdown().await;
     Ok(())
@@ -145,14 +145,18 @@ pub fn app_state(
     }
 }
 
-/// Serves HTTP until SIGTERM or Ctrl-C.
-pub async fn serve_http(config: &FloeConfig, app: axum::Router) -> anyhow::Result<()> {
+/// Serves HTTP until `stop` completes (then finishes the requests in flight).
+pub async fn serve_http(
+    config: &FloeConfig,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("binding {}", config.http.addr))?;
     info!(addr = %config.http.addr, "HTTP listening");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await?;
     Ok(())
 }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use floe_proto::rpc::metastore_client::MetastoreClient;
 use floe_proto::rpc::metastore_server::Metastore as MetastoreRpc;
-use floe_proto::rpc::{HeartbeatRequest, HeartbeatResponse, NodeInfo, PlacementRules};
+use floe_proto::rpc::{
+    HeartbeatRequest, HeartbeatResponse, LeaveRequest, LeaveResponse, NodeInfo, PlacementRules,
+};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -144,6 +146,20 @@ impl Membership {
     }
 }
 
+impl Membership {
+    /// A node leaving cleanly: gone from the next membership version on.
+    pub fn leave(&self, node_id: &str) {
+        let mut reg = self.nodes.lock().expect("membership lock");
+        if reg.nodes.remove(node_id).is_some() {
+            info!(node = %node_id, "node left (shutting down)");
+            // Published at once: the leaving node's shards must move now.
+            reg.version += 1;
+            reg.bumped = Some(Instant::now());
+            reg.pending = false;
+        }
+    }
+}
+
 /// The gRPC face of [`Membership`].
 pub struct MembershipService(pub Arc<Membership>);
 
@@ -161,16 +177,30 @@ impl MetastoreRpc for MembershipService {
         let known = request_version;
         Ok(tonic::Response::new(self.0.heartbeat(node, known)))
     }
+
+    async fn leave(
+        &self,
+        request: tonic::Request<LeaveRequest>,
+    ) -> Result<tonic::Response<LeaveResponse>, tonic::Status> {
+        self.0.leave(&request.into_inner().node_id);
+        Ok(tonic::Response::new(LeaveResponse {}))
+    }
 }
 
 /// A node's view of the cluster: the live nodes as the metastore last answered, plus
 /// itself. Placement is computed from it.
 pub struct ClusterView {
     me: RwLock<NodeInfo>,
+    /// The metastore's address, once heartbeating started.
+    metastore_url: Mutex<Option<String>>,
+    /// Set when this node leaves: heartbeats stop.
+    leaving: std::sync::atomic::AtomicBool,
     rules: RwLock<PlacementRules>,
     nodes: RwLock<Arc<Vec<NodeInfo>>>,
     /// Bumped whenever the set of writers changes (shards may have moved).
     changed: watch::Sender<u64>,
+    /// Bumped whenever the set of nodes changes (searcher copies may have moved).
+    generation: std::sync::atomic::AtomicU64,
     last_heard: Mutex<Option<Instant>>,
 }
 
@@ -181,6 +211,9 @@ impl ClusterView {
             me: RwLock::new(me),
             rules: RwLock::new(PlacementRules::default()),
             changed: watch::channel(0).0,
+            generation: Default::default(),
+            metastore_url: Mutex::new(None),
+            leaving: Default::default(),
             last_heard: Mutex::new(None),
         })
     }
@@ -204,6 +237,11 @@ impl ClusterView {
             .filter(|n| n.role == role)
             .cloned()
             .collect()
+    }
+
+    /// Changes whenever the set of nodes does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A receiver that sees a new value whenever the writer set changes.
@@ -251,8 +289,14 @@ impl ClusterView {
                 .map(|n| n.node_id.clone())
                 .collect()
         };
+        let ids =
+            |ns: &[NodeInfo]| -> Vec<String> { ns.iter().map(|n| n.node_id.clone()).collect() };
         let mut current = self.nodes.write().expect("view lock");
         let moved = writers(&current) != writers(&nodes);
+        if ids(&current) != ids(&nodes) {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
         *current = Arc::new(nodes);
         drop(current);
         if moved {
@@ -269,6 +313,7 @@ impl ClusterView {
         interval: Duration,
         describe: impl Fn(&mut NodeInfo) + Send + 'static,
     ) {
+        *self.metastore_url.lock().expect("view lock") = Some(url.clone());
         let mut client: Option<MetastoreClient<tonic::transport::Channel>> = None;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,6 +321,9 @@ impl ClusterView {
         let mut known_version = 0u64;
         loop {
             tick.tick().await;
+            if self.leaving.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             let node = {
                 let mut me = self.me.write().expect("view lock");
                 describe(&mut me);
@@ -432,6 +480,35 @@ pub fn plan_copies(
         plan.refusals.insert(key.clone(), refused);
     }
     plan
+}
+
+impl ClusterView {
+    /// Tells the metastore this node is shutting down (its shards move at once) and stops
+    /// heartbeating. Best effort, bounded: a metastore that cannot be reached finds out by
+    /// the node timeout.
+    pub async fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
+        let Some(url) = self.metastore_url.lock().expect("view lock").clone() else {
+            return;
+        };
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url) else {
+            return;
+        };
+        let call = async {
+            let channel = endpoint.connect().await.ok()?;
+            MetastoreClient::new(channel)
+                .leave(LeaveRequest {
+                    node_id: self.node_id(),
+                })
+                .await
+                .ok()
+        };
+        match tokio::time::timeout(Duration::from_secs(2), call).await {
+            Ok(Some(_)) => info!("left the cluster"),
+            _ => warn!("could not tell the metastore this node is leaving"),
+        }
+    }
 }
 
 /// Nodes ordered by their rendezvous score for `key` (highest first).

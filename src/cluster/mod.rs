@@ -74,7 +74,10 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
         searcher,
     );
     state.cluster = Some(peers);
-    serve(&config, state, metastore, Some(writer.clone())).await?;
+    // On SIGTERM `serve` leaves the cluster first (the other writers take this one's
+    // shards and stop forwarding here; their opens wait for our lease); then everything is
+    // published and the session ended, which lets them in at once.
+    serve(&config, state, metastore, Some(writer.clone()), Some(view)).await?;
     writer.shutdown().await;
     Ok(())
 }
@@ -84,7 +87,7 @@ pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
     let searcher = start_searcher(&config, &storage, &metastore)?;
     let view = join(&config, role::SEARCHER, None)?;
-    let peers = ClusterPeers::new(view);
+    let peers = ClusterPeers::new(view.clone());
     searcher.set_fanout(Arc::new(fanout::SearchFanout {
         peers: peers.clone(),
         metastore: metastore.clone(),
@@ -99,7 +102,7 @@ pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
         searcher,
     );
     state.cluster = Some(peers);
-    serve(&config, state, metastore, None).await
+    serve(&config, state, metastore, None, Some(view)).await
 }
 
 /// Starts heartbeating to the metastore; returns the view it keeps current.
@@ -149,6 +152,7 @@ async fn serve(
     state: crate::http::AppState,
     metastore: Arc<floe_metastore::Metastore>,
     writer: Option<Arc<Writer>>,
+    view: Option<Arc<ClusterView>>,
 ) -> anyhow::Result<()> {
     let max_body = state.max_content_length;
     let searcher = state.searcher.clone();
@@ -168,10 +172,20 @@ async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_shutdown(grpc, shutdown_signal());
+        .serve(grpc);
     info!(addr = %grpc, "node gRPC listening");
     let grpc_task = tokio::spawn(server);
-    serve_http(config, app).await?;
+    // On SIGTERM: leave the cluster first and keep serving for two heartbeats, so nodes
+    // that still route here (writes, leaf searches) finish before this node stops.
+    let heartbeat = Duration::from_millis(config.cluster.heartbeat_ms.max(50));
+    let stop = async move {
+        shutdown_signal().await;
+        if let Some(view) = view {
+            view.leave().await;
+            tokio::time::sleep(heartbeat * 2).await;
+        }
+    };
+    serve_http(config, app, stop).await?;
     grpc_task.abort();
     Ok(())
 }

@@ -24,8 +24,8 @@ pub const MAX_MESSAGE: usize = 512 << 20;
 pub struct ClusterPeers {
     pub view: Arc<ClusterView>,
     channels: Mutex<HashMap<String, Channel>>,
-    /// The last searcher copy plan and when it was made.
-    plan: Mutex<Option<(Instant, Arc<CopyPlan>)>>,
+    /// The last searcher copy plan: when it was made, for which view generation.
+    plan: Mutex<Option<(Instant, u64, Arc<CopyPlan>)>>,
 }
 
 impl ClusterPeers {
@@ -38,11 +38,12 @@ impl ClusterPeers {
     }
 
     /// Which searchers serve which shard copies, for every shard the metastore knows
-    /// (recomputed at most every half second).
+    /// (recomputed when the nodes change, and at least every half second for new indexes).
     pub fn copy_plan(&self, metastore: &Metastore) -> Arc<CopyPlan> {
+        let generation = self.view.generation();
         let mut cached = self.plan.lock().expect("plan lock");
-        if let Some((at, plan)) = cached.as_ref() {
-            if at.elapsed() < Duration::from_millis(500) {
+        if let Some((at, made_for, plan)) = cached.as_ref() {
+            if *made_for == generation && at.elapsed() < Duration::from_millis(500) {
                 return plan.clone();
             }
         }
@@ -55,7 +56,7 @@ impl ClusterPeers {
             })
             .collect();
         let plan = Arc::new(self.view.plan_copies(&shards));
-        *cached = Some((Instant::now(), plan.clone()));
+        *cached = Some((Instant::now(), generation, plan.clone()));
         plan
     }
 

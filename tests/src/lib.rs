@@ -801,6 +801,25 @@ impl Floe {
         }
     }
 
+    /// SIGTERM (a clean shutdown) and wait up to 30 s for the process to exit; then
+    /// SIGKILL if it has not. Returns how long the clean shutdown took.
+    pub fn terminate(&mut self) -> Duration {
+        let started = Instant::now();
+        let Some(mut child) = self.child.take() else {
+            return Duration::ZERO;
+        };
+        send_signal(child.id(), "TERM");
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("floe did not exit within 30 s of SIGTERM");
+    }
+
     /// SIGSTOP: the process freezes (its sockets stay open, requests hang) until
     /// [`Floe::resume`]. Stands for a stalled machine or a long GC pause.
     pub fn pause(&self) {

@@ -28,6 +28,15 @@ fn figure(name: &str, value: impl std::fmt::Display) {
     println!("FIGURE {name}={value}");
 }
 
+/// A writer or searcher `id` (in `zone`, if any) of the cluster whose metastore is at `url`.
+async fn node(role: &str, storage: &Storage, id: &str, zone: &str, url: &str) -> Floe {
+    let mut args = vec!["--node-id", id, "--metastore", url];
+    if !zone.is_empty() {
+        args.extend(["--zone", zone]);
+    }
+    Floe::start_role(role, storage.clone(), None, &args).await
+}
+
 struct Cluster {
     metastore: Floe,
     writers: Vec<Floe>,
@@ -44,12 +53,10 @@ async fn start_cluster() -> Cluster {
     let mut writers = Vec::new();
     let mut searchers = Vec::new();
     for (id, zone) in [("w1", "a"), ("w2", "b")] {
-        let args = ["--node-id", id, "--zone", zone, "--metastore", &url];
-        writers.push(Floe::start_role("writer", storage.clone(), None, &args).await);
+        writers.push(node("writer", &storage, id, zone, &url).await);
     }
     for (id, zone) in [("s1", "a"), ("s2", "b")] {
-        let args = ["--node-id", id, "--zone", zone, "--metastore", &url];
-        searchers.push(Floe::start_role("searcher", storage.clone(), None, &args).await);
+        searchers.push(node("searcher", &storage, id, zone, &url).await);
     }
     let cluster = Cluster {
         metastore,
@@ -107,6 +114,17 @@ async fn ingest(
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<u64>>>,
 ) {
+    ingest_counting(urls, first_id, stop, acked, Default::default()).await
+}
+
+/// [`ingest`], counting the items that were not acknowledged in `rejected`.
+async fn ingest_counting(
+    urls: Vec<String>,
+    first_id: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    rejected: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut next = first_id;
     let mut at = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -122,8 +140,15 @@ async fn ingest(
             )
             .await
         {
-            Ok(r) => acked.lock().unwrap().extend(acknowledged(&r)),
-            Err(_) => at = (at + 1) % urls.len(),
+            Ok(r) => {
+                let ok = acknowledged(&r);
+                rejected.fetch_add(20 - ok.len() as u64, Ordering::Relaxed);
+                acked.lock().unwrap().extend(ok);
+            }
+            Err(_) => {
+                rejected.fetch_add(20, Ordering::Relaxed);
+                at = (at + 1) % urls.len();
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -412,17 +437,10 @@ async fn zones_cap_and_explain() {
     )
     .await;
     let url = metastore.grpc_url();
-    let writer = Floe::start_role(
-        "writer",
-        storage.clone(),
-        None,
-        &["--node-id", "w1", "--zone", "a", "--metastore", &url],
-    )
-    .await;
+    let writer = node("writer", &storage, "w1", "a", &url).await;
     let mut searchers = Vec::new();
     for (id, zone) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("b2", "b")] {
-        let args = ["--node-id", id, "--zone", zone, "--metastore", &url];
-        searchers.push(Floe::start_role("searcher", storage.clone(), None, &args).await);
+        searchers.push(node("searcher", &storage, id, zone, &url).await);
     }
     let w = writer.client();
     let r = w
@@ -542,27 +560,16 @@ async fn zones_cap_and_explain() {
 
 /// A writer joining takes its share of the shards while clients ingest: the old owner
 /// publishes, fences and releases each moved shard (the new one opens it without waiting
-/// for a lease), and every acknowledged document is found exactly once.
+/// for a lease). Then it leaves cleanly (SIGTERM) under the same ingest. No item fails, and
+/// every acknowledged document is found exactly once.
 #[tokio::test]
 async fn writer_join_hands_shards_over() {
     let (_data, storage) = temp_local_storage();
     let metastore =
         Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
     let url = metastore.grpc_url();
-    let w1 = Floe::start_role(
-        "writer",
-        storage.clone(),
-        None,
-        &["--node-id", "w1", "--metastore", &url],
-    )
-    .await;
-    let s1 = Floe::start_role(
-        "searcher",
-        storage.clone(),
-        None,
-        &["--node-id", "s1", "--metastore", &url],
-    )
-    .await;
+    let w1 = node("writer", &storage, "w1", "", &url).await;
+    let s1 = node("searcher", &storage, "s1", "", &url).await;
     let c = w1.client();
     let r = c
         .put(
@@ -573,15 +580,16 @@ async fn writer_join_hands_shards_over() {
     assert_eq!(r.status, 200, "{r}");
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
-    let client = tokio::spawn(ingest(vec![w1.url()], 0, stop.clone(), acked.clone()));
+    let rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let client = tokio::spawn(ingest_counting(
+        vec![w1.url()],
+        0,
+        stop.clone(),
+        acked.clone(),
+        rejected.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let w2 = Floe::start_role(
-        "writer",
-        storage.clone(),
-        None,
-        &["--node-id", "w2", "--metastore", &url],
-    )
-    .await;
+    let w2 = node("writer", &storage, "w2", "", &url).await;
     // w2 owns some shards within a few heartbeats.
     let moved = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
         let c = s1.client();
@@ -596,16 +604,30 @@ async fn writer_join_hands_shards_over() {
     .await;
     assert!(moved.is_some(), "no shard moved to the new writer");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // w2 leaves cleanly (SIGTERM) under the same ingest: its shards come back to w1.
+    let mut w2 = w2;
+    let took = w2.terminate();
+    figure("writer_clean_shutdown_ms", took.as_millis());
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     client.await.unwrap();
     let acked: Vec<u64> = acked.lock().unwrap().clone();
     figure("docs_acknowledged_across_handover", acked.len());
+    figure(
+        "items_refused_across_join_and_leave",
+        rejected.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        rejected.load(Ordering::Relaxed),
+        0,
+        "a writer joining or leaving cleanly must fail no item"
+    );
     assert!(
         acked.len() > 100,
         "ingest stalled: {} acknowledged",
         acked.len()
     );
-    let r = w2.client().post_empty(&format!("/{INDEX}/_refresh")).await;
+    let r = w1.client().post_empty(&format!("/{INDEX}/_refresh")).await;
     assert_eq!(r.status, 200, "{r}");
     assert_all_found_once(&s1.client(), &acked).await;
     let handed = std::fs::read_to_string(w1.log_path()).unwrap_or_default();
@@ -777,27 +799,9 @@ async fn query_throughput_one_vs_two_searchers() {
     let metastore =
         Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
     let url = metastore.grpc_url();
-    let w = Floe::start_role(
-        "writer",
-        storage.clone(),
-        None,
-        &["--node-id", "w1", "--metastore", &url],
-    )
-    .await;
-    let mut s1 = Floe::start_role(
-        "searcher",
-        storage.clone(),
-        None,
-        &["--node-id", "s1", "--metastore", &url],
-    )
-    .await;
-    let mut s2 = Floe::start_role(
-        "searcher",
-        storage.clone(),
-        None,
-        &["--node-id", "s2", "--metastore", &url],
-    )
-    .await;
+    let w = node("writer", &storage, "w1", "", &url).await;
+    let mut s1 = node("searcher", &storage, "s1", "", &url).await;
+    let mut s2 = node("searcher", &storage, "s2", "", &url).await;
     let c = w.client();
     let r = c
         .put(
