@@ -135,7 +135,10 @@ pub async fn metrics(state: State) -> Response {
         ("object_store_lists", s.lists),
         ("object_store_bytes_read", s.bytes_read),
         ("object_store_bytes_written", s.bytes_written),
-        ("object_store_errors", s.errors),
+        ("object_store_get_errors", s.get_errors),
+        ("object_store_put_errors", s.put_errors),
+        ("object_store_delete_errors", s.delete_errors),
+        ("object_store_list_errors", s.list_errors),
         ("indexing_pressure_bytes", state.pressure.in_flight() as u64),
         (
             "indexing_pressure_limit_bytes",

@@ -12,8 +12,21 @@ pub(crate) struct Counters {
     pub lists: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
-    /// Failed requests (after retries), expected answers such as "not found" excluded.
-    pub errors: AtomicU64,
+    /// Failed requests (after retries) per operation, expected answers such as "not
+    /// found" excluded.
+    pub get_errors: AtomicU64,
+    pub put_errors: AtomicU64,
+    pub delete_errors: AtomicU64,
+    pub list_errors: AtomicU64,
+}
+
+/// A kind of request, for error counts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Op {
+    Get,
+    Put,
+    Delete,
+    List,
 }
 
 /// A snapshot of the counters.
@@ -25,7 +38,10 @@ pub struct StorageStats {
     pub lists: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    pub errors: u64,
+    pub get_errors: u64,
+    pub put_errors: u64,
+    pub delete_errors: u64,
+    pub list_errors: u64,
 }
 
 impl Counters {
@@ -37,8 +53,21 @@ impl Counters {
             lists: self.lists.load(Ordering::Relaxed),
             bytes_read: self.bytes_read.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
+            get_errors: self.get_errors.load(Ordering::Relaxed),
+            put_errors: self.put_errors.load(Ordering::Relaxed),
+            delete_errors: self.delete_errors.load(Ordering::Relaxed),
+            list_errors: self.list_errors.load(Ordering::Relaxed),
         }
+    }
+
+    pub fn failed(&self, op: Op) {
+        let counter = match op {
+            Op::Get => &self.get_errors,
+            Op::Put => &self.put_errors,
+            Op::Delete => &self.delete_errors,
+            Op::List => &self.list_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn read(&self, bytes: usize) {

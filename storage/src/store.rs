@@ -16,7 +16,7 @@ use object_store::{
 };
 
 use crate::config::StorageConfig;
-use crate::counting::{Counters, StorageStats};
+use crate::counting::{Counters, Op, StorageStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -135,7 +135,7 @@ impl Storage {
 
     /// The error of a failed request, counted unless it is an expected answer (missing
     /// object, lost compare-and-swap, key already taken).
-    fn failed(&self, key: &str, e: object_store::Error) -> StorageError {
+    fn failed(&self, op: Op, key: &str, e: object_store::Error) -> StorageError {
         let err = StorageError::from_store(key, e);
         if !matches!(
             err,
@@ -143,9 +143,7 @@ impl Storage {
                 | StorageError::AlreadyExists(_)
                 | StorageError::PreconditionFailed(_)
         ) {
-            self.counters
-                .errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.counters.failed(op);
         }
         err
     }
@@ -180,9 +178,12 @@ impl Storage {
             .store
             .get(&self.path(key))
             .await
-            .map_err(|e| self.failed(key, e))?;
+            .map_err(|e| self.failed(Op::Get, key, e))?;
         let etag = res.meta.e_tag.clone().unwrap_or_default();
-        let bytes = res.bytes().await.map_err(|e| self.failed(key, e))?;
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| self.failed(Op::Get, key, e))?;
         self.counters.read(bytes.len());
         Ok((bytes, etag))
     }
@@ -192,7 +193,7 @@ impl Storage {
             .store
             .get_range(&self.path(key), range)
             .await
-            .map_err(|e| self.failed(key, e))?;
+            .map_err(|e| self.failed(Op::Get, key, e))?;
         self.counters.read(bytes.len());
         Ok(bytes)
     }
@@ -203,7 +204,7 @@ impl Storage {
             .store
             .head(&self.path(key))
             .await
-            .map_err(|e| self.failed(key, e))?;
+            .map_err(|e| self.failed(Op::Get, key, e))?;
         Ok(meta.size)
     }
 
@@ -251,7 +252,7 @@ impl Storage {
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(StorageError::PreconditionFailed(key.into()))
             }
-            Err(e) => return Err(self.failed(key, e)),
+            Err(e) => return Err(self.failed(Op::Put, key, e)),
         };
         if current != etag {
             return Err(StorageError::PreconditionFailed(key.into()));
@@ -271,7 +272,7 @@ impl Storage {
             .store
             .put_opts(&self.path(key), PutPayload::from_bytes(data), opts)
             .await
-            .map_err(|e| self.failed(key, e))?;
+            .map_err(|e| self.failed(Op::Put, key, e))?;
         self.counters.wrote(len);
         match res.e_tag {
             Some(etag) => Ok(etag),
@@ -293,7 +294,7 @@ impl Storage {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.failed(key, e)),
+            Err(e) => Err(self.failed(Op::Delete, key, e)),
         }
     }
 
@@ -309,7 +310,7 @@ impl Storage {
             .list(Some(&p))
             .try_collect()
             .await
-            .map_err(|e| self.failed(prefix, e))?;
+            .map_err(|e| self.failed(Op::List, prefix, e))?;
         Ok(metas
             .into_iter()
             .map(|m| (self.strip(&m.location), m.size))
@@ -329,7 +330,7 @@ impl Storage {
             .list_with_offset(Some(&p), &offset)
             .try_collect()
             .await
-            .map_err(|e| self.failed(prefix, e))?;
+            .map_err(|e| self.failed(Op::List, prefix, e))?;
         let mut out: Vec<(String, u64)> = metas
             .into_iter()
             .map(|m| (self.strip(&m.location), m.size))
