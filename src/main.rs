@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod http;
 mod standalone;
+mod trace;
 
 use clap::{Parser, Subcommand};
 

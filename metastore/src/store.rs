@@ -705,9 +705,12 @@ impl Metastore {
         Ok(())
     }
 
-    /// Gives a shard up (graceful hand-over to another writer): clears the owner if it is
-    /// still `owner`, keeping `owner`'s log listed so the next owner replays anything above
-    /// the checkpoint. The next owner needs no lease expiry. Idempotent.
+    /// Gives a shard up (graceful hand-over to another writer, or a dead writer's shard
+    /// with nothing to replay): clears the owner if it is still `owner`. `clean`: the
+    /// published commit holds everything `owner` acknowledged, so no log needs replaying;
+    /// otherwise `owner`'s log stays listed and the next owner replays what is above the
+    /// checkpoint. The next owner needs no lease expiry. Idempotent; announced in the
+    /// change log (health elsewhere reads the owner).
     #[instrument(skip(self, owner))]
     pub async fn release_shard(
         &self,
@@ -715,13 +718,35 @@ impl Metastore {
         uuid: &str,
         shard: u32,
         owner: &ShardOwner,
+        clean: bool,
     ) -> Result<(), MetastoreError> {
         self.update_shard(name, uuid, shard, |r| {
             if r.owner.as_ref() == Some(owner) {
                 r.owner = None;
-                if !r.log_owners.contains(owner) {
+                if clean {
+                    r.log_owners.clear();
+                } else if !r.log_owners.contains(owner) {
                     r.log_owners.push(owner.clone());
                 }
+            }
+            Ok(())
+        })
+        .await?;
+        self.announce_commits(vec![(uuid.to_string(), shard)]).await;
+        Ok(())
+    }
+
+    /// A shard nobody owns whose listed logs hold nothing above its checkpoint (checked by
+    /// the caller): the list is cleared, so nobody checks them again.
+    pub async fn clear_logs(
+        &self,
+        name: &str,
+        uuid: &str,
+        shard: u32,
+    ) -> Result<(), MetastoreError> {
+        self.update_shard(name, uuid, shard, |r| {
+            if r.owner.is_none() {
+                r.log_owners.clear();
             }
             Ok(())
         })

@@ -58,7 +58,7 @@ impl SearchFanout {
         };
         let mut client = self.peers.client(node).map_err(LeafError::Node)?;
         let answer = client
-            .leaf_search(wire)
+            .leaf_search(crate::trace::request(wire))
             .await
             .map_err(|e| LeafError::Node(format!("[{}]: {}", node.node_id, e.message())))?
             .into_inner();

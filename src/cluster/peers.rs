@@ -112,7 +112,7 @@ impl ClusterPeers {
     pub async fn rest(&self, node: &NodeInfo, req: RestRequest) -> Result<RestResponse, String> {
         let mut client = self.client(node)?;
         client
-            .rest(req)
+            .rest(crate::trace::request(req))
             .await
             .map(|r| r.into_inner())
             .map_err(|e| format!("[{}]: {}", node.node_id, e.message()))
@@ -137,7 +137,7 @@ impl Peers for ClusterPeers {
             .ok_or_else(|| format!("writer [{node}] is not in the cluster"))?;
         let mut client = self.client(&target)?;
         client
-            .forward(ForwardRequest { ops, refresh })
+            .forward(crate::trace::request(ForwardRequest { ops, refresh }))
             .await
             .map(|r| r.into_inner().items)
             .map_err(|e| e.message().to_string())
@@ -147,9 +147,9 @@ impl Peers for ClusterPeers {
         let calls = self.others(role::WRITER).into_iter().map(|w| async move {
             let mut client = self.client(&w)?;
             client
-                .refresh(RefreshRequest {
+                .refresh(crate::trace::request(RefreshRequest {
                     indexes: indexes.to_vec(),
-                })
+                }))
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("refresh on writer [{}] failed: {}", w.node_id, e.message()))
@@ -179,7 +179,7 @@ impl Peers for ClusterPeers {
             let request = request.clone();
             async move {
                 let Ok(mut client) = self.client(&s) else { return };
-                let call = client.commits_published(request);
+                let call = client.commits_published(crate::trace::request(request));
                 match tokio::time::timeout(Duration::from_secs(5), call).await {
                     Ok(Ok(_)) => {}
                     // A searcher that misses this still sees the commits through the

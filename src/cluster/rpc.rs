@@ -42,11 +42,16 @@ impl Node for NodeService {
         &self,
         request: GrpcRequest<RestRequest>,
     ) -> Result<GrpcResponse<RestResponse>, Status> {
+        // The trace goes on as the HTTP header the REST front end takes it from.
+        let trace = crate::trace::of(&request);
         let req = request.into_inner();
         let mut builder = Request::builder()
             .method(req.method.as_str())
             .uri(req.path_and_query.as_str())
             .header(FORWARDED_HEADER, "1");
+        if !trace.is_empty() {
+            builder = builder.header(crate::trace::KEY, trace.as_str());
+        }
         if !req.content_type.is_empty() {
             builder = builder.header(header::CONTENT_TYPE, req.content_type.as_str());
         }
@@ -77,32 +82,35 @@ impl Node for NodeService {
         }))
     }
 
-    #[instrument(skip_all, fields(items = request.get_ref().ops.len()))]
+    #[instrument(skip_all, fields(items = request.get_ref().ops.len(), trace = %crate::trace::of(&request)))]
     async fn forward(
         &self,
         request: GrpcRequest<ForwardRequest>,
     ) -> Result<GrpcResponse<ForwardResponse>, Status> {
+        let trace = crate::trace::of(&request);
         let req = request.into_inner();
-        let items = writer_of(self)?
-            .apply_forwarded(req.ops, req.refresh)
+        let writer = writer_of(self)?;
+        let items = crate::trace::serve(trace, writer.apply_forwarded(req.ops, req.refresh))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(GrpcResponse::new(ForwardResponse { items }))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(skip_all, fields(trace = %crate::trace::of(&request)))]
     async fn refresh(
         &self,
         request: GrpcRequest<RefreshRequest>,
     ) -> Result<GrpcResponse<RefreshResponse>, Status> {
-        writer_of(self)?
-            .refresh(&request.into_inner().indexes)
+        let trace = crate::trace::of(&request);
+        let indexes = request.into_inner().indexes;
+        let writer = writer_of(self)?;
+        crate::trace::serve(trace, writer.refresh(&indexes))
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(GrpcResponse::new(RefreshResponse {}))
     }
 
-    #[instrument(skip_all, fields(shards = request.get_ref().shards.len()))]
+    #[instrument(skip_all, fields(shards = request.get_ref().shards.len(), trace = %crate::trace::of(&request)))]
     async fn commits_published(
         &self,
         request: GrpcRequest<CommitsRequest>,
@@ -129,7 +137,7 @@ impl Node for NodeService {
         Ok(GrpcResponse::new(CommitsResponse {}))
     }
 
-    #[instrument(skip_all)]
+    #[instrument(skip_all, fields(trace = %crate::trace::of(&request)))]
     async fn leaf_search(
         &self,
         request: GrpcRequest<LeafSearchRequest>,

@@ -153,6 +153,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             limit_body,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(crate::trace::http))
         .with_state(state)
 }
 

@@ -274,6 +274,26 @@ async fn cluster_heals_itself() {
             node.url()
         );
     }
+    // A request's trace id reaches every node it touches: sent to a searcher, the bulk goes
+    // to a writer (and on to the shard's owner), whose log lines name it.
+    let traced = reqwest::Client::new()
+        .post(format!("{}/_bulk", cluster.searchers[0].url()))
+        .header("x-floe-trace", "trace-4f1e")
+        .header("content-type", "application/x-ndjson")
+        .body("{\"index\":{\"_index\":\"traced\",\"_id\":\"t1\"}}\n{\"a\":1}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 200);
+    assert_eq!(traced.headers()["x-floe-trace"], "trace-4f1e");
+    let logged = cluster.writers.iter().any(|w| {
+        std::fs::read_to_string(w.log_path()).is_ok_and(|log| {
+            log.lines()
+                .any(|l| l.contains("trace-4f1e") && l.contains("shard opened"))
+        })
+    });
+    assert!(logged, "no writer log line names the trace");
+
     // Fanned-out searches merge exactly: sort keys, from/size, aggregations, `_shards`.
     let q = json!({"size": 5, "from": 3, "sort": [{"n": "desc"}],
         "aggs": {"avg_n": {"avg": {"field": "n"}}, "max_n": {"max": {"field": "n"}}}});

@@ -176,16 +176,14 @@ impl Writer {
         };
         // Publish what it holds; if that fails, the next owner replays our log instead.
         let published = self.refresh_shard(&meta.name, key.1, &writer).await;
+        // Clean: the published commit holds everything this writer acknowledged.
+        let clean = published.is_ok() && writer.is_quiet();
         writer.fence();
         writer.close_writer();
         let (session, _) = self.session().await?;
         self.metastore
-            .release_shard(&meta.name, &key.0, key.1, session.owner())
+            .release_shard(&meta.name, &key.0, key.1, session.owner(), clean)
             .await?;
-        let announce = matches!(published, Ok(true));
-        if announce {
-            self.metastore.announce_commits(vec![key.clone()]).await;
-        }
         info!(index = %meta.name, shard = key.1, published = ?published.map_err(|e| e.to_string()), "shard handed over");
         Ok(true)
     }
@@ -347,8 +345,15 @@ impl Writer {
                         // In a cluster the shard must not stay assigned to a dead writer
                         // (health counts it unassigned): clear the owner; the next write
                         // opens it here without replaying anything.
-                        if let (Some(dead), Some(_)) = (owner, self.peers()) {
-                            self.metastore.release_shard(&meta.name, &uuid, shard, &dead).await?;
+                        if self.peers().is_some() {
+                            match owner {
+                                Some(dead) => {
+                                    self.metastore
+                                        .release_shard(&meta.name, &uuid, shard, &dead, true)
+                                        .await?
+                                }
+                                None => self.metastore.clear_logs(&meta.name, &uuid, shard).await?,
+                            }
                         }
                         return Ok(false);
                     }
