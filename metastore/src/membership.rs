@@ -53,6 +53,16 @@ struct Registry {
     pruned: Option<Instant>,
 }
 
+impl Registry {
+    /// A new membership version: nodes holding an older one get the whole list.
+    fn publish(&mut self, now: Instant) {
+        self.version += 1;
+        self.bumped = Some(now);
+        self.details_changed = false;
+        self.pending = false;
+    }
+}
+
 /// Joins and leaves within this window share one new version (a cluster starting up does
 /// not send every node a fresh list for every other node that joins).
 const COALESCE: Duration = Duration::from_millis(200);
@@ -116,10 +126,7 @@ impl Membership {
         let membership_due = reg.pending && since_bump.is_none_or(|d| d >= COALESCE);
         let details_due = reg.details_changed && since_bump.is_none_or(|d| d >= DETAILS_EVERY);
         if membership_due || details_due || reg.version == 0 {
-            reg.version += 1;
-            reg.bumped = Some(now);
-            reg.details_changed = false;
-            reg.pending = false;
+            reg.publish(now);
         }
         let settled = now.duration_since(self.started) > timeout;
         let base = HeartbeatResponse {
@@ -153,9 +160,7 @@ impl Membership {
         if reg.nodes.remove(node_id).is_some() {
             info!(node = %node_id, "node left (shutting down)");
             // Published at once: the leaving node's shards must move now.
-            reg.version += 1;
-            reg.bumped = Some(Instant::now());
-            reg.pending = false;
+            reg.publish(Instant::now());
         }
     }
 }

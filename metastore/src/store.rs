@@ -383,6 +383,24 @@ impl Metastore {
     }
 
     /// All indexes, ordered by name.
+    /// The index `name` (with `uuid`, if given) as known here; if it is not, the change log
+    /// is read once first: it may have been created on another node a moment ago.
+    pub async fn get_index_caught_up(
+        &self,
+        name: &str,
+        uuid: Option<&str>,
+    ) -> Result<Option<IndexMeta>, MetastoreError> {
+        let find = || {
+            self.get_index(name)
+                .filter(|m| uuid.is_none_or(|u| m.uuid == u))
+        };
+        if let Some(meta) = find() {
+            return Ok(Some(meta));
+        }
+        self.catch_up().await?;
+        Ok(find())
+    }
+
     /// Whether an index with this uuid is known here.
     pub fn knows_uuid(&self, uuid: &str) -> bool {
         self.list_indexes().iter().any(|m| m.uuid == uuid)
@@ -396,6 +414,16 @@ impl Metastore {
             .values()
             .map(|e| e.meta.clone())
             .collect()
+    }
+
+    /// The owner of one shard as last seen here (`None`: nobody holds it).
+    pub fn shard_owner(&self, uuid: &str, shard: u32) -> Option<ShardOwner> {
+        self.state
+            .read()
+            .expect("metastore lock")
+            .shards
+            .get(&(uuid.to_string(), shard))
+            .and_then(|(r, _)| r.owner.clone())
     }
 
     /// Shard records as last seen here, of the indexes (by uuid) `include` selects:

@@ -360,16 +360,17 @@ impl SearchService {
             skip: req.from,
             take: req.size,
         };
+        // One local leaf cuts the from/size window itself; fanned-out leaves each return
+        // their best from+size and the window is cut after merging.
+        let cut_here = self.fanout.get().is_some() && !targets.is_empty();
         let (partials, failures) = match self.fanout.get() {
-            Some(fanout) if !targets.is_empty() => {
-                // Each leaf returns its best from+size; the window is cut after merging.
+            Some(fanout) if cut_here => {
                 leaf.skip = 0;
                 leaf.take = req.from + req.size;
                 fanout.leaf_searches(&leaf, targets).await?
             }
             _ => (vec![self.leaf_search(&leaf, targets).await?], Vec::new()),
         };
-        let cut_here = self.fanout.get().is_some();
         self.merge(
             &req,
             ts_fast,
@@ -527,17 +528,10 @@ impl SearchService {
                 m.settings.number_of_shards = m.settings.number_of_shards.max(t.shard + 1);
                 continue;
             }
-            let mut meta = self
+            let meta = self
                 .metastore
-                .get_index(&t.index)
-                .filter(|m| m.uuid == t.uuid);
-            if meta.is_none() {
-                self.metastore.catch_up().await?;
-                meta = self
-                    .metastore
-                    .get_index(&t.index)
-                    .filter(|m| m.uuid == t.uuid);
-            }
+                .get_index_caught_up(&t.index, Some(&t.uuid))
+                .await?;
             out.push(meta.ok_or_else(|| SearchError::IndexNotFound(t.index.clone()))?);
         }
         for m in out.iter_mut() {

@@ -29,7 +29,7 @@ use peers::{ClusterPeers, MAX_MESSAGE};
 /// `floe metastore`: membership (who is alive) for the cluster. Shard state stays in the
 /// bucket, where every node reads and compare-and-swaps it.
 pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
-    let grpc = grpc_addr(&config, 9400);
+    let grpc = grpc_addr(&config, role::METASTORE);
     // The bucket is opened to fail fast on a wrong configuration.
     let _ = open_bucket(&config).await?;
     let rules = PlacementRules {
@@ -77,7 +77,7 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
     // On SIGTERM `serve` leaves the cluster first (the other writers take this one's
     // shards and stop forwarding here; their opens wait for our lease); then everything is
     // published and the session ended, which lets them in at once.
-    serve(&config, state, metastore, Some(writer.clone()), Some(view)).await?;
+    serve(&config, state, view).await?;
     writer.shutdown().await;
     Ok(())
 }
@@ -102,7 +102,7 @@ pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
         searcher,
     );
     state.cluster = Some(peers);
-    serve(&config, state, metastore, None, Some(view)).await
+    serve(&config, state, view).await
 }
 
 /// Starts heartbeating to the metastore; returns the view it keeps current.
@@ -116,16 +116,7 @@ fn join(
         .metastore
         .clone()
         .context("a cluster role needs --metastore http://HOST:PORT")?;
-    let default_port = if node_role == role::WRITER {
-        9401
-    } else {
-        9402
-    };
-    let view = ClusterView::new(node_info(
-        config,
-        node_role,
-        grpc_addr(config, default_port),
-    ));
+    let view = ClusterView::new(node_info(config, node_role, grpc_addr(config, node_role)));
     let interval = Duration::from_millis(config.cluster.heartbeat_ms.max(50));
     let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
     if let Some(w) = writer {
@@ -150,22 +141,19 @@ fn join(
 async fn serve(
     config: &FloeConfig,
     state: crate::http::AppState,
-    metastore: Arc<floe_metastore::Metastore>,
-    writer: Option<Arc<Writer>>,
-    view: Option<Arc<ClusterView>>,
+    view: Arc<ClusterView>,
 ) -> anyhow::Result<()> {
-    let max_body = state.max_content_length;
-    let searcher = state.searcher.clone();
-    let app = router(Arc::new(state));
+    let node_role = state.role;
+    let state = Arc::new(state);
+    let app = router(state.clone());
     let node = rpc::NodeService {
         router: app.clone(),
-        metastore,
-        writer,
-        searcher,
-        max_body,
+        metastore: state.metastore.clone(),
+        writer: state.writer.clone(),
+        searcher: state.searcher.clone(),
+        max_body: state.max_content_length,
     };
-    let default_port = if node.writer.is_some() { 9401 } else { 9402 };
-    let grpc = grpc_addr(config, default_port);
+    let grpc = grpc_addr(config, node_role);
     let server = tonic::transport::Server::builder()
         .add_service(
             NodeServer::new(node)
@@ -180,17 +168,22 @@ async fn serve(
     let heartbeat = Duration::from_millis(config.cluster.heartbeat_ms.max(50));
     let stop = async move {
         shutdown_signal().await;
-        if let Some(view) = view {
-            view.leave().await;
-            tokio::time::sleep(heartbeat * 2).await;
-        }
+        view.leave().await;
+        tokio::time::sleep(heartbeat * 2).await;
     };
     serve_http(config, app, stop).await?;
     grpc_task.abort();
     Ok(())
 }
 
-fn grpc_addr(config: &FloeConfig, default_port: u16) -> SocketAddr {
+/// The gRPC listen address: configured, else 127.0.0.1 on the role's port (metastore
+/// 9400, writer 9401, searcher 9402).
+fn grpc_addr(config: &FloeConfig, node_role: &str) -> SocketAddr {
+    let default_port = match node_role {
+        role::METASTORE => 9400,
+        role::WRITER => 9401,
+        _ => 9402,
+    };
     config
         .cluster
         .grpc_addr

@@ -60,6 +60,15 @@ impl ClusterPeers {
         plan
     }
 
+    /// The node ids of the live writers.
+    pub fn live_writers(&self) -> Vec<String> {
+        self.view
+            .with_role(role::WRITER)
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect()
+    }
+
     /// A client for `node` (one lazily connected channel per address, reused).
     pub fn client(&self, node: &NodeInfo) -> Result<NodeClient<Channel>, String> {
         let addr = format!("http://{}", node.grpc_addr);
@@ -190,5 +199,35 @@ impl Peers for ClusterPeers {
             }
         });
         futures::future::join_all(calls).await;
+    }
+}
+
+/// Where a shard's primary (its writer) stands, as health, `_cat/shards` and allocation
+/// explain report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Primary {
+    /// Held by this live writer.
+    Owned(String),
+    /// Held by a writer that is gone (not taken over yet).
+    Gone(String),
+    /// Nobody holds it and a writer is live: the next write opens it.
+    Unowned,
+    /// Nobody holds it and no writer is live.
+    NoWriter,
+}
+
+impl Primary {
+    /// `writers`: the live writers ([`ClusterPeers::live_writers`]).
+    pub fn of(metastore: &Metastore, writers: &[String], uuid: &str, shard: u32) -> Primary {
+        match metastore.shard_owner(uuid, shard) {
+            Some(o) if writers.contains(&o.node_id) => Primary::Owned(o.node_id),
+            Some(o) => Primary::Gone(o.node_id),
+            None if writers.is_empty() => Primary::NoWriter,
+            None => Primary::Unowned,
+        }
+    }
+
+    pub fn active(&self) -> bool {
+        matches!(self, Primary::Owned(_) | Primary::Unowned)
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::cluster::human_bytes;
 use super::{ApiError, Params, State};
+use crate::cluster::peers::Primary;
 
 /// A `_cat` answer: aligned text (with a header line on `v`) or, on `format=json`, an array
 /// of objects keyed by column.
@@ -97,15 +98,8 @@ pub async fn cat_nodes(state: State, params: Params) -> Result<Response, ApiErro
 /// searcher serving it, with documents and size of its last commit.
 pub async fn cat_shards(state: State, params: Params) -> Result<Response, ApiError> {
     const COLS: [&str; 7] = ["index", "shard", "prirep", "state", "docs", "store", "node"];
-    let writers: Option<Vec<String>> = state.cluster.as_ref().map(|c| {
-        c.view
-            .with_role(role::WRITER)
-            .into_iter()
-            .map(|n| n.node_id)
-            .collect()
-    });
+    let writers: Option<Vec<String>> = state.cluster.as_ref().map(|c| c.live_writers());
     let indexes = state.metastore.list_indexes();
-    let records = state.metastore.shard_records(|_| true);
     let plan = state
         .cluster
         .as_ref()
@@ -113,19 +107,19 @@ pub async fn cat_shards(state: State, params: Params) -> Result<Response, ApiErr
     let mut rows = Vec::new();
     for meta in &indexes {
         for shard in 0..meta.settings.number_of_shards {
-            let record = records
-                .iter()
-                .find(|(u, s, _)| *u == meta.uuid && *s == shard)
-                .map(|(_, _, r)| r);
-            let owner = record
-                .and_then(|r| r.owner.as_ref())
-                .map(|o| o.node_id.clone());
             let commit = meta.shards.get(&shard);
-            let (state_name, node) = match (&owner, &writers) {
-                (Some(o), Some(live)) if !live.contains(o) => ("UNASSIGNED", String::new()),
-                (Some(o), _) => ("STARTED", o.clone()),
-                // Not opened for writing since it was created or handed over.
-                (None, _) => ("STARTED", "-".to_string()),
+            let (state_name, node) = match &writers {
+                Some(live) => match Primary::of(&state.metastore, live, &meta.uuid, shard) {
+                    Primary::Owned(o) => ("STARTED", o),
+                    // Not opened for writing since it was created or handed over.
+                    Primary::Unowned => ("STARTED", "-".to_string()),
+                    Primary::Gone(_) | Primary::NoWriter => ("UNASSIGNED", String::new()),
+                },
+                // Standalone: every shard is this node's (`-` until first written).
+                None => match state.metastore.shard_owner(&meta.uuid, shard) {
+                    Some(o) => ("STARTED", o.node_id),
+                    None => ("STARTED", "-".to_string()),
+                },
             };
             let docs = commit.map_or(0, |c| c.num_docs).to_string();
             let store = human_bytes(commit.map_or(0, |c| c.size_bytes));
@@ -194,30 +188,25 @@ pub async fn allocation_explain(state: State, body: bytes::Bytes) -> Result<Resp
     };
     let key = format!("{}/{shard}", meta.uuid);
     if primary {
-        let owner = state
-            .metastore
-            .shard_records(|u| u == meta.uuid)
-            .into_iter()
-            .find(|(_, s, _)| *s == shard)
-            .and_then(|(_, _, r)| r.owner.map(|o| o.node_id));
+        let writers = cluster.live_writers();
+        let primary = Primary::of(&state.metastore, &writers, &meta.uuid, shard);
         let placed = cluster
             .view
             .writer_for(&meta.uuid, shard)
-            .map(|n| n.node_id);
-        let writers: Vec<String> = cluster
-            .view
-            .with_role(role::WRITER)
-            .into_iter()
             .map(|n| n.node_id)
-            .collect();
-        let (current_state, explanation) = match (&owner, &placed) {
-            (_, None) => ("unassigned", "no writer is live".to_string()),
-            (Some(o), _) if !writers.contains(o) => ("unassigned", format!("its writer [{o}] is gone; [{}] takes it over once that writer's session lapses", placed.clone().unwrap_or_default())),
-            (Some(o), Some(p)) if o != p => ("started", format!("owned by [{o}], moving to [{p}] (the writer ranking first for it)")),
-            (_, Some(p)) => ("started", format!("placed on [{p}], the live writer ranking first for it (rendezvous hashing)")),
+            .unwrap_or_default();
+        let (current_state, explanation) = match &primary {
+            _ if writers.is_empty() => ("unassigned", "no writer is live".to_string()),
+            Primary::Gone(o) => ("unassigned", format!("its writer [{o}] is gone; [{placed}] takes it over once that writer's session lapses")),
+            Primary::Owned(o) if *o != placed => ("started", format!("owned by [{o}], moving to [{placed}] (the writer ranking first for it)")),
+            _ => ("started", format!("placed on [{placed}], the live writer ranking first for it (rendezvous hashing)")),
+        };
+        let owner = match primary {
+            Primary::Owned(o) | Primary::Gone(o) => Some(o),
+            Primary::Unowned | Primary::NoWriter => (!placed.is_empty()).then_some(placed),
         };
         return Ok(Json(json!({"index": index, "shard": shard, "primary": true,
-            "current_state": current_state, "current_node": {"name": owner.or(placed)},
+            "current_state": current_state, "current_node": {"name": owner},
             "explanation": explanation}))
         .into_response());
     }

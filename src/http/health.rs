@@ -12,6 +12,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use floe_metastore::membership::role;
+
+use crate::cluster::peers::Primary;
 use floe_proto::IndexMeta;
 use serde_json::{json, Value};
 
@@ -73,28 +75,17 @@ fn assess(state: &State, indexes: &[IndexMeta]) -> (Vec<ShardHealth>, usize, usi
         return (shards, 1, 1);
     };
     let live = cluster.view.nodes();
-    let writers: Vec<&str> = live
-        .iter()
-        .filter(|n| n.role == role::WRITER)
-        .map(|n| n.node_id.as_str())
-        .collect();
+    let writers = cluster.live_writers();
     let plan = cluster.copy_plan(&state.metastore);
-    let records = state
-        .metastore
-        .shard_records(|u| indexes.iter().any(|m| m.uuid == u));
     let mut shards = Vec::new();
     for m in indexes {
         for shard in 0..m.settings.number_of_shards {
-            let owner_gone = records
-                .iter()
-                .find(|(u, s, _)| *u == m.uuid && *s == shard)
-                .and_then(|(_, _, r)| r.owner.as_ref())
-                .is_some_and(|o| !writers.contains(&o.node_id.as_str()));
+            let primary = Primary::of(&state.metastore, &writers, &m.uuid, shard);
             let key = format!("{}/{shard}", m.uuid);
             shards.push(ShardHealth {
                 index: m.name.clone(),
                 shard,
-                primary_active: !writers.is_empty() && !owner_gone,
+                primary_active: primary.active(),
                 replicas_wanted: plan.wanted.get(&key).copied().unwrap_or(1),
                 replicas_assigned: plan.copies.get(&key).map_or(0, Vec::len),
             });

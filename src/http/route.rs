@@ -88,11 +88,8 @@ pub async fn by_role(
                 q.split('&')
                     .find_map(|kv| kv.strip_prefix("routing=").map(str::to_string))
             });
-            if state.metastore.get_index(&index).is_none() {
-                // Perhaps created on another node a moment ago.
-                let _ = state.metastore.catch_up().await;
-            }
-            let owner = state.metastore.get_index(&index).and_then(|meta| {
+            let meta = state.metastore.get_index_caught_up(&index, None).await;
+            let owner = meta.ok().flatten().and_then(|meta| {
                 let shard = floe_writer::shard_for(
                     routing.as_deref().unwrap_or(&id),
                     meta.settings.number_of_shards,

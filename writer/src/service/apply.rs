@@ -219,14 +219,27 @@ impl Writer {
 /// Every item of the index failed with `e`.
 fn fail_all(name: &str, ops: &[BulkOp], positions: &[usize], e: WriterError) -> Failed {
     let (status, typ) = e.item_status();
-    let reason = e.to_string();
+    debug_assert!(positions
+        .iter()
+        .all(|&i| ops[i].index.as_deref() == Some(name)));
+    fail_items(ops, positions, status, typ, e.to_string())
+}
+
+/// The items at `positions` all failed the same way (each under its own index and id).
+pub(super) fn fail_items(
+    ops: &[BulkOp],
+    positions: &[usize],
+    status: u16,
+    typ: &'static str,
+    reason: String,
+) -> Vec<ItemOutcome> {
     positions
         .iter()
         .map(|&i| {
             ItemOutcome::failed(
                 ops[i].kind,
-                name,
-                ops[i].id.as_deref().unwrap_or(""),
+                ops[i].index.as_deref().unwrap_or_default(),
+                ops[i].id.as_deref().unwrap_or_default(),
                 status,
                 typ,
                 reason.clone(),

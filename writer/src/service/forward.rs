@@ -97,18 +97,6 @@ impl Writer {
         reason: String,
     ) -> Vec<ItemOutcome> {
         warn!("{reason}");
-        positions
-            .iter()
-            .map(|&i| {
-                ItemOutcome::failed(
-                    ops[i].kind,
-                    ops[i].index.as_deref().unwrap_or_default(),
-                    ops[i].id.as_deref().unwrap_or_default(),
-                    503,
-                    "unavailable_shards_exception",
-                    reason.clone(),
-                )
-            })
-            .collect()
+        super::apply::fail_items(ops, positions, 503, "unavailable_shards_exception", reason)
     }
 }
