@@ -406,6 +406,17 @@ impl Metastore {
         self.list_indexes().iter().any(|m| m.uuid == uuid)
     }
 
+    /// Whether an index with this uuid exists in the bucket: known here or, for one not seen
+    /// here, found among the index records. Reads every index record when the uuid is
+    /// unknown, so it is for rare questions (log sections of indexes deleted meanwhile).
+    pub async fn index_uuid_exists(&self, uuid: &str) -> Result<bool, MetastoreError> {
+        if self.knows_uuid(uuid) {
+            return Ok(true);
+        }
+        let records = self.read_all::<IndexMeta>(INDEXES_PREFIX).await?;
+        Ok(records.iter().any(|(_, meta, _)| meta.uuid == uuid))
+    }
+
     pub fn list_indexes(&self) -> Vec<IndexMeta> {
         self.state
             .read()

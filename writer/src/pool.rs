@@ -3,6 +3,12 @@
 //! with thousands of shards keeps only `max_open` of them open: opening one more closes the
 //! least recently used (a local commit, then its threads and buffer are gone). A closed
 //! shard loses nothing: its operations are in the translog, its segments committed locally.
+//!
+//! The process also has one indexing memory budget (`[indexing] memory`) shared by every
+//! shard: what each shard holds in memory since its last local commit (tantivy's buffer, or
+//! the backlog of a shard waiting for a writer slot) is counted here, and when the sum
+//! passes the budget the shard holding the most is committed locally first (OpenSearch's
+//! "flush the largest shard" rule), so many small shards never pin memory a busy one needs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +29,22 @@ pub struct WriterPool {
     memory_per_writer: usize,
     open: Mutex<HashMap<usize, Weak<ShardWriter>>>,
     started: Instant,
+    /// The process's indexing memory budget, in bytes.
+    budget: usize,
+    /// Estimated bytes each shard holds since its last local commit, and their sum.
+    buffered: Mutex<Buffered>,
+}
+
+#[derive(Default)]
+struct Buffered {
+    total: usize,
+    by_shard: HashMap<usize, (Weak<ShardWriter>, usize)>,
+}
+
+/// Estimated indexing memory of one document: tantivy's postings, columns and term hash
+/// for a log line take about twice its JSON bytes, plus per-document bookkeeping.
+pub fn estimated_bytes(source_len: usize) -> usize {
+    2 * source_len + 128
 }
 
 impl WriterPool {
@@ -33,15 +55,83 @@ impl WriterPool {
         WriterPool {
             max_open,
             applying: Arc::new(tokio::sync::Semaphore::new(4 * cores)),
-            // tantivy refuses less than 15 MB per indexing thread.
-            memory_per_writer: (memory / max_open).max(15_000_000),
+            // The shared budget decides when a shard flushes; tantivy's own limit per
+            // writer (half the budget: one hot shard may use much of it) is only a backstop.
+            // tantivy refuses less than 15 MB per indexing thread, and more than 4 GiB.
+            memory_per_writer: (memory / 2).clamp(15_000_000, 3 << 30),
             open: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            budget: memory,
+            buffered: Mutex::new(Buffered::default()),
         }
     }
 
+    /// tantivy's memory limit for one shard writer (all its threads together).
     pub fn memory_per_writer(&self) -> usize {
         self.memory_per_writer
+    }
+
+    /// Counts `bytes` more held in memory by the shard `key`.
+    pub fn add_buffered(&self, key: usize, shard: Weak<ShardWriter>, bytes: usize) {
+        let mut b = self.buffered.lock().expect("pool lock");
+        b.total += bytes;
+        b.by_shard.entry(key).or_insert((shard, 0)).1 += bytes;
+    }
+
+    /// The shard `key` committed locally: what it held is on disk now.
+    pub fn clear_buffered(&self, key: usize) {
+        let mut b = self.buffered.lock().expect("pool lock");
+        if let Some((_, bytes)) = b.by_shard.remove(&key) {
+            b.total -= bytes;
+        }
+    }
+
+    /// Estimated indexing memory held by all shards now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.lock().expect("pool lock").total
+    }
+
+    /// Estimated memory the shard `key` holds now.
+    pub fn buffered_by(&self, key: usize) -> usize {
+        let b = self.buffered.lock().expect("pool lock");
+        b.by_shard.get(&key).map_or(0, |(_, bytes)| *bytes)
+    }
+
+    /// While the shards hold more than the budget, commits the one holding the most (then
+    /// the next, when it is busy). Bounded: a few shards per call. Blocking.
+    pub fn enforce_budget(&self) {
+        for _ in 0..4 {
+            let candidates: Vec<Weak<ShardWriter>> = {
+                let mut b = self.buffered.lock().expect("pool lock");
+                let dead: Vec<usize> = b
+                    .by_shard
+                    .iter()
+                    .filter(|(_, (w, _))| w.strong_count() == 0)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in dead {
+                    let (_, bytes) = b.by_shard.remove(&k).expect("listed");
+                    b.total -= bytes;
+                }
+                if b.total <= self.budget {
+                    return;
+                }
+                let mut by_size: Vec<(usize, Weak<ShardWriter>)> = b
+                    .by_shard
+                    .values()
+                    .map(|(w, bytes)| (*bytes, w.clone()))
+                    .collect();
+                by_size.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+                by_size.into_iter().map(|(_, w)| w).collect()
+            };
+            let flushed = candidates
+                .iter()
+                .filter_map(Weak::upgrade)
+                .any(|shard| shard.flush_buffer());
+            if !flushed {
+                return;
+            }
+        }
     }
 
     /// Open writers now.

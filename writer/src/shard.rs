@@ -413,6 +413,9 @@ impl ShardWriter {
                 .lock()
                 .expect("translog lock")
                 .push(seg.clone());
+            // Recovering many shards at once stays within the shared memory budget.
+            let pool = self.ctx.pool.clone();
+            let _ = tokio::task::spawn_blocking(move || pool.enforce_budget()).await;
         }
         Ok(replayed)
     }
@@ -541,7 +544,7 @@ impl ShardWriter {
             return Ok(st);
         }
         drop(st);
-        let key = Arc::as_ptr(self) as usize;
+        let key = self.key();
         self.ctx.pool.reserve(key, Arc::downgrade(self));
         st = self.state.lock().expect("shard lock");
         if st.writer.is_none() {
@@ -598,7 +601,52 @@ impl ShardWriter {
             }
         }
         drop(writer);
-        self.ctx.pool.release(self as *const ShardWriter as usize);
+        self.ctx.pool.clear_buffered(self.key());
+        self.ctx.pool.release(self.key());
+        true
+    }
+
+    /// This shard's key in the [`WriterPool`].
+    fn key(&self) -> usize {
+        self as *const ShardWriter as usize
+    }
+
+    /// Commits locally what this shard holds in memory (its tantivy buffer, or its backlog
+    /// through a writer opened for it), for the shared memory budget. The commit is not
+    /// published here: the shard stays dirty for its next refresh. Returns false when the
+    /// shard is busy (another thread holds it) or the commit failed. Blocking.
+    pub fn flush_buffer(self: &Arc<Self>) -> bool {
+        let Ok(st) = self.state.try_lock() else {
+            return false;
+        };
+        let mut st = if st.backlog.is_empty() {
+            st
+        } else {
+            match self.ensure_writer(st) {
+                Ok(st) => st,
+                Err(e) => {
+                    warn!(
+                        shard = self.spec.shard,
+                        "opening a writer to flush failed: {e}"
+                    );
+                    return false;
+                }
+            }
+        };
+        if let Some(writer) = st.writer.as_mut() {
+            if let Err(e) = writer.commit().and_then(|_| self.reader.reload()) {
+                warn!(
+                    shard = self.spec.shard,
+                    "flushing the indexing buffer failed: {e}"
+                );
+                return false;
+            }
+        }
+        self.ctx.pool.clear_buffered(self.key());
+        debug!(
+            shard = self.spec.shard,
+            "flushed the largest indexing buffer"
+        );
         true
     }
 
@@ -669,6 +717,10 @@ impl ShardWriter {
                 );
                 st.tantivy(Deferred::Add(doc))
                     .map_err(|e| internal(e.into()))?;
+                let held = crate::pool::estimated_bytes(op.source.as_ref().map_or(0, |s| s.len()));
+                self.ctx
+                    .pool
+                    .add_buffered(self.key(), Arc::downgrade(self), held);
                 let write = RecentWrite {
                     version,
                     seq_no: seq,
@@ -777,6 +829,7 @@ impl ShardWriter {
             if let Some(writer) = st.writer.as_mut() {
                 tokio::task::block_in_place(|| writer.commit())?;
             }
+            self.ctx.pool.clear_buffered(self.key());
             self.reader.reload()?;
             st.dirty = false;
             (st.min_ts, st.max_ts, st.applied_below)
@@ -1213,6 +1266,7 @@ async fn apply_and_reply(shard: &Arc<ShardWriter>, batches: Vec<Batch>, seq0: u6
             }
             all.push((b.reply, results));
         }
+        shard.ctx.pool.enforce_budget();
         all
     })
     .await;

@@ -3,6 +3,8 @@
 //! renewal, and collecting gone writers' translogs.
 
 use super::*;
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 impl Writer {
     /// `shard`'s sections in an earlier incarnation's writer-wide log, listed now.
@@ -441,11 +443,36 @@ impl Writer {
                 })
             })
             .collect();
-        // A section of an index this process does not know is kept (it may be new).
-        grouplog::collect_dead(&self.storage, &dead, |section| {
-            Some(checkpoints.get(section).copied().unwrap_or(0))
+        // A section of an index not known here is kept until the bucket shows that index is
+        // gone (deleted after the log was written): then a second pass drops it too.
+        let unknown = Mutex::new(HashSet::new());
+        let deleted = grouplog::collect_dead(&self.storage, &dead, |section| {
+            let checkpoint = checkpoints.get(section).copied();
+            if checkpoint.is_none() {
+                let uuid = section.split('/').next().unwrap_or_default().to_string();
+                unknown.lock().expect("unknown lock").insert(uuid);
+            }
+            Some(checkpoint.unwrap_or(0))
         })
-        .await
+        .await?;
+        let mut gone = HashSet::new();
+        for uuid in unknown.into_inner().expect("unknown lock") {
+            if !self.metastore.index_uuid_exists(&uuid).await? {
+                gone.insert(uuid);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(deleted);
+        }
+        let of_gone = grouplog::collect_dead(&self.storage, &dead, |section| {
+            let uuid = section.split('/').next().unwrap_or_default();
+            match checkpoints.get(section) {
+                _ if gone.contains(uuid) => None,
+                checkpoint => Some(checkpoint.copied().unwrap_or(0)),
+            }
+        })
+        .await?;
+        Ok(deleted + of_gone)
     }
 
     /// Renews the node session (one conditional write for all shards) every third of its

@@ -459,3 +459,117 @@ async fn more_shards_than_writer_slots() {
     let meta = ms.get_index("many").unwrap();
     assert_eq!(meta.doc_count(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_memory_budget_flushes_the_largest_shard_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::local(dir.path().join("bucket")).unwrap();
+    let ms = metastore(&storage).await;
+    let config = test_config(dir.path().join("scratch"), Duration::from_secs(10), "n");
+    let budget = config.memory;
+    let w = started(ms.clone(), &storage, config).await;
+    for index in ["small", "big"] {
+        w.create_index(index, &json!({"settings": {"number_of_shards": 1}}))
+            .await
+            .unwrap();
+    }
+    let bulk = |index: &str, from: usize, n: usize, pad: usize| {
+        let mut b = String::new();
+        for i in from..from + n {
+            b.push_str(&format!(
+                "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"d{i}\"}}}}\n{{\"m\":\"{}\"}}\n",
+                "x".repeat(pad)
+            ));
+        }
+        Bytes::from(b)
+    };
+    let r = w
+        .bulk(None, bulk("small", 0, 10, 100), RefreshPolicy::False)
+        .await
+        .unwrap()
+        .to_json();
+    assert_eq!(r["errors"], false, "{r}");
+    let key_of = |shards: &HashMap<ShardKey, Arc<ShardWriter>>, index: &str| {
+        let uuid = ms.get_index(index).unwrap().uuid;
+        let (_, s) = shards
+            .iter()
+            .find(|(_, s)| s.spec.index_uuid == uuid)
+            .unwrap();
+        Arc::as_ptr(s) as usize
+    };
+    let small = key_of(&*w.shards.lock().await, "small");
+    let small_held = w.pool.buffered_by(small);
+    assert!(small_held > 0, "the small shard's buffer is counted");
+    // The big index alone writes over twice the budget (estimated), 400 docs of 10 KB a time.
+    let mut written = 0;
+    for round in 0..12 {
+        let r = w
+            .bulk(
+                None,
+                bulk("big", round * 400, 400, 10_000),
+                RefreshPolicy::False,
+            )
+            .await
+            .unwrap()
+            .to_json();
+        assert_eq!(r["errors"], false);
+        written += 400 * crate::pool::estimated_bytes(10_010);
+        assert!(
+            w.pool.buffered_bytes() <= budget,
+            "round {round}: {} held over a budget of {budget}",
+            w.pool.buffered_bytes()
+        );
+    }
+    let big = key_of(&*w.shards.lock().await, "big");
+    assert!(written > 2 * budget);
+    assert!(
+        w.pool.buffered_by(big) < budget,
+        "the big shard was flushed"
+    );
+    assert_eq!(
+        w.pool.buffered_by(small),
+        small_held,
+        "the small shard was left alone: the largest goes first"
+    );
+    // Flushed locally, not lost: a refresh publishes everything.
+    w.refresh(&["big".to_string(), "small".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(ms.get_index("big").unwrap().doc_count(), 4800);
+    assert_eq!(ms.get_index("small").unwrap().doc_count(), 10);
+    assert_eq!(w.pool.buffered_bytes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_logs_of_deleted_indexes_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::local(dir.path().join("bucket")).unwrap();
+    let ms = metastore(&storage).await;
+    let ttl = Duration::from_millis(600);
+    let w = started(
+        ms.clone(),
+        &storage,
+        test_config(dir.path().join("a"), ttl, "a"),
+    )
+    .await;
+    let body = Bytes::from_static(b"{\"index\":{\"_index\":\"gone\",\"_id\":\"1\"}}\n{\"n\":1}\n");
+    let r = w.bulk(None, body, RefreshPolicy::False).await.unwrap();
+    assert_eq!(r.to_json()["errors"], false);
+    drop(w); // dies with its log not covered by any commit
+    ms.delete_index("gone").await.unwrap();
+    assert_eq!(storage.list("nodes").await.unwrap().len(), 1);
+    // Another node that never knew the index collects the log once the owner is gone.
+    let ms2 = metastore(&storage).await;
+    let w2 = started(ms2, &storage, test_config(dir.path().join("b"), ttl, "b")).await;
+    tokio::time::sleep(ttl + Duration::from_millis(400)).await;
+    assert_eq!(w2.collect_dead_logs().await.unwrap(), 1);
+    let left: Vec<String> = storage
+        .list("nodes")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("nodes/a/"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
