@@ -233,7 +233,7 @@ fn convert(
 /// Bytes of the files of the index's live segments plus `meta.json`: files of segments
 /// merged away may linger until tantivy's next garbage collection, and Floe never uploads
 /// them either.
-fn live_size(index: &Index, dir: &Path) -> anyhow::Result<u64> {
+pub(crate) fn live_size(index: &Index, dir: &Path) -> anyhow::Result<u64> {
     let live: Vec<String> = index
         .searchable_segment_metas()?
         .iter()

@@ -14,6 +14,7 @@ use crate::cli::Opts;
 use crate::floe::{find_floe_bin, Floe, LaunchSpec};
 use crate::generator::{DataSource, GenSpec, DEFAULT_START_MS};
 use crate::scenarios::ingest::{self, IngestStats};
+use crate::typed::{self, TypedStats};
 
 /// The index the data set is ingested into.
 pub const INDEX: &str = "bench-logs";
@@ -58,6 +59,8 @@ pub struct Ctx {
     pub work: TempDir,
     /// The 2-thread baseline index, which the query scenario runs on.
     pub baseline: Option<BaselineIndex>,
+    /// Raw tantivy on a typed schema, 2 threads: the efficiency Floe is measured against.
+    pub typed: Option<TypedStats>,
     pub floe: Option<Floe>,
     pub ingest: Option<IngestStats>,
     /// Peak RSS of Floe right after ingest, and after the warm queries (bytes).
@@ -106,6 +109,7 @@ impl Ctx {
             docs,
             work,
             baseline: None,
+            typed: None,
             floe: None,
             ingest: None,
             rss_after_ingest: None,
@@ -165,6 +169,25 @@ impl Ctx {
             ));
         }
         Ok(built)
+    }
+
+    /// Raw tantivy on a typed schema with 2 threads, built on first use (then deleted: only
+    /// its figures are kept).
+    pub fn typed_baseline(&mut self) -> anyhow::Result<&TypedStats> {
+        if self.typed.is_none() {
+            let dir = self.work.path().join("typed-2t");
+            let budget = self.opts.memory_budget_mb * 1024 * 1024;
+            let source = self.source.clone();
+            let mappings =
+                floe_proto::Mappings::from_opensearch(&http_logs_mapping()).expect("valid mapping");
+            let stats = tokio::task::block_in_place(|| {
+                let types = typed::field_types(&source, &mappings)?;
+                typed::build(&source, &dir, &types, 2, budget)
+            })?;
+            std::fs::remove_dir_all(&dir)?;
+            self.typed = Some(stats);
+        }
+        Ok(self.typed.as_ref().expect("just built"))
     }
 
     /// The 2-thread baseline index, built on first use.

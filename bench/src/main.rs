@@ -21,6 +21,7 @@ mod queries;
 mod report;
 mod scenarios;
 mod stats;
+mod typed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
