@@ -32,6 +32,12 @@ enum Command {
     Searcher(config::ConfigFlags),
 }
 
+/// mimalloc instead of glibc's malloc: indexing allocates and frees many short-lived buffers
+/// per document, and glibc's malloc, free, consolidation and the zeroing of pages it had
+/// returned to the OS took about a fifth of ingest CPU (perf, 1M http_logs documents).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (flags, role) = match &cli.command {

@@ -172,7 +172,16 @@ impl Mappings {
             if err.is_some() || self.fields.contains_key(path) || found.contains_key(path) {
                 return;
             }
-            let Some(fm) = infer(value) else { return };
+            // Log shippers often send `@timestamp` as epoch milliseconds: a date, not a long.
+            let fm = match value {
+                Value::Number(n) if path == crate::layout::TIMESTAMP_PATH && n.is_i64() => {
+                    FieldMapping::of(FieldType::Date)
+                }
+                _ => match infer(value) {
+                    Some(fm) => fm,
+                    None => return,
+                },
+            };
             match self.dynamic {
                 Dynamic::True => {
                     found.insert(path.to_string(), fm);
@@ -363,6 +372,13 @@ mod tests {
         assert_eq!(found["o.x"].kind, FieldType::Date);
         assert_eq!(found["arr"].kind, FieldType::Long);
         assert!(!found.contains_key("n"));
+        // `@timestamp` in epoch milliseconds is a date; other numbers stay numbers.
+        let doc = json!({"@timestamp": 1_700_000_000_000i64, "ts": 1_700_000_000_000i64});
+        let found = Mappings::default()
+            .discover(doc.as_object().unwrap())
+            .unwrap();
+        assert_eq!(found["@timestamp"].kind, FieldType::Date);
+        assert_eq!(found["ts"].kind, FieldType::Long);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use floe_metastore::{Metastore, NodeSession};
 use floe_proto::layout::{ShardLayout, VERSION_FIELD};
 use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
 use floe_storage::{Storage, StorageError};
+use futures::{StreamExt, TryStreamExt};
 use tantivy::directory::Directory;
 use tantivy::index::{SegmentComponent, SegmentId};
 use tantivy::indexer::IndexWriterOptions;
@@ -158,6 +159,16 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Segment files uploaded at once by one refresh.
+const PARALLEL_UPLOADS: usize = 4;
+
+/// One file of a commit snapshot: its bytes only when it is not in the bucket yet.
+struct SnapshotFile {
+    name: String,
+    len: u64,
+    bytes: Option<Bytes>,
 }
 
 /// What a refresh produced, ready to publish.
@@ -846,17 +857,23 @@ impl ShardWriter {
                 Err(e) => return Err(e),
             }
         };
-        let mut listed = Vec::new();
-        let mut size = 0u64;
-        for (name, bytes) in &files {
-            size += bytes.len() as u64;
-            let object = self.upload(name, bytes).await?;
-            listed.push(SegmentFile {
-                name: name.clone(),
-                len: bytes.len() as u64,
-                object,
-            });
-        }
+        // New files go up a few at a time; the list keeps the snapshot's order.
+        let listed: Vec<SegmentFile> = futures::stream::iter(files)
+            .map(|f| async move {
+                let object = match &f.bytes {
+                    Some(bytes) => self.upload(&f.name, bytes).await?,
+                    None => self.uploaded_object(&f.name)?,
+                };
+                Ok::<_, WriterError>(SegmentFile {
+                    name: f.name,
+                    len: f.len,
+                    object,
+                })
+            })
+            .buffered(PARALLEL_UPLOADS)
+            .try_collect()
+            .await?;
+        let size = listed.iter().map(|f| f.len).sum();
         let num_docs = self.reader.searcher().num_docs();
         let generation = {
             let mut g = self.generation.lock().expect("generation lock");
@@ -876,6 +893,16 @@ impl ShardWriter {
                 translog_checkpoint: checkpoint,
             },
         }))
+    }
+
+    /// The object key of a file already uploaded (by this writer or an earlier commit).
+    fn uploaded_object(&self, name: &str) -> Result<String, WriterError> {
+        self.uploaded
+            .lock()
+            .expect("uploaded lock")
+            .get(name)
+            .map(|(object, _)| object.clone())
+            .ok_or_else(|| WriterError::Internal(format!("segment file {name} was never uploaded")))
     }
 
     /// Uploads one segment file (unless already in the bucket) create-only under a key of
@@ -1005,7 +1032,7 @@ impl ShardWriter {
         }
     }
 
-    fn snapshot_files(&self) -> Result<(String, Vec<(String, Bytes)>), WriterError> {
+    fn snapshot_files(&self) -> Result<(String, Vec<SnapshotFile>), WriterError> {
         let dir = self.index.directory();
         let metas = self.index.load_metas()?;
         let mut out = Vec::new();
@@ -1034,9 +1061,23 @@ impl ShardWriter {
                 // footer); an open handle still reads a file a merge deletes meanwhile.
                 let mut file = std::fs::File::open(self.spec.scratch_dir.join(&path))
                     .map_err(|e| WriterError::Internal(format!("open {name}: {e}")))?;
-                let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut file, &mut buf)?;
-                out.push((name, Bytes::from(buf)));
+                let len = file.metadata()?.len();
+                // Segment files never change once written: one already in the bucket is not
+                // read again (a refresh costs the new bytes, not the shard's size).
+                let known = self
+                    .uploaded
+                    .lock()
+                    .expect("uploaded lock")
+                    .get(&name)
+                    .is_some_and(|(_, l)| *l == len);
+                let bytes = if known {
+                    None
+                } else {
+                    let mut buf = Vec::with_capacity(len as usize);
+                    std::io::Read::read_to_end(&mut file, &mut buf)?;
+                    Some(Bytes::from(buf))
+                };
+                out.push(SnapshotFile { name, len, bytes });
             }
         }
         // The meta we publish describes exactly the files we took.
