@@ -139,6 +139,9 @@ struct State {
     /// a realtime `GET` sees every acknowledged write wherever the read is served from).
     recent: RecentWrites,
     dirty: bool,
+    /// A refresh has taken the writer out to commit it without holding this state: writes
+    /// meanwhile go to the backlog, and nothing opens a second writer.
+    committing: bool,
     /// Every operation below this sequence number is applied to the tantivy index.
     applied_below: u64,
     min_ts: Option<i64>,
@@ -156,6 +159,14 @@ impl State {
                 w.add_document(doc)?;
             }
             (None, op) => self.backlog.push(op),
+        }
+        Ok(())
+    }
+
+    /// Feeds the backlog, in order, to the writer (which must be open).
+    fn drain_backlog(&mut self) -> tantivy::Result<()> {
+        for op in std::mem::take(&mut self.backlog) {
+            self.tantivy(op)?;
         }
         Ok(())
     }
@@ -291,6 +302,7 @@ impl ShardWriter {
                 backlog: Vec::new(),
                 recent: RecentWrites::default(),
                 dirty: false,
+                committing: false,
                 applied_below: checkpoint,
                 min_ts: last.and_then(|c| c.min_timestamp.map(|ms| ms * 1_000_000)),
                 max_ts: last.and_then(|c| c.max_timestamp.map(|ms| ms * 1_000_000)),
@@ -551,6 +563,12 @@ impl ShardWriter {
         self: &'a Arc<Self>,
         mut st: std::sync::MutexGuard<'a, State>,
     ) -> Result<std::sync::MutexGuard<'a, State>, WriterError> {
+        // A commit in flight holds the writer (and tantivy's directory lock): wait for it.
+        while st.committing {
+            drop(st);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            st = self.state.lock().expect("shard lock");
+        }
         if st.writer.is_some() {
             return Ok(st);
         }
@@ -575,18 +593,7 @@ impl ShardWriter {
                 }
             }
         }
-        let backlog = std::mem::take(&mut st.backlog);
-        let writer = st.writer.as_ref().expect("writer open");
-        for op in backlog {
-            match op {
-                Deferred::Delete(term) => {
-                    writer.delete_term(term);
-                }
-                Deferred::Add(doc) => {
-                    writer.add_document(doc)?;
-                }
-            }
-        }
+        st.drain_backlog()?;
         Ok(st)
     }
 
@@ -630,6 +637,9 @@ impl ShardWriter {
         let Ok(st) = self.state.try_lock() else {
             return false;
         };
+        if st.committing {
+            return false; // a refresh is committing it right now
+        }
         let mut st = if st.backlog.is_empty() {
             st
         } else {
@@ -668,7 +678,7 @@ impl ShardWriter {
         // A shard without an open writer takes one only if a slot is free; otherwise its
         // operations wait in the backlog (outcomes are decided now, from `recent` and the
         // committed segments).
-        let mut st = if st.writer.is_some() || self.ctx.pool.has_free_slot() {
+        let mut st = if st.writer.is_some() || (!st.committing && self.ctx.pool.has_free_slot()) {
             self.ensure_writer(st).map_err(internal)?
         } else {
             st
@@ -825,7 +835,7 @@ impl ShardWriter {
     /// Returns `None` when there was nothing to commit.
     pub async fn prepare_commit(self: &Arc<Self>) -> Result<Option<PreparedCommit>, WriterError> {
         let epoch = self.epoch;
-        let (min_ts, max_ts, checkpoint) = {
+        let (min_ts, max_ts, checkpoint, writer) = {
             let st = self.state.lock().expect("shard lock");
             if !st.dirty {
                 return Ok(None);
@@ -836,15 +846,27 @@ impl ShardWriter {
             } else {
                 tokio::task::block_in_place(|| self.ensure_writer(st))?
             };
-            // A closed writer committed locally when it closed.
-            if let Some(writer) = st.writer.as_mut() {
-                tokio::task::block_in_place(|| writer.commit())?;
-            }
-            self.ctx.pool.clear_buffered(self.key());
-            self.reader.reload()?;
+            // Everything below the checkpoint is in the writer; what is applied while it
+            // commits waits in the backlog for the next refresh.
+            let writer = st.writer.take();
+            st.committing = writer.is_some();
             st.dirty = false;
-            (st.min_ts, st.max_ts, st.applied_below)
+            self.ctx.pool.clear_buffered(self.key());
+            (st.min_ts, st.max_ts, st.applied_below, writer)
         };
+        // A closed writer committed locally when it closed.
+        if let Some(mut writer) = writer {
+            let committed = tokio::task::block_in_place(|| writer.commit());
+            let mut st = self.state.lock().expect("shard lock");
+            st.committing = false;
+            if committed.is_err() {
+                st.dirty = true; // nothing was lost: the next refresh tries again
+            }
+            st.writer = Some(writer);
+            st.drain_backlog()?;
+            committed?;
+        }
+        self.reader.reload()?;
         // A background merge may replace segments (and delete their files) at any time:
         // snapshot the segment list and open every file it names; an open file survives
         // deletion. Retry if a file vanished before we opened it.

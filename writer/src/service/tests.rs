@@ -573,3 +573,46 @@ async fn dead_logs_of_deleted_indexes_are_collected() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_refreshes_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::local(dir.path().join("bucket")).unwrap();
+    let ms = metastore(&storage).await;
+    let config = test_config(dir.path().join("scratch"), Duration::from_secs(10), "n");
+    let w = Arc::new(started(ms.clone(), &storage, config).await);
+    w.create_index("busy", &json!({"settings": {"number_of_shards": 1}}))
+        .await
+        .unwrap();
+    // Refreshes commit while writes keep arriving: those land in the backlog meanwhile.
+    let refresher = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                w.refresh(&["busy".to_string()]).await.unwrap();
+            }
+        })
+    };
+    for round in 0..30 {
+        let mut b = String::new();
+        for i in 0..200 {
+            b.push_str(&format!(
+                "{{\"index\":{{\"_index\":\"busy\",\"_id\":\"r{round}-{i}\"}}}}\n{{\"m\":\"hello {i}\"}}\n"
+            ));
+        }
+        let r = w
+            .bulk(None, Bytes::from(b), RefreshPolicy::False)
+            .await
+            .unwrap()
+            .to_json();
+        assert_eq!(r["errors"], false);
+        let got = w.realtime_get("busy", &format!("r{round}-7"), None).await;
+        assert!(
+            got.is_some(),
+            "round {round}: an acknowledged write is readable"
+        );
+    }
+    refresher.await.unwrap();
+    w.refresh(&["busy".to_string()]).await.unwrap();
+    assert_eq!(ms.get_index("busy").unwrap().doc_count(), 6000);
+}
