@@ -22,6 +22,14 @@ pub struct IndexSettings {
     /// How many searchers serve each shard (at least one always does).
     #[serde(default = "default_replicas")]
     pub number_of_replicas: u32,
+    /// The shard layout this index was created with ([`crate::layout::ShardLayout::of`]).
+    /// Records written before layouts were versioned read as 1.
+    #[serde(default = "first_layout")]
+    pub layout_version: u32,
+}
+
+fn first_layout() -> u32 {
+    1
 }
 
 fn default_replicas() -> u32 {
@@ -44,6 +52,7 @@ impl Default for IndexSettings {
             translog_durability: default_durability(),
             translog_sync_interval: default_sync_interval(),
             number_of_replicas: default_replicas(),
+            layout_version: crate::layout::CURRENT_LAYOUT,
         }
     }
 }

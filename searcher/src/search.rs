@@ -112,7 +112,6 @@ struct ShardResult {
 pub struct SearchService {
     metastore: Arc<Metastore>,
     readers: ShardReaders,
-    layout: ShardLayout,
     /// The other searchers of a cluster (none in standalone).
     fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
 }
@@ -148,7 +147,6 @@ impl SearchService {
         SearchService {
             metastore,
             readers: ShardReaders::new(cache),
-            layout: ShardLayout::new(),
             fanout: Default::default(),
         }
     }
@@ -384,7 +382,7 @@ impl SearchService {
 
     /// Whether `@timestamp` is a typed column of this index (fast histogram path).
     fn ts_is_typed(&self, meta: &IndexMeta) -> bool {
-        self.layout
+        ShardLayout::of(&meta.settings)
             .resolve(&meta.mappings, floe_proto::layout::TIMESTAMP_PATH)
             .is_some_and(|r| !r.is_json())
     }
@@ -408,21 +406,22 @@ impl SearchService {
             // collected (a newer commit replaced it), re-read the shard records and retry.
             let (meta, opened_shards) = self.open_shards(meta).await?;
             let meta = Arc::new(meta);
-            let query: Arc<dyn Query> =
-                Arc::from(Translator::new(&self.layout, &meta.mappings).translate(&req.query)?);
+            let query: Arc<dyn Query> = Arc::from(
+                Translator::new(ShardLayout::of(&meta.settings), &meta.mappings)
+                    .translate(&req.query)?,
+            );
             let sort = self.sort_columns(&req.sort, &meta)?;
             let aggs = ShardAggs {
                 tantivy: match &generic_aggs {
-                    Some(a) => Some(rewrite_aggs(a, &self.layout, &meta)?),
+                    Some(a) => Some(rewrite_aggs(a, ShardLayout::of(&meta.settings), &meta)?),
                     None => None,
                 },
                 ts_intervals: ts_intervals.clone(),
             };
             for shard in opened_shards {
-                let window = meta
-                    .shards
-                    .get(&shard.shard)
-                    .and_then(|c| TimeWindow::for_shard(&sort, c, limit, self.layout.ts));
+                let window = meta.shards.get(&shard.shard).and_then(|c| {
+                    TimeWindow::for_shard(&sort, c, limit, ShardLayout::of(&meta.settings).ts)
+                });
                 let (query, sort, aggs, meta) =
                     (query.clone(), sort.clone(), aggs.clone(), meta.clone());
                 let scan_all = limit == 0
@@ -556,7 +555,7 @@ impl SearchService {
             sort.push(match key {
                 SortBy::Score => SortBy::Score,
                 SortBy::Field { name, order, .. } => {
-                    match self.layout.resolve(&meta.mappings, name) {
+                    match ShardLayout::of(&meta.settings).resolve(&meta.mappings, name) {
                         Some(r) if r.kind == FieldType::Text => {
                             return Err(SearchError::IllegalArgument(fielddata_error(name)))
                         }
@@ -587,14 +586,15 @@ impl SearchService {
         sort_keys: usize,
     ) -> Result<Value, SearchError> {
         let doc: TantivyDocument = searcher.doc(c.addr)?;
+        let layout = ShardLayout::of(&c.index.settings);
         let id = doc
-            .get_first(self.layout.id)
+            .get_first(layout.id)
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
         let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if by_score { json!(c.score) } else { Value::Null }});
         if !matches!(req.source, SourceFilter::None) {
             let raw = doc
-                .get_first(self.layout.source)
+                .get_first(layout.source)
                 .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
                 .unwrap_or_default();
             let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);

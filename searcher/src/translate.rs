@@ -65,7 +65,10 @@ impl<'a> Translator<'a> {
                 Some(r) => {
                     // Text fields have no column; their `.keyword` sub-field does.
                     let column = if r.kind == FieldType::Text {
-                        format!("k.{field}.keyword")
+                        match self.resolve(&format!("{field}.keyword")) {
+                            Some(sub) => sub.column_name(),
+                            None => format!("k.{field}.keyword"),
+                        }
                     } else {
                         r.column_name()
                     };
@@ -258,6 +261,19 @@ impl<'a> Translator<'a> {
         } else {
             prefix.to_string()
         };
+        if r.column_only {
+            // Every value starting with `prefix` sorts between it and it followed by the
+            // highest code point.
+            let at = |s: &str| {
+                let mut t = Term::from_field_json_path(r.field, &r.path, true);
+                t.append_type_and_str(s);
+                t
+            };
+            return Box::new(RangeQuery::new(
+                Bound::Included(at(&value)),
+                Bound::Excluded(at(&format!("{value}\u{10FFFF}"))),
+            ));
+        }
         let mut q = PhrasePrefixQuery::new(vec![self.text_term(r, &value)]);
         q.set_max_expansions(10_000);
         Box::new(q)
@@ -266,8 +282,9 @@ impl<'a> Translator<'a> {
     /// An exact (unanalyzed) value of a field, typed by its mapping.
     fn exact(&mut self, r: &ResolvedField, value: &Value) -> Result<Box<dyn Query>, SearchError> {
         let term = self.typed_term(r, value)?;
-        if !r.is_json() {
-            // `_ts` is a column without an inverted index: an exact date is a one-value range.
+        if r.column_only {
+            // `_ts` and `kc` are columns without an inverted index: an exact value is a
+            // one-value range on the column.
             return Ok(Box::new(RangeQuery::new(
                 Bound::Included(term.clone()),
                 Bound::Included(term),

@@ -100,6 +100,39 @@ async fn queries(backend: Backend) {
             json!({"term": {"message.keyword": "GET /api/users completed ok"}}),
             expected(|_, d| d["message"] == "GET /api/users completed ok"),
         ),
+        // `.keyword` sub-fields are columns only (no inverted index): exact values, lists,
+        // prefixes, ranges and presence are answered from the column.
+        (
+            "terms message.keyword",
+            json!({"terms": {"message.keyword": ["GET /api/users completed ok", "PUT /api/items moved permanently"]}}),
+            expected(|_, d| {
+                d["message"] == "GET /api/users completed ok"
+                    || d["message"] == "PUT /api/items moved permanently"
+            }),
+        ),
+        (
+            "prefix message.keyword",
+            json!({"prefix": {"message.keyword": "POST /api/o"}}),
+            expected(|_, d| d["message"].as_str().unwrap().starts_with("POST /api/o")),
+        ),
+        (
+            "wildcard message.keyword, trailing star",
+            json!({"wildcard": {"message.keyword": "DELETE*"}}),
+            expected(|_, d| d["message"].as_str().unwrap().starts_with("DELETE")),
+        ),
+        (
+            "range message.keyword",
+            json!({"range": {"message.keyword": {"gte": "GET", "lt": "POST"}}}),
+            expected(|_, d| {
+                let m = d["message"].as_str().unwrap();
+                ("GET"..="POST").contains(&m) && m < "POST"
+            }),
+        ),
+        (
+            "exists message",
+            json!({"exists": {"field": "message"}}),
+            N as u64,
+        ),
         (
             "terms status",
             json!({"terms": {"status": [301, 500]}}),
@@ -225,6 +258,38 @@ async fn queries(backend: Backend) {
     assert_eq!(
         r.json["count"],
         json!(expected(|_, d| status(d) >= 400)),
+        "{r}"
+    );
+
+    // Aggregations and sort read the `.keyword` column.
+    let r = c
+        .search(
+            "logs",
+            &json!({"size": 1, "sort": [{"message.keyword": "asc"}],
+                    "aggs": {"m": {"terms": {"field": "message.keyword", "size": 100}}}}),
+        )
+        .await;
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    for i in 0..N {
+        *counts
+            .entry(log_doc(i)["message"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let buckets = r.json["aggregations"]["m"]["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("terms on message.keyword: {r}"));
+    assert_eq!(buckets.len(), counts.len(), "{r}");
+    for b in buckets {
+        assert_eq!(
+            b["doc_count"].as_u64(),
+            counts.get(b["key"].as_str().unwrap()).copied(),
+            "{b}"
+        );
+    }
+    let first = counts.keys().min().unwrap();
+    assert_eq!(
+        r.json["hits"]["hits"][0]["_source"]["message"],
+        json!(first),
         "{r}"
     );
 }

@@ -40,6 +40,7 @@ impl<'a> DocBuilder<'a> {
     ) -> Result<BuiltDoc, MapperParsingError> {
         let mut text: Vec<(String, OwnedValue)> = Vec::new();
         let mut kw: Vec<(String, OwnedValue)> = Vec::new();
+        let mut kc: Vec<(String, OwnedValue)> = Vec::new();
         let mut timestamp = None;
         let mut timestamps = Vec::new();
         let mut err = None;
@@ -55,7 +56,11 @@ impl<'a> DocBuilder<'a> {
                 Ok(Converted::Text(s)) => {
                     if let Some(limit) = fm.keyword_subfield {
                         if s.chars().count() <= limit as usize {
-                            kw.push((format!("{path}.keyword"), OwnedValue::Str(s.clone())));
+                            let sub = (format!("{path}.keyword"), OwnedValue::Str(s.clone()));
+                            match self.layout.kc {
+                                Some(_) => kc.push(sub),
+                                None => kw.push(sub),
+                            }
                         }
                     }
                     text.push((path.to_string(), OwnedValue::Str(s)));
@@ -85,6 +90,9 @@ impl<'a> DocBuilder<'a> {
         }
         if !kw.is_empty() {
             doc.add_field_value(self.layout.kw, &OwnedValue::Object(kw));
+        }
+        if let (Some(field), false) = (self.layout.kc, kc.is_empty()) {
+            doc.add_field_value(field, &OwnedValue::Object(kc));
         }
         for d in timestamps {
             doc.add_date(self.layout.ts, d);

@@ -250,7 +250,7 @@ impl ShardWriter {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        let layout = ShardLayout::new();
+        let layout = ShardLayout::of(&meta.settings).clone();
         let segments_prefix = format!("{}/segments", spec.prefix);
         let mut uploaded = HashMap::new();
         let index = match last {

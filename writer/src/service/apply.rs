@@ -278,8 +278,8 @@ async fn build_documents(
     let positions = positions.to_vec();
     let ids: Vec<String> = routes.iter().map(|(id, _)| id.clone()).collect();
     tokio::task::spawn_blocking(move || {
-        let layout = ShardLayout::new();
-        let builder = DocBuilder::new(&layout, &meta.mappings);
+        let layout = ShardLayout::of(&meta.settings);
+        let builder = DocBuilder::new(layout, &meta.mappings);
         positions
             .iter()
             .enumerate()
