@@ -98,21 +98,12 @@ impl WriterPool {
     }
 
     /// While the shards hold more than the budget, commits the one holding the most (then
-    /// the next, when it is busy). Bounded: a few shards per call. Blocking.
+    /// the next, when it is busy). Bounded: a few shards per call. Blocking. (A dropped
+    /// shard clears its entry itself: every entry here is a live shard.)
     pub fn enforce_budget(&self) {
         for _ in 0..4 {
             let candidates: Vec<Weak<ShardWriter>> = {
-                let mut b = self.buffered.lock().expect("pool lock");
-                let dead: Vec<usize> = b
-                    .by_shard
-                    .iter()
-                    .filter(|(_, (w, _))| w.strong_count() == 0)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for k in dead {
-                    let (_, bytes) = b.by_shard.remove(&k).expect("listed");
-                    b.total -= bytes;
-                }
+                let b = self.buffered.lock().expect("pool lock");
                 if b.total <= self.budget {
                     return;
                 }

@@ -205,6 +205,8 @@ pub struct ShardWriter {
     index: Index,
     reader: IndexReader,
     state: Mutex<State>,
+    /// Signalled when a commit that took the writer out of `state` gives it back.
+    committed: std::sync::Condvar,
     /// Segment files in the bucket, by file name: (object key below `segments/`, length).
     uploaded: Mutex<HashMap<String, (String, u64)>>,
     /// Objects of the last published commit.
@@ -307,6 +309,7 @@ impl ShardWriter {
                 min_ts: last.and_then(|c| c.min_timestamp.map(|ms| ms * 1_000_000)),
                 max_ts: last.and_then(|c| c.max_timestamp.map(|ms| ms * 1_000_000)),
             }),
+            committed: std::sync::Condvar::new(),
             uploaded: Mutex::new(uploaded),
             published: Mutex::new(published),
             retired: Mutex::new(orphans),
@@ -564,11 +567,10 @@ impl ShardWriter {
         mut st: std::sync::MutexGuard<'a, State>,
     ) -> Result<std::sync::MutexGuard<'a, State>, WriterError> {
         // A commit in flight holds the writer (and tantivy's directory lock): wait for it.
-        while st.committing {
-            drop(st);
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            st = self.state.lock().expect("shard lock");
-        }
+        st = self
+            .committed
+            .wait_while(st, |s| s.committing)
+            .expect("shard lock");
         if st.writer.is_some() {
             return Ok(st);
         }
@@ -863,6 +865,7 @@ impl ShardWriter {
                 st.dirty = true; // nothing was lost: the next refresh tries again
             }
             st.writer = Some(writer);
+            self.committed.notify_all();
             st.drain_backlog()?;
             committed?;
         }
@@ -1309,6 +1312,14 @@ fn reply_err(batches: Vec<Batch>, e: WriterError) {
             _ => WriterError::Unavailable(reason.clone()),
         };
         let _ = b.reply.send(Err(err));
+    }
+}
+
+impl Drop for ShardWriter {
+    /// What a closed, fenced or deleted shard still held no longer counts against the
+    /// process's memory budget (and its key may be reused by the next allocation).
+    fn drop(&mut self) {
+        self.ctx.pool.clear_buffered(self.key());
     }
 }
 
