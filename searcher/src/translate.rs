@@ -264,14 +264,9 @@ impl<'a> Translator<'a> {
         if r.column_only {
             // Every value starting with `prefix` sorts between it and it followed by the
             // highest code point.
-            let at = |s: &str| {
-                let mut t = Term::from_field_json_path(r.field, &r.path, true);
-                t.append_type_and_str(s);
-                t
-            };
             return Box::new(RangeQuery::new(
-                Bound::Included(at(&value)),
-                Bound::Excluded(at(&format!("{value}\u{10FFFF}"))),
+                Bound::Included(self.text_term(r, &value)),
+                Bound::Excluded(self.text_term(r, &format!("{value}\u{10FFFF}"))),
             ));
         }
         let mut q = PhrasePrefixQuery::new(vec![self.text_term(r, &value)]);

@@ -47,6 +47,11 @@ pub fn section_of(index_uuid: &str, shard: u32) -> String {
     format!("{index_uuid}/{shard}")
 }
 
+/// The index uuid of a [`section_of`] name.
+pub fn index_of_section(section: &str) -> &str {
+    section.split('/').next().unwrap_or_default()
+}
+
 fn encode(sections: &[(SectionHeader, &[LoggedOp])]) -> Bytes {
     let mut out = Vec::new();
     for (header, ops) in sections {

@@ -449,7 +449,7 @@ impl Writer {
         let deleted = grouplog::collect_dead(&self.storage, &dead, |section| {
             let checkpoint = checkpoints.get(section).copied();
             if checkpoint.is_none() {
-                let uuid = section.split('/').next().unwrap_or_default().to_string();
+                let uuid = grouplog::index_of_section(section).to_string();
                 unknown.lock().expect("unknown lock").insert(uuid);
             }
             Some(checkpoint.unwrap_or(0))
@@ -465,11 +465,10 @@ impl Writer {
             return Ok(deleted);
         }
         let of_gone = grouplog::collect_dead(&self.storage, &dead, |section| {
-            let uuid = section.split('/').next().unwrap_or_default();
-            match checkpoints.get(section) {
-                _ if gone.contains(uuid) => None,
-                checkpoint => Some(checkpoint.copied().unwrap_or(0)),
+            if gone.contains(grouplog::index_of_section(section)) {
+                return None;
             }
+            Some(checkpoints.get(section).copied().unwrap_or(0))
         })
         .await?;
         Ok(deleted + of_gone)
