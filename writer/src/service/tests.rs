@@ -34,6 +34,25 @@ async fn metastore(storage: &Storage) -> Arc<Metastore> {
     )
 }
 
+/// A local-directory bucket in a temporary directory, and a metastore on it.
+async fn bucket() -> (tempfile::TempDir, Storage, Arc<Metastore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::local(dir.path().join("bucket")).unwrap();
+    let ms = metastore(&storage).await;
+    (dir, storage, ms)
+}
+
+/// A `_bulk` body indexing `docs` (`_id`, source JSON) into `index`.
+fn index_body(index: &str, docs: impl IntoIterator<Item = (String, String)>) -> Bytes {
+    let mut b = String::new();
+    for (id, source) in docs {
+        b.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"{id}\"}}}}\n{source}\n"
+        ));
+    }
+    Bytes::from(b)
+}
+
 async fn started(ms: Arc<Metastore>, storage: &Storage, config: WriterConfig) -> Writer {
     let w = Writer::new(ms, storage.clone(), config);
     w.start_session().await.unwrap();
@@ -77,9 +96,7 @@ fn create_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_refresh_publishes_segments_and_restores() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     // Short sessions: the second writer (same node id) waits for the first to expire.
     let config = test_config(
         dir.path().join("scratch"),
@@ -122,9 +139,7 @@ async fn bulk_refresh_publishes_segments_and_restores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrefreshed_writes_are_replayed_from_the_translog() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     // Short sessions: the second writer (same node id) waits for the first to expire.
     let config = test_config(
         dir.path().join("scratch"),
@@ -288,9 +303,7 @@ async fn paused_owner_is_fenced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_durability_acknowledges_first_and_syncs_on_interval() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     let w = started(
         ms.clone(),
         &storage,
@@ -326,9 +339,7 @@ async fn async_durability_acknowledges_first_and_syncs_on_interval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_merge_publishes_one_segment_and_gc_removes_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     let w = started(
         ms.clone(),
         &storage,
@@ -377,9 +388,7 @@ async fn force_merge_publishes_one_segment_and_gc_removes_the_rest() {
 /// (kept, never dropped), counted, and everything else is replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_translog_is_kept_and_the_shard_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     let config = test_config(dir.path().join("scratch"), Duration::from_millis(600), "n");
     let w = started(ms.clone(), &storage, config.clone()).await;
     let body = Bytes::from_static(b"{\"index\":{\"_index\":\"q\",\"_id\":\"a\"}}\n{\"n\":1}\n");
@@ -413,22 +422,17 @@ async fn unreadable_translog_is_kept_and_the_shard_opens() {
 /// the published commits; threads stay bounded by the slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_shards_than_writer_slots() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     let config = test_config(dir.path().join("scratch"), Duration::from_secs(10), "n");
     let w = started(ms.clone(), &storage, config).await;
     w.create_index("many", &json!({"settings": {"number_of_shards": 12}}))
         .await
         .unwrap();
     let body = |v: u32| {
-        let mut b = String::new();
-        for i in 0..60 {
-            b.push_str(&format!(
-                "{{\"index\":{{\"_index\":\"many\",\"_id\":\"d{i}\"}}}}\n{{\"v\":{v}}}\n"
-            ));
-        }
-        Bytes::from(b)
+        index_body(
+            "many",
+            (0..60).map(|i| (format!("d{i}"), format!("{{\"v\":{v}}}"))),
+        )
     };
     let r = w
         .bulk(None, body(1), RefreshPolicy::False)
@@ -462,9 +466,7 @@ async fn more_shards_than_writer_slots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_memory_budget_flushes_the_largest_shard_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     let config = test_config(dir.path().join("scratch"), Duration::from_secs(10), "n");
     let budget = config.memory;
     let w = started(ms.clone(), &storage, config).await;
@@ -474,14 +476,11 @@ async fn shared_memory_budget_flushes_the_largest_shard_first() {
             .unwrap();
     }
     let bulk = |index: &str, from: usize, n: usize, pad: usize| {
-        let mut b = String::new();
-        for i in from..from + n {
-            b.push_str(&format!(
-                "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"d{i}\"}}}}\n{{\"m\":\"{}\"}}\n",
-                "x".repeat(pad)
-            ));
-        }
-        Bytes::from(b)
+        let source = format!("{{\"m\":\"{}\"}}", "x".repeat(pad));
+        index_body(
+            index,
+            (from..from + n).map(|i| (format!("d{i}"), source.clone())),
+        )
     };
     let r = w
         .bulk(None, bulk("small", 0, 10, 100), RefreshPolicy::False)
@@ -542,9 +541,7 @@ async fn shared_memory_budget_flushes_the_largest_shard_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_logs_of_deleted_indexes_are_collected() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     let ttl = Duration::from_millis(600);
     let w = started(
         ms.clone(),
@@ -576,9 +573,7 @@ async fn dead_logs_of_deleted_indexes_are_collected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_during_refreshes_are_all_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::local(dir.path().join("bucket")).unwrap();
-    let ms = metastore(&storage).await;
+    let (dir, storage, ms) = bucket().await;
     let config = test_config(dir.path().join("scratch"), Duration::from_secs(10), "n");
     let w = Arc::new(started(ms.clone(), &storage, config).await);
     w.create_index("busy", &json!({"settings": {"number_of_shards": 1}}))
@@ -594,14 +589,12 @@ async fn writes_during_refreshes_are_all_kept() {
         })
     };
     for round in 0..30 {
-        let mut b = String::new();
-        for i in 0..200 {
-            b.push_str(&format!(
-                "{{\"index\":{{\"_index\":\"busy\",\"_id\":\"r{round}-{i}\"}}}}\n{{\"m\":\"hello {i}\"}}\n"
-            ));
-        }
+        let body = index_body(
+            "busy",
+            (0..200).map(|i| (format!("r{round}-{i}"), format!("{{\"m\":\"hello {i}\"}}"))),
+        );
         let r = w
-            .bulk(None, Bytes::from(b), RefreshPolicy::False)
+            .bulk(None, body, RefreshPolicy::False)
             .await
             .unwrap()
             .to_json();
