@@ -25,20 +25,9 @@ pub enum Command {
     /// Every scenario, in order: baseline, ingest, storage, ingest-async, freshness, query,
     /// memory.
     All,
-    /// Raw tantivy indexing with 1 and 2 threads (no Floe needed).
-    Baseline,
-    /// `_bulk` throughput and ack latency.
-    Ingest,
-    /// Bytes and objects in the bucket per raw JSON byte (ingests first).
-    Storage,
-    /// `_bulk` with `index.translog.durability: async`, next to the default (ingests first).
-    IngestAsync,
-    /// Time from a `_bulk` ack to the document being searchable.
-    Freshness,
-    /// Warm and cold query latency against the baseline (ingests and builds the baseline).
-    Query,
-    /// Peak RSS of Floe after ingest and after queries.
-    Memory,
+    /// One scenario (and whatever it needs first).
+    #[command(flatten)]
+    One(Scenario),
 }
 
 impl Opts {
@@ -57,13 +46,7 @@ impl Command {
     pub fn scenarios(self) -> Vec<Scenario> {
         match self {
             Command::All => Scenario::ALL.to_vec(),
-            Command::Baseline => vec![Scenario::Baseline],
-            Command::Ingest => vec![Scenario::Ingest],
-            Command::Storage => vec![Scenario::Storage],
-            Command::IngestAsync => vec![Scenario::IngestAsync],
-            Command::Freshness => vec![Scenario::Freshness],
-            Command::Query => vec![Scenario::Query],
-            Command::Memory => vec![Scenario::Memory],
+            Command::One(s) => vec![s],
         }
     }
 }

@@ -18,14 +18,23 @@ pub mod memory;
 pub mod query;
 pub mod storage;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A scenario, also the subcommand that runs it alone.
+#[derive(clap::Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
+    /// Raw tantivy indexing with 1 and 2 threads on Floe's layout, and on a typed schema
+    /// (no Floe needed).
     Baseline,
+    /// `_bulk` throughput, ack latency and documents per CPU-second.
     Ingest,
+    /// Bytes and objects in the bucket per raw JSON byte (ingests first).
     Storage,
+    /// `_bulk` with `index.translog.durability: async`, next to the default (ingests first).
     IngestAsync,
+    /// Time from a `_bulk` ack to the document being searchable.
     Freshness,
+    /// Warm and cold query latency against the baseline (ingests and builds the baseline).
     Query,
+    /// Peak RSS of Floe after ingest and after queries.
     Memory,
 }
 
