@@ -343,6 +343,20 @@ impl DataSource {
         }
     }
 
+    /// The same source cut to its first `n` documents.
+    pub fn first(&self, n: u64) -> DataSource {
+        match self {
+            DataSource::Generated(spec) => DataSource::Generated(GenSpec {
+                docs: spec.docs.min(n),
+                ..spec.clone()
+            }),
+            DataSource::File { path, limit } => DataSource::File {
+                path: path.clone(),
+                limit: Some(limit.map_or(n, |l| l.min(n))),
+            },
+        }
+    }
+
     /// Calls `f` with each document (one JSON line, without newline), in order.
     pub fn for_each(&self, mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
         match self {
@@ -468,5 +482,11 @@ mod tests {
             limit: Some(2),
         };
         assert_eq!(collect(&two), vec!["{\"a\":1}", "{\"a\":2}"]);
+        assert_eq!(collect(&all.first(1)), vec!["{\"a\":1}"]);
+        assert_eq!(
+            two.first(5).count().unwrap(),
+            2,
+            "first never extends a limit"
+        );
     }
 }

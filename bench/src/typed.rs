@@ -55,15 +55,11 @@ pub fn field_types(
     mappings: &Mappings,
 ) -> anyhow::Result<BTreeMap<String, FieldType>> {
     let mut discovered = Mappings::default();
-    let mut seen = 0;
-    source.for_each(|raw| {
-        if seen < 1_000 {
-            if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(raw) {
-                let found = discovered.discover(&doc)?;
-                discovered.merge(&found);
-            }
+    source.first(1_000).for_each(|raw| {
+        if let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(raw) {
+            let found = discovered.discover(&doc)?;
+            discovered.merge(&found);
         }
-        seen += 1;
         Ok(())
     })?;
     let mut types: BTreeMap<String, FieldType> = discovered
