@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use bytesize::ByteSize;
 use floe_storage::{S3Config, StorageConfig};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,7 @@ pub struct FloeConfig {
     pub storage: StorageConfig,
     /// Searcher cache and writer scratch space; disposable while Floe is stopped.
     pub cache_dir: PathBuf,
+    pub cache: CacheSizes,
     pub indexing: IndexingConfig,
     /// Stable name of this node (shard owner). Default: host name and HTTP port.
     #[serde(alias = "node_name")]
@@ -87,6 +89,25 @@ pub struct FloeConfig {
     pub cluster: ClusterConfig,
     /// `text` (default) or `json` (one object per line, for log collectors).
     pub log_format: String,
+}
+
+/// Budgets of the searcher's segment cache (`[cache]`; sizes with units, e.g. "512MiB").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheSizes {
+    /// Segment blocks kept in memory (parsed hot caches get a quarter more).
+    pub memory: ByteSize,
+    /// Segment blocks kept on local disk, under `<cache_dir>/searcher` (0: memory only).
+    pub disk: ByteSize,
+}
+
+impl Default for CacheSizes {
+    fn default() -> Self {
+        CacheSizes {
+            memory: ByteSize::mib(512),
+            disk: ByteSize::gib(10),
+        }
+    }
 }
 
 /// How the roles of a cluster find each other (`[cluster]`; unused by `standalone`).
@@ -138,6 +159,7 @@ impl Default for FloeConfig {
             http: HttpConfig::default(),
             storage: StorageConfig::default(),
             cache_dir: PathBuf::new(),
+            cache: CacheSizes::default(),
             indexing: IndexingConfig::default(),
             node_id: None,
             metastore_poll_ms: 400,
@@ -179,6 +201,12 @@ pub struct ConfigFlags {
     /// Local cache and scratch directory [default: ./cache].
     #[arg(long, env = "FLOE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Memory for cached segment blocks, e.g. 512MiB [default: 512MiB].
+    #[arg(long, env = "FLOE_CACHE_MEMORY")]
+    pub cache_memory: Option<ByteSize>,
+    /// Local disk for cached segment blocks, e.g. 10GiB; 0 for none [default: 10GiB].
+    #[arg(long, env = "FLOE_CACHE_DISK")]
+    pub cache_disk: Option<ByteSize>,
     /// Stable name of this node [default: host name and HTTP port]. A restarted process
     /// with the same id takes its shards over once the old incarnation's session expired.
     #[arg(long, env = "FLOE_NODE_ID")]
@@ -252,6 +280,12 @@ impl FloeConfig {
         }
         if let Some(d) = &flags.cache_dir {
             config.cache_dir = d.clone();
+        }
+        if let Some(m) = flags.cache_memory {
+            config.cache.memory = m;
+        }
+        if let Some(d) = flags.cache_disk {
+            config.cache.disk = d;
         }
         if let Some(n) = &flags.node_id {
             config.node_id = Some(n.clone());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use floe_cache::FileCache;
+use floe_cache::{CacheConfig, SegmentCache};
 use floe_metastore::{Metastore, MetastoreOptions};
 use floe_searcher::SearchService;
 use floe_storage::Storage;
@@ -19,7 +19,7 @@ use crate::http::{router, AppState};
 pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
     let writer = start_writer(&config, &storage, &metastore)?;
-    let searcher = start_searcher(&config, &storage, &metastore)?;
+    let searcher = start_searcher(&config, &storage, &metastore).await?;
     let state = app_state(
         &config,
         "standalone",
@@ -109,12 +109,21 @@ pub fn start_writer(
     Ok(writer)
 }
 
-pub fn start_searcher(
+pub async fn start_searcher(
     config: &FloeConfig,
     storage: &Storage,
     metastore: &Arc<Metastore>,
 ) -> anyhow::Result<Arc<SearchService>> {
-    let cache = FileCache::new(config.cache_dir.join("searcher"), storage.clone())?;
+    // Whole files mirrored by earlier versions: disposable, and outside the disk budget.
+    let _ = std::fs::remove_dir_all(config.cache_dir.join("searcher"));
+    let cache_config = CacheConfig {
+        memory_bytes: config.cache.memory.as_u64(),
+        disk_bytes: config.cache.disk.as_u64(),
+        dir: config.cache_dir.join("segment-cache"),
+    };
+    let cache = SegmentCache::open(storage.clone(), &cache_config)
+        .await
+        .context("opening the segment cache")?;
     Ok(Arc::new(SearchService::new(metastore.clone(), cache)))
 }
 

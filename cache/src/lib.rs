@@ -1,15 +1,23 @@
-//! The searcher's local copy of segment files: a directory that mirrors objects of the
-//! bucket, filled on demand. Segment files are immutable, so a file present locally is
-//! always valid; the directory can be deleted at any time while Floe is stopped.
+//! The searcher's view of segment objects: byte ranges read from the bucket through a
+//! bounded cache, never whole files.
 //!
-//! This is the simple version (whole files). Byte-range reads through a foyer hybrid cache
-//! replace it when cold reads of large segments matter.
+//! - [`blocks`]: aligned blocks of immutable objects in foyer's hybrid cache (a memory tier
+//!   and a local-disk tier, each within its own byte budget).
+//! - [`hot`]: per-segment hot caches (what opening a segment reads), written by the writer
+//!   and kept parsed in memory (moka), so opening a cold segment costs one small GET.
+//! - [`directory`]: a read-only tantivy `Directory` over one commit that reads through both.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod blocks;
+pub mod directory;
+pub mod hot;
+
+use std::sync::Arc;
 
 use floe_storage::{Storage, StorageError};
-use tracing::debug;
+
+pub use blocks::{BlockCache, CacheConfig, CacheStats, BLOCK_SIZE};
+pub use directory::{RangeDirectory, RemoteFile};
+pub use hot::{HotCache, HotRanges, HOT_EXTENSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -17,88 +25,51 @@ pub enum CacheError {
     Storage(#[from] StorageError),
     #[error("cache i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cache disk tier: {0}")]
+    Disk(String),
+    #[error("fetching {0}")]
+    Fetch(String),
+    #[error("read past the end of {key} ({end} > {len})")]
+    OutOfRange { key: String, end: u64, len: u64 },
+    #[error("corrupt object: {0}")]
+    Corrupt(String),
 }
 
-/// Files of the bucket mirrored under a local root.
+/// Blocks plus parsed hot caches: everything a searcher reads segments through.
 #[derive(Clone, Debug)]
-pub struct FileCache {
-    root: PathBuf,
-    storage: Storage,
-    hits: std::sync::Arc<AtomicU64>,
-    misses: std::sync::Arc<AtomicU64>,
+pub struct SegmentCache {
+    blocks: BlockCache,
+    /// Parsed hot caches by object key, weighed by their bytes.
+    hot: moka::sync::Cache<String, Arc<HotCache>>,
 }
 
-impl FileCache {
-    pub fn new(root: impl Into<PathBuf>, storage: Storage) -> Result<FileCache, CacheError> {
-        let root = root.into();
-        std::fs::create_dir_all(&root)?;
-        Ok(FileCache {
-            root,
-            storage,
-            hits: Default::default(),
-            misses: Default::default(),
+impl SegmentCache {
+    /// Opens the block cache; a quarter of the memory budget more holds parsed hot caches.
+    pub async fn open(storage: Storage, config: &CacheConfig) -> Result<SegmentCache, CacheError> {
+        let hot = moka::sync::Cache::builder()
+            .max_capacity((config.memory_bytes / 4).max(1 << 20))
+            .weigher(|k: &String, v: &Arc<HotCache>| {
+                (k.len() + v.size() + 256).min(u32::MAX as usize) as u32
+            })
+            .build();
+        Ok(SegmentCache {
+            blocks: BlockCache::open(storage, config).await?,
+            hot,
         })
     }
 
-    /// (files found here, files fetched from the bucket) since start.
-    pub fn stats(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+    pub fn blocks(&self) -> &BlockCache {
+        &self.blocks
     }
 
-    /// Local directory for a group of files (e.g. one shard).
-    pub fn dir(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    /// Makes sure object `key` is present at `local` (under this cache), downloading it once.
-    /// Concurrent callers may both download; the rename makes the result whole either way.
-    pub async fn ensure(&self, key: &str, local: &Path) -> Result<bool, CacheError> {
-        if tokio::fs::try_exists(local).await? {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
+    /// The parsed hot cache stored at `key` (`len` bytes).
+    pub async fn hot_cache(&self, key: &str, len: u64) -> Result<Arc<HotCache>, CacheError> {
+        if let Some(h) = self.hot.get(key) {
+            return Ok(h);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let bytes = self.storage.get(key).await?;
-        if let Some(parent) = local.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        // A name unique to this download: concurrent fetches (of this or sibling files that
-        // share a stem) never write the same temporary file.
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let mut tmp_name = local.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(
-            ".part-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let tmp = local.with_file_name(tmp_name);
-        tokio::fs::write(&tmp, &bytes).await?;
-        tokio::fs::rename(&tmp, local).await?;
-        debug!(key, bytes = bytes.len(), "cached");
-        Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn downloads_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::local(dir.path().join("bucket")).unwrap();
-        storage
-            .put("a/b", bytes::Bytes::from_static(b"data"))
-            .await
-            .unwrap();
-        let cache = FileCache::new(dir.path().join("cache"), storage.clone()).unwrap();
-        let local = cache.dir("x").join("b");
-        assert!(cache.ensure("a/b", &local).await.unwrap());
-        assert!(!cache.ensure("a/b", &local).await.unwrap());
-        assert_eq!(std::fs::read(&local).unwrap(), b"data");
-        assert_eq!(storage.stats().gets, 1);
+        let bytes = self.blocks.read(key, len, 0..len).await?;
+        let parsed = Arc::new(HotCache::parse(bytes)?);
+        self.hot.insert(key.to_string(), parsed.clone());
+        Ok(parsed)
     }
 }

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use floe_cache::FileCache;
+use floe_cache::{CacheStats, SegmentCache};
 use floe_metastore::Metastore;
 use floe_proto::layout::ShardLayout;
 use floe_proto::mapping::FieldType;
@@ -143,7 +143,7 @@ fn parsing(reason: impl Into<String>) -> SearchError {
 }
 
 impl SearchService {
-    pub fn new(metastore: Arc<Metastore>, cache: FileCache) -> Self {
+    pub fn new(metastore: Arc<Metastore>, cache: SegmentCache) -> Self {
         SearchService {
             metastore,
             readers: ShardReaders::new(cache),
@@ -160,9 +160,9 @@ impl SearchService {
         resolve(expr, &self.metastore.list_indexes(), ignore_unavailable)
     }
 
-    /// (cache hits, cache misses) of segment files since start.
-    pub fn cache_stats(&self) -> (u64, u64) {
-        self.readers.cache().stats()
+    /// What the segment cache did since start (block reads, fetches, bytes fetched).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.readers.cache().blocks().stats()
     }
 
     pub fn forget_index(&self, uuid: &str) {
@@ -501,20 +501,47 @@ impl SearchService {
         } else {
             None
         };
-        for c in candidates.into_iter().skip(leaf.skip).take(leaf.take) {
-            let searcher = &opened[c.shard].searcher;
-            let hit = self.render_hit(&req, searcher, &c, by_score, orders.len())?;
-            partial.hits.push(PartialHit {
-                keys: c.keys.iter().map(WireKey::from).collect(),
-                tiebreak: (
-                    c.index.name.clone(),
-                    opened[c.shard].shard,
-                    c.addr.segment_ord,
-                    c.addr.doc_id,
-                ),
-                hit,
-            });
-        }
+        let page: Vec<Candidate> = candidates
+            .into_iter()
+            .skip(leaf.skip)
+            .take(leaf.take)
+            .collect();
+        // The page's stored documents, read concurrently: a cold doc store costs one round.
+        let docs = futures::future::try_join_all(page.iter().map(|c| {
+            opened[c.shard]
+                .searcher
+                .doc_async::<TantivyDocument>(c.addr)
+        }))
+        .await?;
+        let shape = HitShape {
+            source: req.source.clone(),
+            version: req.version,
+            seq_no_primary_term: req.seq_no_primary_term,
+            by_score,
+            sort_keys: orders.len(),
+        };
+        // Fast-field reads (`_version`, `_seq_no`) may block on the bucket: not on async workers.
+        partial.hits = tokio::task::spawn_blocking(move || {
+            page.into_iter()
+                .zip(docs)
+                .map(|(c, doc)| {
+                    let shard = &opened[c.shard];
+                    let hit = render_hit(&shape, &shard.searcher, &c, doc)?;
+                    Ok(PartialHit {
+                        keys: c.keys.iter().map(WireKey::from).collect(),
+                        tiebreak: (
+                            c.index.name.clone(),
+                            shard.shard,
+                            c.addr.segment_ord,
+                            c.addr.doc_id,
+                        ),
+                        hit,
+                    })
+                })
+                .collect::<Result<Vec<_>, SearchError>>()
+        })
+        .await
+        .map_err(|e| SearchError::Internal(e.to_string()))??;
         Ok(partial)
     }
 
@@ -574,53 +601,6 @@ impl SearchService {
             });
         }
         Ok(sort)
-    }
-
-    /// A hit as the response shows it (without `_score`'s merge-time decisions).
-    fn render_hit(
-        &self,
-        req: &Request,
-        searcher: &tantivy::Searcher,
-        c: &Candidate,
-        by_score: bool,
-        sort_keys: usize,
-    ) -> Result<Value, SearchError> {
-        let doc: TantivyDocument = searcher.doc(c.addr)?;
-        let layout = ShardLayout::of(&c.index.settings);
-        let id = doc
-            .get_first(layout.id)
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if by_score { json!(c.score) } else { Value::Null }});
-        if !matches!(req.source, SourceFilter::None) {
-            let raw = doc
-                .get_first(layout.source)
-                .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
-                .unwrap_or_default();
-            let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-            hit["_source"] = filter_source(source, &req.source);
-        }
-        let fast_u64 = |field: &str| {
-            searcher
-                .segment_reader(c.addr.segment_ord)
-                .fast_fields()
-                .u64(field)
-                .ok()
-                .and_then(|col| col.first(c.addr.doc_id))
-        };
-        if req.version {
-            hit["_version"] = json!(fast_u64(floe_proto::layout::VERSION_FIELD).unwrap_or(1));
-        }
-        if req.seq_no_primary_term {
-            let packed = fast_u64(floe_proto::layout::SEQ_NO_FIELD);
-            let (seq_no, term) = packed.map_or((0, 1), floe_proto::layout::unpack_seq_no);
-            hit["_seq_no"] = json!(seq_no);
-            hit["_primary_term"] = json!(term);
-        }
-        if !by_score {
-            hit["sort"] = Value::Array(c.keys.iter().take(sort_keys).map(sort_value).collect());
-        }
-        Ok(hit)
     }
 
     /// Merges leaf results into the OpenSearch response. `cut_here`: the leaves returned
@@ -792,6 +772,65 @@ pub struct StoredDoc {
     pub seq_no: u64,
     pub primary_term: u64,
     pub source: Value,
+}
+
+/// What each rendered hit carries besides `_index`, `_id` and `_score`.
+struct HitShape {
+    source: SourceFilter,
+    version: bool,
+    seq_no_primary_term: bool,
+    by_score: bool,
+    sort_keys: usize,
+}
+
+/// A hit as the response shows it (without `_score`'s merge-time decisions).
+fn render_hit(
+    shape: &HitShape,
+    searcher: &tantivy::Searcher,
+    c: &Candidate,
+    doc: TantivyDocument,
+) -> Result<Value, SearchError> {
+    let layout = ShardLayout::of(&c.index.settings);
+    let id = doc
+        .get_first(layout.id)
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if shape.by_score { json!(c.score) } else { Value::Null }});
+    if !matches!(shape.source, SourceFilter::None) {
+        let raw = doc
+            .get_first(layout.source)
+            .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
+            .unwrap_or_default();
+        let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        hit["_source"] = filter_source(source, &shape.source);
+    }
+    let fast_u64 = |field: &str| {
+        searcher
+            .segment_reader(c.addr.segment_ord)
+            .fast_fields()
+            .u64(field)
+            .ok()
+            .and_then(|col| col.first(c.addr.doc_id))
+    };
+    if shape.version {
+        hit["_version"] = json!(fast_u64(floe_proto::layout::VERSION_FIELD).unwrap_or(1));
+    }
+    if shape.seq_no_primary_term {
+        let packed = fast_u64(floe_proto::layout::SEQ_NO_FIELD);
+        let (seq_no, term) = packed.map_or((0, 1), floe_proto::layout::unpack_seq_no);
+        hit["_seq_no"] = json!(seq_no);
+        hit["_primary_term"] = json!(term);
+    }
+    if !shape.by_score {
+        hit["sort"] = Value::Array(
+            c.keys
+                .iter()
+                .take(shape.sort_keys)
+                .map(sort_value)
+                .collect(),
+        );
+    }
+    Ok(hit)
 }
 
 fn parse_sort(v: &Value) -> Result<Vec<(String, Option<String>)>, SearchError> {

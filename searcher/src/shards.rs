@@ -1,15 +1,17 @@
-//! Opening a shard's published commit for search: its segment objects are fetched into the
-//! local cache (`<uuid>/<shard>/objects/<epoch>/<file>`, immutable), each commit generation
-//! gets a directory of hard links to them named as tantivy expects, and a reader is kept
-//! per shard at its latest generation. All shards search on one shared thread pool.
+//! Opening a shard's published commit for search: tantivy reads its segment objects by
+//! byte range through the segment cache (nothing is downloaded whole), after the hot caches
+//! and delete bitsets that opening needs were fetched in one concurrent round. A reader is
+//! kept per shard at its latest generation; segments a newer generation keeps are reopened
+//! from memory (their hot caches and blocks stay cached). All shards search on one shared
+//! thread pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use floe_cache::FileCache;
-use floe_proto::{IndexMeta, ShardCommit};
+use floe_cache::{HotCache, RangeDirectory, RemoteFile, SegmentCache, HOT_EXTENSION};
+use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
+use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
-use tantivy::directory::MmapDirectory;
 use tantivy::{Index, ReloadPolicy, Searcher};
 use tracing::{debug, instrument};
 
@@ -23,12 +25,15 @@ pub struct OpenShard {
     pub searcher: Searcher,
 }
 
+/// A segment (uuid) and its parsed hot cache.
+type SegmentHot = (String, Arc<HotCache>);
+
 /// (index uuid, shard number).
 type ShardKey = (String, u32);
 
 /// Readers of every shard this searcher has opened, by (index uuid, shard).
 pub struct ShardReaders {
-    cache: FileCache,
+    cache: SegmentCache,
     /// One search thread pool for every shard (segments are searched in parallel on it).
     executor: tantivy::Executor,
     open: Mutex<HashMap<ShardKey, OpenShard>>,
@@ -37,12 +42,12 @@ pub struct ShardReaders {
 }
 
 impl ShardReaders {
-    /// The local file cache (for its hit and miss counts).
-    pub fn cache(&self) -> &FileCache {
+    /// The segment cache (for its counters).
+    pub fn cache(&self) -> &SegmentCache {
         &self.cache
     }
 
-    pub fn new(cache: FileCache) -> Self {
+    pub fn new(cache: SegmentCache) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let executor = tantivy::Executor::multi_thread(threads, "floe-search-")
             .unwrap_or(tantivy::Executor::SingleThread);
@@ -87,84 +92,18 @@ impl ShardReaders {
         if let Some(s) = self.current(&key, commit.generation) {
             return Ok(s);
         }
-        let root = self.cache.dir(format!("{}/{}", meta.uuid, shard));
-        let objects = root.join("objects");
-        let prefix = meta.segments_prefix(shard);
-        // Fetch missing objects concurrently: a cold shard costs one round of parallel GETs.
-        let mut fetches = Vec::with_capacity(commit.files.len());
-        for f in &commit.files {
-            let cache = self.cache.clone();
-            let object = f.object_key().to_string();
-            let (key, local) = (format!("{prefix}/{object}"), objects.join(&object));
-            fetches.push(async move { cache.ensure(&key, &local).await });
-        }
-        futures::stream::iter(fetches)
-            .buffer_unordered(16)
-            .try_collect::<Vec<bool>>()
-            .await?;
-        let meta_json = commit.tantivy_meta.clone();
-        let files: Vec<(String, String)> = commit
-            .files
-            .iter()
-            .map(|f| (f.name.clone(), f.object_key().to_string()))
-            .collect();
+        let dir = self.directory(&meta.segments_prefix(shard), commit).await?;
         let generation = commit.generation;
         let executor = self.executor.clone();
         let searcher = tokio::task::spawn_blocking(move || -> Result<Searcher, SearchError> {
             let _guard = guard;
-            let dir = root.join(format!("g{generation}"));
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)?;
-            }
-            std::fs::create_dir_all(&dir)?;
-            for (name, object) in &files {
-                std::fs::hard_link(objects.join(object), dir.join(name))?;
-            }
-            std::fs::write(dir.join("meta.json"), meta_json.as_bytes())?;
-            let mut index = Index::open(
-                MmapDirectory::open(&dir).map_err(|e| SearchError::Internal(e.to_string()))?,
-            )?;
+            let mut index = Index::open(dir)?;
             index.set_executor(executor);
             let reader = index
                 .reader_builder()
                 .reload_policy(ReloadPolicy::Manual)
                 .try_into()?;
-            let searcher = reader.searcher();
-            // Older generations and objects this one does not use are no longer needed;
-            // readers still using them keep their mappings after the unlink.
-            let keep: std::collections::HashSet<&str> =
-                files.iter().map(|(_, o)| o.as_str()).collect();
-            for entry in std::fs::read_dir(&root)?.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                let older = name
-                    .strip_prefix('g')
-                    .and_then(|g| g.parse::<u64>().ok())
-                    .is_some_and(|g| g < generation);
-                if older {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-            for epoch_dir in std::fs::read_dir(&objects)?.flatten() {
-                if !epoch_dir.path().is_dir() {
-                    // An object stored under its bare name (older layout).
-                    let name = epoch_dir.file_name().to_string_lossy().to_string();
-                    if !keep.contains(name.as_str()) && !name.contains(".part-") {
-                        let _ = std::fs::remove_file(epoch_dir.path());
-                    }
-                    continue;
-                }
-                for entry in std::fs::read_dir(epoch_dir.path())?.flatten() {
-                    let rel = format!(
-                        "{}/{}",
-                        epoch_dir.file_name().to_string_lossy(),
-                        entry.file_name().to_string_lossy()
-                    );
-                    if !keep.contains(rel.as_str()) && !rel.contains(".part-") {
-                        let _ = std::fs::remove_file(entry.path());
-                    }
-                }
-            }
-            Ok(searcher)
+            Ok(reader.searcher())
         })
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))??;
@@ -182,6 +121,60 @@ impl ShardReaders {
                 Ok(opened)
             }
         }
+    }
+
+    /// The commit's files as a range directory. Segment hot caches and delete bitsets,
+    /// which opening reads, are fetched first and concurrently: a cold shard opens after
+    /// one round of parallel GETs.
+    async fn directory(
+        &self,
+        prefix: &str,
+        commit: &ShardCommit,
+    ) -> Result<RangeDirectory, SearchError> {
+        let key_of = |f: &SegmentFile| format!("{prefix}/{}", f.object_key());
+        let hot_suffix = format!(".{HOT_EXTENSION}");
+        // Owned futures (no borrows of `commit`), so the opening future stays `Send`.
+        let mut fetches: Vec<BoxFuture<'static, Result<Option<SegmentHot>, SearchError>>> =
+            Vec::new();
+        for f in &commit.files {
+            let (cache, key, len) = (self.cache.clone(), key_of(f), f.len);
+            if let Some(segment) = f.name.strip_suffix(&hot_suffix) {
+                let segment = segment.to_string();
+                fetches.push(Box::pin(async move {
+                    Ok(Some((segment, cache.hot_cache(&key, len).await?)))
+                }));
+            } else if f.name.ends_with(".del") {
+                fetches.push(Box::pin(async move {
+                    cache.blocks().read(&key, len, 0..len).await?;
+                    Ok(None)
+                }));
+            }
+        }
+        let hot: HashMap<String, Arc<HotCache>> = futures::stream::iter(fetches)
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let files = commit
+            .files
+            .iter()
+            .map(|f| {
+                let segment = f.name.split('.').next().unwrap_or_default();
+                let file = RemoteFile {
+                    key: key_of(f),
+                    len: f.len,
+                    hot: hot.get(segment).and_then(|h| h.file(&f.name)),
+                };
+                (f.name.clone(), file)
+            })
+            .collect();
+        Ok(RangeDirectory::new(
+            files,
+            commit.tantivy_meta.clone(),
+            self.cache.blocks().clone(),
+        ))
     }
 
     fn current(&self, key: &ShardKey, generation: u64) -> Option<OpenShard> {

@@ -56,7 +56,7 @@ pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
 pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
     let writer = start_writer(&config, &storage, &metastore)?;
-    let searcher = start_searcher(&config, &storage, &metastore)?;
+    let searcher = start_searcher(&config, &storage, &metastore).await?;
     let view = join(&config, role::WRITER, Some(writer.clone()))?;
     let peers = ClusterPeers::new(view.clone());
     writer.set_peers(peers.clone());
@@ -85,7 +85,7 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
 /// `floe searcher`: answers searches from segments it caches; forwards everything else.
 pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
-    let searcher = start_searcher(&config, &storage, &metastore)?;
+    let searcher = start_searcher(&config, &storage, &metastore).await?;
     let view = join(&config, role::SEARCHER, None)?;
     let peers = ClusterPeers::new(view.clone());
     searcher.set_fanout(Arc::new(fanout::SearchFanout {

@@ -147,9 +147,10 @@ pub async fn metrics(state: State) -> Response {
     ] {
         m.set(what, v);
     }
-    let (hits, misses) = state.searcher.cache_stats();
-    m.set("cache_hits", hits);
-    m.set("cache_misses", misses);
+    let cache = state.searcher.cache_stats();
+    m.set("cache_block_reads", cache.block_reads);
+    m.set("cache_block_fetches", cache.block_fetches);
+    m.set("cache_bytes_fetched", cache.bytes_fetched);
     if let Some(w) = &state.writer {
         let (open_shards, open_writers) = w.open_counts().await;
         m.set("writer_open_shards", open_shards as u64);

@@ -175,6 +175,10 @@ impl State {
 /// Segment files uploaded at once by one refresh.
 const PARALLEL_UPLOADS: usize = 4;
 
+fn hot_file_name(segment_uuid: &str) -> String {
+    format!("{segment_uuid}.{}", floe_cache::HOT_EXTENSION)
+}
+
 /// One file of a commit snapshot: its bytes only when it is not in the bucket yet.
 struct SnapshotFile {
     name: String,
@@ -1108,7 +1112,41 @@ impl ShardWriter {
         // The meta we publish describes exactly the files we took.
         let meta_json =
             serde_json::to_string(&metas).map_err(|e| WriterError::Internal(e.to_string()))?;
+        out.extend(self.hot_cache_files(&metas, &meta_json)?);
         Ok((meta_json, out))
+    }
+
+    /// Hot caches (`<segment>.hot`) of the segments of `metas` that have none in the bucket
+    /// yet: what opening each segment reads, so a cold searcher opens it with one GET.
+    fn hot_cache_files(
+        &self,
+        metas: &tantivy::IndexMeta,
+        meta_json: &str,
+    ) -> Result<Vec<SnapshotFile>, WriterError> {
+        let missing: HashSet<String> = {
+            let uploaded = self.uploaded.lock().expect("uploaded lock");
+            metas
+                .segments
+                .iter()
+                .map(|s| s.id().uuid_string())
+                .filter(|u| !uploaded.contains_key(&hot_file_name(u)))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The raw files (tantivy's managed directory would hide their footers).
+        let raw = tantivy::directory::MmapDirectory::open(&self.spec.scratch_dir)
+            .map_err(|e| WriterError::Internal(format!("opening the scratch directory: {e}")))?;
+        let built = floe_cache::hot::build(Box::new(raw), meta_json, &missing)?;
+        Ok(built
+            .into_iter()
+            .map(|(uuid, bytes)| SnapshotFile {
+                name: hot_file_name(&uuid),
+                len: bytes.len() as u64,
+                bytes: Some(bytes),
+            })
+            .collect())
     }
 
     /// Settles a translog batch that landed after this writer's lease ran out locally: will
