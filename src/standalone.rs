@@ -20,6 +20,11 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
     let writer = start_writer(&config, &storage, &metastore)?;
     let searcher = start_searcher(&config, &storage, &metastore).await?;
+    tokio::spawn(
+        searcher
+            .clone()
+            .run_prefetch_loop(Arc::new(|_, _| true), prefetch_interval(&config)),
+    );
     let state = app_state(
         &config,
         "standalone",
@@ -125,6 +130,12 @@ pub async fn start_searcher(
         .await
         .context("opening the segment cache")?;
     Ok(Arc::new(SearchService::new(metastore.clone(), cache)))
+}
+
+/// How often a searcher looks for newly published commits to prefetch: as often as the
+/// metastore's change log is read.
+pub fn prefetch_interval(config: &FloeConfig) -> Duration {
+    Duration::from_millis(config.metastore_poll_ms.max(10))
 }
 
 pub fn app_state(

@@ -26,6 +26,14 @@ pub struct IndexSettings {
     /// Records written before layouts were versioned read as 1.
     #[serde(default = "first_layout")]
     pub layout_version: u32,
+    /// `index.floe.prefetch`: searchers serving a shard fetch the hot parts of each newly
+    /// published segment in the background, so fresh data does not pay the cold cost.
+    #[serde(default = "yes")]
+    pub prefetch: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn first_layout() -> u32 {
@@ -53,6 +61,7 @@ impl Default for IndexSettings {
             translog_sync_interval: default_sync_interval(),
             number_of_replicas: default_replicas(),
             layout_version: crate::layout::CURRENT_LAYOUT,
+            prefetch: true,
         }
     }
 }

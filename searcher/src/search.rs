@@ -37,6 +37,7 @@ use crate::resolve::resolve;
 use crate::shards::{OpenShard, ShardReaders};
 use crate::sort::LenientSort;
 use crate::translate::Translator;
+use crate::warm::{warm_up, WarmNeeds};
 use crate::SearchError;
 
 /// URL parameters of `_search` / `_count`.
@@ -110,8 +111,8 @@ struct ShardResult {
 }
 
 pub struct SearchService {
-    metastore: Arc<Metastore>,
-    readers: ShardReaders,
+    pub(crate) metastore: Arc<Metastore>,
+    pub(crate) readers: ShardReaders,
     /// The other searchers of a cluster (none in standalone).
     fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
 }
@@ -428,7 +429,25 @@ impl SearchService {
                     && matches!(req.query, QueryAst::MatchAll)
                     && aggs.tantivy.is_none()
                     && !aggs.ts_intervals.is_empty();
+                let mut needs = WarmNeeds {
+                    scoring: sort.is_empty() && limit > 0,
+                    columns: sort
+                        .iter()
+                        .filter_map(|s| match s {
+                            SortBy::Field { column, .. } if limit > 0 => Some(column.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                };
+                if window.is_some() || !aggs.ts_intervals.is_empty() {
+                    needs
+                        .columns
+                        .push(floe_proto::layout::TIMESTAMP_FIELD.to_string());
+                }
                 tasks.push(tokio::task::spawn_blocking(move || {
+                    if let Err(e) = warm_up(&shard.searcher, query.as_ref(), &needs) {
+                        return (meta, shard, Err(e));
+                    }
                     if scan_all {
                         let collector = TsHistogramCollector {
                             column: floe_proto::layout::TIMESTAMP_FIELD.to_string(),

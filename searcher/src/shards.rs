@@ -69,7 +69,7 @@ impl ShardReaders {
     }
 
     #[instrument(skip(self, meta, commit), fields(index = %meta.name, generation = commit.generation))]
-    async fn shard(
+    pub(crate) async fn shard(
         &self,
         meta: &IndexMeta,
         shard: u32,
@@ -175,6 +175,12 @@ impl ShardReaders {
             commit.tantivy_meta.clone(),
             self.cache.blocks().clone(),
         ))
+    }
+
+    /// Whether the shard is open at `generation` or newer.
+    pub(crate) fn is_open_at(&self, uuid: &str, shard: u32, generation: u64) -> bool {
+        self.current(&(uuid.to_string(), shard), generation)
+            .is_some()
     }
 
     fn current(&self, key: &ShardKey, generation: u64) -> Option<OpenShard> {

@@ -93,6 +93,20 @@ pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
         metastore: metastore.clone(),
         local: Arc::downgrade(&searcher),
     }));
+    // Prefetch what the copy plan gives this searcher.
+    let (plan_peers, plan_metastore, me) = (peers.clone(), metastore.clone(), view.node_id());
+    let serves: floe_searcher::Serves = Arc::new(move |uuid, shard| {
+        plan_peers
+            .copy_plan(&plan_metastore)
+            .copies
+            .get(&format!("{uuid}/{shard}"))
+            .is_some_and(|nodes| nodes.contains(&me))
+    });
+    tokio::spawn(
+        searcher
+            .clone()
+            .run_prefetch_loop(serves, crate::standalone::prefetch_interval(&config)),
+    );
     let mut state = app_state(
         &config,
         role::SEARCHER,

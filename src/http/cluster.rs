@@ -98,7 +98,8 @@ pub async fn cat_indices(
 }
 
 /// `GET /_floe/stats`: what this process sent to the bucket (requests and bytes, since
-/// start) and its indexing pressure — the figures the bench reads.
+/// start), what its segment cache read and fetched, and its indexing pressure — the
+/// figures the bench reads.
 pub async fn floe_stats(state: State) -> Json<Value> {
     let storage = state.storage.stats();
     let writer = match &state.writer {
@@ -109,8 +110,15 @@ pub async fn floe_stats(state: State) -> Json<Value> {
         }
         None => Value::Null,
     };
+    let cache = state.searcher.cache_stats();
     Json(json!({
         "storage": storage,
+        "cache": {
+            "block_reads": cache.block_reads,
+            "block_fetches": cache.block_fetches,
+            "bytes_fetched": cache.bytes_fetched,
+            "hit_ratio": cache.hit_ratio(),
+        },
         "node": {"id": state.node_id, "role": state.role},
         "writer": writer,
         "indexing_pressure": {"in_flight_bytes": state.pressure.in_flight(), "limit_bytes": state.pressure.limit()},

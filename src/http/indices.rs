@@ -19,6 +19,7 @@ fn settings_json(m: &IndexMeta) -> Value {
         "number_of_replicas": m.settings.number_of_replicas.to_string(),
         "refresh_interval": m.settings.refresh_interval,
         "translog": {"durability": m.settings.translog_durability, "sync_interval": m.settings.translog_sync_interval},
+        "floe": {"prefetch": m.settings.prefetch.to_string()},
         "uuid": m.uuid,
         "creation_date": m.creation_date.to_string(),
         "provided_name": m.name,
@@ -153,7 +154,7 @@ pub async fn get_settings(
 }
 
 /// `PUT /{index}/_settings`: the dynamic settings (`number_of_replicas`,
-/// `refresh_interval`); `number_of_shards` is fixed at creation.
+/// `refresh_interval`, `floe.prefetch`); `number_of_shards` is fixed at creation.
 #[instrument(skip(state, body))]
 pub async fn put_settings(
     state: State,
@@ -163,25 +164,27 @@ pub async fn put_settings(
     let body = json_body(&body)?.unwrap_or(json!({}));
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "illegal_argument_exception", m);
     let root = body.get("settings").unwrap_or(&body);
-    let mut flat: Vec<(String, Value)> = Vec::new();
-    let mut walk = |prefix: &str, v: &Value| {
-        if let Some(o) = v.as_object() {
-            for (k, v) in o {
-                let key = format!("{prefix}{k}");
-                match v.as_object() {
-                    Some(inner) => {
-                        for (k2, v2) in inner {
-                            flat.push((format!("{key}.{k2}"), v2.clone()));
-                        }
-                    }
-                    None => flat.push((key, v.clone())),
+    // `{"index": {"floe": {"prefetch": v}}}`, `{"index.floe.prefetch": v}`: one key each.
+    fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+        match v.as_object() {
+            Some(o) => {
+                for (k, v) in o {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
                 }
             }
+            None => out.push((prefix.to_string(), v.clone())),
         }
-    };
-    walk("", root);
+    }
+    let mut flat: Vec<(String, Value)> = Vec::new();
+    flatten("", root, &mut flat);
     let mut replicas: Option<u32> = None;
     let mut refresh: Option<String> = None;
+    let mut prefetch: Option<bool> = None;
     for (key, value) in flat {
         let key = key.strip_prefix("index.").unwrap_or(&key).to_string();
         let text = match &value {
@@ -209,6 +212,13 @@ pub async fn put_settings(
                 }
                 refresh = Some(text);
             }
+            "floe.prefetch" => {
+                prefetch = Some(floe_writer::parse_bool_setting(&value).ok_or_else(|| {
+                    bad(format!(
+                        "Failed to parse value [{text}] as only [true] or [false] are allowed for setting [index.floe.prefetch]"
+                    ))
+                })?)
+            }
             "number_of_shards" => {
                 return Err(bad(format!(
                     "final index setting [index.number_of_shards], not updateable on [{index}]"
@@ -230,6 +240,9 @@ pub async fn put_settings(
                 }
                 if let Some(r) = &refresh {
                     meta.settings.refresh_interval = r.clone();
+                }
+                if let Some(p) = prefetch {
+                    meta.settings.prefetch = p;
                 }
                 Ok(())
             })

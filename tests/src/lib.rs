@@ -23,6 +23,8 @@
 //! overrides the moto command (default `moto_server` on `PATH`), `RUST_LOG` is passed to Floe
 //! (default `info`), `FLOE_KEEP_LOGS=DIR` keeps a copy of every Floe log in `DIR`.
 
+pub mod proxy;
+
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -1116,37 +1116,45 @@ impl ShardWriter {
         Ok((meta_json, out))
     }
 
-    /// Hot caches (`<segment>.hot`) of the segments of `metas` that have none in the bucket
-    /// yet: what opening each segment reads, so a cold searcher opens it with one GET.
+    /// Hot caches (`<segment>.hot`) of the segments of `metas`: those in the bucket already
+    /// as they are, the others built now (what opening each segment reads, so a cold
+    /// searcher opens it with one GET).
     fn hot_cache_files(
         &self,
         metas: &tantivy::IndexMeta,
         meta_json: &str,
     ) -> Result<Vec<SnapshotFile>, WriterError> {
-        let missing: HashSet<String> = {
+        let mut out = Vec::new();
+        let mut missing = HashSet::new();
+        {
             let uploaded = self.uploaded.lock().expect("uploaded lock");
-            metas
-                .segments
-                .iter()
-                .map(|s| s.id().uuid_string())
-                .filter(|u| !uploaded.contains_key(&hot_file_name(u)))
-                .collect()
-        };
+            for uuid in metas.segments.iter().map(|s| s.id().uuid_string()) {
+                let name = hot_file_name(&uuid);
+                match uploaded.get(&name) {
+                    Some((_, len)) => out.push(SnapshotFile {
+                        name,
+                        len: *len,
+                        bytes: None,
+                    }),
+                    None => {
+                        missing.insert(uuid);
+                    }
+                }
+            }
+        }
         if missing.is_empty() {
-            return Ok(Vec::new());
+            return Ok(out);
         }
         // The raw files (tantivy's managed directory would hide their footers).
         let raw = tantivy::directory::MmapDirectory::open(&self.spec.scratch_dir)
             .map_err(|e| WriterError::Internal(format!("opening the scratch directory: {e}")))?;
         let built = floe_cache::hot::build(Box::new(raw), meta_json, &missing)?;
-        Ok(built
-            .into_iter()
-            .map(|(uuid, bytes)| SnapshotFile {
-                name: hot_file_name(&uuid),
-                len: bytes.len() as u64,
-                bytes: Some(bytes),
-            })
-            .collect())
+        out.extend(built.into_iter().map(|(uuid, bytes)| SnapshotFile {
+            name: hot_file_name(&uuid),
+            len: bytes.len() as u64,
+            bytes: Some(bytes),
+        }));
+        Ok(out)
     }
 
     /// Settles a translog batch that landed after this writer's lease ran out locally: will

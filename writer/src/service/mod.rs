@@ -154,6 +154,14 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
             }
             settings.refresh_interval = r;
         }
+        let floe = s.get("floe").and_then(|f| f.get("prefetch"));
+        if let Some(p) = floe.or_else(|| get("floe.prefetch")) {
+            settings.prefetch = parse_bool_setting(p).ok_or_else(|| {
+                WriterError::BadRequest(format!(
+                    "Failed to parse value [{p}] as only [true] or [false] are allowed for setting [index.floe.prefetch]"
+                ))
+            })?;
+        }
         // `translog.durability` nested, or `translog.durability` / `index.translog.durability` flat.
         let translog = |k: &str| {
             s.get("translog")
@@ -183,6 +191,16 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
         None => Mappings::default(),
     };
     Ok((settings, mappings))
+}
+
+/// `true`/`false`, as a JSON boolean or string (OpenSearch accepts both).
+pub fn parse_bool_setting(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s == "true" => Some(true),
+        Value::String(s) if s == "false" => Some(false),
+        _ => None,
+    }
 }
 
 /// The indexes (sorted, once each) that at least one successful item wrote to.
