@@ -927,6 +927,7 @@ mod tests {
             max_timestamp: None,
             epoch,
             translog_checkpoint: 0,
+            segment_times: Default::default(),
         }
     }
 

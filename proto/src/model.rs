@@ -208,6 +208,20 @@ pub struct ShardCommit {
     /// Every translog operation with a lower sequence number is in these segments.
     #[serde(default)]
     pub translog_checkpoint: u64,
+    /// Bounds of `@timestamp` (ms) per segment uuid: a query whose time range misses them
+    /// skips the segment without reading it. Segments not listed are always searched.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segment_times: BTreeMap<String, (i64, i64)>,
+}
+
+impl ShardCommit {
+    /// Whether documents of this commit may lie in `[from, to]` (ms, inclusive).
+    pub fn may_hold_times(&self, from: i64, to: i64) -> bool {
+        match (self.min_timestamp, self.max_timestamp) {
+            (Some(min), Some(max)) => min <= to && from <= max,
+            _ => true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod error;
 mod histogram;
 pub mod leaf;
 mod prefetch;
+mod prune;
 pub mod query_string;
 mod resolve;
 mod search;

@@ -1,6 +1,7 @@
 //! Executing a search over every shard of the resolved indexes and merging the results.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +33,7 @@ use crate::histogram::{
     split as split_histograms, Counts, TsHistogramCollector,
 };
 use crate::leaf::{Fanout, LeafRequest, Partial, PartialHit, ShardFailure, ShardTarget, WireKey};
+use crate::prune;
 use crate::query_string::parse_query_string;
 use crate::resolve::resolve;
 use crate::shards::{OpenShard, ShardReaders};
@@ -401,11 +403,12 @@ impl SearchService {
         let limit = leaf.skip + leaf.take;
         let (ts_hists, generic_aggs) = split_aggs(&req, leaf.ts_fast);
         let ts_intervals: Vec<i64> = ts_hists.iter().map(|h| h.interval_ms).collect();
+        let time = prune::time_range(&req.query);
         let mut tasks = Vec::new();
         for meta in self.target_indexes(&targets).await? {
             // Open the shards first: when a file of the commit known here was already
             // collected (a newer commit replaced it), re-read the shard records and retry.
-            let (meta, opened_shards) = self.open_shards(meta).await?;
+            let (meta, opened_shards) = self.open_shards(meta, time).await?;
             let meta = Arc::new(meta);
             let query: Arc<dyn Query> = Arc::from(
                 Translator::new(ShardLayout::of(&meta.settings), &meta.mappings)
@@ -420,9 +423,15 @@ impl SearchService {
                 ts_intervals: ts_intervals.clone(),
             };
             for shard in opened_shards {
-                let window = meta.shards.get(&shard.shard).and_then(|c| {
+                let commit = meta.shards.get(&shard.shard);
+                let window = commit.and_then(|c| {
                     TimeWindow::for_shard(&sort, c, limit, ShardLayout::of(&meta.settings).ts)
                 });
+                // Segments outside the time range match nothing and are not read.
+                let skip = match (time, commit) {
+                    (Some(range), Some(c)) => prune::segments_outside(c, range),
+                    _ => Default::default(),
+                };
                 let (query, sort, aggs, meta) =
                     (query.clone(), sort.clone(), aggs.clone(), meta.clone());
                 let scan_all = limit == 0
@@ -430,6 +439,7 @@ impl SearchService {
                     && aggs.tantivy.is_none()
                     && !aggs.ts_intervals.is_empty();
                 let mut needs = WarmNeeds {
+                    skip: skip.clone(),
                     scoring: sort.is_empty() && limit > 0,
                     columns: sort
                         .iter()
@@ -465,10 +475,16 @@ impl SearchService {
                         }
                     }
                     let res = match window {
-                        Some(w) => {
-                            run_shard_windowed(&shard, query.as_ref(), &sort, limit, aggs, &w)
-                        }
-                        None => run_shard(&shard, query.as_ref(), &sort, limit, aggs),
+                        Some(w) => run_shard_windowed(
+                            &shard,
+                            &skip,
+                            query.as_ref(),
+                            &sort,
+                            limit,
+                            aggs,
+                            &w,
+                        ),
+                        None => run_shard(&shard, &skip, query.as_ref(), &sort, limit, aggs),
                     };
                     (meta, shard, res)
                 }));
@@ -727,7 +743,17 @@ impl SearchService {
     async fn open_shards(
         &self,
         meta: IndexMeta,
+        time: Option<(i64, i64)>,
     ) -> Result<(IndexMeta, Vec<crate::shards::OpenShard>), SearchError> {
+        // Shards whose documents all lie outside the query's time range are never opened.
+        let targeted: Vec<u32> = meta.shards.keys().copied().collect();
+        let keep = |mut m: IndexMeta| {
+            m.shards.retain(|s, c| {
+                targeted.contains(s) && time.is_none_or(|(from, to)| c.may_hold_times(from, to))
+            });
+            m
+        };
+        let meta = keep(meta);
         match self.readers.shards(&meta).await {
             Ok(opened) => Ok((meta, opened)),
             Err(SearchError::Cache(floe_cache::CacheError::Storage(
@@ -742,6 +768,7 @@ impl SearchService {
                     .get_index(&meta.name)
                     .filter(|m| m.uuid == meta.uuid)
                     .ok_or_else(|| SearchError::IndexNotFound(meta.name.clone()))?;
+                let fresh = keep(fresh);
                 let opened = self.readers.shards(&fresh).await?;
                 Ok((fresh, opened))
             }
@@ -945,17 +972,19 @@ impl TimeWindow {
 
 fn run_shard_windowed(
     shard: &OpenShard,
+    skip: &HashSet<String>,
     query: &dyn Query,
     sort: &[SortBy],
     limit: usize,
     aggs: ShardAggs,
     window: &TimeWindow,
 ) -> Result<ShardResult, SearchError> {
-    let totals = run_shard(shard, query, sort, 0, aggs)?;
+    let totals = run_shard(shard, skip, query, sort, 0, aggs)?;
     let mut span = window.first_span_ms;
     while span < window.max_ms - window.min_ms {
         let found = run_shard(
             shard,
+            skip,
             window.restrict(query, span).as_ref(),
             sort,
             limit,
@@ -969,15 +998,17 @@ fn run_shard_windowed(
         }
         span = span.saturating_mul(16);
     }
-    let all = run_shard(shard, query, sort, limit, ShardAggs::default())?;
+    let all = run_shard(shard, skip, query, sort, limit, ShardAggs::default())?;
     Ok(ShardResult {
         hits: all.hits,
         ..totals
     })
 }
 
+/// One shard's top-k, count and aggregations; segments in `skip` (pruned) are not read.
 fn run_shard(
     shard: &OpenShard,
+    skip: &HashSet<String>,
     query: &dyn Query,
     sort: &[SortBy],
     limit: usize,
@@ -1017,9 +1048,8 @@ fn run_shard(
     let (hits, (count, hist), aggs): (Hits, (usize, Option<Counts>), _) = match sort.len() {
         0 | 1 => {
             let c = wanted.then(|| top.order_by(first));
-            let (h, (n, hc), a) = shard
-                .searcher
-                .search(query, &(c, counting, agg_collector))?;
+            let (h, (n, hc), a) =
+                prune::search(&shard.searcher, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
@@ -1031,9 +1061,8 @@ fn run_shard(
         }
         2 => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)))));
-            let (h, (n, hc), a) = shard
-                .searcher
-                .search(query, &(c, counting, agg_collector))?;
+            let (h, (n, hc), a) =
+                prune::search(&shard.searcher, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
@@ -1045,9 +1074,8 @@ fn run_shard(
         }
         _ => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)), key(sort.get(2)))));
-            let (h, (n, hc), a) = shard
-                .searcher
-                .search(query, &(c, counting, agg_collector))?;
+            let (h, (n, hc), a) =
+                prune::search(&shard.searcher, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()

@@ -18,6 +18,8 @@ use crate::SearchError;
 /// What besides the query's terms a search reads.
 #[derive(Clone, Debug, Default)]
 pub struct WarmNeeds {
+    /// Segments (uuids) pruned from the search: nothing of them is read.
+    pub skip: HashSet<String>,
     /// Scored by relevance: field norms of the queried fields are read.
     pub scoring: bool,
     /// Fast-field columns (by name) the search sorts, filters or buckets on.
@@ -35,6 +37,9 @@ pub fn warm_up(
     let fields: HashSet<Field> = terms.iter().map(|(t, _)| t.field()).collect();
     let mut fetches: Vec<BoxFuture<'static, std::io::Result<()>>> = Vec::new();
     for segment in searcher.segment_readers() {
+        if needs.skip.contains(&segment.segment_id().uuid_string()) {
+            continue;
+        }
         for (term, positions) in &terms {
             // Opening the dictionary only reads what the segment's hot cache holds.
             let inverted = segment.inverted_index(term.field())?;

@@ -258,6 +258,18 @@ async fn answers_do_not_depend_on_the_cache() {
     let c = writer.client();
     load(&c, "cold", 30_000).await;
     let first = answers(&c).await;
+    // A time range: shards and segments outside it are pruned; exactly its documents count.
+    let base = 1_714_521_600_000u64;
+    let window = json!({
+        "query": {"bool": {"filter": [{"range": {"@timestamp": {"gte": base + 10_000 * 100, "lt": base + 12_000 * 100}}}]}},
+        "sort": [{"@timestamp": "asc"}],
+        "size": 3,
+        "aggs": {"n": {"value_count": {"field": "size"}}},
+    });
+    let r = c.search("cold", &window).await;
+    assert_eq!(total_hits(&r), 2_000, "{r}");
+    assert_eq!(hit_ids(&r), vec!["d10000", "d10001", "d10002"], "{r}");
+    assert_eq!(r.json["aggregations"]["n"]["value"], json!(2000.0), "{r}");
     assert_eq!(
         answers(&c).await,
         first,

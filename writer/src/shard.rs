@@ -10,7 +10,7 @@
 //! The local copy is disposable: [`ShardWriter::open`] rebuilds it from the last published
 //! commit and replays the translog above its checkpoint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
@@ -920,8 +920,34 @@ impl ShardWriter {
                 max_timestamp: max_ts.map(|ns| ns / 1_000_000),
                 epoch,
                 translog_checkpoint: checkpoint,
+                segment_times: self.segment_times(),
             },
         }))
+    }
+
+    /// Bounds of `@timestamp` (ms) of each segment the reader sees, from the column stats
+    /// (bounds, maybe a little wider than the values): what lets searchers skip segments
+    /// outside a query's time range. Segments without the column are left out.
+    fn segment_times(&self) -> BTreeMap<String, (i64, i64)> {
+        self.reader
+            .searcher()
+            .segment_readers()
+            .iter()
+            .filter_map(|segment| {
+                let column = segment
+                    .fast_fields()
+                    .date(floe_proto::layout::TIMESTAMP_FIELD)
+                    .ok()?;
+                if column.values.num_vals() == 0 {
+                    return None;
+                }
+                let (min, max) = (column.min_value(), column.max_value());
+                Some((
+                    segment.segment_id().uuid_string(),
+                    (min.into_timestamp_millis(), max.into_timestamp_millis()),
+                ))
+            })
+            .collect()
     }
 
     /// The object key of a file already uploaded (by this writer or an earlier commit).
