@@ -198,7 +198,7 @@ pub struct ConfigFlags {
     /// Root of the local-directory object storage [default: ./data].
     #[arg(long, env = "FLOE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Local cache and scratch directory [default: ./cache].
+    /// Local cache and scratch directory [default: ./floe-cache].
     #[arg(long, env = "FLOE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Memory for cached segment blocks, e.g. 512MiB [default: 512MiB].
@@ -265,12 +265,12 @@ impl FloeConfig {
         let mut config = match &flags.config {
             Some(path) => Self::from_file(path)?,
             None => FloeConfig {
-                cache_dir: PathBuf::from("./cache"),
+                cache_dir: PathBuf::from("./floe-cache"),
                 ..FloeConfig::default()
             },
         };
         if config.cache_dir.as_os_str().is_empty() {
-            config.cache_dir = PathBuf::from("./cache");
+            config.cache_dir = PathBuf::from("./floe-cache");
         }
         if let Some(a) = flags.http_addr {
             config.http.addr = a;
@@ -347,7 +347,7 @@ impl FloeConfig {
         let mut config: FloeConfig = toml::from_str(&text)
             .with_context(|| format!("parsing config file {}", path.display()))?;
         if config.cache_dir.as_os_str().is_empty() {
-            config.cache_dir = PathBuf::from("./cache");
+            config.cache_dir = PathBuf::from("./floe-cache");
         }
         Ok(config)
     }

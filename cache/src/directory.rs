@@ -1,0 +1,215 @@
+//! A read-only tantivy `Directory` over one published commit of a shard: every file is an
+//! object in the bucket, read by byte range through the [`BlockCache`]; the ranges a
+//! segment's hot cache holds (footers, term-dictionary indexes, offset tables) are answered
+//! from memory without any read.
+//!
+//! tantivy reads synchronously: a read that misses the cache blocks the calling thread on
+//! the fetch, so searches run on blocking threads, never on async workers. The async reads
+//! (`read_bytes_async`) are what warm-up uses to fetch what a query needs concurrently first.
+
+use std::collections::HashMap;
+use std::ops::{Deref, Range};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
+use tantivy::directory::{
+    DirectoryLock, FileHandle, Lock, OwnedBytes, WatchCallback, WatchHandle, WritePtr,
+};
+use tantivy::{Directory, HasLen};
+use tokio::runtime::Handle;
+
+use crate::blocks::BlockCache;
+use crate::hot::HotRanges;
+
+/// One file of the commit: where it lives and what of it is held in memory.
+#[derive(Clone, Debug)]
+pub struct RemoteFile {
+    /// Object key in the bucket.
+    pub key: String,
+    pub len: u64,
+    /// Ranges of the file known from its segment's hot cache.
+    pub hot: Option<Arc<HotRanges>>,
+}
+
+struct Inner {
+    files: HashMap<PathBuf, RemoteFile>,
+    meta_json: Vec<u8>,
+    cache: BlockCache,
+    runtime: Handle,
+}
+
+/// The files of one commit, read from the bucket by range.
+#[derive(Clone)]
+pub struct RangeDirectory {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RangeDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeDirectory")
+            .field("files", &self.inner.files.len())
+            .finish()
+    }
+}
+
+impl RangeDirectory {
+    /// `files` by name as tantivy knows them; `meta_json` is the commit's `meta.json`.
+    /// Must be created inside the tokio runtime that will serve its reads.
+    pub fn new(
+        files: HashMap<String, RemoteFile>,
+        meta_json: String,
+        cache: BlockCache,
+    ) -> RangeDirectory {
+        RangeDirectory {
+            inner: Arc::new(Inner {
+                files: files
+                    .into_iter()
+                    .map(|(n, f)| (PathBuf::from(n), f))
+                    .collect(),
+                meta_json: meta_json.into_bytes(),
+                cache,
+                runtime: Handle::current(),
+            }),
+        }
+    }
+
+    fn read_only(path: &Path) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("{} is read-only (a published commit)", path.display()),
+        )
+    }
+}
+
+impl Directory for RangeDirectory {
+    fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
+        let file = self
+            .inner
+            .files
+            .get(path)
+            .ok_or_else(|| OpenReadError::FileDoesNotExist(path.to_path_buf()))?;
+        Ok(Arc::new(RangeFile {
+            file: file.clone(),
+            cache: self.inner.cache.clone(),
+            runtime: self.inner.runtime.clone(),
+        }))
+    }
+
+    fn delete(&self, path: &Path) -> Result<(), DeleteError> {
+        Err(DeleteError::IoError {
+            io_error: Arc::new(Self::read_only(path)),
+            filepath: path.to_path_buf(),
+        })
+    }
+
+    fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
+        Ok(path == Path::new("meta.json") || self.inner.files.contains_key(path))
+    }
+
+    fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
+        Err(OpenWriteError::IoError {
+            io_error: Arc::new(Self::read_only(path)),
+            filepath: path.to_path_buf(),
+        })
+    }
+
+    fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
+        if path == Path::new("meta.json") {
+            return Ok(self.inner.meta_json.clone());
+        }
+        Err(OpenReadError::FileDoesNotExist(path.to_path_buf()))
+    }
+
+    fn atomic_write(&self, path: &Path, _data: &[u8]) -> std::io::Result<()> {
+        Err(Self::read_only(path))
+    }
+
+    fn sync_directory(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Nothing here ever changes, so there is nothing to lock against.
+    fn acquire_lock(&self, _lock: &Lock) -> Result<DirectoryLock, LockError> {
+        Ok(DirectoryLock::from(Box::new(())))
+    }
+
+    fn watch(&self, _callback: WatchCallback) -> tantivy::Result<WatchHandle> {
+        Ok(WatchHandle::empty())
+    }
+}
+
+/// `Bytes` as tantivy's `OwnedBytes` without a copy (a `Bytes` never moves its data).
+pub(crate) struct StableBytes(pub Bytes);
+
+impl Deref for StableBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+// SAFETY: the slice a `Bytes` derefs to lives in a shared, reference-counted buffer that
+// does not move or change while the `Bytes` exists.
+unsafe impl stable_deref_trait::StableDeref for StableBytes {}
+
+pub(crate) fn owned(bytes: Bytes) -> OwnedBytes {
+    OwnedBytes::new(StableBytes(bytes))
+}
+
+/// One file of a [`RangeDirectory`].
+struct RangeFile {
+    file: RemoteFile,
+    cache: BlockCache,
+    runtime: Handle,
+}
+
+impl std::fmt::Debug for RangeFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RangeFile({}, {} bytes)", self.file.key, self.file.len)
+    }
+}
+
+impl HasLen for RangeFile {
+    fn len(&self) -> usize {
+        self.file.len as usize
+    }
+}
+
+impl RangeFile {
+    fn hot(&self, range: &Range<usize>) -> Option<OwnedBytes> {
+        let hot = self.file.hot.as_ref()?;
+        hot.get(range.start as u64..range.end as u64).map(owned)
+    }
+
+    fn io_error(&self, e: crate::CacheError) -> std::io::Error {
+        std::io::Error::other(format!("reading {}: {e}", self.file.key))
+    }
+}
+
+#[async_trait::async_trait]
+impl FileHandle for RangeFile {
+    fn read_bytes(&self, range: Range<usize>) -> std::io::Result<OwnedBytes> {
+        if let Some(b) = self.hot(&range) {
+            return Ok(b);
+        }
+        let (start, end) = (range.start as u64, range.end as u64);
+        self.runtime
+            .block_on(self.cache.read(&self.file.key, self.file.len, start..end))
+            .map(owned)
+            .map_err(|e| self.io_error(e))
+    }
+
+    async fn read_bytes_async(&self, range: Range<usize>) -> std::io::Result<OwnedBytes> {
+        if let Some(b) = self.hot(&range) {
+            return Ok(b);
+        }
+        let (start, end) = (range.start as u64, range.end as u64);
+        self.cache
+            .read(&self.file.key, self.file.len, start..end)
+            .await
+            .map(owned)
+            .map_err(|e| self.io_error(e))
+    }
+}
