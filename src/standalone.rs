@@ -18,8 +18,9 @@ use crate::http::{router, AppState};
 
 pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
-    let writer = start_writer(&config, &storage, &metastore)?;
-    let searcher = start_searcher(&config, &storage, &metastore).await?;
+    let cache = open_segment_cache(&config, &storage).await?;
+    let writer = start_writer(&config, &storage, &metastore, &cache)?;
+    let searcher = start_searcher(&metastore, cache);
     tokio::spawn(
         searcher
             .clone()
@@ -74,10 +75,12 @@ pub fn start_writer(
     config: &FloeConfig,
     storage: &Storage,
     metastore: &Arc<Metastore>,
+    cache: &SegmentCache,
 ) -> anyhow::Result<Arc<Writer>> {
     let writer = Arc::new(Writer::new(
         metastore.clone(),
         storage.clone(),
+        cache.blocks().clone(),
         WriterConfig {
             scratch_dir: config.cache_dir.join("writer"),
             memory: config.indexing.memory_bytes(),
@@ -114,11 +117,12 @@ pub fn start_writer(
     Ok(writer)
 }
 
-pub async fn start_searcher(
+/// The process's segment cache (memory and disk budgets from the config): searchers read
+/// segments through it, writers the files of shards they took over until hydrated.
+pub async fn open_segment_cache(
     config: &FloeConfig,
     storage: &Storage,
-    metastore: &Arc<Metastore>,
-) -> anyhow::Result<Arc<SearchService>> {
+) -> anyhow::Result<SegmentCache> {
     // Whole files mirrored by earlier versions: disposable, and outside the disk budget.
     let _ = std::fs::remove_dir_all(config.cache_dir.join("searcher"));
     let cache_config = CacheConfig {
@@ -126,10 +130,13 @@ pub async fn start_searcher(
         disk_bytes: config.cache.disk.as_u64(),
         dir: config.cache_dir.join("segment-cache"),
     };
-    let cache = SegmentCache::open(storage.clone(), &cache_config)
+    SegmentCache::open(storage.clone(), &cache_config)
         .await
-        .context("opening the segment cache")?;
-    Ok(Arc::new(SearchService::new(metastore.clone(), cache)))
+        .context("opening the segment cache")
+}
+
+pub fn start_searcher(metastore: &Arc<Metastore>, cache: SegmentCache) -> Arc<SearchService> {
+    Arc::new(SearchService::new(metastore.clone(), cache))
 }
 
 /// How often a searcher looks for newly published commits to prefetch: as often as the

@@ -216,6 +216,22 @@ impl BlockCache {
         Ok(out.freeze())
     }
 
+    /// All of object `key` (`len` bytes) in one GET, without caching it: for copying whole
+    /// files (a writer hydrating a shard), which would only evict what searches need.
+    pub async fn fetch_whole(&self, key: &str, len: u64) -> Result<Bytes, CacheError> {
+        let bytes = self.storage.get(key).await?;
+        if bytes.len() as u64 != len {
+            return Err(CacheError::Corrupt(format!(
+                "{key} has {} bytes, not {len}",
+                bytes.len()
+            )));
+        }
+        self.counters
+            .bytes_fetched
+            .fetch_add(len, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
     /// Block `block` of object `key` (the last block of an object may be short).
     async fn block(&self, key: &str, len: u64, block: u64) -> Result<Bytes, CacheError> {
         self.counters.block_reads.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 //! from memory without any read.
 //!
 //! tantivy reads synchronously: a read that misses the cache blocks the calling thread on
-//! the fetch, so searches run on blocking threads, never on async workers. The async reads
+//! the fetch, so searches run on blocking threads (a read on an async worker hands the
+//! worker off first). The async reads
 //! (`read_bytes_async`) are what warm-up uses to fetch what a query needs concurrently first.
 
 use std::collections::HashMap;
@@ -90,11 +91,11 @@ impl Directory for RangeDirectory {
             .files
             .get(path)
             .ok_or_else(|| OpenReadError::FileDoesNotExist(path.to_path_buf()))?;
-        Ok(Arc::new(RangeFile {
-            file: file.clone(),
-            cache: self.inner.cache.clone(),
-            runtime: self.inner.runtime.clone(),
-        }))
+        Ok(remote_handle(
+            file.clone(),
+            self.inner.cache.clone(),
+            self.inner.runtime.clone(),
+        ))
     }
 
     fn delete(&self, path: &Path) -> Result<(), DeleteError> {
@@ -158,6 +159,34 @@ pub(crate) fn owned(bytes: Bytes) -> OwnedBytes {
     OwnedBytes::new(StableBytes(bytes))
 }
 
+/// A tantivy file handle reading `file` from the bucket by range through `cache`, its
+/// fetches run on `runtime` (for directories that mix local and remote files, like a
+/// writer's scratch directory).
+pub fn remote_handle(file: RemoteFile, cache: BlockCache, runtime: Handle) -> Arc<dyn FileHandle> {
+    Arc::new(RangeFile {
+        file,
+        cache,
+        runtime,
+    })
+}
+
+/// Runs `fut` to completion from synchronous code: on a runtime worker thread the worker
+/// is handed off first (`block_in_place`); elsewhere (blocking pool, tantivy's threads) it
+/// just blocks.
+fn block_on<F: std::future::Future>(runtime: &Handle, fut: F) -> F::Output {
+    match Handle::try_current() {
+        Ok(current)
+            if matches!(
+                current.runtime_flavor(),
+                tokio::runtime::RuntimeFlavor::MultiThread
+            ) =>
+        {
+            tokio::task::block_in_place(|| runtime.block_on(fut))
+        }
+        _ => runtime.block_on(fut),
+    }
+}
+
 /// One file of a [`RangeDirectory`].
 struct RangeFile {
     file: RemoteFile,
@@ -195,10 +224,12 @@ impl FileHandle for RangeFile {
             return Ok(b);
         }
         let (start, end) = (range.start as u64, range.end as u64);
-        self.runtime
-            .block_on(self.cache.read(&self.file.key, self.file.len, start..end))
-            .map(owned)
-            .map_err(|e| self.io_error(e))
+        block_on(
+            &self.runtime,
+            self.cache.read(&self.file.key, self.file.len, start..end),
+        )
+        .map(owned)
+        .map_err(|e| self.io_error(e))
     }
 
     async fn read_bytes_async(&self, range: Range<usize>) -> std::io::Result<OwnedBytes> {

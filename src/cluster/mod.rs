@@ -22,7 +22,8 @@ use tracing::info;
 use crate::config::FloeConfig;
 use crate::http::router;
 use crate::standalone::{
-    app_state, open_bucket, serve_http, shutdown_signal, start_searcher, start_writer,
+    app_state, open_bucket, open_segment_cache, serve_http, shutdown_signal, start_searcher,
+    start_writer,
 };
 use peers::{ClusterPeers, MAX_MESSAGE};
 
@@ -55,8 +56,9 @@ pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
 /// `floe writer`: takes writes for the shards placed on it, forwards the others.
 pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
-    let writer = start_writer(&config, &storage, &metastore)?;
-    let searcher = start_searcher(&config, &storage, &metastore).await?;
+    let cache = open_segment_cache(&config, &storage).await?;
+    let writer = start_writer(&config, &storage, &metastore, &cache)?;
+    let searcher = start_searcher(&metastore, cache);
     let view = join(&config, role::WRITER, Some(writer.clone()))?;
     let peers = ClusterPeers::new(view.clone());
     writer.set_peers(peers.clone());
@@ -85,7 +87,7 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
 /// `floe searcher`: answers searches from segments it caches; forwards everything else.
 pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
-    let searcher = start_searcher(&config, &storage, &metastore).await?;
+    let searcher = start_searcher(&metastore, open_segment_cache(&config, &storage).await?);
     let view = join(&config, role::SEARCHER, None)?;
     let peers = ClusterPeers::new(view.clone());
     searcher.set_fanout(Arc::new(fanout::SearchFanout {

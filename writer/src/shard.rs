@@ -35,6 +35,7 @@ use crate::pool::{LastUse, WriterPool};
 use crate::recent::RecentWrites;
 use crate::scratch::ScratchDirectory;
 use crate::translog::{self, LoggedOp, Translog};
+use floe_cache::{BlockCache, RemoteFile};
 
 /// `index.translog.durability`: when a write is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +89,8 @@ pub struct ShardContext {
     /// Earlier incarnations' writer-wide translog objects, read once per process.
     pub sections: Arc<grouplog::SectionCache>,
     pub pool: Arc<WriterPool>,
+    /// Reads committed segment files from the bucket by range until they are hydrated.
+    pub blocks: BlockCache,
 }
 
 /// An operation ready for the translog: validated, its document already built.
@@ -175,6 +178,9 @@ impl State {
 /// Segment files uploaded at once by one refresh.
 const PARALLEL_UPLOADS: usize = 4;
 
+/// Committed files copied at once by a shard's hydration.
+const HYDRATE_PARALLEL: usize = 4;
+
 fn hot_file_name(segment_uuid: &str) -> String {
     format!("{segment_uuid}.{}", floe_cache::HOT_EXTENSION)
 }
@@ -204,6 +210,8 @@ enum LateBatch {
 
 /// A shard's writable tantivy index and its translog.
 pub struct ShardWriter {
+    /// The shard's files: local, or remote until hydrated.
+    scratch: ScratchDirectory,
     pub spec: ShardSpec,
     layout: ShardLayout,
     index: Index,
@@ -259,23 +267,35 @@ impl ShardWriter {
         let layout = ShardLayout::of(&meta.settings).clone();
         let segments_prefix = format!("{}/segments", spec.prefix);
         let mut uploaded = HashMap::new();
-        let index = match last {
+        // Nothing is downloaded before the shard opens: committed files are read by range
+        // until hydration (in the background) has copied them here.
+        let (index, scratch) = match last {
             Some(commit) => {
+                let mut remote = HashMap::new();
                 for f in &commit.files {
-                    let bytes = storage
-                        .get(&format!("{segments_prefix}/{}", f.object_key()))
-                        .await?;
-                    write_atomic(&dir.join(&f.name), &bytes)?;
                     uploaded.insert(f.name.clone(), (f.object_key().to_string(), f.len));
+                    if !f.name.ends_with(&format!(".{}", floe_cache::HOT_EXTENSION)) {
+                        let file = RemoteFile {
+                            key: format!("{segments_prefix}/{}", f.object_key()),
+                            len: f.len,
+                            hot: None,
+                        };
+                        remote.insert(PathBuf::from(&f.name), file);
+                    }
                 }
                 write_atomic(&dir.join("meta.json"), commit.tantivy_meta.as_bytes())?;
-                Index::open(ScratchDirectory::open(&dir)?)?
+                let scratch = ScratchDirectory::with_remote(&dir, remote, ctx.blocks.clone())?;
+                (Index::open(scratch.clone())?, scratch)
             }
-            None => Index::create(
-                ScratchDirectory::open(&dir)?,
-                layout.schema.clone(),
-                ShardLayout::index_settings(),
-            )?,
+            None => {
+                let scratch = ScratchDirectory::open(&dir)?;
+                let index = Index::create(
+                    scratch.clone(),
+                    layout.schema.clone(),
+                    ShardLayout::index_settings(),
+                )?;
+                (index, scratch)
+            }
         };
         let reader = index
             .reader_builder()
@@ -319,6 +339,7 @@ impl ShardWriter {
             retired: Mutex::new(orphans),
             generation: Mutex::new(last.map_or(0, |c| c.generation)),
             index,
+            scratch,
             ctx,
             translog,
             live_translog: Mutex::new(Vec::new()),
@@ -329,6 +350,18 @@ impl ShardWriter {
             last_used: LastUse::default(),
             replay_failures: Default::default(),
             spec,
+        });
+        // Committed files come to local disk in the background; until then (and for
+        // replay, gets and merges meanwhile) they are read by range.
+        let (scratch, name, number) = (shard.scratch.clone(), meta.name.clone(), shard.spec.shard);
+        tokio::spawn(async move {
+            match scratch.hydrate(HYDRATE_PARALLEL).await {
+                Ok(0) => {}
+                Ok(files) => debug!(index = %name, shard = number, files, "shard hydrated"),
+                Err(e) => {
+                    warn!(index = %name, shard = number, "hydration stopped (files stay read by range): {e}")
+                }
+            }
         });
         let replayed = shard.replay(meta, checkpoint, earlier).await?;
         if taken_over {
@@ -1112,20 +1145,34 @@ impl ShardWriter {
                 if !seen.insert(name.clone()) {
                     continue;
                 }
-                // Raw bytes straight from the file (the tantivy directory would strip the
-                // footer); an open handle still reads a file a merge deletes meanwhile.
-                let mut file = std::fs::File::open(self.spec.scratch_dir.join(&path))
-                    .map_err(|e| WriterError::Internal(format!("open {name}: {e}")))?;
-                let len = file.metadata()?.len();
-                // Segment files never change once written: one already in the bucket is not
-                // read again (a refresh costs the new bytes, not the shard's size).
                 let known = self
                     .uploaded
                     .lock()
                     .expect("uploaded lock")
                     .get(&name)
-                    .is_some_and(|(_, l)| *l == len);
-                let bytes = if known {
+                    .map(|(_, l)| *l);
+                // Raw bytes straight from the file (the tantivy directory would strip the
+                // footer); an open handle still reads a file a merge deletes meanwhile. A
+                // file not local yet (being hydrated) is one of the last commit's.
+                let local = self.spec.scratch_dir.join(&path);
+                let mut file = match (std::fs::File::open(&local), known) {
+                    (Ok(file), _) => file,
+                    (Err(_), Some(len)) => {
+                        out.push(SnapshotFile {
+                            name,
+                            len,
+                            bytes: None,
+                        });
+                        continue;
+                    }
+                    (Err(e), None) => {
+                        return Err(WriterError::Internal(format!("open {name}: {e}")))
+                    }
+                };
+                let len = file.metadata()?.len();
+                // Segment files never change once written: one already in the bucket is not
+                // read again (a refresh costs the new bytes, not the shard's size).
+                let bytes = if known == Some(len) {
                     None
                 } else {
                     let mut buf = Vec::with_capacity(len as usize);
@@ -1171,10 +1218,8 @@ impl ShardWriter {
         if missing.is_empty() {
             return Ok(out);
         }
-        // The raw files (tantivy's managed directory would hide their footers).
-        let raw = tantivy::directory::MmapDirectory::open(&self.spec.scratch_dir)
-            .map_err(|e| WriterError::Internal(format!("opening the scratch directory: {e}")))?;
-        let built = floe_cache::hot::build(Box::new(raw), meta_json, &missing)?;
+        // The raw files, local or remote (tantivy's managed directory would hide footers).
+        let built = floe_cache::hot::build(Box::new(self.scratch.clone()), meta_json, &missing)?;
         out.extend(built.into_iter().map(|(uuid, bytes)| SnapshotFile {
             name: hot_file_name(&uuid),
             len: bytes.len() as u64,
@@ -1392,6 +1437,7 @@ impl Drop for ShardWriter {
     /// process's memory budget (and its key may be reused by the next allocation).
     fn drop(&mut self) {
         self.ctx.pool.clear_buffered(self.key());
+        self.scratch.close();
     }
 }
 

@@ -27,6 +27,7 @@ use crate::shard::{
 };
 use crate::translog::{Segment, Translog};
 use crate::WriterError;
+use floe_cache::BlockCache;
 use floe_proto::rpc;
 
 /// Writer settings (the `[writer]` part of Floe's configuration).
@@ -85,6 +86,7 @@ type ShardKey = (String, u32);
 pub struct Writer {
     metastore: Arc<Metastore>,
     storage: Storage,
+    blocks: BlockCache,
     config: WriterConfig,
     shards: tokio::sync::Mutex<HashMap<ShardKey, Arc<ShardWriter>>>,
     /// Shard opens in flight at once, process-wide.
@@ -222,10 +224,18 @@ pub fn shard_for(key: &str, num_shards: u32) -> u32 {
 }
 
 impl Writer {
-    pub fn new(metastore: Arc<Metastore>, storage: Storage, config: WriterConfig) -> Writer {
+    /// `blocks`: the process's block cache, through which shards taken over from the bucket
+    /// read their committed files until hydrated.
+    pub fn new(
+        metastore: Arc<Metastore>,
+        storage: Storage,
+        blocks: BlockCache,
+        config: WriterConfig,
+    ) -> Writer {
         Writer {
             metastore,
             storage,
+            blocks,
             pool: Arc::new(WriterPool::new(config.max_open_writers, config.memory)),
             config,
             shards: tokio::sync::Mutex::new(HashMap::new()),

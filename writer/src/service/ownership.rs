@@ -77,6 +77,7 @@ impl Writer {
             group_log,
             sections: self.earlier_logs.clone(),
             pool: self.pool.clone(),
+            blocks: self.blocks.clone(),
         };
         let writer = ShardWriter::open(
             spec,

@@ -54,7 +54,17 @@ fn index_body(index: &str, docs: impl IntoIterator<Item = (String, String)>) -> 
 }
 
 async fn started(ms: Arc<Metastore>, storage: &Storage, config: WriterConfig) -> Writer {
-    let w = Writer::new(ms, storage.clone(), config);
+    let blocks = floe_cache::BlockCache::open(
+        storage.clone(),
+        &floe_cache::CacheConfig {
+            memory_bytes: 16 << 20,
+            disk_bytes: 0,
+            dir: config.scratch_dir.join("blocks"),
+        },
+    )
+    .await
+    .unwrap();
+    let w = Writer::new(ms, storage.clone(), blocks, config);
     w.start_session().await.unwrap();
     w
 }
