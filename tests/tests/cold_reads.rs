@@ -143,7 +143,11 @@ async fn cold_queries_read_little_in_few_round_trips() {
     let loading = Instant::now();
     load(&c, "cold", docs).await;
     eprintln!("loaded {docs} docs in {:?}", loading.elapsed());
-    assert_eq!(c.count("cold").await, docs as u64, "count after the refresh");
+    assert_eq!(
+        c.count("cold").await,
+        docs as u64,
+        "count after the refresh"
+    );
     let total = index_bytes(&c, "cold").await;
 
     floe.stop();
