@@ -394,31 +394,6 @@ fn agg_request(
     Ok(serde_json::from_value(v)?)
 }
 
-/// Total size of the regular files under `dir`, recursively (0 if it does not exist).
-pub fn dir_size(dir: &Path) -> u64 {
-    dir_stats(dir).0
-}
-
-/// `(bytes, files)` of the regular files under `dir`, recursively.
-pub fn dir_stats(dir: &Path) -> (u64, u64) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0);
-    };
-    let (mut bytes, mut files) = (0, 0);
-    for e in entries.flatten() {
-        let Ok(meta) = e.metadata() else { continue };
-        if meta.is_dir() {
-            let (b, f) = dir_stats(&e.path());
-            bytes += b;
-            files += f;
-        } else if meta.is_file() {
-            bytes += meta.len();
-            files += 1;
-        }
-    }
-    (bytes, files)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

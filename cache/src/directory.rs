@@ -1,12 +1,12 @@
-//! A read-only tantivy `Directory` over one published commit of a shard: every file is an
-//! object in the bucket, read by byte range through the [`BlockCache`]; the ranges a
-//! segment's hot cache holds (footers, term-dictionary indexes, offset tables) are answered
-//! from memory without any read.
+//! Read-only tantivy `Directory`s at one commit ([`CommitView`]), and the one searchers use
+//! ([`RangeDirectory`]): every file is an object in the bucket, read by byte range through
+//! the [`BlockCache`]; the ranges a segment's hot cache holds (footers, term-dictionary
+//! indexes, offset tables) are answered from memory without any read.
 //!
 //! tantivy reads synchronously: a read that misses the cache blocks the calling thread on
 //! the fetch, so searches run on blocking threads (a read on an async worker hands the
-//! worker off first). The async reads
-//! (`read_bytes_async`) are what warm-up uses to fetch what a query needs concurrently first.
+//! worker off first). The async reads (`read_bytes_async`) are what warm-up uses to fetch
+//! what a query needs concurrently first.
 
 use std::collections::HashMap;
 use std::ops::{Deref, Range};
@@ -34,68 +34,52 @@ pub struct RemoteFile {
     pub hot: Option<Arc<HotRanges>>,
 }
 
-struct Inner {
-    files: HashMap<PathBuf, RemoteFile>,
-    meta_json: Vec<u8>,
-    cache: BlockCache,
-    runtime: Handle,
+/// Where a [`CommitView`] gets its files' handles.
+pub trait FileSource: Send + Sync + std::fmt::Debug + 'static {
+    fn handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError>;
+    fn contains(&self, path: &Path) -> bool;
 }
 
-/// The files of one commit, read from the bucket by range.
-#[derive(Clone)]
-pub struct RangeDirectory {
-    inner: Arc<Inner>,
+/// A read-only tantivy `Directory` at one commit: `meta.json` is the commit's, every other
+/// file comes from `S`; nothing is ever written, deleted or locked.
+#[derive(Debug)]
+pub struct CommitView<S> {
+    source: Arc<S>,
+    meta_json: Arc<Vec<u8>>,
 }
 
-impl std::fmt::Debug for RangeDirectory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RangeDirectory")
-            .field("files", &self.inner.files.len())
-            .finish()
+impl<S> Clone for CommitView<S> {
+    fn clone(&self) -> Self {
+        CommitView {
+            source: self.source.clone(),
+            meta_json: self.meta_json.clone(),
+        }
     }
 }
 
-impl RangeDirectory {
-    /// `files` by name as tantivy knows them; `meta_json` is the commit's `meta.json`.
-    /// Must be created inside the tokio runtime that will serve its reads.
-    pub fn new(
-        files: HashMap<String, RemoteFile>,
-        meta_json: String,
-        cache: BlockCache,
-    ) -> RangeDirectory {
-        RangeDirectory {
-            inner: Arc::new(Inner {
-                files: files
-                    .into_iter()
-                    .map(|(n, f)| (PathBuf::from(n), f))
-                    .collect(),
-                meta_json: meta_json.into_bytes(),
-                cache,
-                runtime: Handle::current(),
-            }),
+impl<S: FileSource> CommitView<S> {
+    pub fn new(source: S, meta_json: String) -> CommitView<S> {
+        CommitView {
+            source: Arc::new(source),
+            meta_json: Arc::new(meta_json.into_bytes()),
         }
+    }
+
+    pub fn source(&self) -> &S {
+        &self.source
     }
 
     fn read_only(path: &Path) -> std::io::Error {
         std::io::Error::new(
             std::io::ErrorKind::Unsupported,
-            format!("{} is read-only (a published commit)", path.display()),
+            format!("{} is read-only (a commit)", path.display()),
         )
     }
 }
 
-impl Directory for RangeDirectory {
+impl<S: FileSource> Directory for CommitView<S> {
     fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
-        let file = self
-            .inner
-            .files
-            .get(path)
-            .ok_or_else(|| OpenReadError::FileDoesNotExist(path.to_path_buf()))?;
-        Ok(remote_handle(
-            file.clone(),
-            self.inner.cache.clone(),
-            self.inner.runtime.clone(),
-        ))
+        self.source.handle(path)
     }
 
     fn delete(&self, path: &Path) -> Result<(), DeleteError> {
@@ -106,7 +90,7 @@ impl Directory for RangeDirectory {
     }
 
     fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
-        Ok(path == Path::new("meta.json") || self.inner.files.contains_key(path))
+        Ok(path == Path::new("meta.json") || self.source.contains(path))
     }
 
     fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
@@ -118,7 +102,7 @@ impl Directory for RangeDirectory {
 
     fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
         if path == Path::new("meta.json") {
-            return Ok(self.inner.meta_json.clone());
+            return Ok(self.meta_json.to_vec());
         }
         Err(OpenReadError::FileDoesNotExist(path.to_path_buf()))
     }
@@ -138,6 +122,63 @@ impl Directory for RangeDirectory {
 
     fn watch(&self, _callback: WatchCallback) -> tantivy::Result<WatchHandle> {
         Ok(WatchHandle::empty())
+    }
+}
+
+/// The files of one published commit, in the bucket.
+pub struct RemoteFiles {
+    files: HashMap<PathBuf, RemoteFile>,
+    cache: BlockCache,
+    runtime: Handle,
+}
+
+impl std::fmt::Debug for RemoteFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteFiles({} files)", self.files.len())
+    }
+}
+
+impl FileSource for RemoteFiles {
+    fn handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
+        let file = self
+            .files
+            .get(path)
+            .ok_or_else(|| OpenReadError::FileDoesNotExist(path.to_path_buf()))?;
+        Ok(remote_handle(
+            file.clone(),
+            self.cache.clone(),
+            self.runtime.clone(),
+        ))
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.files.contains_key(path)
+    }
+}
+
+/// A commit read from the bucket by range.
+pub type RangeDirectory = CommitView<RemoteFiles>;
+
+impl RangeDirectory {
+    /// `files` by name as tantivy knows them; `meta_json` is the commit's `meta.json`.
+    /// Must be created inside the tokio runtime that will serve its reads.
+    pub fn remote(
+        files: HashMap<String, RemoteFile>,
+        meta_json: String,
+        cache: BlockCache,
+    ) -> RangeDirectory {
+        let files = files
+            .into_iter()
+            .map(|(n, f)| (PathBuf::from(n), f))
+            .collect();
+        CommitView::new(
+            RemoteFiles {
+                files,
+                cache,
+                runtime: Handle::current(),
+            },
+            meta_json,
+        )
     }
 }
 

@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
-use tantivy::directory::{
-    DirectoryLock, FileHandle, Lock, OwnedBytes, WatchCallback, WatchHandle, WritePtr,
-};
+use tantivy::directory::error::OpenReadError;
+use tantivy::directory::{FileHandle, OwnedBytes};
 use tantivy::{Directory, HasLen, Index, SegmentReader};
 
+use crate::directory::{CommitView, FileSource};
 use crate::CacheError;
 
 /// Extension of hot-cache files (`<segment uuid>.hot`).
@@ -116,12 +115,12 @@ pub fn build(
     meta_json: &str,
     segments: &HashSet<String>,
 ) -> tantivy::Result<Vec<(String, Bytes)>> {
-    let recording = RecordingDirectory {
+    let reads = Reads::default();
+    let recording = Recording {
         inner: dir.box_clone(),
-        meta_json: meta_json.as_bytes().to_vec(),
-        reads: Arc::default(),
+        reads: reads.clone(),
     };
-    let index = Index::open(recording.clone())?;
+    let index = Index::open(CommitView::new(recording, meta_json.to_string()))?;
     let schema = index.schema();
     let mut out = Vec::new();
     for segment in index.searchable_segments()? {
@@ -129,7 +128,7 @@ pub fn build(
         if !segments.contains(&uuid) {
             continue;
         }
-        recording.reads.lock().expect("reads lock").clear();
+        reads.lock().expect("reads lock").clear();
         let reader = SegmentReader::open(&segment)?;
         for (field, entry) in schema.fields() {
             if entry.is_indexed() {
@@ -149,8 +148,8 @@ pub fn build(
             }
         }
         reader.get_store_reader(0)?;
-        let reads = std::mem::take(&mut *recording.reads.lock().expect("reads lock"));
-        out.push((uuid, encode(dir.as_ref(), reads)?));
+        let read = std::mem::take(&mut *reads.lock().expect("reads lock"));
+        out.push((uuid, encode(dir.as_ref(), read)?));
     }
     Ok(out)
 }
@@ -195,25 +194,15 @@ fn encode(dir: &dyn Directory, reads: Vec<(PathBuf, Range<u64>)>) -> tantivy::Re
 
 type Reads = Arc<Mutex<Vec<(PathBuf, Range<u64>)>>>;
 
-/// A read-only view of a directory at a given `meta.json` that records every range read.
-#[derive(Clone, Debug)]
-struct RecordingDirectory {
+/// The files of a directory, every range read from them recorded.
+#[derive(Debug)]
+struct Recording {
     inner: Box<dyn Directory>,
-    meta_json: Vec<u8>,
     reads: Reads,
 }
 
-impl RecordingDirectory {
-    fn read_only(path: &Path) -> std::io::Error {
-        std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            format!("{} is opened read-only", path.display()),
-        )
-    }
-}
-
-impl Directory for RecordingDirectory {
-    fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
+impl FileSource for Recording {
+    fn handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
         Ok(Arc::new(RecordingHandle {
             path: path.to_path_buf(),
             inner: self.inner.get_file_handle(path)?,
@@ -221,45 +210,8 @@ impl Directory for RecordingDirectory {
         }))
     }
 
-    fn delete(&self, path: &Path) -> Result<(), DeleteError> {
-        Err(DeleteError::IoError {
-            io_error: Arc::new(Self::read_only(path)),
-            filepath: path.to_path_buf(),
-        })
-    }
-
-    fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
-        self.inner.exists(path)
-    }
-
-    fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
-        Err(OpenWriteError::IoError {
-            io_error: Arc::new(Self::read_only(path)),
-            filepath: path.to_path_buf(),
-        })
-    }
-
-    fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
-        if path == Path::new("meta.json") {
-            return Ok(self.meta_json.clone());
-        }
-        Err(OpenReadError::FileDoesNotExist(path.to_path_buf()))
-    }
-
-    fn atomic_write(&self, path: &Path, _data: &[u8]) -> std::io::Result<()> {
-        Err(Self::read_only(path))
-    }
-
-    fn sync_directory(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn acquire_lock(&self, _lock: &Lock) -> Result<DirectoryLock, LockError> {
-        Ok(DirectoryLock::from(Box::new(())))
-    }
-
-    fn watch(&self, _callback: WatchCallback) -> tantivy::Result<WatchHandle> {
-        Ok(WatchHandle::empty())
+    fn contains(&self, path: &Path) -> bool {
+        self.inner.exists(path).unwrap_or(false)
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use floe_storage::{Storage, StorageError};
 
 pub use blocks::{BlockCache, CacheConfig, CacheStats, BLOCK_SIZE};
-pub use directory::{remote_handle, RangeDirectory, RemoteFile};
+pub use directory::{remote_handle, CommitView, FileSource, RangeDirectory, RemoteFile};
 pub use hot::{HotCache, HotRanges, HOT_EXTENSION};
 
 #[derive(Debug, thiserror::Error)]

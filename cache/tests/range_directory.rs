@@ -164,7 +164,7 @@ async fn a_segment_read_by_range_equals_it_read_whole() {
                 (name.clone(), file)
             })
             .collect();
-        let dir = RangeDirectory::new(remote, meta_json.clone(), cache.blocks().clone());
+        let dir = RangeDirectory::remote(remote, meta_json.clone(), cache.blocks().clone());
         let deletes: Vec<&(String, u64)> =
             files.iter().filter(|(n, _)| n.ends_with(".del")).collect();
         let (schema, blocks) = (schema.clone(), cache.blocks().clone());

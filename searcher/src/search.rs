@@ -341,6 +341,11 @@ impl SearchService {
     ) -> Result<Value, SearchError> {
         let started = Instant::now();
         let req = self.parse_request(body, params)?;
+        let profile = body
+            .and_then(|b| b.get("profile"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .then(|| self.cache_stats());
         let indexes = self.resolve(expr, params.ignore_unavailable)?;
         let targets: Vec<ShardTarget> = indexes
             .iter()
@@ -372,7 +377,7 @@ impl SearchService {
             }
             _ => (vec![self.leaf_search(&leaf, targets).await?], Vec::new()),
         };
-        self.merge(
+        let mut response = self.merge(
             &req,
             ts_fast,
             partials,
@@ -380,7 +385,11 @@ impl SearchService {
             total_shards,
             cut_here,
             started,
-        )
+        )?;
+        if let Some(before) = profile {
+            response["profile"] = profile_section(before, self.cache_stats());
+        }
+        Ok(response)
     }
 
     /// Whether `@timestamp` is a typed column of this index (fast histogram path).
@@ -818,6 +827,20 @@ pub struct StoredDoc {
     pub seq_no: u64,
     pub primary_term: u64,
     pub source: Value,
+}
+
+/// `"profile": true`: what this search cost the segment cache here (the counters are
+/// process-wide: searches running at the same time are counted too; leaves on other
+/// searchers are not).
+fn profile_section(before: CacheStats, after: CacheStats) -> Value {
+    json!({
+        "shards": [],
+        "floe": {"cache": {
+            "block_reads": after.block_reads - before.block_reads,
+            "block_fetches": after.block_fetches - before.block_fetches,
+            "bytes_fetched": after.bytes_fetched - before.bytes_fetched,
+        }},
+    })
 }
 
 /// What each rendered hit carries besides `_index`, `_id` and `_score`.

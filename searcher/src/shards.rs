@@ -170,7 +170,7 @@ impl ShardReaders {
                 (f.name.clone(), file)
             })
             .collect();
-        Ok(RangeDirectory::new(
+        Ok(RangeDirectory::remote(
             files,
             commit.tantivy_meta.clone(),
             self.cache.blocks().clone(),

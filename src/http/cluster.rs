@@ -110,17 +110,52 @@ pub async fn floe_stats(state: State) -> Json<Value> {
         }
         None => Value::Null,
     };
-    let cache = state.searcher.cache_stats();
     Json(json!({
         "storage": storage,
-        "cache": {
-            "block_reads": cache.block_reads,
-            "block_fetches": cache.block_fetches,
-            "bytes_fetched": cache.bytes_fetched,
-            "hit_ratio": cache.hit_ratio(),
-        },
+        "cache": cache_json(state.searcher.cache_stats()),
         "node": {"id": state.node_id, "role": state.role},
         "writer": writer,
         "indexing_pressure": {"in_flight_bytes": state.pressure.in_flight(), "limit_bytes": state.pressure.limit()},
+    }))
+}
+
+/// The segment cache's counters as the stats APIs show them.
+pub fn cache_json(cache: floe_cache::CacheStats) -> Value {
+    json!({
+        "block_reads": cache.block_reads,
+        "block_fetches": cache.block_fetches,
+        "bytes_fetched": cache.bytes_fetched,
+        "hit_ratio": cache.hit_ratio(),
+    })
+}
+
+/// `GET /_nodes/stats` (and `/_nodes/_local/stats`): this node's figures in the shape of
+/// OpenSearch's answer: documents and bytes of the indexes it knows, and under `floe` its
+/// segment cache (hit ratio, bytes and GETs from the bucket) and its bucket traffic. In a
+/// cluster each node answers for itself.
+pub async fn nodes_stats(state: State) -> Json<Value> {
+    let indexes = state.metastore.list_indexes();
+    let docs: u64 = indexes.iter().map(|m| m.doc_count()).sum();
+    let bytes: u64 = indexes.iter().map(|m| m.size_bytes()).sum();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let node = json!({
+        "name": state.node_id,
+        "roles": [state.role],
+        "timestamp": now_ms,
+        "indices": {
+            "docs": {"count": docs},
+            "store": {"size_in_bytes": bytes},
+        },
+        "floe": {
+            "cache": cache_json(state.searcher.cache_stats()),
+            "storage": state.storage.stats(),
+        },
+    });
+    Json(json!({
+        "_nodes": {"total": 1, "successful": 1, "failed": 0},
+        "cluster_name": "floe",
+        "nodes": {state.node_id.clone(): node},
     }))
 }

@@ -83,6 +83,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(cat::allocation_explain).post(cat::allocation_explain),
         )
         .route("/_floe/stats", get(cluster::floe_stats))
+        .route("/_nodes/stats", get(cluster::nodes_stats))
+        .route("/_nodes/_local/stats", get(cluster::nodes_stats))
         .route("/metrics", get(metrics::metrics))
         .route("/_cat/indices/{index}", get(cluster::cat_indices))
         .route("/_bulk", post(documents::bulk).put(documents::bulk))

@@ -201,6 +201,17 @@ async fn cold_queries_read_little_in_few_round_trips() {
         "top-10 took {took:?}: more than 3 round trips"
     );
 
+    // Time to green of the writer after the kill: the shards were taken over (session
+    // expiry, open, replay) without downloading them; a write lands and is searchable.
+    let started = Instant::now();
+    let body = bulk_body("cold", [("late".to_string(), access_log(0))]);
+    c.bulk_ok_retrying("/_bulk?refresh=true", body, Duration::from_secs(60))
+        .await;
+    eprintln!(
+        "write + refresh after the restart: {:?} for a {total}-byte index",
+        started.elapsed()
+    );
+
     // The disk tier stayed within its budget.
     let used = dir_bytes(&floe.cache_dir().join("segment-cache"));
     assert!(used <= 16 << 20, "segment cache holds {used} bytes on disk");
@@ -308,6 +319,28 @@ async fn answers_do_not_depend_on_the_cache() {
         cache["block_fetches"].as_u64().unwrap() > 0,
         "the tiny cache fetched nothing: {r}"
     );
+    // What a query cost the cache, and the node's figures in OpenSearch's shape.
+    let mut profiled = query_suite()[1].clone();
+    profiled["profile"] = json!(true);
+    let r = t.search("cold", &profiled).await;
+    let cost = &r.json["profile"]["floe"]["cache"];
+    assert!(cost["block_reads"].as_u64().unwrap() > 0, "{r}");
+    assert!(cost["bytes_fetched"].as_u64().is_some(), "{r}");
+    let r = t.get("/_nodes/stats").await;
+    assert_eq!(r.status, 200, "{r}");
+    let node = r.json["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(node["indices"]["docs"]["count"], json!(30_000), "{r}");
+    assert!(
+        node["floe"]["cache"]["block_fetches"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    assert!(node["floe"]["cache"]["hit_ratio"].as_f64().is_some(), "{r}");
 
     // A disk tier whose files vanish while it runs: reads still come out right.
     let wiped = Floe::start_with_args(

@@ -12,7 +12,6 @@ use anyhow::Context;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 
-use crate::baseline::dir_size;
 use crate::client::Client;
 use crate::ctx::{Ctx, INDEX};
 use crate::queries::{bench_queries, BenchQuery, Outcome};
@@ -104,9 +103,15 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Figure>> {
                 Figure::new(format!("{} cold p99", q.name), cs.p99_ms, "ms").vs(Some(bc.p99_ms)),
             );
             let avg_bytes = c.fetched.iter().sum::<u64>() / c.fetched.len().max(1) as u64;
+            let avg_gets = c.gets.iter().sum::<u64>() as f64 / c.gets.len().max(1) as f64;
             figures.push(
-                Figure::new(format!("{} cold fetched", q.name), mb(avg_bytes), "MB")
-                    .note("bytes the cold query pulled into Floe's cache from the bucket"),
+                Figure::new(format!("{} cold fetched", q.name), mb(avg_bytes), "MB").note(
+                    format!(
+                        "{:.2}% of the index ({} MB), {avg_gets:.0} ranged GETs: what the cold query read from the bucket",
+                        avg_bytes as f64 * 100.0 / c.index_bytes.max(1) as f64,
+                        mb(c.index_bytes)
+                    ),
+                ),
             );
         }
     }
@@ -156,8 +161,23 @@ fn floe_body(q: &BenchQuery) -> Value {
 struct Cold {
     floe: Vec<Duration>,
     baseline: Vec<Duration>,
-    /// Bytes added to Floe's cache dir by each cold run.
+    /// Bytes Floe's segment cache fetched from the bucket during each cold run.
     fetched: Vec<u64>,
+    /// Ranged GETs (blocks fetched) of each cold run.
+    gets: Vec<u64>,
+    /// The index's published bytes.
+    index_bytes: u64,
+}
+
+/// (bytes fetched, blocks fetched) by Floe's segment cache since it started.
+async fn cache_fetched(client: &Client) -> anyhow::Result<(u64, u64)> {
+    let stats = client.get_json("/_floe/stats").await?;
+    let get = |k: &str| {
+        stats["cache"][k]
+            .as_u64()
+            .context("cache counters in /_floe/stats")
+    };
+    Ok((get("bytes_fetched")?, get("block_fetches")?))
 }
 
 /// For each query, `cold_runs` times: restart Floe with an empty cache and run it once; and
@@ -180,6 +200,13 @@ async fn cold_runs(
         .and_then(|f| f.process.as_mut())
         .context("floe process")?;
     let base = ctx.baseline.as_ref().context("baseline index")?;
+    let cat = client
+        .get_json(&format!("/_cat/indices/{INDEX}?format=json&bytes=b"))
+        .await?;
+    let index_bytes = cat[0]["store.size"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut out = Vec::new();
     for q in queries {
         let body = floe_body(q);
@@ -187,18 +214,21 @@ async fn cold_runs(
             floe: Vec::new(),
             baseline: Vec::new(),
             fetched: Vec::new(),
+            gets: Vec::new(),
+            index_bytes,
         };
         for _ in 0..runs {
             process.restart_cold(client).await?;
-            let before = dir_size(&process.cache_dir());
+            let (bytes0, gets0) = cache_fetched(client).await?;
             let t = Instant::now();
             client
                 .search(INDEX, &body)
                 .await
                 .with_context(|| format!("cold query {}", q.name))?;
             cold.floe.push(t.elapsed());
-            cold.fetched
-                .push(dir_size(&process.cache_dir()).saturating_sub(before));
+            let (bytes1, gets1) = cache_fetched(client).await?;
+            cold.fetched.push(bytes1 - bytes0);
+            cold.gets.push(gets1 - gets0);
             let (elapsed, _) = tokio::task::block_in_place(|| base.run_cold(q))?;
             cold.baseline.push(elapsed);
             pb.inc(1);
