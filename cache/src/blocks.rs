@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use floe_storage::{Storage, StorageError};
 use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, PsyncIoEngineConfig,
+    HybridCachePolicy, LruConfig, PsyncIoEngineConfig,
 };
 use tracing::debug;
 
@@ -126,10 +126,17 @@ struct Counters {
     bytes_fetched: AtomicU64,
 }
 
+/// A range read across several blocks: (object key, start, end).
+type RangeKey = (Arc<str>, u64, u64);
+
 /// Byte ranges of bucket objects, read through cached aligned blocks.
 #[derive(Clone)]
 pub struct BlockCache {
     blocks: HybridCache<BlockKey, Block>,
+    /// Ranges spanning several blocks, as assembled: tantivy reads the same column or
+    /// field-norm slices again on every query, and copying them block by block each time
+    /// costs more than the query. Bounded by bytes (a quarter of the memory budget more).
+    ranges: moka::sync::Cache<RangeKey, Bytes>,
     storage: Storage,
     counters: Arc<Counters>,
 }
@@ -146,8 +153,11 @@ impl BlockCache {
         std::fs::create_dir_all(&config.dir)?;
         let memory = HybridCacheBuilder::new()
             .with_name("floe-blocks")
+            // Blocks go to disk when memory evicts them, not on every insertion (which also
+            // rewrote blocks reloaded from disk on each access).
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .memory(config.memory_bytes.max(BLOCK_SIZE) as usize)
+            .with_eviction_config(LruConfig::default())
             // Each shard evicts within its share: keep shards large against a block.
             .with_shards((config.memory_bytes / (64 * BLOCK_SIZE)).clamp(1, 16) as usize)
             .with_weighter(|k: &BlockKey, v: &Block| k.object.len() + v.0.len() + 64)
@@ -169,8 +179,15 @@ impl BlockCache {
                 .await
         }
         .map_err(|e| CacheError::Disk(e.to_string()))?;
+        let ranges = moka::sync::Cache::builder()
+            .max_capacity((config.memory_bytes / 4).max(BLOCK_SIZE * 4))
+            .weigher(|k: &RangeKey, v: &Bytes| {
+                (k.0.len() + v.len() + 64).min(u32::MAX as usize) as u32
+            })
+            .build();
         Ok(BlockCache {
             blocks,
+            ranges,
             storage,
             counters: Arc::default(),
         })
@@ -183,6 +200,34 @@ impl BlockCache {
             block_fetches: self.counters.block_fetches.load(Ordering::Relaxed),
             bytes_fetched: self.counters.bytes_fetched.load(Ordering::Relaxed),
         }
+    }
+
+    /// Bytes `range` of object `key` if memory holds them (no I/O, no waiting): the fast
+    /// path of synchronous reads, which otherwise enter the runtime for every read.
+    pub fn read_cached(&self, key: &str, range: Range<u64>) -> Option<Bytes> {
+        if range.start >= range.end {
+            return Some(Bytes::new());
+        }
+        let first = range.start / BLOCK_SIZE;
+        let last = (range.end - 1) / BLOCK_SIZE;
+        let bytes = if first == last {
+            let block = self.blocks.memory().get(&BlockKey {
+                object: key.to_string(),
+                block: first,
+            })?;
+            let offset = (range.start - first * BLOCK_SIZE) as usize;
+            let end = offset + (range.end - range.start) as usize;
+            if end > block.value().0.len() {
+                return None;
+            }
+            block.value().0.slice(offset..end)
+        } else {
+            self.ranges.get(&(Arc::from(key), range.start, range.end))?
+        };
+        self.counters
+            .block_reads
+            .fetch_add(last - first + 1, Ordering::Relaxed);
+        Some(bytes)
     }
 
     /// Bytes `range` of object `key`, whose length is `len`. Missing blocks are fetched
@@ -200,20 +245,30 @@ impl BlockCache {
         }
         let first = range.start / BLOCK_SIZE;
         let last = (range.end - 1) / BLOCK_SIZE;
-        let blocks =
-            futures::future::try_join_all((first..=last).map(|b| self.block(key, len, b))).await?;
         let offset = (range.start - first * BLOCK_SIZE) as usize;
         let want = (range.end - range.start) as usize;
-        if let [only] = blocks.as_slice() {
-            return Ok(only.slice(offset..offset + want));
+        if first == last {
+            let block = self.block(key, len, first).await?;
+            return Ok(block.slice(offset..offset + want));
         }
+        let range_key: RangeKey = (Arc::from(key), range.start, range.end);
+        if let Some(bytes) = self.ranges.get(&range_key) {
+            self.counters
+                .block_reads
+                .fetch_add(last - first + 1, Ordering::Relaxed);
+            return Ok(bytes);
+        }
+        let blocks =
+            futures::future::try_join_all((first..=last).map(|b| self.block(key, len, b))).await?;
         let mut out = BytesMut::with_capacity(want);
         for (i, block) in blocks.iter().enumerate() {
             let from = if i == 0 { offset } else { 0 };
             let to = block.len().min(from + want - out.len());
             out.extend_from_slice(&block[from..to]);
         }
-        Ok(out.freeze())
+        let bytes = out.freeze();
+        self.ranges.insert(range_key, bytes.clone());
+        Ok(bytes)
     }
 
     /// All of object `key` (`len` bytes) in one GET, without caching it: for copying whole
@@ -317,9 +372,10 @@ mod tests {
     async fn evicted_blocks_are_fetched_again_and_stay_correct() {
         // Room for about two blocks in memory, none on disk.
         let (_dir, cache) = cache_with(0, 2 * BLOCK_SIZE + 1024).await;
-        for _ in 0..3 {
-            let got = cache.read("obj", 300_000, 0..300_000).await.unwrap();
-            assert_eq!(got.as_ref(), expected(0..300_000).as_slice());
+        // Different ranges each time, so assembled ranges are never reused.
+        for i in 0..3 {
+            let got = cache.read("obj", 300_000, i..300_000 - i).await.unwrap();
+            assert_eq!(got.as_ref(), expected(i..300_000 - i).as_slice());
         }
         assert!(cache.stats().block_fetches > 5, "{:?}", cache.stats());
     }

@@ -228,6 +228,26 @@ fn block_on<F: std::future::Future>(runtime: &Handle, fut: F) -> F::Output {
     }
 }
 
+thread_local! {
+    /// Set by [`without_fetching`]: reads that would wait for the bucket fail instead.
+    static NO_FETCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with reads limited to what memory holds: a read that would have to fetch fails
+/// with `WouldBlock` at once. Lets a caller try the cheap synchronous path first and fetch
+/// what is missing concurrently afterwards.
+pub fn without_fetching<R>(f: impl FnOnce() -> R) -> R {
+    let before = NO_FETCH.with(|n| n.replace(true));
+    let out = f();
+    NO_FETCH.with(|n| n.set(before));
+    out
+}
+
+/// False inside [`without_fetching`] (on this thread).
+pub fn fetching_allowed() -> bool {
+    !NO_FETCH.with(|n| n.get())
+}
+
 /// One file of a [`RangeDirectory`].
 struct RangeFile {
     file: RemoteFile,
@@ -248,9 +268,15 @@ impl HasLen for RangeFile {
 }
 
 impl RangeFile {
+    /// From the hot cache or the block cache's memory, without any waiting.
     fn hot(&self, range: &Range<usize>) -> Option<OwnedBytes> {
-        let hot = self.file.hot.as_ref()?;
-        hot.get(range.start as u64..range.end as u64).map(owned)
+        let (start, end) = (range.start as u64, range.end as u64);
+        if let Some(bytes) = self.file.hot.as_ref().and_then(|h| h.get(start..end)) {
+            return Some(owned(bytes));
+        }
+        self.cache
+            .read_cached(&self.file.key, start..end)
+            .map(owned)
     }
 
     fn io_error(&self, e: crate::CacheError) -> std::io::Error {
@@ -263,6 +289,12 @@ impl FileHandle for RangeFile {
     fn read_bytes(&self, range: Range<usize>) -> std::io::Result<OwnedBytes> {
         if let Some(b) = self.hot(&range) {
             return Ok(b);
+        }
+        if NO_FETCH.with(|n| n.get()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("{} is not cached", self.file.key),
+            ));
         }
         let (start, end) = (range.start as u64, range.end as u64);
         block_on(

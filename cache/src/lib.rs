@@ -16,7 +16,10 @@ use std::sync::Arc;
 use floe_storage::{Storage, StorageError};
 
 pub use blocks::{BlockCache, CacheConfig, CacheStats, BLOCK_SIZE};
-pub use directory::{remote_handle, CommitView, FileSource, RangeDirectory, RemoteFile};
+pub use directory::{
+    fetching_allowed, remote_handle, without_fetching, CommitView, FileSource, RangeDirectory,
+    RemoteFile,
+};
 pub use hot::{HotCache, HotRanges, HOT_EXTENSION};
 
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery};
 use tantivy::schema::{OwnedValue, Value as _};
 use tantivy::Term;
-use tantivy::{DocAddress, Order, TantivyDocument};
+use tantivy::{DocAddress, Order, Searcher, TantivyDocument};
 use tracing::instrument;
 
 use crate::ast::{QueryAst, ALL_FIELDS};
@@ -112,9 +112,13 @@ struct ShardResult {
     hist: Option<Counts>,
 }
 
+/// Shard searches running at once (each holds a blocking thread that may wait on a read).
+const SHARD_SEARCHES: usize = 64;
+
 pub struct SearchService {
     pub(crate) metastore: Arc<Metastore>,
     pub(crate) readers: ShardReaders,
+    shard_searches: Arc<tokio::sync::Semaphore>,
     /// The other searchers of a cluster (none in standalone).
     fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
 }
@@ -150,6 +154,7 @@ impl SearchService {
         SearchService {
             metastore,
             readers: ShardReaders::new(cache),
+            shard_searches: Arc::new(tokio::sync::Semaphore::new(SHARD_SEARCHES)),
             fanout: Default::default(),
         }
     }
@@ -463,38 +468,43 @@ impl SearchService {
                         .columns
                         .push(floe_proto::layout::TIMESTAMP_FIELD.to_string());
                 }
+                // A shard search may wait on the bucket from its blocking thread: at most
+                // SHARD_SEARCHES at once, so the blocking pool keeps threads for I/O.
+                let permit = self
+                    .shard_searches
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| SearchError::Internal(e.to_string()))?;
                 tasks.push(tokio::task::spawn_blocking(move || {
-                    if let Err(e) = warm_up(&shard.searcher, query.as_ref(), &needs) {
-                        return (meta, shard, Err(e));
-                    }
-                    if scan_all {
-                        let collector = TsHistogramCollector {
-                            column: floe_proto::layout::TIMESTAMP_FIELD.to_string(),
-                            intervals: aggs.ts_intervals.clone(),
-                        };
-                        if let Some((count, counts)) = scan_histograms(&shard.searcher, &collector)
-                        {
-                            let res = Ok(ShardResult {
-                                hits: Vec::new(),
-                                count,
-                                aggs: None,
-                                hist: Some(counts),
-                            });
-                            return (meta, shard, res);
+                    let _permit = permit;
+                    let run = || -> Result<ShardResult, SearchError> {
+                        if scan_all {
+                            let collector = TsHistogramCollector {
+                                column: floe_proto::layout::TIMESTAMP_FIELD.to_string(),
+                                intervals: aggs.ts_intervals.clone(),
+                            };
+                            if let Some((count, counts)) =
+                                scan_histograms(&shard.searcher, &collector)
+                            {
+                                return Ok(ShardResult {
+                                    hits: Vec::new(),
+                                    count,
+                                    aggs: None,
+                                    hist: Some(counts),
+                                });
+                            }
                         }
-                    }
-                    let res = match window {
-                        Some(w) => run_shard_windowed(
-                            &shard,
-                            &skip,
-                            query.as_ref(),
-                            &sort,
-                            limit,
-                            aggs,
-                            &w,
-                        ),
-                        None => run_shard(&shard, &skip, query.as_ref(), &sort, limit, aggs),
+                        let (q, aggs) = (query.as_ref(), aggs.clone());
+                        match &window {
+                            Some(w) => run_shard_windowed(&shard, &skip, q, &sort, limit, aggs, w),
+                            None => run_shard(&shard, &skip, q, &sort, limit, aggs),
+                        }
                     };
+                    // What it will read is fetched concurrently first, then it runs. (Not
+                    // tried from memory first: some paths read a failed column open as "no
+                    // column", which would answer wrongly instead of failing.)
+                    let res = warm_up(&shard.searcher, query.as_ref(), &needs).and_then(|_| run());
                     (meta, shard, res)
                 }));
             }
@@ -550,13 +560,7 @@ impl SearchService {
             .skip(leaf.skip)
             .take(leaf.take)
             .collect();
-        // The page's stored documents, read concurrently: a cold doc store costs one round.
-        let docs = futures::future::try_join_all(page.iter().map(|c| {
-            opened[c.shard]
-                .searcher
-                .doc_async::<TantivyDocument>(c.addr)
-        }))
-        .await?;
+        let docs = self.page_documents(&page, &opened).await?;
         let shape = HitShape {
             source: req.source.clone(),
             version: req.version,
@@ -587,6 +591,44 @@ impl SearchService {
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))??;
         Ok(partial)
+    }
+
+    /// The stored documents of a page of hits. First in one blocking task from memory only
+    /// (warm: tantivy's cache of decompressed blocks answers); the ones that would need the
+    /// bucket then concurrently with async reads, so a cold doc store costs one round.
+    async fn page_documents(
+        &self,
+        page: &[Candidate],
+        opened: &[OpenShard],
+    ) -> Result<Vec<TantivyDocument>, SearchError> {
+        let wanted: Vec<(Searcher, DocAddress)> = page
+            .iter()
+            .map(|c| (opened[c.shard].searcher.clone(), c.addr))
+            .collect();
+        let cached = {
+            let wanted = wanted.clone();
+            tokio::task::spawn_blocking(move || {
+                floe_cache::without_fetching(|| {
+                    wanted
+                        .iter()
+                        .map(|(s, a)| s.doc::<TantivyDocument>(*a).ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))?
+        };
+        // The rest asynchronously: no blocking thread waits on the bucket (reading from a
+        // local-directory bucket itself needs blocking threads).
+        futures::future::try_join_all(wanted.into_iter().zip(cached).map(
+            |((searcher, addr), doc)| async move {
+                match doc {
+                    Some(doc) => Ok(doc),
+                    None => Ok(searcher.doc_async::<TantivyDocument>(addr).await?),
+                }
+            },
+        ))
+        .await
     }
 
     /// The indexes of `targets` as known here, each holding only the targeted shards. An
