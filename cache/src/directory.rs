@@ -243,11 +243,6 @@ pub fn without_fetching<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// False inside [`without_fetching`] (on this thread).
-pub fn fetching_allowed() -> bool {
-    !NO_FETCH.with(|n| n.get())
-}
-
 /// One file of a [`RangeDirectory`].
 struct RangeFile {
     file: RemoteFile,
@@ -269,7 +264,7 @@ impl HasLen for RangeFile {
 
 impl RangeFile {
     /// From the hot cache or the block cache's memory, without any waiting.
-    fn hot(&self, range: &Range<usize>) -> Option<OwnedBytes> {
+    fn in_memory(&self, range: &Range<usize>) -> Option<OwnedBytes> {
         let (start, end) = (range.start as u64, range.end as u64);
         if let Some(bytes) = self.file.hot.as_ref().and_then(|h| h.get(start..end)) {
             return Some(owned(bytes));
@@ -287,7 +282,7 @@ impl RangeFile {
 #[async_trait::async_trait]
 impl FileHandle for RangeFile {
     fn read_bytes(&self, range: Range<usize>) -> std::io::Result<OwnedBytes> {
-        if let Some(b) = self.hot(&range) {
+        if let Some(b) = self.in_memory(&range) {
             return Ok(b);
         }
         if NO_FETCH.with(|n| n.get()) {
@@ -306,7 +301,7 @@ impl FileHandle for RangeFile {
     }
 
     async fn read_bytes_async(&self, range: Range<usize>) -> std::io::Result<OwnedBytes> {
-        if let Some(b) = self.hot(&range) {
+        if let Some(b) = self.in_memory(&range) {
             return Ok(b);
         }
         let (start, end) = (range.start as u64, range.end as u64);

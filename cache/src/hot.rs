@@ -20,7 +20,17 @@ use crate::directory::{CommitView, FileSource};
 use crate::CacheError;
 
 /// Extension of hot-cache files (`<segment uuid>.hot`).
-pub const HOT_EXTENSION: &str = "hot";
+const HOT_EXTENSION: &str = "hot";
+
+/// The file name of a segment's hot cache: `<segment uuid>.hot`.
+pub fn hot_cache_name(segment_uuid: &str) -> String {
+    format!("{segment_uuid}.{HOT_EXTENSION}")
+}
+
+/// The segment uuid if `file` is a hot cache's name.
+pub fn hot_cache_segment(file: &str) -> Option<&str> {
+    file.strip_suffix(HOT_EXTENSION)?.strip_suffix('.')
+}
 
 const MAGIC: &[u8; 8] = b"FLOEHOT1";
 
@@ -258,6 +268,14 @@ mod tests {
         assert!(hot.get(14..17).is_none());
         assert!(hot.get(50..51).is_none());
         assert!(hot.get(0..1).is_none());
+    }
+
+    #[test]
+    fn hot_cache_names_round_trip() {
+        assert_eq!(hot_cache_name("abc"), "abc.hot");
+        assert_eq!(hot_cache_segment(&hot_cache_name("abc")), Some("abc"));
+        assert_eq!(hot_cache_segment("abc.idx"), None);
+        assert_eq!(hot_cache_segment("abchot"), None);
     }
 
     #[test]

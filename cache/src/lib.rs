@@ -17,10 +17,9 @@ use floe_storage::{Storage, StorageError};
 
 pub use blocks::{BlockCache, CacheConfig, CacheStats, BLOCK_SIZE};
 pub use directory::{
-    fetching_allowed, remote_handle, without_fetching, CommitView, FileSource, RangeDirectory,
-    RemoteFile,
+    remote_handle, without_fetching, CommitView, FileSource, RangeDirectory, RemoteFile,
 };
-pub use hot::{HotCache, HotRanges, HOT_EXTENSION};
+pub use hot::{hot_cache_name, hot_cache_segment, HotCache, HotRanges};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {

@@ -312,7 +312,9 @@ pub fn scan_all(
         }
         Ok(Some(child.harvest()))
     };
-    let parts: Vec<Option<Counts>> = crate::prune::executor(searcher)
+    let parts: Vec<Option<Counts>> = searcher
+        .index()
+        .search_executor()
         .map(scan, segments.iter().enumerate())
         .ok()?;
     let parts: Option<Vec<Counts>> = parts.into_iter().collect();

@@ -8,7 +8,7 @@ use floe_proto::layout::TIMESTAMP_PATH;
 use floe_proto::ShardCommit;
 use tantivy::collector::Collector;
 use tantivy::query::{EnableScoring, Query};
-use tantivy::{Executor, Searcher};
+use tantivy::Searcher;
 
 use crate::ast::QueryAst;
 use crate::translate::date_value;
@@ -59,17 +59,6 @@ pub fn segments_outside(commit: &ShardCommit, (from, to): (i64, i64)) -> HashSet
         .collect()
 }
 
-/// The executor for a shard's segments: the shared search pool, or only this thread while
-/// reads may not fetch (`floe_cache::without_fetching`): a pool thread would fetch.
-pub fn executor(searcher: &Searcher) -> &Executor {
-    static THIS_THREAD: Executor = Executor::SingleThread;
-    if floe_cache::fetching_allowed() {
-        searcher.index().search_executor()
-    } else {
-        &THIS_THREAD
-    }
-}
-
 /// `searcher.search(query, collector)` over the segments not in `skip`. Skipped segments
 /// are neither scored nor collected (a sort column, say, is never opened on them), so
 /// nothing of them is read. Scores use the statistics of the whole shard, as unpruned.
@@ -79,6 +68,9 @@ pub fn search<C: Collector>(
     collector: &C,
     skip: &HashSet<String>,
 ) -> tantivy::Result<C::Fruit> {
+    if skip.is_empty() {
+        return searcher.search(query, collector);
+    }
     let scoring = if collector.requires_scoring() {
         EnableScoring::enabled_from_searcher(searcher)
     } else {
@@ -90,7 +82,7 @@ pub fn search<C: Collector>(
         .iter()
         .enumerate()
         .filter(|(_, r)| !skip.contains(&r.segment_id().uuid_string()));
-    let fruits = executor(searcher).map(
+    let fruits = searcher.index().search_executor().map(
         |(ord, reader)| collector.collect_segment(weight.as_ref(), ord as u32, reader),
         segments,
     )?;

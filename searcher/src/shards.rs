@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use floe_cache::{HotCache, RangeDirectory, RemoteFile, SegmentCache, HOT_EXTENSION};
+use floe_cache::{hot_cache_segment, HotCache, RangeDirectory, RemoteFile, SegmentCache};
 use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
@@ -132,13 +132,12 @@ impl ShardReaders {
         commit: &ShardCommit,
     ) -> Result<RangeDirectory, SearchError> {
         let key_of = |f: &SegmentFile| format!("{prefix}/{}", f.object_key());
-        let hot_suffix = format!(".{HOT_EXTENSION}");
         // Owned futures (no borrows of `commit`), so the opening future stays `Send`.
         let mut fetches: Vec<BoxFuture<'static, Result<Option<SegmentHot>, SearchError>>> =
             Vec::new();
         for f in &commit.files {
             let (cache, key, len) = (self.cache.clone(), key_of(f), f.len);
-            if let Some(segment) = f.name.strip_suffix(&hot_suffix) {
+            if let Some(segment) = hot_cache_segment(&f.name) {
                 let segment = segment.to_string();
                 fetches.push(Box::pin(async move {
                     Ok(Some((segment, cache.hot_cache(&key, len).await?)))

@@ -181,10 +181,6 @@ const PARALLEL_UPLOADS: usize = 4;
 /// Committed files copied at once by a shard's hydration.
 const HYDRATE_PARALLEL: usize = 4;
 
-fn hot_file_name(segment_uuid: &str) -> String {
-    format!("{segment_uuid}.{}", floe_cache::HOT_EXTENSION)
-}
-
 /// One file of a commit snapshot: its bytes only when it is not in the bucket yet.
 struct SnapshotFile {
     name: String,
@@ -274,7 +270,7 @@ impl ShardWriter {
                 let mut remote = HashMap::new();
                 for f in &commit.files {
                     uploaded.insert(f.name.clone(), (f.object_key().to_string(), f.len));
-                    if !f.name.ends_with(&format!(".{}", floe_cache::HOT_EXTENSION)) {
+                    if floe_cache::hot_cache_segment(&f.name).is_none() {
                         let file = RemoteFile {
                             key: format!("{segments_prefix}/{}", f.object_key()),
                             len: f.len,
@@ -1202,7 +1198,7 @@ impl ShardWriter {
         {
             let uploaded = self.uploaded.lock().expect("uploaded lock");
             for uuid in metas.segments.iter().map(|s| s.id().uuid_string()) {
-                let name = hot_file_name(&uuid);
+                let name = floe_cache::hot_cache_name(&uuid);
                 match uploaded.get(&name) {
                     Some((_, len)) => out.push(SnapshotFile {
                         name,
@@ -1221,7 +1217,7 @@ impl ShardWriter {
         // The raw files, local or remote (tantivy's managed directory would hide footers).
         let built = floe_cache::hot::build(Box::new(self.scratch.clone()), meta_json, &missing)?;
         out.extend(built.into_iter().map(|(uuid, bytes)| SnapshotFile {
-            name: hot_file_name(&uuid),
+            name: floe_cache::hot_cache_name(&uuid),
             len: bytes.len() as u64,
             bytes: Some(bytes),
         }));
