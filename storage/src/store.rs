@@ -59,7 +59,7 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     /// Set for the local backend, where compare-and-swap needs a file lock.
-    local_root: Option<PathBuf>,
+    local: Option<(Arc<LocalFileSystem>, PathBuf)>,
     counters: Arc<Counters>,
 }
 
@@ -104,18 +104,20 @@ impl Storage {
             return Ok(Storage {
                 store: Arc::new(store),
                 prefix,
-                local_root: None,
+                local: None,
                 counters: Arc::default(),
             });
         }
         std::fs::create_dir_all(&config.data_dir)?;
         let root = std::fs::canonicalize(&config.data_dir)?;
-        let store = LocalFileSystem::new_with_prefix(&root)
-            .map_err(|e| StorageError::Config(e.to_string()))?;
+        let store = Arc::new(
+            LocalFileSystem::new_with_prefix(&root)
+                .map_err(|e| StorageError::Config(e.to_string()))?,
+        );
         Ok(Storage {
-            store: Arc::new(store),
+            store: store.clone(),
             prefix,
-            local_root: Some(root),
+            local: Some((store, root)),
             counters: Arc::default(),
         })
     }
@@ -223,42 +225,33 @@ impl Storage {
     /// Compare-and-swap (`If-Match: etag`): `PreconditionFailed` if the object changed since
     /// `etag` was read (or vanished). Returns the new ETag.
     pub async fn put_if_match(&self, key: &str, data: Bytes, etag: &str) -> Result<String> {
-        let Some(root) = &self.local_root else {
+        let Some((local, root)) = &self.local else {
             let mode = PutMode::Update(UpdateVersion {
                 e_tag: Some(etag.to_string()),
                 version: None,
             });
             return self.put_mode(key, data, mode).await;
         };
-        // Local directory: object_store has no compare-and-swap there; serialize writers of
-        // this key with an exclusive file lock (shared by all processes on this machine).
-        let lock_path = root
+        // Local directory: object_store has no compare-and-swap there. Writers of this key
+        // are serialized by an exclusive file lock (shared by all processes on this machine),
+        // held only for a few synchronous file operations.
+        let file = local
+            .path_to_filesystem(&self.path(key))
+            .map_err(|e| self.failed(Op::Put, key, e))?;
+        let lock = root
             .join(".locks")
             .join(format!("{}.lock", key.replace('/', "%")));
-        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(lock_path.parent().expect("lock dir"))?;
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)?;
-            fs4::fs_std::FileExt::lock_exclusive(&f)?;
-            Ok(f)
+        let (len, etag, owned_key) = (data.len(), etag.to_string(), key.to_string());
+        let result = tokio::task::spawn_blocking(move || {
+            local_compare_and_swap(&lock, &file, &data, &etag, &owned_key)
         })
         .await
-        .map_err(|e| StorageError::Backend(e.to_string()))??;
-        let current = match self.store.head(&self.path(key)).await {
-            Ok(meta) => meta.e_tag.unwrap_or_default(),
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(StorageError::PreconditionFailed(key.into()))
-            }
-            Err(e) => return Err(self.failed(Op::Put, key, e)),
-        };
-        if current != etag {
-            return Err(StorageError::PreconditionFailed(key.into()));
+        .map_err(|e| StorageError::Backend(e.to_string()))?;
+        match &result {
+            Ok(_) => self.counters.wrote(len),
+            Err(StorageError::PreconditionFailed(_)) => {}
+            Err(_) => self.counters.failed(Op::Put),
         }
-        let result = self.put_mode(key, data, PutMode::Overwrite).await;
-        drop(lock);
         result
     }
 
@@ -354,6 +347,100 @@ impl Storage {
     }
 }
 
+/// How long a local compare-and-swap waits for another process's lock on the same key.
+/// The lock is held for microseconds; waiting longer means its holder is frozen (stopped
+/// or hung) inside that window, and the caller gets an error to retry instead of a hang.
+const LOCAL_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Compare-and-swap of the local file `file`: under an exclusive lock on `lock`, the file's
+/// current ETag (as object_store computes it) must be `etag`; the new contents are staged
+/// beside it (hidden from listings) and renamed over it. Returns the new ETag. Everything
+/// between taking and releasing the lock is synchronous, so a process paused at any point
+/// holds it only if paused inside that short window.
+fn local_compare_and_swap(
+    lock: &std::path::Path,
+    file: &std::path::Path,
+    data: &[u8],
+    etag: &str,
+    key: &str,
+) -> Result<String> {
+    use std::io::Write;
+    std::fs::create_dir_all(lock.parent().expect("lock dir"))?;
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)?;
+    let deadline = std::time::Instant::now() + LOCAL_LOCK_WAIT;
+    loop {
+        match fs4::fs_std::FileExt::try_lock_exclusive(&lock_file) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StorageError::Backend(format!(
+                "{key}: another process has held its compare-and-swap lock for over {LOCAL_LOCK_WAIT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let current = match std::fs::metadata(file) {
+        Ok(meta) => local_etag(&meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StorageError::PreconditionFailed(key.into()))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if current != etag {
+        return Err(StorageError::PreconditionFailed(key.into()));
+    }
+    // `<name>#<digits>` is how object_store stages uploads: never listed as an object.
+    let mut staged = file.as_os_str().to_owned();
+    staged.push(format!(
+        "#{}",
+        u64::from(std::process::id()) << 20 | rand_suffix()
+    ));
+    let staged = PathBuf::from(staged);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)?;
+        f.write_all(data)?;
+        drop(f);
+        std::fs::rename(&staged, file)?;
+        std::fs::metadata(file)
+    })();
+    match written {
+        Ok(meta) => Ok(local_etag(&meta)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            Err(e.into())
+        }
+    }
+}
+
+/// A per-call number for staged file names (unique within this process).
+fn rand_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xF_FFFF
+}
+
+/// The ETag object_store's local backend reports for a file: inode, modification time
+/// (microseconds) and size. Compare-and-swap must compute the same value its reads return.
+fn local_etag(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default()
+        .as_micros();
+    format!("\"{:x}-{mtime:x}-{:x}\"", meta.ino(), meta.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,6 +472,44 @@ mod tests {
             s.get("nope").await,
             Err(StorageError::NotFound(_))
         ));
+    }
+
+    /// A process frozen while holding a key's lock (SIGSTOP) must not hang other writers of
+    /// that key: they get an error after a bounded wait, and nothing is written.
+    #[tokio::test]
+    async fn held_local_lock_fails_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::local(dir.path()).unwrap();
+        let e1 = s
+            .put_if_absent("m/x", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let held = std::fs::File::open(root.join(".locks").join("m%x.lock"))
+            .or_else(|_| {
+                std::fs::create_dir_all(root.join(".locks"))?;
+                std::fs::File::create(root.join(".locks").join("m%x.lock"))
+            })
+            .unwrap();
+        fs4::fs_std::FileExt::lock_exclusive(&held).unwrap();
+        let started = std::time::Instant::now();
+        let r = s.put_if_match("m/x", Bytes::from_static(b"2"), &e1).await;
+        assert!(matches!(r, Err(StorageError::Backend(_))), "{r:?}");
+        assert!(started.elapsed() < LOCAL_LOCK_WAIT * 2);
+        drop(held);
+        s.put_if_match("m/x", Bytes::from_static(b"3"), &e1)
+            .await
+            .unwrap();
+        assert_eq!(&s.get("m/x").await.unwrap()[..], b"3");
+        // Staged files never show as objects.
+        let keys: Vec<String> = s
+            .list("m")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec!["m/x".to_string()]);
     }
 
     #[tokio::test]
