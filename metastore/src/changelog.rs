@@ -34,6 +34,8 @@ pub enum Change {
         name: String,
         uuid: String,
     },
+    /// The alias record changed.
+    AliasesUpdated,
     /// New commits of these (index uuid, shard) pairs were published.
     CommitsPublished {
         shards: Vec<(String, u32)>,

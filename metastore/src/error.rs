@@ -10,6 +10,13 @@ pub enum MetastoreError {
     IndexAlreadyExists(String),
     #[error("Invalid index name [{name}], {reason}")]
     InvalidIndexName { name: String, reason: String },
+    #[error("aliases [{0}] missing")]
+    AliasNotFound(String),
+    #[error("Invalid alias name [{name}], {reason}")]
+    InvalidAliasName { name: String, reason: String },
+    /// A write to an alias of several indexes, none of them its write index.
+    #[error("no write index is defined for alias [{0}]. The write index may be explicitly disabled using is_write_index=false or the alias points to multiple indices without one being designated as a write index")]
+    NoWriteIndex(String),
     #[error("shard [{shard}] of index [{index}] has no such shard")]
     NoSuchShard { index: String, shard: u32 },
     /// A commit from an older lease epoch or an older generation: refused (fencing).

@@ -6,6 +6,7 @@
 //! renewal interval. Every change is create-only or compare-and-swap, so processes racing
 //! never lose an update; a numbered change log tells other processes what to re-read.
 
+pub mod aliases;
 mod changelog;
 mod error;
 pub mod membership;
@@ -13,9 +14,10 @@ mod names;
 mod session;
 mod store;
 
+pub use aliases::{AliasAction, AliasSpec, AliasTable, WriteTarget};
 pub use changelog::Change;
 pub use error::MetastoreError;
 pub use membership::{ClusterView, Membership, MembershipService};
-pub use names::validate_index_name;
+pub use names::{matches_pattern, shard_for, validate_index_name};
 pub use session::NodeSession;
 pub use store::{Grant, Metastore, MetastoreOptions};

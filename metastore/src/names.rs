@@ -33,6 +33,38 @@ pub fn validate_index_name(name: &str) -> Result<(), MetastoreError> {
     Ok(())
 }
 
+/// The shard a document belongs to: murmur3 of its routing key (`routing` or `_id`).
+/// Writers route with it, searchers limit a routed search's shards with it.
+pub fn shard_for(key: &str, num_shards: u32) -> u32 {
+    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0).unwrap_or(0);
+    hash % num_shards.max(1)
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+pub fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(p) => rest = &rest[p + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

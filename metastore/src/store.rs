@@ -4,6 +4,7 @@
 //! - `metastore/indexes/<name>.json`: what changes rarely (uuid, settings, mappings);
 //! - `metastore/shards/<uuid>/<shard>.json`: the shard's owner, epoch and latest commit
 //!   (a publish rewrites only this object);
+//! - `metastore/aliases.json`: every alias ([`crate::aliases`]);
 //! - `metastore/sessions/<node>.json`: node liveness ([`crate::NodeSession`]);
 //! - `metastore/log/<seq>`: what changed, for other processes ([`crate::changelog`]).
 //!
@@ -19,6 +20,7 @@ use floe_storage::{Storage, StorageError};
 use futures::{StreamExt, TryStreamExt};
 use tracing::{debug, info, instrument, warn};
 
+use crate::aliases::{AliasTable, ALIASES_KEY};
 use crate::changelog::{Change, ChangeLog, Polled};
 use crate::error::{backoff, now_millis, read_record, MetastoreError};
 use crate::names::validate_index_name;
@@ -82,6 +84,8 @@ struct State {
     names: HashMap<String, String>,
     /// (uuid, shard) → record and its ETag.
     shards: HashMap<(String, u32), (ShardRecord, String)>,
+    /// Every alias, and the record's ETag (`None` while no alias record exists).
+    aliases: (AliasTable, Option<String>),
 }
 
 impl State {
@@ -189,7 +193,11 @@ impl Metastore {
         let cursor = self.log.cursor();
         let indexes = self.read_all::<IndexMeta>(INDEXES_PREFIX).await?;
         let shards = self.read_all::<ShardRecord>(SHARDS_PREFIX).await?;
+        let aliases = read_record::<AliasTable>(&self.storage, ALIASES_KEY).await?;
         let mut fresh = State::default();
+        if let Some((table, etag)) = aliases {
+            fresh.aliases = (table, Some(etag));
+        }
         for (key, record, etag) in shards {
             if let Some(at) = parse_shard_key(&key) {
                 fresh.shards.insert(at, (record, etag));
@@ -278,6 +286,7 @@ impl Metastore {
                 .write()
                 .expect("lock")
                 .remove_index(name, Some(uuid)),
+            Change::AliasesUpdated => self.reload_aliases().await?,
             Change::CommitsPublished { shards } => {
                 let known: Vec<(String, u32)> = {
                     let st = self.state.read().expect("lock");
@@ -345,7 +354,20 @@ impl Metastore {
         read_record(&self.storage, &shard_key(uuid, shard)).await
     }
 
-    async fn announce(&self, changes: Vec<Change>) {
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The alias table and its record's ETag, as known here.
+    pub(crate) fn alias_state(&self) -> (AliasTable, Option<String>) {
+        self.state.read().expect("lock").aliases.clone()
+    }
+
+    pub(crate) fn set_alias_state(&self, table: AliasTable, etag: Option<String>) {
+        self.state.write().expect("lock").aliases = (table, etag);
+    }
+
+    pub(crate) async fn announce(&self, changes: Vec<Change>) {
         if let Err(e) = self.log.append(&self.origin, changes.clone()).await {
             // The change itself is durable; its announcement is retried by the tail loop.
             warn!("could not append to the metastore change log, will retry: {e}");
@@ -477,6 +499,12 @@ impl Metastore {
         mappings: Mappings,
     ) -> Result<IndexMeta, MetastoreError> {
         validate_index_name(name)?;
+        if self.aliases().aliases.contains_key(name) {
+            return Err(MetastoreError::InvalidIndexName {
+                name: name.to_string(),
+                reason: "already exists as alias".into(),
+            });
+        }
         if settings.number_of_shards == 0 || settings.number_of_shards > 1024 {
             return Err(MetastoreError::Rejected(format!(
                 "Failed to parse value [{}] for setting [index.number_of_shards] must be >= 1 and <= 1024",
@@ -536,6 +564,12 @@ impl Metastore {
             uuid: entry.meta.uuid.clone(),
         }])
         .await;
+        if let Err(e) = self.forget_index_aliases(name).await {
+            warn!(
+                index = name,
+                "could not drop the deleted index from its aliases: {e}"
+            );
+        }
         let removed = self
             .storage
             .delete_prefix(&entry.meta.data_prefix())

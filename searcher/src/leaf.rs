@@ -26,6 +26,9 @@ pub struct ShardTarget {
 pub struct LeafRequest {
     pub body: Option<Value>,
     pub params: SearchParams,
+    /// Index uuid → the filter (query DSL) of the aliases it was named through.
+    #[serde(default)]
+    pub filters: std::collections::BTreeMap<String, Value>,
     /// Every searched index keeps `@timestamp` in the typed column (fast histograms).
     pub ts_fast: bool,
     /// The window of this leaf's ordered hits to render: `skip..skip+take`.

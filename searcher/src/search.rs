@@ -1,7 +1,7 @@
 //! Executing a search over every shard of the resolved indexes and merging the results.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,7 +35,7 @@ use crate::histogram::{
 use crate::leaf::{Fanout, LeafRequest, Partial, PartialHit, ShardFailure, ShardTarget, WireKey};
 use crate::prune;
 use crate::query_string::parse_query_string;
-use crate::resolve::resolve;
+use crate::resolve::{resolve, Resolved};
 use crate::shards::{OpenShard, ShardReaders};
 use crate::sort::LenientSort;
 use crate::translate::Translator;
@@ -54,6 +54,9 @@ pub struct SearchParams {
     pub sort: Option<String>,
     pub track_total_hits: Option<String>,
     pub ignore_unavailable: bool,
+    /// `routing=a,b`: only the shards these routing values map to are searched.
+    #[serde(default)]
+    pub routing: Option<String>,
 }
 
 /// One sort criterion. Up to [`MAX_SORT_KEYS`] are applied, in order.
@@ -145,6 +148,34 @@ const KNOWN_BODY_KEYS: &[&str] = &[
     "profile",
 ];
 
+/// The shards to search: every shard of each index, or only those that the request's
+/// routing values (or, failing those, its aliases' search routing) map to.
+fn shard_targets(resolved: &[Resolved], routing: Option<&str>) -> Vec<ShardTarget> {
+    let request_routing: Option<Vec<String>> = routing.map(|r| {
+        r.split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    });
+    let mut targets = Vec::new();
+    for r in resolved {
+        let n = r.meta.settings.number_of_shards;
+        let values = request_routing.as_ref().or(r.routing.as_ref());
+        let mut shards: Vec<u32> = match values {
+            Some(v) if !v.is_empty() => v.iter().map(|k| floe_metastore::shard_for(k, n)).collect(),
+            _ => (0..n).collect(),
+        };
+        shards.sort_unstable();
+        shards.dedup();
+        targets.extend(shards.into_iter().map(|shard| ShardTarget {
+            index: r.meta.name.clone(),
+            uuid: r.meta.uuid.clone(),
+            shard,
+        }));
+    }
+    targets
+}
+
 fn parsing(reason: impl Into<String>) -> SearchError {
     SearchError::Parsing(reason.into())
 }
@@ -159,13 +190,42 @@ impl SearchService {
         }
     }
 
-    /// Indexes matching an expression.
+    /// Indexes matching an expression (index names, aliases, wildcards).
     pub fn resolve(
         &self,
         expr: &str,
         ignore_unavailable: bool,
     ) -> Result<Vec<IndexMeta>, SearchError> {
-        resolve(expr, &self.metastore.list_indexes(), ignore_unavailable)
+        Ok(self
+            .resolve_with_aliases(expr, ignore_unavailable)?
+            .into_iter()
+            .map(|r| r.meta)
+            .collect())
+    }
+
+    /// Indexes matching an expression of index names and wildcards only (aliases are not
+    /// expanded): what a destructive call such as `DELETE /{index}` may act on.
+    pub fn resolve_indexes_only(&self, expr: &str) -> Result<Vec<IndexMeta>, SearchError> {
+        let none = floe_metastore::AliasTable::default();
+        Ok(resolve(expr, &self.metastore.list_indexes(), &none, false)?
+            .into_iter()
+            .map(|r| r.meta)
+            .collect())
+    }
+
+    /// Indexes matching an expression, with the filters and routing of the aliases
+    /// through which they were named.
+    pub fn resolve_with_aliases(
+        &self,
+        expr: &str,
+        ignore_unavailable: bool,
+    ) -> Result<Vec<Resolved>, SearchError> {
+        resolve(
+            expr,
+            &self.metastore.list_indexes(),
+            &self.metastore.aliases(),
+            ignore_unavailable,
+        )
     }
 
     /// What the segment cache did since start (block reads, fetches, bytes fetched).
@@ -351,22 +411,19 @@ impl SearchService {
             .and_then(Value::as_bool)
             .unwrap_or(false)
             .then(|| self.cache_stats());
-        let indexes = self.resolve(expr, params.ignore_unavailable)?;
-        let targets: Vec<ShardTarget> = indexes
+        let resolved = self.resolve_with_aliases(expr, params.ignore_unavailable)?;
+        let targets = shard_targets(&resolved, params.routing.as_deref());
+        let filters: BTreeMap<String, Value> = resolved
             .iter()
-            .flat_map(|m| {
-                (0..m.settings.number_of_shards).map(|shard| ShardTarget {
-                    index: m.name.clone(),
-                    uuid: m.uuid.clone(),
-                    shard,
-                })
-            })
+            .filter_map(|r| Some((r.meta.uuid.clone(), r.filter.clone()?)))
             .collect();
+        let indexes: Vec<IndexMeta> = resolved.into_iter().map(|r| r.meta).collect();
         let total_shards = targets.len();
         let ts_fast = !indexes.is_empty() && indexes.iter().all(|m| self.ts_is_typed(m));
         let mut leaf = LeafRequest {
             body: body.cloned(),
             params: params.clone(),
+            filters,
             ts_fast,
             skip: req.from,
             take: req.size,
@@ -424,9 +481,23 @@ impl SearchService {
             // collected (a newer commit replaced it), re-read the shard records and retry.
             let (meta, opened_shards) = self.open_shards(meta, time).await?;
             let meta = Arc::new(meta);
+            // Named through filtered aliases: only documents their filters match.
+            let filtered;
+            let ast = match leaf.filters.get(&meta.uuid) {
+                Some(filter) => {
+                    filtered = QueryAst::Bool {
+                        must: vec![req.query.clone()],
+                        should: Vec::new(),
+                        filter: vec![parse_query(filter)?],
+                        must_not: Vec::new(),
+                        minimum_should_match: None,
+                    };
+                    &filtered
+                }
+                None => &req.query,
+            };
             let query: Arc<dyn Query> = Arc::from(
-                Translator::new(ShardLayout::of(&meta.settings), &meta.mappings)
-                    .translate(&req.query)?,
+                Translator::new(ShardLayout::of(&meta.settings), &meta.mappings).translate(ast)?,
             );
             let sort = self.sort_columns(&req.sort, &meta)?;
             let aggs = ShardAggs {
@@ -449,7 +520,7 @@ impl SearchService {
                 let (query, sort, aggs, meta) =
                     (query.clone(), sort.clone(), aggs.clone(), meta.clone());
                 let scan_all = limit == 0
-                    && matches!(req.query, QueryAst::MatchAll)
+                    && matches!(ast, QueryAst::MatchAll)
                     && aggs.tantivy.is_none()
                     && !aggs.ts_intervals.is_empty();
                 let mut needs = WarmNeeds {

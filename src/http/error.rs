@@ -101,7 +101,19 @@ impl From<MetastoreError> for ApiError {
                     e.to_string(),
                 )
             },
-            MetastoreError::Rejected(_) => ApiError::bad_request(e.to_string()),
+            MetastoreError::Rejected(_) | MetastoreError::NoWriteIndex(_) => {
+                ApiError::bad_request(e.to_string())
+            }
+            MetastoreError::AliasNotFound(_) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "aliases_not_found_exception",
+                e.to_string(),
+            ),
+            MetastoreError::InvalidAliasName { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_alias_name_exception",
+                e.to_string(),
+            ),
             MetastoreError::Storage(s) => from_storage(s),
             MetastoreError::StaleCommit { .. } | MetastoreError::Contended(_) => ApiError::new(
                 StatusCode::CONFLICT,

@@ -57,8 +57,14 @@ pub async fn create(
 
 pub async fn get(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
     let mut out = Map::new();
+    let aliases = state.metastore.aliases();
     for m in existing(&state, &index)? {
-        out.insert(m.name.clone(), json!({"aliases": {}, "mappings": m.mappings.to_opensearch(), "settings": settings_json(&m)}));
+        let of: Map<String, Value> = aliases
+            .of_index(&m.name)
+            .into_iter()
+            .map(|(a, spec)| (a, spec.to_opensearch()))
+            .collect();
+        out.insert(m.name.clone(), json!({"aliases": of, "mappings": m.mappings.to_opensearch(), "settings": settings_json(&m)}));
     }
     Ok(Json(Value::Object(out)))
 }
@@ -77,7 +83,16 @@ pub async fn exists(state: State, Path(index): Path<String>) -> Response {
 
 #[instrument(skip(state))]
 pub async fn delete(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
-    for m in existing(&state, &index)? {
+    // Deleting goes by index names only: an alias would delete whatever it points at.
+    let aliases = state.metastore.aliases();
+    for part in index.split(',').map(str::trim) {
+        if aliases.aliases.contains_key(part) && state.metastore.get_index(part).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "The provided expression [{part}] matches an alias, specify the corresponding concrete indices instead."
+            )));
+        }
+    }
+    for m in state.searcher.resolve_indexes_only(&index)? {
         state.writer()?.delete_index(&m.name).await?;
         state.searcher.forget_index(&m.uuid);
     }

@@ -1,6 +1,7 @@
 //! The OpenSearch-compatible REST front end: routes, shared state, body limits and the
 //! JSON shape of errors. Handlers are thin: they parse HTTP and call the role crates.
 
+mod aliases;
 mod cat;
 mod cluster;
 mod documents;
@@ -87,6 +88,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_nodes/_local/stats", get(cluster::nodes_stats))
         .route("/metrics", get(metrics::metrics))
         .route("/_cat/indices/{index}", get(cluster::cat_indices))
+        .route("/_cat/aliases", get(aliases::cat_all))
+        .route("/_cat/aliases/{name}", get(aliases::cat_named))
+        .route("/_aliases", post(aliases::update).get(aliases::get_all))
+        .route("/_alias", get(aliases::get_all))
+        .route(
+            "/_alias/{name}",
+            get(aliases::get_named).head(aliases::exists),
+        )
+        .route("/_aliases/{name}", get(aliases::get_named))
+        .route("/{index}/_alias", get(aliases::get_of_index))
+        .route("/{index}/_aliases", get(aliases::get_of_index))
+        .route(
+            "/{index}/_alias/{name}",
+            put(aliases::put)
+                .post(aliases::put)
+                .delete(aliases::delete)
+                .get(aliases::get_of_index_named)
+                .head(aliases::exists_of_index),
+        )
+        .route(
+            "/{index}/_aliases/{name}",
+            put(aliases::put)
+                .post(aliases::put)
+                .delete(aliases::delete)
+                .get(aliases::get_of_index_named)
+                .head(aliases::exists_of_index),
+        )
         .route("/_bulk", post(documents::bulk).put(documents::bulk))
         .route(
             "/{index}/_bulk",

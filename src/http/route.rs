@@ -46,6 +46,8 @@ fn target(method: &Method, path: &str) -> Target {
         }
         "_doc" => Target::Writer,
         "_mapping" | "_settings" if *method != Method::GET => Target::Writer,
+        // Alias changes may delete indexes (`remove_index`): a writer closes their shards.
+        "_alias" | "_aliases" if !matches!(*method, Method::GET | Method::HEAD) => Target::Writer,
         // `PUT /{index}`, `DELETE /{index}`.
         "" if parts.len() == 1
             && !parts[0].is_empty()
@@ -201,5 +203,9 @@ mod tests {
         assert_eq!(target(&Method::GET, "/_cluster/health"), Target::Any);
         assert_eq!(target(&Method::GET, "/_cat/indices"), Target::Any);
         assert_eq!(target(&Method::POST, "/logs/_refresh"), Target::Writer);
+        assert_eq!(target(&Method::POST, "/_aliases"), Target::Writer);
+        assert_eq!(target(&Method::PUT, "/logs-1/_alias/logs"), Target::Writer);
+        assert_eq!(target(&Method::GET, "/_alias/logs"), Target::Any);
+        assert_eq!(target(&Method::GET, "/logs-1/_alias/logs"), Target::Any);
     }
 }

@@ -32,6 +32,7 @@ fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
         sort: p.get("sort").cloned(),
         track_total_hits: p.get("track_total_hits").cloned(),
         ignore_unavailable: p.get("ignore_unavailable").is_some_and(|v| v == "true"),
+        routing: p.get("routing").cloned(),
     })
 }
 
@@ -100,23 +101,34 @@ pub async fn count_all(state: State, params: Params, body: Bytes) -> Result<Json
     run(&state, "", &params, &body, true).await
 }
 
+/// The index a single-document read names — an index, or an alias of exactly one index —
+/// and the alias's index routing.
+fn concrete_index(state: &State, name: &str) -> Result<(String, Option<String>), ApiError> {
+    if state.metastore.get_index(name).is_some() {
+        return Ok((name.to_string(), None));
+    }
+    let table = state.metastore.aliases();
+    match table.aliases.get(name).map(|of| of.iter().collect::<Vec<_>>()) {
+        Some(of) if of.len() == 1 => Ok((of[0].0.clone(), of[0].1.index_routing.clone())),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "alias [{name}] has more than one index associated with it, can't execute a single index op"
+        ))),
+        None => Err(ApiError::index_not_found(name)),
+    }
+}
+
 /// The document as of now: a write not yet refreshed (realtime, from the writer), else
 /// the searcher's last refreshed view. `None` if absent.
 async fn lookup(
     state: &State,
-    index: &str,
+    (index, alias_routing): (&str, Option<&str>),
     id: &str,
     params: &Params,
 ) -> Result<Option<StoredDoc>, ApiError> {
-    if state.metastore.get_index(index).is_none() {
-        return Err(ApiError::index_not_found(index));
-    }
     let realtime = params.get("realtime").is_none_or(|v| v != "false");
+    let routing = params.get("routing").map(String::as_str).or(alias_routing);
     if let (true, Some(writer)) = (realtime, &state.writer) {
-        if let Some(pending) = writer
-            .realtime_get(index, id, params.get("routing").map(String::as_str))
-            .await
-        {
+        if let Some(pending) = writer.realtime_get(index, id, routing).await {
             return Ok(pending.source.map(|source| StoredDoc {
                 version: pending.version,
                 seq_no: pending.seq_no,
@@ -134,17 +146,20 @@ pub async fn get_doc(
     Path((index, id)): Path<(String, String)>,
     params: Params,
 ) -> Result<Response, ApiError> {
-    Ok(match lookup(&state, &index, &id, &params).await? {
-        Some(doc) => json_response(
-            StatusCode::OK,
-            json!({"_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
+    let (index, routing) = concrete_index(&state, &index)?;
+    Ok(
+        match lookup(&state, (&index, routing.as_deref()), &id, &params).await? {
+            Some(doc) => json_response(
+                StatusCode::OK,
+                json!({"_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
                 "_primary_term": doc.primary_term, "found": true, "_source": doc.source}),
-        ),
-        None => json_response(
-            StatusCode::NOT_FOUND,
-            json!({"_index": index, "_id": id, "found": false}),
-        ),
-    })
+            ),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"_index": index, "_id": id, "found": false}),
+            ),
+        },
+    )
 }
 
 pub async fn head_doc(
@@ -152,7 +167,10 @@ pub async fn head_doc(
     Path((index, id)): Path<(String, String)>,
     params: Params,
 ) -> Response {
-    match lookup(&state, &index, &id, &params).await {
+    let Ok((index, routing)) = concrete_index(&state, &index) else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    match lookup(&state, (&index, routing.as_deref()), &id, &params).await {
         Ok(Some(_)) => empty(StatusCode::OK),
         _ => empty(StatusCode::NOT_FOUND),
     }

@@ -84,6 +84,20 @@ async fn two_processes_share_one_bucket() {
     .await;
 
     let r = ca
+        .post(
+            "/_aliases",
+            &json!({"actions": [{"add": {"index": "shared", "alias": "shared-alias",
+                "filter": {"term": {"title": "hello"}}}}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "alias on A: {r}");
+    assert_visible("alias_visible", || async move {
+        let r = cb.get("/shared-alias/_search").await;
+        r.status == 200 && hit_ids(&r) == ["1"]
+    })
+    .await;
+
+    let r = ca
         .put(
             "/shared/_mapping",
             &json!({"properties": {"added_on_a": {"type": "keyword"}}}),
@@ -100,7 +114,7 @@ async fn two_processes_share_one_bucket() {
     let r = ca.delete("/shared").await;
     assert_eq!(r.status, 200, "delete on A: {r}");
     assert_visible("delete_visible", || async move {
-        cb.get("/shared").await.status == 404
+        cb.get("/shared").await.status == 404 && cb.get("/_alias/shared-alias").await.status == 404
     })
     .await;
 }

@@ -34,9 +34,37 @@ impl Writer {
             }
         }
         let mut outcomes: Vec<Option<ItemOutcome>> = (0..ops.len()).map(|_| None).collect();
+        // Writes to an alias go to its write index (with its index routing).
+        for (i, op) in ops.iter_mut().enumerate() {
+            let Some(name) = op.index.clone() else {
+                continue;
+            };
+            match self.metastore.write_target(&name) {
+                Ok(None) => {}
+                Ok(Some(target)) => {
+                    op.index = Some(target.index);
+                    if op.routing.is_none() {
+                        op.routing = target.routing;
+                    }
+                }
+                Err(e) => {
+                    outcomes[i] = Some(ItemOutcome::failed(
+                        op.kind,
+                        &name,
+                        op.id.as_deref().unwrap_or(""),
+                        400,
+                        "illegal_argument_exception",
+                        e.to_string(),
+                    ))
+                }
+            }
+        }
         // Group op positions by index name.
         let mut by_index: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
             match op.index.as_deref().or(default_index) {
                 Some(name) => by_index.entry(name.to_string()).or_default().push(i),
                 None => {

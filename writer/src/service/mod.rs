@@ -107,6 +107,29 @@ pub struct Writer {
 }
 
 /// Parses the body of `PUT /{index}` into settings and mappings.
+/// The `aliases` of a create-index body (`{"aliases": {"name": {...}}}`) as actions.
+fn create_body_aliases(
+    index: &str,
+    body: &Value,
+) -> Result<Vec<floe_metastore::AliasAction>, WriterError> {
+    let Some(aliases) = body.get("aliases") else {
+        return Ok(Vec::new());
+    };
+    let aliases = aliases
+        .as_object()
+        .ok_or_else(|| WriterError::BadRequest("[aliases] must be an object".into()))?;
+    aliases
+        .iter()
+        .map(|(alias, spec)| {
+            Ok(floe_metastore::AliasAction::Add {
+                indexes: vec![index.to_string()],
+                aliases: vec![alias.clone()],
+                spec: floe_metastore::AliasSpec::from_opensearch(spec)?,
+            })
+        })
+        .collect()
+}
+
 pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), WriterError> {
     let mut settings = IndexSettings::default();
     if let Some(s) = body.get("settings") {
@@ -217,11 +240,7 @@ fn touched_indexes(outcomes: &[ItemOutcome]) -> Vec<String> {
     v
 }
 
-/// The shard a document belongs to: murmur3 of its routing key (`routing` or `_id`).
-pub fn shard_for(key: &str, num_shards: u32) -> u32 {
-    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0).unwrap_or(0);
-    hash % num_shards.max(1)
-}
+pub use floe_metastore::shard_for;
 
 impl Writer {
     /// `blocks`: the process's block cache, through which shards taken over from the bucket
@@ -367,10 +386,15 @@ impl Writer {
     #[instrument(skip(self, body))]
     pub async fn create_index(&self, name: &str, body: &Value) -> Result<IndexMeta, WriterError> {
         let (settings, mappings) = parse_create_body(body)?;
-        Ok(self
+        let aliases = create_body_aliases(name, body)?;
+        let meta = self
             .metastore
             .create_index(name, settings, mappings)
-            .await?)
+            .await?;
+        if !aliases.is_empty() {
+            self.metastore.update_aliases(&aliases).await?;
+        }
+        Ok(meta)
     }
 
     /// The index, created with defaults when missing (OpenSearch's `action.auto_create_index`).
@@ -423,7 +447,6 @@ impl Writer {
         op: BulkOp,
         refresh: RefreshPolicy,
     ) -> Result<(u16, Value), WriterError> {
-        let index = op.index.clone().unwrap_or_default();
         let mut outcomes = self
             .apply(None, vec![op], 0, refresh != RefreshPolicy::False)
             .await?;
@@ -431,7 +454,8 @@ impl Writer {
             .pop()
             .ok_or_else(|| WriterError::Internal("no outcome".into()))?;
         if refresh != RefreshPolicy::False && outcome.result.is_ok() {
-            self.refresh(std::slice::from_ref(&index)).await?;
+            // The index written (an alias's write index, not the alias).
+            self.refresh(std::slice::from_ref(&outcome.index)).await?;
         }
         match outcome.result {
             Ok((_, _, _, status)) => {
