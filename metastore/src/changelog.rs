@@ -36,6 +36,8 @@ pub enum Change {
     },
     /// The alias record changed.
     AliasesUpdated,
+    /// The template record changed.
+    TemplatesUpdated,
     /// New commits of these (index uuid, shard) pairs were published.
     CommitsPublished {
         shards: Vec<(String, u32)>,

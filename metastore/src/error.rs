@@ -10,6 +10,8 @@ pub enum MetastoreError {
     IndexAlreadyExists(String),
     #[error("Invalid index name [{name}], {reason}")]
     InvalidIndexName { name: String, reason: String },
+    #[error("index template matching [{0}] not found")]
+    TemplateNotFound(String),
     #[error("aliases [{0}] missing")]
     AliasNotFound(String),
     #[error("Invalid alias name [{name}], {reason}")]

@@ -13,6 +13,7 @@ pub mod membership;
 mod names;
 mod session;
 mod store;
+pub mod templates;
 
 pub use aliases::{AliasAction, AliasSpec, AliasTable, WriteTarget};
 pub use changelog::Change;
@@ -21,3 +22,4 @@ pub use membership::{ClusterView, Membership, MembershipService};
 pub use names::{matches_pattern, shard_for, validate_index_name};
 pub use session::NodeSession;
 pub use store::{Grant, Metastore, MetastoreOptions};
+pub use templates::{ComponentTemplate, IndexTemplate, LegacyTemplate, TemplateTable};

@@ -5,6 +5,7 @@
 //! - `metastore/shards/<uuid>/<shard>.json`: the shard's owner, epoch and latest commit
 //!   (a publish rewrites only this object);
 //! - `metastore/aliases.json`: every alias ([`crate::aliases`]);
+//! - `metastore/templates.json`: every index template ([`crate::templates`]);
 //! - `metastore/sessions/<node>.json`: node liveness ([`crate::NodeSession`]);
 //! - `metastore/log/<seq>`: what changed, for other processes ([`crate::changelog`]).
 //!
@@ -25,6 +26,7 @@ use crate::changelog::{Change, ChangeLog, Polled};
 use crate::error::{backoff, now_millis, read_record, MetastoreError};
 use crate::names::validate_index_name;
 use crate::session::owner_alive;
+use crate::templates::{TemplateTable, TEMPLATES_KEY};
 
 const INDEXES_PREFIX: &str = "metastore/indexes";
 const SHARDS_PREFIX: &str = "metastore/shards";
@@ -86,6 +88,8 @@ struct State {
     shards: HashMap<(String, u32), (ShardRecord, String)>,
     /// Every alias, and the record's ETag (`None` while no alias record exists).
     aliases: (AliasTable, Option<String>),
+    /// Every template, and the record's ETag.
+    templates: (TemplateTable, Option<String>),
 }
 
 impl State {
@@ -194,9 +198,13 @@ impl Metastore {
         let indexes = self.read_all::<IndexMeta>(INDEXES_PREFIX).await?;
         let shards = self.read_all::<ShardRecord>(SHARDS_PREFIX).await?;
         let aliases = read_record::<AliasTable>(&self.storage, ALIASES_KEY).await?;
+        let templates = read_record::<TemplateTable>(&self.storage, TEMPLATES_KEY).await?;
         let mut fresh = State::default();
         if let Some((table, etag)) = aliases {
             fresh.aliases = (table, Some(etag));
+        }
+        if let Some((table, etag)) = templates {
+            fresh.templates = (table, Some(etag));
         }
         for (key, record, etag) in shards {
             if let Some(at) = parse_shard_key(&key) {
@@ -287,6 +295,7 @@ impl Metastore {
                 .expect("lock")
                 .remove_index(name, Some(uuid)),
             Change::AliasesUpdated => self.reload_aliases().await?,
+            Change::TemplatesUpdated => self.reload_templates().await?,
             Change::CommitsPublished { shards } => {
                 let known: Vec<(String, u32)> = {
                     let st = self.state.read().expect("lock");
@@ -361,6 +370,15 @@ impl Metastore {
     /// The alias table and its record's ETag, as known here.
     pub(crate) fn alias_state(&self) -> (AliasTable, Option<String>) {
         self.state.read().expect("lock").aliases.clone()
+    }
+
+    /// The template table and its record's ETag, as known here.
+    pub(crate) fn template_state(&self) -> (TemplateTable, Option<String>) {
+        self.state.read().expect("lock").templates.clone()
+    }
+
+    pub(crate) fn set_template_state(&self, table: TemplateTable, etag: Option<String>) {
+        self.state.write().expect("lock").templates = (table, etag);
     }
 
     pub(crate) fn set_alias_state(&self, table: AliasTable, etag: Option<String>) {

@@ -11,6 +11,7 @@ mod indices;
 pub mod metrics;
 mod route;
 mod search;
+mod templates;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,6 +93,36 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_cat/aliases/{name}", get(aliases::cat_named))
         .route("/_aliases", post(aliases::update).get(aliases::get_all))
         .route("/_alias", get(aliases::get_all))
+        .route("/_index_template", get(templates::get_index_templates))
+        .route(
+            "/_index_template/{name}",
+            put(templates::put_index_template)
+                .post(templates::put_index_template)
+                .get(templates::get_index_template)
+                .head(templates::head_index_template)
+                .delete(templates::delete_index_template),
+        )
+        .route(
+            "/_component_template",
+            get(templates::get_component_templates),
+        )
+        .route(
+            "/_component_template/{name}",
+            put(templates::put_component_template)
+                .post(templates::put_component_template)
+                .get(templates::get_component_template)
+                .head(templates::head_component_template)
+                .delete(templates::delete_component_template),
+        )
+        .route("/_template", get(templates::get_legacy_templates))
+        .route(
+            "/_template/{name}",
+            put(templates::put_legacy_template)
+                .post(templates::put_legacy_template)
+                .get(templates::get_legacy_template)
+                .head(templates::head_legacy_template)
+                .delete(templates::delete_legacy_template),
+        )
         .route(
             "/_alias/{name}",
             get(aliases::get_named).head(aliases::exists),

@@ -99,6 +99,25 @@ async fn two_processes_share_one_bucket() {
 
     let r = ca
         .put(
+            "/_index_template/shared-t",
+            &json!({"index_patterns": ["shared-t-*"], "template": {"settings": {"number_of_shards": 3}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "template on A: {r}");
+    assert_visible("template_visible", || async move {
+        cb.get("/_index_template/shared-t").await.status == 200
+    })
+    .await;
+    let r = cb.put("/shared-t-1", &json!({})).await;
+    assert_eq!(r.status, 200, "create on B: {r}");
+    let r = cb.get("/shared-t-1/_settings").await;
+    assert_eq!(
+        r.json["shared-t-1"]["settings"]["index"]["number_of_shards"], "3",
+        "{r}"
+    );
+
+    let r = ca
+        .put(
             "/shared/_mapping",
             &json!({"properties": {"added_on_a": {"type": "keyword"}}}),
         )

@@ -131,10 +131,7 @@ impl Writer {
         positions: &[usize],
     ) -> Result<Vec<ItemOutcome>, Failed> {
         let fail = |e: WriterError| fail_all(name, ops, positions, e);
-        let meta = self
-            .index_or_create(name)
-            .await
-            .map_err(|e| fail(e.into()))?;
+        let meta = self.index_or_create(name).await.map_err(&fail)?;
         let (meta, parsed, strict_errors) = self.parse_and_map(name, meta, ops, positions).await?;
         let routes = route(ops, positions, &meta);
         let shard_writers = self.open_routed(&meta, &routes).await.map_err(fail)?;

@@ -385,6 +385,8 @@ impl Writer {
     /// `PUT /{index}`.
     #[instrument(skip(self, body))]
     pub async fn create_index(&self, name: &str, body: &Value) -> Result<IndexMeta, WriterError> {
+        // Matching templates first, the request's own settings, mappings and aliases over them.
+        let body = &self.metastore.templates().create_body(name, body)?;
         let (settings, mappings) = parse_create_body(body)?;
         let aliases = create_body_aliases(name, body)?;
         let meta = self
@@ -397,21 +399,18 @@ impl Writer {
         Ok(meta)
     }
 
-    /// The index, created with defaults when missing (OpenSearch's `action.auto_create_index`).
-    pub(super) async fn index_or_create(&self, name: &str) -> Result<IndexMeta, MetastoreError> {
+    /// The index, created when missing (OpenSearch's `action.auto_create_index`): with what
+    /// matching templates give it, else defaults.
+    pub(super) async fn index_or_create(&self, name: &str) -> Result<IndexMeta, WriterError> {
         if let Some(meta) = self.metastore.get_index(name) {
             return Ok(meta);
         }
-        match self
-            .metastore
-            .create_index(name, IndexSettings::default(), Mappings::default())
-            .await
-        {
+        match self.create_index(name, &Value::Object(Map::new())).await {
             Ok(meta) => Ok(meta),
-            Err(MetastoreError::IndexAlreadyExists(_)) => self
+            Err(WriterError::Metastore(MetastoreError::IndexAlreadyExists(_))) => self
                 .metastore
                 .get_index(name)
-                .ok_or(MetastoreError::IndexNotFound(name.into())),
+                .ok_or(MetastoreError::IndexNotFound(name.into()).into()),
             Err(e) => Err(e),
         }
     }
