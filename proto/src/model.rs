@@ -97,6 +97,27 @@ pub fn parse_time_value(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
+/// Parses OpenSearch byte values such as `10b`, `512kb`, `5gb` (binary multiples, as
+/// OpenSearch reads them).
+pub fn parse_byte_value(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let scale: f64 = match unit.trim() {
+        "b" | "" => 1.0,
+        "kb" | "k" => 1024.0,
+        "mb" | "m" => 1024.0 * 1024.0,
+        "gb" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "tb" | "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "pb" | "p" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((n * scale) as u64)
+}
+
 /// One index as the metastore knows it. The persisted index record holds only what changes
 /// rarely (uuid, settings, mappings); `shards` is assembled from the per-shard records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

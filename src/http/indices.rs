@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use tracing::instrument;
 
 use super::cluster::COMPAT_VERSION;
-use super::{empty, json_body, ApiError, State};
+use super::{empty, json_body, ApiError, Params, State};
 
 fn settings_json(m: &IndexMeta) -> Value {
     json!({"index": {
@@ -301,4 +301,39 @@ pub async fn refresh_all(state: State) -> Result<Json<Value>, ApiError> {
         .map(|m| m.name)
         .collect();
     refresh_names(&state, &names).await
+}
+
+/// `POST /{alias}/_rollover[/{new_index}]` (`?dry_run=true` only checks the conditions).
+#[instrument(skip(state, params, body))]
+pub async fn rollover(
+    state: State,
+    Path(alias): Path<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    rollover_to(state, alias, None, params, body).await
+}
+
+/// `POST /{alias}/_rollover/{new_index}`.
+#[instrument(skip(state, params, body))]
+pub async fn rollover_named(
+    state: State,
+    Path((alias, new_index)): Path<(String, String)>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    rollover_to(state, alias, Some(new_index), params, body).await
+}
+
+async fn rollover_to(
+    state: State,
+    alias: String,
+    new_index: Option<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_body(&body)?;
+    let dry_run = params.get("dry_run").is_some_and(|v| v != "false");
+    let req = floe_writer::rollover::RolloverRequest::parse(new_index, body.as_ref(), dry_run)?;
+    Ok(Json(state.writer()?.rollover(&alias, &req).await?))
 }

@@ -165,6 +165,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/_mapping", get(indices::get_mapping_all))
         .route("/{index}/_forcemerge", post(indices::force_merge))
+        .route("/{index}/_rollover", post(indices::rollover))
+        .route(
+            "/{index}/_rollover/{new_index}",
+            post(indices::rollover_named),
+        )
         .route(
             "/{index}/_mapping",
             get(indices::get_mapping)

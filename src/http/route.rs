@@ -40,7 +40,7 @@ fn target(method: &Method, path: &str) -> Target {
         .unwrap_or("");
     match endpoint {
         "_search" | "_count" | "_msearch" => Target::Searcher,
-        "_bulk" | "_create" | "_refresh" | "_forcemerge" => Target::Writer,
+        "_bulk" | "_create" | "_refresh" | "_forcemerge" | "_rollover" => Target::Writer,
         "_doc" if matches!(*method, Method::GET | Method::HEAD) && parts.len() == 3 => {
             Target::Owner(parts[0].to_string(), parts[2].to_string())
         }
@@ -204,6 +204,11 @@ mod tests {
         assert_eq!(target(&Method::GET, "/_cat/indices"), Target::Any);
         assert_eq!(target(&Method::POST, "/logs/_refresh"), Target::Writer);
         assert_eq!(target(&Method::POST, "/_aliases"), Target::Writer);
+        assert_eq!(target(&Method::POST, "/logs/_rollover"), Target::Writer);
+        assert_eq!(
+            target(&Method::POST, "/logs/_rollover/logs-9"),
+            Target::Writer
+        );
         assert_eq!(target(&Method::PUT, "/logs-1/_alias/logs"), Target::Writer);
         assert_eq!(target(&Method::GET, "/_alias/logs"), Target::Any);
         assert_eq!(target(&Method::GET, "/logs-1/_alias/logs"), Target::Any);

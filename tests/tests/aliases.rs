@@ -251,3 +251,167 @@ async fn aliases_route_reads_and_writes(backend: Backend) {
 }
 
 e2e!(aliases_route_reads_and_writes);
+
+/// Writes through the alias never stop while it rolls over: every acknowledged document is
+/// found through the alias afterwards, and no write was refused.
+async fn rollover_moves_the_write_alias(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/_index_template/logs",
+            &json!({"index_patterns": ["logs-*"], "template": {"settings": {"number_of_shards": 2}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c
+        .put(
+            "/logs-000001",
+            &json!({"aliases": {"logs": {"is_write_index": true}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+
+    // A loader writes through the alias the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            let mut into = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 20_000 {
+                let docs = (sent..sent + 20).map(|i| (format!("d{i}"), json!({"n": i})));
+                let r = c.bulk_ok("/_bulk", bulk_body("logs", docs)).await;
+                for item in r.json["items"].as_array().into_iter().flatten() {
+                    into.insert(
+                        item["index"]["_index"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+                sent += 20;
+            }
+            (sent, into)
+        })
+    };
+    let mut rolled = Vec::new();
+    for _ in 0..3 {
+        // Roll over once the write index holds some published documents.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            c.refresh("logs").await;
+            let r = c
+                .post("/logs/_rollover", &json!({"conditions": {"max_docs": 40}}))
+                .await;
+            assert_eq!(r.status, 200, "{r}");
+            if r.json["rolled_over"] == true {
+                assert_eq!(r.json["conditions"]["[max_docs: 40]"], true, "{r}");
+                rolled.push(r.json["new_index"].as_str().unwrap_or_default().to_string());
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never rolled over: {r}"
+            );
+        }
+    }
+    assert_eq!(rolled, ["logs-000002", "logs-000003", "logs-000004"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, into) = loader.await.expect("loader");
+    assert!(into.len() >= 2, "writes went to one index only: {into:?}");
+    c.refresh("logs").await;
+    assert_eq!(
+        c.count("logs").await,
+        sent as u64,
+        "every acknowledged write is found"
+    );
+    assert_eq!(
+        c.get("/logs-000004/_settings").await.json["logs-000004"]["settings"]["index"]
+            ["number_of_shards"],
+        "2"
+    );
+    let r = c.get("/_alias/logs").await;
+    assert_eq!(
+        r.json["logs-000004"]["aliases"]["logs"]["is_write_index"], true,
+        "{r}"
+    );
+    assert_eq!(
+        r.json["logs-000001"]["aliases"]["logs"]["is_write_index"], false,
+        "{r}"
+    );
+
+    // Conditions not met, dry run: nothing changes.
+    let r = c
+        .post(
+            "/logs/_rollover",
+            &json!({"conditions": {"max_docs": 1_000_000, "max_age": "1d"}}),
+        )
+        .await;
+    assert_eq!(
+        (r.json["rolled_over"].clone(), r.json["new_index"].clone()),
+        (json!(false), json!("logs-000005")),
+        "{r}"
+    );
+    let r = c.post("/logs/_rollover?dry_run=true", &json!({})).await;
+    assert_eq!(
+        (r.json["rolled_over"].clone(), r.json["dry_run"].clone()),
+        (json!(false), json!(true)),
+        "{r}"
+    );
+    assert_eq!(c.head("/logs-000005").await.status, 404);
+
+    // An alias with one index and no explicit write flag moves whole; a new name may be given.
+    assert_eq!(
+        c.put("/solo", &json!({"aliases": {"current": {}}}))
+            .await
+            .status,
+        200
+    );
+    let r = c
+        .post(
+            "/current/_rollover/solo-next",
+            &json!({"settings": {"number_of_shards": 3}}),
+        )
+        .await;
+    assert_eq!(r.json["rolled_over"], true, "{r}");
+    let r = c.get("/_alias/current").await;
+    assert_eq!(
+        r.json,
+        json!({"solo-next": {"aliases": {"current": {}}}}),
+        "{r}"
+    );
+    assert_eq!(
+        c.get("/solo-next/_settings").await.json["solo-next"]["settings"]["index"]
+            ["number_of_shards"],
+        "3"
+    );
+
+    // Errors.
+    assert_error(
+        &c.post("/logs-000001/_rollover", &json!({})).await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &c.post("/nope/_rollover", &json!({})).await,
+        404,
+        "aliases_not_found_exception",
+    );
+    assert_error(
+        &c.post(
+            "/logs/_rollover",
+            &json!({"conditions": {"max_age": "soon"}}),
+        )
+        .await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &c.post("/current/_rollover", &json!({})).await,
+        400,
+        "illegal_argument_exception",
+    );
+}
+
+e2e!(rollover_moves_the_write_alias);

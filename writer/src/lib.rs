@@ -26,6 +26,7 @@ pub mod translog;
 pub use bulk::{BulkOp, OpKind};
 pub use error::WriterError;
 pub use peers::Peers;
+pub use service::rollover;
 pub use service::{
     parse_bool_setting, parse_create_body, shard_for, RefreshPolicy, Writer, WriterConfig,
 };

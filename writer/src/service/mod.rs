@@ -522,5 +522,6 @@ mod apply;
 mod forward;
 mod ownership;
 mod refresh;
+pub mod rollover;
 #[cfg(test)]
 mod tests;
