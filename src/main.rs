@@ -4,6 +4,7 @@
 mod cluster;
 mod config;
 mod http;
+mod lifecycle;
 mod standalone;
 mod trace;
 

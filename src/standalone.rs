@@ -26,6 +26,8 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
             .clone()
             .run_prefetch_loop(Arc::new(|_, _| true), prefetch_interval(&config)),
     );
+    // The ISM runner lives with the metastore: in standalone, in this process.
+    start_ism(&config, &storage, &metastore, &writer, &searcher);
     let state = app_state(
         &config,
         "standalone",
@@ -38,6 +40,27 @@ pub async fn run(config: FloeConfig) -> anyhow::Result<()> {
     // SIGTERM / Ctrl-C: publish everything and end the session, so a restart is immediate.
     writer.shutdown().await;
     Ok(())
+}
+
+/// Starts the ISM runner ([`crate::lifecycle`]). Several may run on one bucket (every
+/// writer of a cluster runs one): each step is claimed before it runs.
+pub fn start_ism(
+    config: &FloeConfig,
+    storage: &Storage,
+    metastore: &Arc<Metastore>,
+    writer: &Arc<Writer>,
+    searcher: &Arc<SearchService>,
+) {
+    tokio::spawn(
+        crate::lifecycle::IsmRunner::new(
+            storage.clone(),
+            metastore.clone(),
+            writer.clone(),
+            searcher.clone(),
+            &config.node_id(),
+        )
+        .run(),
+    );
 }
 
 /// Opens the bucket and the metastore in it, and starts tailing the metastore's change log.

@@ -8,7 +8,9 @@
 
 pub mod aliases;
 mod changelog;
+pub mod cluster_settings;
 mod error;
+pub mod ism;
 pub mod membership;
 mod names;
 mod session;

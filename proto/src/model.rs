@@ -30,6 +30,16 @@ pub struct IndexSettings {
     /// published segment in the background, so fresh data does not pay the cold cost.
     #[serde(default = "yes")]
     pub prefetch: bool,
+    /// `plugins.index_state_management.rollover_alias`: the alias an ISM rollover action
+    /// rolls over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollover_alias: Option<String>,
+    /// `index.blocks.write`: writes are refused (ISM's `read_only`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocks_write: bool,
+    /// `index.priority` (recovery order in OpenSearch; kept and shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -62,6 +72,9 @@ impl Default for IndexSettings {
             number_of_replicas: default_replicas(),
             layout_version: crate::layout::CURRENT_LAYOUT,
             prefetch: true,
+            rollover_alias: None,
+            blocks_write: false,
+            priority: None,
         }
     }
 }

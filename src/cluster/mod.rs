@@ -22,8 +22,8 @@ use tracing::info;
 use crate::config::FloeConfig;
 use crate::http::router;
 use crate::standalone::{
-    app_state, open_bucket, open_segment_cache, serve_http, shutdown_signal, start_searcher,
-    start_writer,
+    app_state, open_bucket, open_segment_cache, serve_http, shutdown_signal, start_ism,
+    start_searcher, start_writer,
 };
 use peers::{ClusterPeers, MAX_MESSAGE};
 
@@ -59,6 +59,7 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
     let cache = open_segment_cache(&config, &storage).await?;
     let writer = start_writer(&config, &storage, &metastore, &cache)?;
     let searcher = start_searcher(&metastore, cache);
+    start_ism(&config, &storage, &metastore, &writer, &searcher);
     let view = join(&config, role::WRITER, Some(writer.clone()))?;
     let peers = ClusterPeers::new(view.clone());
     writer.set_peers(peers.clone());

@@ -14,7 +14,7 @@ use super::cluster::COMPAT_VERSION;
 use super::{empty, json_body, ApiError, Params, State};
 
 fn settings_json(m: &IndexMeta) -> Value {
-    json!({"index": {
+    let mut out = json!({"index": {
         "number_of_shards": m.settings.number_of_shards.to_string(),
         "number_of_replicas": m.settings.number_of_replicas.to_string(),
         "refresh_interval": m.settings.refresh_interval,
@@ -24,7 +24,17 @@ fn settings_json(m: &IndexMeta) -> Value {
         "creation_date": m.creation_date.to_string(),
         "provided_name": m.name,
         "version": {"created": COMPAT_VERSION},
-    }})
+    }});
+    if let Some(a) = &m.settings.rollover_alias {
+        out["index"]["plugins"] = json!({"index_state_management": {"rollover_alias": a}});
+    }
+    if m.settings.blocks_write {
+        out["index"]["blocks"] = json!({"write": "true"});
+    }
+    if let Some(p) = m.settings.priority {
+        out["index"]["priority"] = json!(p.to_string());
+    }
+    out
 }
 
 fn existing(state: &State, expr: &str) -> Result<Vec<IndexMeta>, ApiError> {
@@ -200,6 +210,9 @@ pub async fn put_settings(
     let mut replicas: Option<u32> = None;
     let mut refresh: Option<String> = None;
     let mut prefetch: Option<bool> = None;
+    let mut rollover_alias: Option<Option<String>> = None;
+    let mut blocks_write: Option<bool> = None;
+    let mut priority: Option<Option<i64>> = None;
     for (key, value) in flat {
         let key = key.strip_prefix("index.").unwrap_or(&key).to_string();
         let text = match &value {
@@ -234,6 +247,28 @@ pub async fn put_settings(
                     ))
                 })?)
             }
+            "plugins.index_state_management.rollover_alias" => {
+                rollover_alias = Some(value.as_str().map(str::to_string))
+            }
+            "blocks.write" => {
+                blocks_write = Some(if value.is_null() {
+                    false
+                } else {
+                    floe_writer::parse_bool_setting(&value).ok_or_else(|| {
+                        bad(format!(
+                            "Failed to parse value [{text}] as only [true] or [false] are allowed for setting [index.blocks.write]"
+                        ))
+                    })?
+                })
+            }
+            "priority" => {
+                priority = Some(match &value {
+                    Value::Null => None,
+                    _ => Some(text.parse().map_err(|_| {
+                        bad(format!("Failed to parse value [{text}] for setting [index.priority]"))
+                    })?),
+                })
+            }
             "number_of_shards" => {
                 return Err(bad(format!(
                     "final index setting [index.number_of_shards], not updateable on [{index}]"
@@ -258,6 +293,15 @@ pub async fn put_settings(
                 }
                 if let Some(p) = prefetch {
                     meta.settings.prefetch = p;
+                }
+                if let Some(a) = &rollover_alias {
+                    meta.settings.rollover_alias = a.clone();
+                }
+                if let Some(b) = blocks_write {
+                    meta.settings.blocks_write = b;
+                }
+                if let Some(p) = priority {
+                    meta.settings.priority = p;
                 }
                 Ok(())
             })

@@ -8,6 +8,7 @@ mod documents;
 pub mod error;
 mod health;
 mod indices;
+mod ism;
 pub mod metrics;
 mod route;
 mod search;
@@ -93,6 +94,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_cat/aliases/{name}", get(aliases::cat_named))
         .route("/_aliases", post(aliases::update).get(aliases::get_all))
         .route("/_alias", get(aliases::get_all))
+        .route(
+            "/_cluster/settings",
+            get(ism::get_cluster_settings).put(ism::put_cluster_settings),
+        )
+        .route("/_plugins/_ism/policies", get(ism::get_policies))
+        .route(
+            "/_plugins/_ism/policies/{id}",
+            put(ism::put_policy)
+                .get(ism::get_policy)
+                .delete(ism::delete_policy),
+        )
+        .route("/_plugins/_ism/add/{index}", post(ism::add))
+        .route("/_plugins/_ism/remove/{index}", post(ism::remove))
+        .route(
+            "/_plugins/_ism/change_policy/{index}",
+            post(ism::change_policy),
+        )
+        .route("/_plugins/_ism/retry/{index}", post(ism::retry))
+        .route("/_plugins/_ism/explain", get(ism::explain_all))
+        .route("/_plugins/_ism/explain/{index}", get(ism::explain_index))
         .route("/_index_template", get(templates::get_index_templates))
         .route(
             "/_index_template/{name}",

@@ -132,6 +132,15 @@ impl Writer {
     ) -> Result<Vec<ItemOutcome>, Failed> {
         let fail = |e: WriterError| fail_all(name, ops, positions, e);
         let meta = self.index_or_create(name).await.map_err(&fail)?;
+        if meta.settings.blocks_write {
+            return Err(fail_items(
+                ops,
+                positions,
+                403,
+                "cluster_block_exception",
+                format!("index [{name}] blocked by: [FORBIDDEN/8/index write (api)];"),
+            ));
+        }
         let (meta, parsed, strict_errors) = self.parse_and_map(name, meta, ops, positions).await?;
         let routes = route(ops, positions, &meta);
         let shard_writers = self.open_routed(&meta, &routes).await.map_err(fail)?;

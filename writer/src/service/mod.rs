@@ -187,6 +187,42 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
                 ))
             })?;
         }
+        if let Some(a) = s
+            .get("plugins")
+            .and_then(|p| p.get("index_state_management"))
+            .and_then(|p| p.get("rollover_alias"))
+            .or_else(|| get("plugins.index_state_management.rollover_alias"))
+            .or_else(|| root.get("plugins.index_state_management.rollover_alias"))
+        {
+            let a = a.as_str().ok_or_else(|| {
+                WriterError::BadRequest(
+                    "[plugins.index_state_management.rollover_alias] must be a string".into(),
+                )
+            })?;
+            settings.rollover_alias = Some(a.to_string());
+        }
+        if let Some(b) = s
+            .get("blocks")
+            .and_then(|b| b.get("write"))
+            .or_else(|| get("blocks.write"))
+        {
+            settings.blocks_write = parse_bool_setting(b).ok_or_else(|| {
+                WriterError::BadRequest(format!(
+                    "Failed to parse value [{b}] as only [true] or [false] are allowed for setting [index.blocks.write]"
+                ))
+            })?;
+        }
+        if let Some(p) = get("priority") {
+            settings.priority = Some(
+                p.as_i64()
+                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| {
+                        WriterError::BadRequest(format!(
+                            "Failed to parse value [{p}] for setting [index.priority]"
+                        ))
+                    })?,
+            );
+        }
         // `translog.durability` nested, or `translog.durability` / `index.translog.durability` flat.
         let translog = |k: &str| {
             s.get("translog")
@@ -395,6 +431,12 @@ impl Writer {
             .await?;
         if !aliases.is_empty() {
             self.metastore.update_aliases(&aliases).await?;
+        }
+        // A policy whose `ism_template` matches the new index starts managing it.
+        let ism = floe_metastore::ism::IsmStore::new(self.storage.clone());
+        if let Some(policy) = ism.policy_for_new_index(name).await? {
+            ism.add(name, &meta.uuid, &policy).await?;
+            info!(index = name, policy = %policy, "index managed by an ISM policy");
         }
         Ok(meta)
     }

@@ -1,0 +1,108 @@
+//! Cluster-level settings (`PUT /_cluster/settings`), persisted in the bucket
+//! (`metastore/cluster_settings.json`) so that every node and every restart sees them.
+//! Kept flat (`plugins.index_state_management.job_interval`); `null` removes a setting.
+
+use bytes::Bytes;
+use floe_storage::{Storage, StorageError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{backoff, read_record, MetastoreError};
+
+const KEY: &str = "metastore/cluster_settings.json";
+
+/// `persistent` and `transient` settings (both persisted: Floe nodes keep no other state).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    #[serde(default)]
+    pub persistent: Map<String, Value>,
+    #[serde(default)]
+    pub transient: Map<String, Value>,
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        leaf => {
+            out.insert(prefix.to_string(), leaf.clone());
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// A setting's value: transient over persistent.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.transient.get(key).or_else(|| self.persistent.get(key))
+    }
+
+    /// Reads the record (defaults when none was ever written).
+    pub async fn load(storage: &Storage) -> Result<ClusterSettings, MetastoreError> {
+        Ok(read_record::<ClusterSettings>(storage, KEY)
+            .await?
+            .map(|(s, _)| s)
+            .unwrap_or_default())
+    }
+
+    /// Applies a `PUT /_cluster/settings` body with compare-and-swap. Returns the new
+    /// settings.
+    pub async fn update(
+        storage: &Storage,
+        body: &Value,
+    ) -> Result<ClusterSettings, MetastoreError> {
+        let part = |k: &str| -> Result<Map<String, Value>, MetastoreError> {
+            let mut out = Map::new();
+            match body.get(k) {
+                None | Some(Value::Null) => {}
+                Some(v @ Value::Object(_)) => flatten("", v, &mut out),
+                Some(_) => {
+                    return Err(MetastoreError::Rejected(format!("[{k}] must be an object")))
+                }
+            }
+            Ok(out)
+        };
+        let (persistent, transient) = (part("persistent")?, part("transient")?);
+        if persistent.is_empty() && transient.is_empty() {
+            return Err(MetastoreError::Rejected(
+                "Validation Failed: 1: no settings to update;".into(),
+            ));
+        }
+        for attempt in 0..32 {
+            let current = read_record::<ClusterSettings>(storage, KEY).await?;
+            let mut next = current.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
+            for (target, changes) in [
+                (&mut next.persistent, &persistent),
+                (&mut next.transient, &transient),
+            ] {
+                for (k, v) in changes {
+                    if v.is_null() {
+                        target.remove(k);
+                    } else {
+                        target.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            let data = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
+            let written = match &current {
+                Some((_, etag)) => storage.put_if_match(KEY, data, etag).await,
+                None => storage.put_if_absent(KEY, data).await,
+            };
+            match written {
+                Ok(_) => return Ok(next),
+                Err(StorageError::PreconditionFailed(_)) | Err(StorageError::AlreadyExists(_)) => {
+                    backoff(attempt).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(MetastoreError::Contended("cluster settings".into()))
+    }
+}

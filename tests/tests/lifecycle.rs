@@ -1,0 +1,323 @@
+//! The log-platform scenario: a template and an ISM policy ("roll over after N documents,
+//! delete T seconds after rolling over") attached by `ism_template`, a bootstrap index with
+//! a write alias, and a loader writing to the alias the whole time — across a SIGKILL and
+//! restart. Rollovers happen, deleted indexes leave nothing in the bucket, and every
+//! acknowledged document of an index still within retention is found.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use floe_tests::*;
+
+const ROLLOVER_DOCS: u64 = 100;
+
+fn policy() -> Value {
+    json!({"policy": {
+        "description": "rollover then delete",
+        "default_state": "hot",
+        "states": [
+            {"name": "hot",
+             "actions": [{"rollover": {"min_doc_count": ROLLOVER_DOCS}}],
+             "transitions": [{"state_name": "delete", "conditions": {"min_rollover_age": "4s"}}]},
+            {"name": "delete", "actions": [{"delete": {}}], "transitions": []}
+        ],
+        "ism_template": [{"index_patterns": ["logs-*"], "priority": 1}]
+    }})
+}
+
+/// Writes batches through the alias; remembers which index acknowledged each id.
+struct Loader {
+    next: usize,
+    acked: BTreeMap<String, String>,
+}
+
+impl Loader {
+    async fn batch(&mut self, c: &Client) {
+        let docs = (self.next..self.next + 20).map(|i| (format!("d{i}"), json!({"n": i})));
+        let r = c
+            .bulk_ok_retrying("/_bulk", bulk_body("logs", docs), Duration::from_secs(30))
+            .await;
+        for item in r.json["items"].as_array().into_iter().flatten() {
+            let item = &item["index"];
+            self.acked.insert(
+                item["_id"].as_str().unwrap_or_default().to_string(),
+                item["_index"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+        self.next += 20;
+    }
+}
+
+async fn write_index(c: &Client) -> String {
+    let r = c.get("/_alias/logs").await;
+    r.json
+        .as_object()
+        .and_then(|o| {
+            o.iter()
+                .find(|(_, v)| v["aliases"]["logs"]["is_write_index"] == true)
+                .map(|(k, _)| k.clone())
+        })
+        .unwrap_or_else(|| panic!("no write index: {r}"))
+}
+
+async fn index_exists(c: &Client, index: &str) -> bool {
+    c.head(&format!("/{index}")).await.status == 200
+}
+
+async fn ism_rolls_over_and_deletes(backend: Backend) {
+    let mut env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/_cluster/settings",
+            &json!({"persistent": {"plugins.index_state_management.job_interval": "1s"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c
+        .put("/_plugins/_ism/policies/logs-policy", &policy())
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = c
+        .put(
+            "/_index_template/logs",
+            &json!({"index_patterns": ["logs-*"], "template": {"settings": {
+                "number_of_shards": 1, "refresh_interval": "1s",
+                "plugins.index_state_management.rollover_alias": "logs"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c
+        .put(
+            "/logs-000001",
+            &json!({"aliases": {"logs": {"is_write_index": true}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.get("/_plugins/_ism/explain/logs-000001").await;
+    assert_eq!(
+        r.json["logs-000001"]["policy_id"], "logs-policy",
+        "attached by ism_template: {r}"
+    );
+    let first_uuid = c.get("/logs-000001/_settings").await.json["logs-000001"]["settings"]["index"]
+        ["uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // Load until the alias has rolled over twice.
+    let mut loader = Loader {
+        next: 0,
+        acked: BTreeMap::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while write_index(&c).await.as_str() < "logs-000003" {
+        assert!(Instant::now() < deadline, "no second rollover within 90 s");
+        loader.batch(&c).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SIGKILL in the middle; the restarted node carries on where ISM stopped.
+    env.floe.stop();
+    env.floe.start_again().await;
+    let c = env.client();
+    let at_restart = write_index(&c).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        loader.batch(&c).await;
+        let rolled_again = write_index(&c).await > at_restart;
+        let first_deleted = !index_exists(&c, "logs-000001").await;
+        if rolled_again && first_deleted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart: rolled over again {rolled_again}, logs-000001 deleted {first_deleted}\n{}",
+            c.get("/_plugins/_ism/explain").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Freeze ISM, then check what is left.
+    let r = c
+        .put(
+            "/_cluster/settings",
+            &json!({"persistent": {"plugins.index_state_management.job_interval": 60}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = c.get("/_cluster/settings").await;
+    assert_eq!(
+        r.json["persistent"]["plugins.index_state_management.job_interval"], 60,
+        "{r}"
+    );
+    c.refresh("logs").await;
+    let mut per_index: BTreeMap<String, u64> = BTreeMap::new();
+    for index in loader.acked.values() {
+        *per_index.entry(index.clone()).or_default() += 1;
+    }
+    let mut kept = 0;
+    for (index, n) in &per_index {
+        if index_exists(&c, index).await {
+            assert_eq!(
+                c.count(index).await,
+                *n,
+                "acknowledged documents of {index}"
+            );
+            kept += n;
+        }
+    }
+    assert!(per_index.len() >= 4, "indexes written: {per_index:?}");
+    println!(
+        "FIGURE ism_indexes_written={} ism_docs_acked={} ism_docs_within_retention={kept}",
+        per_index.len(),
+        loader.acked.len()
+    );
+    assert_eq!(
+        c.count("logs").await,
+        kept,
+        "the alias covers every index within retention"
+    );
+    // Rolled-over indexes hold at least the rollover size when they rolled.
+    let keys = env.storage_keys(&format!("indexes/{first_uuid}/")).await;
+    assert!(
+        keys.is_empty(),
+        "objects of the deleted index remain: {keys:?}"
+    );
+    // Explain: the current write index is managed; the ones before it rolled over.
+    let r = c.get("/_plugins/_ism/explain").await;
+    let current = write_index(&c).await;
+    assert_eq!(r.json[&current]["policy_id"], "logs-policy", "{r}");
+    let rolled = r
+        .json
+        .as_object()
+        .map(|o| {
+            o.values()
+                .filter(|v| v["rolled_over"] == true && v["state"]["name"] == "hot")
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(rolled >= 1, "{r}");
+}
+
+/// The ISM API: policies, add/remove/change_policy/retry/explain, and its errors.
+async fn ism_api(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c.put("/_plugins/_ism/policies/p1", &policy()).await;
+    assert_eq!(
+        (r.status, r.json["_id"].clone(), r.json["_seq_no"].clone()),
+        (201, json!("p1"), json!(0)),
+        "{r}"
+    );
+    let r = c.put("/_plugins/_ism/policies/p1", &policy()).await;
+    assert_eq!(
+        (r.status, r.json["_seq_no"].clone()),
+        (200, json!(1)),
+        "{r}"
+    );
+    let r = c.get("/_plugins/_ism/policies/p1").await;
+    assert_eq!(r.json["policy"]["default_state"], "hot", "{r}");
+    assert_eq!(
+        c.get("/_plugins/_ism/policies").await.json["total_policies"],
+        1
+    );
+    let mut bad = policy();
+    bad["policy"]["states"][0]["actions"][0] = json!({"shrink": {}});
+    assert_error(
+        &c.put("/_plugins/_ism/policies/bad", &bad).await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &c.get("/_plugins/_ism/policies/nope").await,
+        404,
+        "status_exception",
+    );
+
+    assert_eq!(c.put("/other-1", &json!({})).await.status, 200);
+    let r = c
+        .post("/_plugins/_ism/add/other-1", &json!({"policy_id": "p1"}))
+        .await;
+    assert_eq!(
+        (
+            r.json["updated_indices"].clone(),
+            r.json["failures"].clone()
+        ),
+        (json!(1), json!(false)),
+        "{r}"
+    );
+    let r = c
+        .post("/_plugins/_ism/add/other-1", &json!({"policy_id": "p1"}))
+        .await;
+    assert_eq!(r.json["failures"], true, "already managed: {r}");
+    assert_error(
+        &c.post("/_plugins/_ism/add/other-1", &json!({"policy_id": "nope"}))
+            .await,
+        404,
+        "status_exception",
+    );
+    let r = c
+        .post(
+            "/_plugins/_ism/change_policy/other-1",
+            &json!({"policy_id": "p1", "state": "delete"}),
+        )
+        .await;
+    assert_eq!(r.json["updated_indices"], 1, "{r}");
+    assert_error(
+        &c.post(
+            "/_plugins/_ism/change_policy/other-1",
+            &json!({"policy_id": "p1", "state": "warm"}),
+        )
+        .await,
+        400,
+        "illegal_argument_exception",
+    );
+    let r = c.post("/_plugins/_ism/retry/other-1", &json!({})).await;
+    assert_eq!(r.json["failures"], true, "not failed: {r}");
+    let r = c.get("/_plugins/_ism/explain/other-1").await;
+    assert_eq!(r.json["other-1"]["policy_id"], "p1", "{r}");
+    assert_eq!(r.json["total_managed_indices"], 1, "{r}");
+    let r = c.post("/_plugins/_ism/remove/other-1", &json!({})).await;
+    assert_eq!(r.json["updated_indices"], 1, "{r}");
+    let r = c.get("/_plugins/_ism/explain/other-1").await;
+    assert_eq!(r.json["total_managed_indices"], 0, "{r}");
+    let r = c.delete("/_plugins/_ism/policies/p1").await;
+    assert_eq!(r.json["result"], "deleted", "{r}");
+    assert_error(
+        &c.delete("/_plugins/_ism/policies/p1").await,
+        404,
+        "status_exception",
+    );
+    assert_error(
+        &c.put(
+            "/_cluster/settings",
+            &json!({"persistent": {"plugins.index_state_management.job_interval": "soon"}}),
+        )
+        .await,
+        400,
+        "illegal_argument_exception",
+    );
+    // read_only blocks writes with 403.
+    let r = c
+        .put(
+            "/other-1/_settings",
+            &json!({"index": {"blocks": {"write": true}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c
+        .post_ndjson(
+            "/_bulk",
+            bulk_body("other-1", [("x".to_string(), json!({"a": 1}))]),
+        )
+        .await;
+    assert_eq!(r.json["items"][0]["index"]["status"], 403, "{r}");
+    assert_eq!(
+        r.json["items"][0]["index"]["error"]["type"], "cluster_block_exception",
+        "{r}"
+    );
+}
+
+e2e!(ism_rolls_over_and_deletes, ism_api);
