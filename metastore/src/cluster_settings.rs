@@ -20,24 +20,6 @@ pub struct ClusterSettings {
     pub transient: Map<String, Value>,
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
-    match v {
-        Value::Object(o) => {
-            for (k, x) in o {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, x, out);
-            }
-        }
-        leaf => {
-            out.insert(prefix.to_string(), leaf.clone());
-        }
-    }
-}
-
 impl ClusterSettings {
     /// A setting's value: transient over persistent.
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -62,7 +44,7 @@ impl ClusterSettings {
             let mut out = Map::new();
             match body.get(k) {
                 None | Some(Value::Null) => {}
-                Some(v @ Value::Object(_)) => flatten("", v, &mut out),
+                Some(v @ Value::Object(_)) => out = crate::names::flatten_keys(v),
                 Some(_) => {
                     return Err(MetastoreError::Rejected(format!("[{k}] must be an object")))
                 }

@@ -21,7 +21,7 @@ pub use aliases::{AliasAction, AliasSpec, AliasTable, WriteTarget};
 pub use changelog::Change;
 pub use error::MetastoreError;
 pub use membership::{ClusterView, Membership, MembershipService};
-pub use names::{matches_pattern, shard_for, validate_index_name};
+pub use names::{flatten_keys, matches_pattern, shard_for, validate_index_name};
 pub use session::NodeSession;
 pub use store::{Grant, Metastore, MetastoreOptions};
 pub use templates::{ComponentTemplate, IndexTemplate, LegacyTemplate, TemplateTable};

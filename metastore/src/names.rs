@@ -40,6 +40,35 @@ pub fn shard_for(key: &str, num_shards: u32) -> u32 {
     hash % num_shards.max(1)
 }
 
+/// Nested JSON objects as flat dotted keys (`{"a": {"b": 1}}` → `{"a.b": 1}`): settings
+/// may be written either way and must compare and merge alike.
+pub fn flatten_keys(v: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    fn walk(
+        prefix: &str,
+        v: &serde_json::Value,
+        out: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_string(), leaf.clone());
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    walk("", v, &mut out);
+    out
+}
+
 /// Whether `name` matches `pattern`, where `*` stands for any run of characters.
 pub fn matches_pattern(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();

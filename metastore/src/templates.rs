@@ -91,34 +91,16 @@ fn rejected(reason: impl Into<String>) -> MetastoreError {
 /// Settings in any of OpenSearch's spellings (`{"index": {"a": {"b": 1}}}`, `{"a.b": 1}`,
 /// `{"index.a.b": "1"}`) as flat `index.`-prefixed keys.
 pub fn flatten_settings(settings: &Value) -> Result<Map<String, Value>, MetastoreError> {
-    fn walk(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
-        match v {
-            Value::Object(o) => {
-                for (k, x) in o {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, x, out);
-                }
-            }
-            leaf => {
-                let key = if prefix.starts_with("index.") {
-                    prefix.to_string()
-                } else {
-                    format!("index.{prefix}")
-                };
-                out.insert(key, leaf.clone());
-            }
-        }
-    }
     if !settings.is_object() {
         return Err(rejected("[settings] must be an object"));
     }
-    let mut out = Map::new();
-    walk("", settings, &mut out);
-    Ok(out)
+    Ok(crate::names::flatten_keys(settings)
+        .into_iter()
+        .map(|(k, v)| match k.starts_with("index.") {
+            true => (k, v),
+            false => (format!("index.{k}"), v),
+        })
+        .collect())
 }
 
 /// Merges `over` into `base`: objects key by key (recursively), anything else replaced.

@@ -292,3 +292,63 @@ pub async fn cat_allocation(state: State, params: Params) -> Result<Response, Ap
         .collect();
     Ok(table(&COLS, rows, &params))
 }
+
+/// `GET /_cat/segments[/{index}]`: the segments of each shard's published commit (from
+/// tantivy's `meta.json` in the commit record and the sizes of the segment's files).
+pub async fn cat_segments(state: State, params: Params) -> Result<Response, ApiError> {
+    segments_table(&state, "_all", &params)
+}
+
+pub async fn cat_segments_of(
+    state: State,
+    axum::extract::Path(index): axum::extract::Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    segments_table(&state, &index, &params)
+}
+
+fn segments_table(state: &State, expr: &str, params: &Params) -> Result<Response, ApiError> {
+    const COLS: [&str; 9] = [
+        "index",
+        "shard",
+        "prirep",
+        "segment",
+        "generation",
+        "docs.count",
+        "docs.deleted",
+        "size",
+        "searchable",
+    ];
+    let mut rows = Vec::new();
+    for meta in state.searcher.resolve(expr, false)? {
+        for (shard, commit) in &meta.shards {
+            let parsed: Value = serde_json::from_str(&commit.tantivy_meta).unwrap_or(Value::Null);
+            for seg in parsed["segments"].as_array().into_iter().flatten() {
+                let id = seg["segment_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace('-', "");
+                let max_doc = seg["max_doc"].as_u64().unwrap_or(0);
+                let deleted = seg["deletes"]["num_deleted_docs"].as_u64().unwrap_or(0);
+                let size: u64 = commit
+                    .files
+                    .iter()
+                    .filter(|f| f.name.starts_with(&id))
+                    .map(|f| f.len)
+                    .sum();
+                rows.push(vec![
+                    meta.name.clone(),
+                    shard.to_string(),
+                    "p".to_string(),
+                    id,
+                    commit.generation.to_string(),
+                    (max_doc - deleted.min(max_doc)).to_string(),
+                    deleted.to_string(),
+                    human_bytes(size),
+                    "true".to_string(),
+                ]);
+            }
+        }
+    }
+    Ok(table(&COLS, rows, params))
+}

@@ -190,23 +190,7 @@ pub async fn put_settings(
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "illegal_argument_exception", m);
     let root = body.get("settings").unwrap_or(&body);
     // `{"index": {"floe": {"prefetch": v}}}`, `{"index.floe.prefetch": v}`: one key each.
-    fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
-        match v.as_object() {
-            Some(o) => {
-                for (k, v) in o {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    flatten(&key, v, out);
-                }
-            }
-            None => out.push((prefix.to_string(), v.clone())),
-        }
-    }
-    let mut flat: Vec<(String, Value)> = Vec::new();
-    flatten("", root, &mut flat);
+    let flat = floe_metastore::flatten_keys(root);
     let mut replicas: Option<u32> = None;
     let mut refresh: Option<String> = None;
     let mut prefetch: Option<bool> = None;
@@ -313,6 +297,11 @@ pub async fn put_settings(
 #[instrument(skip(state))]
 pub async fn refresh(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
     refresh_names(&state, &existing_names(&state, &index)?).await
+}
+
+/// `POST /_forcemerge`: every index.
+pub async fn force_merge_all(state: State, params: Params) -> Result<Json<Value>, ApiError> {
+    force_merge(state, Path("_all".to_string()), params).await
 }
 
 /// `POST /{index}/_forcemerge[?max_num_segments=N]` (default 1 segment per shard).

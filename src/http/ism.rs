@@ -87,12 +87,16 @@ fn updated(n: usize, failed: Vec<(String, String, String)>) -> Json<Value> {
     }))
 }
 
-fn policy_id_of(body: &Option<Value>) -> Result<String, ApiError> {
+/// A string field of an optional body.
+fn field(body: &Option<Value>, key: &str) -> Option<String> {
     body.as_ref()
-        .and_then(|b| b.get("policy_id"))
+        .and_then(|b| b.get(key))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| ApiError::bad_request("[policy_id] is required"))
+}
+
+fn policy_id_of(body: &Option<Value>) -> Result<String, ApiError> {
+    field(body, "policy_id").ok_or_else(|| ApiError::bad_request("[policy_id] is required"))
 }
 
 /// `POST /_plugins/_ism/add/{index}` `{"policy_id"}`.
@@ -195,11 +199,7 @@ pub async fn change_policy(
         .await?
         .ok_or_else(policy_not_found)?;
     let policy = Policy::parse(&record.policy)?;
-    let target = body
-        .as_ref()
-        .and_then(|b| b.get("state"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let target = field(&body, "state");
     if let Some(s) = &target {
         if policy.state(s).is_none() {
             return Err(ApiError::bad_request(format!(
@@ -228,12 +228,7 @@ pub async fn retry(
     Path(index): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body = json_body(&body)?;
-    let target = body
-        .as_ref()
-        .and_then(|b| b.get("state"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let target = field(&json_body(&body)?, "state");
     change_managed(&state, &index, |m| {
         if !m.failed {
             return Err("This index is not in failed state".into());

@@ -204,6 +204,7 @@ mod tests {
         assert_eq!(target(&Method::GET, "/_cat/indices"), Target::Any);
         assert_eq!(target(&Method::POST, "/logs/_refresh"), Target::Writer);
         assert_eq!(target(&Method::POST, "/_aliases"), Target::Writer);
+        assert_eq!(target(&Method::POST, "/_forcemerge"), Target::Writer);
         assert_eq!(target(&Method::POST, "/logs/_rollover"), Target::Writer);
         assert_eq!(
             target(&Method::POST, "/logs/_rollover/logs-9"),

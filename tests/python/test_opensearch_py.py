@@ -137,6 +137,30 @@ def check_get_and_missing():
         raise AssertionError("search on a missing index did not raise NotFoundError")
 
 
+def check_aliases_and_rollover():
+    client.indices.put_alias(index=INDEX, name="py-errors", body={"filter": {"range": {"status": {"gte": 400}}}})
+    assert client.indices.exists_alias(name="py-errors")
+    r = client.indices.get_alias(name="py-errors")
+    assert "filter" in r[INDEX]["aliases"]["py-errors"], r
+    r = client.count(index="py-errors")
+    assert r["count"] == count_where(lambda d: d["status"] >= 400), r
+    client.indices.delete_alias(index=INDEX, name="py-errors")
+    assert not client.indices.exists_alias(name="py-errors")
+    client.indices.put_index_template(
+        name="py-roll",
+        body={"index_patterns": ["py-roll-*"], "template": {"settings": {"number_of_shards": 2}}},
+    )
+    client.indices.create(index="py-roll-000001", body={"aliases": {"py-roll": {"is_write_index": True}}})
+    r = client.indices.rollover(alias="py-roll")
+    assert r["rolled_over"] and r["new_index"] == "py-roll-000002", r
+    s = client.indices.get_settings(index="py-roll-000002")
+    assert s["py-roll-000002"]["settings"]["index"]["number_of_shards"] == "2", s
+    r = client.index(index="py-roll", body={"n": 1}, refresh=True)
+    assert r["_index"] == "py-roll-000002", r
+    client.indices.delete(index="py-roll-*")
+    client.indices.delete_index_template(name="py-roll")
+
+
 def check_delete():
     r = client.indices.delete(index=INDEX)
     assert r["acknowledged"] is True, r
@@ -154,6 +178,7 @@ CHECKS = [
     check_bool_sort,
     check_count_query,
     check_get_and_missing,
+    check_aliases_and_rollover,
     check_delete,
 ]
 

@@ -321,3 +321,107 @@ async fn ism_api(backend: Backend) {
 }
 
 e2e!(ism_rolls_over_and_deletes, ism_api);
+
+/// Many small refreshes: background merges keep the segment count bounded, a force merge
+/// leaves one segment with the same answers, and after the grace period no segment object
+/// outside the published commit is left in the bucket.
+#[tokio::test]
+async fn small_refreshes_keep_segments_bounded() {
+    const REFRESHES: usize = 300;
+    let env =
+        TestEnv::start_with_config(Backend::Local, Some("[indexing]\ngc_grace_ms = 500\n")).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/seg",
+            &json!({"settings": {"number_of_shards": 1, "refresh_interval": "-1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    for i in 0..REFRESHES {
+        let r = c
+            .put(
+                &format!("/seg/_doc/{i}?refresh=true"),
+                &json!({"n": i, "msg": format!("line {i}")}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r}");
+    }
+    let segments = |c: Client| async move {
+        let r = c.get("/_cat/segments/seg?format=json").await;
+        assert_eq!(r.status, 200, "{r}");
+        r.json.as_array().cloned().unwrap_or_default()
+    };
+    let before = segments(c.clone()).await;
+    println!(
+        "FIGURE segments_after_{REFRESHES}_refreshes={}",
+        before.len()
+    );
+    assert!(
+        before.len() <= 30,
+        "{} segments after {REFRESHES} refreshes",
+        before.len()
+    );
+    let docs: u64 = before
+        .iter()
+        .map(|s| {
+            s["docs.count"]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(docs, REFRESHES as u64);
+    let query =
+        json!({"size": REFRESHES, "sort": [{"n": "asc"}], "query": {"match": {"msg": "line"}}});
+    let answer = |r: Resp| {
+        hits(&r)
+            .iter()
+            .map(|h| h["_source"].clone())
+            .collect::<Vec<_>>()
+    };
+    let first = answer(c.search("seg", &query).await);
+    assert_eq!(first.len(), REFRESHES);
+
+    let r = c.post_empty("/_forcemerge?max_num_segments=1").await;
+    assert_eq!(r.status, 200, "{r}");
+    c.refresh("seg").await;
+    let after = segments(c.clone()).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(
+        answer(c.search("seg", &query).await),
+        first,
+        "same answers after the merge"
+    );
+
+    // After the grace period only the published segment's objects remain.
+    let uuid = c.get("/seg/_settings").await.json["seg"]["settings"]["index"]["uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let segment = after[0]["segment"].as_str().unwrap_or_default().to_string();
+    let prefix = format!("indexes/{uuid}/0/segments/");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = env.storage_keys(&prefix).await;
+        let stray: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                !k.rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .starts_with(&segment)
+            })
+            .collect();
+        if stray.is_empty() && !keys.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "objects no commit needs remain: {stray:?}"
+        );
+        // Retired objects are deleted by the writer's refresh loop once the grace period passed.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
