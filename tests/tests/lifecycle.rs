@@ -425,3 +425,86 @@ async fn small_refreshes_keep_segments_bounded() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Two processes on one bucket both run ISM: every step is claimed, so each index rolls
+/// over exactly once — consecutive names, one write index, nothing lost.
+#[tokio::test]
+async fn two_runners_never_run_a_step_twice() {
+    let (_data, storage) = temp_local_storage();
+    let a = Floe::start_with_args(storage.clone(), None, &["--node-id", "a"]).await;
+    let b = Floe::start_with_args(storage, None, &["--node-id", "b"]).await;
+    let c = a.client();
+    let r = c
+        .put(
+            "/_cluster/settings",
+            &json!({"persistent": {"plugins.index_state_management.job_interval": "1s"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let mut p = policy();
+    // Keep every index: only rollovers happen.
+    p["policy"]["states"][0]["transitions"] = json!([]);
+    assert_eq!(c.put("/_plugins/_ism/policies/keep", &p).await.status, 201);
+    let r = c
+        .put(
+            "/_index_template/logs",
+            &json!({"index_patterns": ["logs-*"], "template": {"settings": {
+                "plugins.index_state_management.rollover_alias": "logs"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c
+        .put(
+            "/logs-000001",
+            &json!({"aliases": {"logs": {"is_write_index": true}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+
+    let mut loader = Loader {
+        next: 0,
+        acked: BTreeMap::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while write_index(&c).await.as_str() < "logs-000005" {
+        assert!(
+            Instant::now() < deadline,
+            "four rollovers did not happen within 90 s"
+        );
+        loader.batch(&c).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c
+        .put(
+            "/_cluster/settings",
+            &json!({"persistent": {"plugins.index_state_management.job_interval": 60}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The alias on B: consecutive indexes, exactly one of them the write index.
+    let r = b.client().get("/_alias/logs").await;
+    let members = r.json.as_object().cloned().unwrap_or_default();
+    let names: Vec<&String> = members.keys().collect();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            **name,
+            format!("logs-{:06}", i + 1),
+            "a gap or a double rollover: {r}"
+        );
+    }
+    let writers = members
+        .values()
+        .filter(|v| v["aliases"]["logs"]["is_write_index"] == true)
+        .count();
+    assert_eq!(writers, 1, "{r}");
+    // Each rolled-over index rolled over once, when it held enough documents.
+    c.refresh("logs").await;
+    for name in &names[..names.len() - 1] {
+        let n = c.count(name).await;
+        assert!(n >= ROLLOVER_DOCS, "{name} rolled over with {n} documents");
+    }
+    assert_eq!(c.count("logs").await, loader.acked.len() as u64);
+    println!("FIGURE two_runners_rollovers={}", names.len() - 1);
+}
