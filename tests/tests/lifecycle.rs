@@ -424,6 +424,30 @@ async fn small_refreshes_keep_segments_bounded() {
         // Retired objects are deleted by the writer's refresh loop once the grace period passed.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // `_cat/indices` and the bucket agree once the grace period has passed.
+    let Storage::Local { data_dir } = env.floe.storage() else {
+        unreachable!("local backend")
+    };
+    let in_bucket: u64 = env
+        .storage_keys(&prefix)
+        .await
+        .iter()
+        .map(|k| {
+            std::fs::metadata(data_dir.join(k))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+    let r = c.get("/_cat/indices/seg?format=json&bytes=b").await;
+    let reported: u64 = r.json[0]["store.size"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(
+        reported, in_bucket,
+        "_cat/indices store.size vs the bucket: {r}"
+    );
+    println!("FIGURE seg_store_bytes={reported}");
 }
 
 /// Two processes on one bucket both run ISM: every step is claimed, so each index rolls
