@@ -178,6 +178,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_search", get(search::search_all).post(search::search_all))
         .route("/{index}/_search", get(search::search).post(search::search))
         .route("/_count", get(search::count_all).post(search::count_all))
+        .route(
+            "/_msearch",
+            get(search::msearch_all).post(search::msearch_all),
+        )
+        .route(
+            "/{index}/_msearch",
+            get(search::msearch).post(search::msearch),
+        )
+        .route("/_mget", get(search::mget_all).post(search::mget_all))
+        .route("/{index}/_mget", get(search::mget).post(search::mget))
+        .route(
+            "/{index}/_source/{id}",
+            get(search::get_source).head(search::head_source),
+        )
         .route("/{index}/_count", get(search::count).post(search::count))
         .route(
             "/_refresh",

@@ -175,3 +175,208 @@ pub async fn head_doc(
         _ => empty(StatusCode::NOT_FOUND),
     }
 }
+
+/// One document of a `_mget` answer, as `GET _doc` renders it (`found: false` when absent,
+/// `error` when its index is unknown).
+async fn mget_one(state: &State, index: &str, id: &str, params: &Params) -> Value {
+    let (index, routing) = match concrete_index(state, index) {
+        Ok(x) => x,
+        Err(e) => return json!({"_index": index, "_id": id, "error": e.body()["error"]}),
+    };
+    match lookup(state, (&index, routing.as_deref()), id, params).await {
+        Ok(Some(doc)) => json!({"_index": index, "_id": id, "_version": doc.version,
+            "_seq_no": doc.seq_no, "_primary_term": doc.primary_term, "found": true,
+            "_source": doc.source}),
+        Ok(None) => json!({"_index": index, "_id": id, "found": false}),
+        Err(e) => json!({"_index": index, "_id": id, "error": e.body()["error"]}),
+    }
+}
+
+/// `GET|POST /_mget` and `/{index}/_mget`: `{"docs": [{"_index", "_id"}]}` or, with an
+/// index in the path, `{"ids": [...]}`.
+async fn mget_run(
+    state: &State,
+    default: Option<&str>,
+    params: &Params,
+    body: &Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_body(body)?
+        .ok_or_else(|| ApiError::bad_request("Validation Failed: 1: no documents to get;"))?;
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    if let Some(docs) = body.get("docs").and_then(Value::as_array) {
+        for d in docs {
+            let id = d.get("_id").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::bad_request("Validation Failed: 1: id is missing for doc;")
+            })?;
+            let index = d
+                .get("_index")
+                .and_then(Value::as_str)
+                .or(default)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Validation Failed: 1: index is missing for doc;")
+                })?;
+            wanted.push((index.to_string(), id.to_string()));
+        }
+    } else if let Some(ids) = body.get("ids").and_then(Value::as_array) {
+        let index = default.ok_or_else(|| {
+            ApiError::bad_request("Validation Failed: 1: index is missing for doc;")
+        })?;
+        for id in ids {
+            let id = match id {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            wanted.push((index.to_string(), id));
+        }
+    } else {
+        return Err(ApiError::bad_request(
+            "unknown key: expected [docs] or [ids]",
+        ));
+    }
+    if wanted.is_empty() {
+        return Err(ApiError::bad_request(
+            "Validation Failed: 1: no documents to get;",
+        ));
+    }
+    let docs =
+        futures::future::join_all(wanted.iter().map(|(i, id)| mget_one(state, i, id, params)))
+            .await;
+    Ok(Json(json!({"docs": docs})))
+}
+
+#[instrument(skip_all)]
+pub async fn mget_all(state: State, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
+    mget_run(&state, None, &params, &body).await
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn mget(
+    state: State,
+    Path(index): Path<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    mget_run(&state, Some(&index), &params, &body).await
+}
+
+/// `GET /{index}/_source/{id}`: the document's source alone.
+pub async fn get_source(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let (index, routing) = concrete_index(&state, &index)?;
+    match lookup(&state, (&index, routing.as_deref()), &id, &params).await? {
+        Some(doc) => Ok(json_response(StatusCode::OK, doc.source)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "resource_not_found_exception",
+            format!("Document not found [{index}]/[{id}]"),
+        )),
+    }
+}
+
+pub async fn head_source(state: State, path: Path<(String, String)>, params: Params) -> Response {
+    match get_source(state, path, params).await {
+        Ok(_) => empty(StatusCode::OK),
+        Err(e) => empty(e.status),
+    }
+}
+
+/// `POST /_msearch` and `/{index}/_msearch`: NDJSON pairs of a header (`index`,
+/// `ignore_unavailable`, `routing`, ...) and a search body; searches run concurrently and
+/// each answers on its own (a failed one is an `error` entry with its `status`).
+async fn msearch_run(
+    state: &State,
+    default: Option<&str>,
+    params: &Params,
+    body: &Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let started = std::time::Instant::now();
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("request body is not UTF-8"))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Err(ApiError::bad_request(
+            "Validation Failed: 1: no requests added;",
+        ));
+    }
+    if !lines.len().is_multiple_of(2) {
+        return Err(ApiError::bad_request("The msearch request must be terminated by a newline [\\n] and hold header and body pairs"));
+    }
+    let mut searches = Vec::new();
+    for (n, pair) in lines.chunks(2).enumerate() {
+        let parse = |l: &str, what: &str| -> Result<Value, ApiError> {
+            serde_json::from_str(l).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "parsing_exception",
+                    format!("msearch {what} of request {n}: {e}"),
+                )
+            })
+        };
+        let header = parse(pair[0], "header")?;
+        let body = parse(pair[1], "body")?;
+        let index = match header.get("index") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => default.unwrap_or("").to_string(),
+        };
+        let mut p = params.0.clone();
+        for key in ["ignore_unavailable", "routing", "search_type", "preference"] {
+            if let Some(v) = header.get(key) {
+                p.insert(
+                    key.to_string(),
+                    match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                );
+            }
+        }
+        searches.push((index, p, body));
+    }
+    let responses =
+        futures::future::join_all(searches.into_iter().map(|(index, p, body)| async move {
+            let params = axum::extract::Query(p);
+            let bytes = Bytes::from(body.to_string());
+            match run(state, &index, &params, &bytes, false).await {
+                Ok(Json(mut v)) => {
+                    v["status"] = json!(200);
+                    v
+                }
+                Err(e) => {
+                    let mut v = e.body();
+                    v["status"] = json!(e.status.as_u16());
+                    v
+                }
+            }
+        }))
+        .await;
+    Ok(Json(
+        json!({"took": started.elapsed().as_millis() as u64, "responses": responses}),
+    ))
+}
+
+#[instrument(skip_all)]
+pub async fn msearch_all(
+    state: State,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    msearch_run(&state, None, &params, &body).await
+}
+
+#[instrument(skip(state, params, body))]
+pub async fn msearch(
+    state: State,
+    Path(index): Path<String>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    msearch_run(&state, Some(&index), &params, &body).await
+}

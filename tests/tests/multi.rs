@@ -1,0 +1,126 @@
+//! Multi-document and multi-search APIs: `_mget`, `GET /{index}/_source/{id}`, `_msearch`.
+
+use floe_tests::*;
+
+async fn mget_source_msearch(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let docs = (0..20).map(|i| {
+        (
+            format!("d{i}"),
+            json!({"n": i, "level": if i % 2 == 0 { "error" } else { "info" }}),
+        )
+    });
+    c.bulk_ok("/_bulk", bulk_body("logs", docs)).await;
+    c.refresh("logs").await;
+    assert_eq!(
+        c.put("/other", &json!({"aliases": {"other-alias": {}}}))
+            .await
+            .status,
+        200
+    );
+    // Not refreshed: answered realtime from the writer.
+    let r = c.put("/other/_doc/o1", &json!({"x": 1})).await;
+    assert_eq!(r.status, 201, "{r}");
+
+    let r = c
+        .post(
+            "/_mget",
+            &json!({"docs": [
+                {"_index": "logs", "_id": "d3"},
+                {"_index": "other-alias", "_id": "o1"},
+                {"_index": "logs", "_id": "missing"},
+                {"_index": "nope", "_id": "x"}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let d = &r.json["docs"];
+    assert_eq!(
+        (d[0]["found"].clone(), d[0]["_source"]["n"].clone()),
+        (json!(true), json!(3)),
+        "{r}"
+    );
+    assert_eq!(
+        (d[1]["_index"].clone(), d[1]["_source"]["x"].clone()),
+        (json!("other"), json!(1)),
+        "{r}"
+    );
+    assert_eq!(d[2]["found"], false, "{r}");
+    assert_eq!(d[3]["error"]["type"], "index_not_found_exception", "{r}");
+    let r = c.post("/logs/_mget", &json!({"ids": ["d1", "d2"]})).await;
+    let ns: Vec<Value> = r.json["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["_source"]["n"].clone())
+        .collect();
+    assert_eq!(ns, [json!(1), json!(2)], "{r}");
+    assert_error(
+        &c.post("/_mget", &json!({"ids": ["d1"]})).await,
+        400,
+        "illegal_argument_exception",
+    );
+
+    let r = c.get("/logs/_source/d5").await;
+    assert_eq!(
+        (r.status, r.json.clone()),
+        (200, json!({"n": 5, "level": "info"})),
+        "{r}"
+    );
+    assert_error(
+        &c.get("/logs/_source/missing").await,
+        404,
+        "resource_not_found_exception",
+    );
+    assert_eq!(c.head("/logs/_source/d5").await.status, 200);
+    assert_eq!(c.head("/logs/_source/missing").await.status, 404);
+
+    let body = [
+        json!({"index": "logs"}),
+        json!({"query": {"term": {"level": "error"}}, "size": 0, "track_total_hits": true}),
+        json!({}),
+        json!({"query": {"ids": {"values": ["d7"]}}}),
+        json!({"index": "nope"}),
+        json!({"query": {"match_all": {}}}),
+        json!({"index": ["logs", "other"], "ignore_unavailable": true}),
+        json!({"size": 0, "track_total_hits": true}),
+    ]
+    .iter()
+    .map(|v| v.to_string() + "\n")
+    .collect::<String>();
+    let r = c.post_ndjson("/logs/_msearch", body).await;
+    assert_eq!(r.status, 200, "{r}");
+    let responses = r.json["responses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(responses.len(), 4, "{r}");
+    assert_eq!(
+        (responses[0]["status"].clone(), total_hits_of(&responses[0])),
+        (json!(200), 10),
+        "{r}"
+    );
+    assert_eq!(
+        responses[1]["hits"]["hits"][0]["_id"], "d7",
+        "default index from the path: {r}"
+    );
+    assert_eq!(responses[2]["status"], 404, "{r}");
+    assert_eq!(
+        responses[2]["error"]["type"], "index_not_found_exception",
+        "{r}"
+    );
+    // Both indexes: 20 documents, plus o1 once the background refresh published it.
+    let both = total_hits_of(&responses[3]);
+    assert!(both == 20 || both == 21, "{r}");
+    assert_error(
+        &c.post_ndjson("/_msearch", "{}\n").await,
+        400,
+        "illegal_argument_exception",
+    );
+}
+
+fn total_hits_of(v: &Value) -> u64 {
+    v["hits"]["total"]["value"].as_u64().unwrap_or(u64::MAX)
+}
+
+e2e!(mget_source_msearch);
