@@ -124,10 +124,10 @@ impl IsmRunner {
 
     /// Moves one index along its policy (claimed first). Returns the steps taken.
     async fn advance(&self, mut m: ManagedIndex, etag: String) -> Result<usize, MetastoreError> {
-        if m.failed {
+        let now = now_ms();
+        if m.failed || now < m.retry_after_ms {
             return Ok(0);
         }
-        let now = now_ms();
         if let Some((who, since)) = &m.claim {
             if *who != self.id && now - since < CLAIM_TIMEOUT_MS {
                 return Ok(0); // another runner is on it
@@ -180,15 +180,27 @@ impl IsmRunner {
                 m.info = format!("state [{state_name}] is not in policy [{}]", m.policy_id);
                 break;
             };
-            if let Some(action) = state.actions.get(m.action_index) {
+            if let Some(step) = state.actions.get(m.action_index) {
+                let action = &step.action;
                 if m.action_started_ms == 0 {
                     m.action_started_ms = now_ms();
+                }
+                // Timed out (a rollover whose conditions never came true, say): failed,
+                // without retries.
+                if let Some(t) = step.timeout {
+                    if now_ms() - m.action_started_ms > t.as_millis() as i64 {
+                        m.failed = true;
+                        m.info = format!("Action [{}] timed out after {t:?}", action.name());
+                        break;
+                    }
                 }
                 match self.act(&mut m, &meta, action).await {
                     Ok(Outcome::Done(info)) => {
                         info!(index = %m.index, action = action.name(), "ISM action done");
                         m.action_index += 1;
                         m.action_started_ms = 0;
+                        m.consumed_retries = 0;
+                        m.retry_after_ms = 0;
                         m.info = info;
                         steps += 1;
                     }
@@ -201,9 +213,23 @@ impl IsmRunner {
                         self.store.remove(&m.index_uuid).await?;
                         return Ok(steps + 1);
                     }
+                    Err(e) if m.consumed_retries < step.retry.count => {
+                        let wait = step.retry.delay_before(m.consumed_retries);
+                        warn!(index = %m.index, action = action.name(), retry_in = ?wait, "ISM action failed, will retry: {e}");
+                        m.consumed_retries += 1;
+                        m.retry_after_ms = now_ms() + wait.as_millis() as i64;
+                        m.info = format!(
+                            "Failed to run [{}] (try {} of {}): {e}",
+                            action.name(),
+                            m.consumed_retries,
+                            step.retry.count + 1
+                        );
+                        break;
+                    }
                     Err(e) => {
                         warn!(index = %m.index, action = action.name(), "ISM action failed: {e}");
                         m.failed = true;
+                        m.retry_after_ms = 0;
                         m.info = format!("Failed to run [{}]: {e}", action.name());
                         break;
                     }

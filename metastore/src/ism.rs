@@ -73,6 +73,45 @@ impl Action {
     }
 }
 
+/// How a failed action is retried (OpenSearch's `retry`: 3 tries, exponential from 1 min).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retry {
+    pub count: u32,
+    pub delay: Duration,
+    /// `exponential` (delay × 2^attempt), `linear` (delay × (attempt + 1)) or `constant`.
+    pub backoff: String,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            count: 3,
+            delay: Duration::from_secs(60),
+            backoff: "exponential".into(),
+        }
+    }
+}
+
+impl Retry {
+    /// Wait before retry number `attempt` (0-based).
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        match self.backoff.as_str() {
+            "constant" => self.delay,
+            "linear" => self.delay * (attempt + 1),
+            _ => self.delay * 2u32.saturating_pow(attempt.min(16)),
+        }
+    }
+}
+
+/// One action of a state, with its retry policy and timeout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub action: Action,
+    pub retry: Retry,
+    /// Fails the action when it has not completed this long after it started.
+    pub timeout: Option<Duration>,
+}
+
 /// Conditions of a transition (all given must hold; none: at once).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transition {
@@ -107,7 +146,7 @@ impl Transition {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyState {
     pub name: String,
-    pub actions: Vec<Action>,
+    pub actions: Vec<Step>,
     pub transitions: Vec<Transition>,
 }
 
@@ -142,6 +181,37 @@ fn bytes(v: &Value, key: &str) -> Result<String, MetastoreError> {
     parse_byte_value(&s)
         .map(|_| s.clone())
         .ok_or_else(|| rejected(format!("failed to parse [{key}]: [{v}] is not a byte size")))
+}
+
+fn parse_step(v: &Value) -> Result<Step, MetastoreError> {
+    let mut retry = Retry::default();
+    if let Some(r) = v.get("retry").filter(|r| !r.is_null()) {
+        if let Some(n) = r.get("count") {
+            retry.count = count(n, "retry.count")? as u32;
+        }
+        if let Some(d) = r.get("delay") {
+            retry.delay = duration(d, "retry.delay")?;
+        }
+        if let Some(b) = r.get("backoff") {
+            let b = b.as_str().unwrap_or_default();
+            if !matches!(b, "exponential" | "linear" | "constant") {
+                return Err(rejected(format!(
+                    "[retry.backoff] must be exponential, linear or constant, not [{b}]"
+                )));
+            }
+            retry.backoff = b.to_string();
+        }
+    }
+    let timeout = v
+        .get("timeout")
+        .filter(|t| !t.is_null())
+        .map(|t| duration(t, "timeout"))
+        .transpose()?;
+    Ok(Step {
+        action: parse_action(v)?,
+        retry,
+        timeout,
+    })
 }
 
 fn parse_action(v: &Value) -> Result<Action, MetastoreError> {
@@ -251,7 +321,7 @@ impl Policy {
             let actions = s
                 .get("actions")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().map(parse_action).collect::<Result<Vec<_>, _>>())
+                .map(|a| a.iter().map(parse_step).collect::<Result<Vec<_>, _>>())
                 .transpose()?
                 .unwrap_or_default();
             let transitions = s
@@ -354,8 +424,12 @@ pub struct ManagedIndex {
     /// The last step failed; nothing runs until `retry`.
     #[serde(default)]
     pub failed: bool,
+    /// Retries of the current action used up (reset when it succeeds).
     #[serde(default)]
     pub consumed_retries: u32,
+    /// A failed action is tried again only from then on (ms since the epoch).
+    #[serde(default)]
+    pub retry_after_ms: i64,
     #[serde(default)]
     pub info: String,
     /// Who runs a step now, and since when (see [`CLAIM_TIMEOUT_MS`]).
@@ -381,7 +455,8 @@ impl ManagedIndex {
             "policy_primary_term": 1,
             "rolled_over": self.rolled_over,
             "enabled": !self.failed,
-            "retry_info": {"failed": self.failed, "consumed_retries": self.consumed_retries},
+            "retry_info": {"failed": self.failed, "consumed_retries": self.consumed_retries,
+                "retry_after": (self.retry_after_ms > 0).then_some(self.retry_after_ms)},
             "info": {"message": self.info},
         });
         if let Some(state) = &self.state {
@@ -581,6 +656,21 @@ mod tests {
         let mut bad = body.clone();
         bad["policy"]["default_state"] = json!("nope");
         assert!(Policy::parse(&bad).is_err());
+        let step = &p.state("hot").unwrap().actions[0];
+        assert_eq!((step.retry.count, step.timeout), (3, None));
+        let mut custom = body.clone();
+        custom["policy"]["states"][0]["actions"][0]["retry"] =
+            json!({"count": 2, "delay": "1s", "backoff": "linear"});
+        custom["policy"]["states"][0]["actions"][0]["timeout"] = json!("1h");
+        let step = Policy::parse(&custom)
+            .unwrap()
+            .state("hot")
+            .unwrap()
+            .actions[0]
+            .clone();
+        assert_eq!(step.retry.count, 2);
+        assert_eq!(step.retry.delay_before(2), Duration::from_secs(3));
+        assert_eq!(step.timeout, Some(Duration::from_secs(3600)));
         let mut bad = body.clone();
         bad["policy"]["states"][0]["actions"][0] = json!({"shrink": {}});
         assert!(Policy::parse(&bad).is_err());

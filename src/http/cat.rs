@@ -352,3 +352,40 @@ fn segments_table(state: &State, expr: &str, params: &Params) -> Result<Response
     }
     Ok(table(&COLS, rows, params))
 }
+
+/// `GET /_cat/count[/{index}]`: searchable documents (as of the last refresh).
+pub async fn cat_count(state: State, params: Params) -> Result<Response, ApiError> {
+    count_table(&state, "_all", &params)
+}
+
+pub async fn cat_count_of(
+    state: State,
+    axum::extract::Path(index): axum::extract::Path<String>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    count_table(&state, &index, &params)
+}
+
+fn count_table(state: &State, expr: &str, params: &Params) -> Result<Response, ApiError> {
+    let count: u64 = state
+        .searcher
+        .resolve(expr, false)?
+        .iter()
+        .map(|m| m.doc_count())
+        .sum();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let clock = format!(
+        "{:02}:{:02}:{:02}",
+        now / 3600 % 24,
+        now / 60 % 60,
+        now % 60
+    );
+    Ok(table(
+        &["epoch", "timestamp", "count"],
+        vec![vec![now.to_string(), clock, count.to_string()]],
+        params,
+    ))
+}

@@ -234,7 +234,8 @@ pub async fn retry(
             return Err("This index is not in failed state".into());
         }
         m.failed = false;
-        m.consumed_retries += 1;
+        m.consumed_retries = 0;
+        m.retry_after_ms = 0;
         m.claim = None;
         if let Some(s) = &target {
             m.next_state = Some(s.clone());

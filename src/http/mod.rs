@@ -92,6 +92,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_cat/indices/{index}", get(cluster::cat_indices))
         .route("/_cat/aliases", get(aliases::cat_all))
         .route("/_cat/segments", get(cat::cat_segments))
+        .route("/_cat/count", get(cat::cat_count))
+        .route("/_cat/count/{index}", get(cat::cat_count_of))
         .route("/_cat/segments/{index}", get(cat::cat_segments_of))
         .route("/_forcemerge", post(indices::force_merge_all))
         .route("/_cat/aliases/{name}", get(aliases::cat_named))

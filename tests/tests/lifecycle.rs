@@ -532,3 +532,124 @@ async fn two_runners_never_run_a_step_twice() {
     assert_eq!(c.count("logs").await, loader.acked.len() as u64);
     println!("FIGURE two_runners_rollovers={}", names.len() - 1);
 }
+
+/// A failing action is retried as its `retry` says, then marked failed (explain shows it);
+/// `retry` after fixing the cause resumes it. An action past its `timeout` fails.
+#[tokio::test]
+async fn failed_actions_retry_then_resume() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/_cluster/settings",
+            &json!({"persistent": {"plugins.index_state_management.job_interval": "1s"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let policy = |timeout: Option<&str>| {
+        let mut step = json!({"rollover": {"min_doc_count": 1}, "retry": {"count": 1, "delay": "1s", "backoff": "constant"}});
+        if let Some(t) = timeout {
+            step["rollover"]["min_doc_count"] = json!(1_000_000);
+            step["timeout"] = json!(t);
+        }
+        json!({"policy": {"default_state": "hot", "states": [{"name": "hot", "actions": [step], "transitions": []}]}})
+    };
+    assert_eq!(
+        c.put("/_plugins/_ism/policies/roll", &policy(None))
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        c.put("/_plugins/_ism/policies/slow", &policy(Some("2s")))
+            .await
+            .status,
+        201
+    );
+    // No rollover_alias setting: the rollover fails, is retried once, then fails for good.
+    assert_eq!(
+        c.put(
+            "/app-000001",
+            &json!({"aliases": {"app": {"is_write_index": true}}})
+        )
+        .await
+        .status,
+        200
+    );
+    c.bulk_ok(
+        "/_bulk",
+        bulk_body("app", [("a1".to_string(), json!({"n": 1}))]),
+    )
+    .await;
+    c.refresh("app").await;
+    let r = c
+        .post(
+            "/_plugins/_ism/add/app-000001",
+            &json!({"policy_id": "roll"}),
+        )
+        .await;
+    assert_eq!(r.json["updated_indices"], 1, "{r}");
+    let explain = |c: Client, index: &'static str| async move {
+        c.get(&format!("/_plugins/_ism/explain/{index}")).await.json[index].clone()
+    };
+    let failed = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let c = c.clone();
+        async move { explain(c, "app-000001").await["retry_info"]["failed"] == true }
+    })
+    .await;
+    let e = explain(c.clone(), "app-000001").await;
+    assert!(failed.is_some(), "never failed: {e}");
+    assert_eq!(e["retry_info"]["consumed_retries"], 1, "{e}");
+    assert!(
+        e["info"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rollover_alias"),
+        "{e}"
+    );
+    assert_eq!(c.head("/app-000002").await.status, 404);
+    // Fix the cause, retry: the rollover happens.
+    let r = c
+        .put(
+            "/app-000001/_settings",
+            &json!({"index": {"plugins.index_state_management.rollover_alias": "app"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.post("/_plugins/_ism/retry/app-000001", &json!({})).await;
+    assert_eq!(r.json["updated_indices"], 1, "{r}");
+    let rolled = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let c = c.clone();
+        async move { c.head("/app-000002").await.status == 200 }
+    })
+    .await;
+    assert!(
+        rolled.is_some(),
+        "no rollover after retry: {}",
+        explain(c.clone(), "app-000001").await
+    );
+    assert_eq!(explain(c.clone(), "app-000001").await["rolled_over"], true);
+
+    // Conditions that never come true: the action times out and fails.
+    let r = c.put("/slow-000001", &json!({"settings": {"plugins.index_state_management.rollover_alias": "slow"}, "aliases": {"slow": {"is_write_index": true}}})).await;
+    assert_eq!(r.status, 200, "{r}");
+    c.post(
+        "/_plugins/_ism/add/slow-000001",
+        &json!({"policy_id": "slow"}),
+    )
+    .await;
+    let timed_out = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let c = c.clone();
+        async move { explain(c, "slow-000001").await["retry_info"]["failed"] == true }
+    })
+    .await;
+    let e = explain(c.clone(), "slow-000001").await;
+    assert!(timed_out.is_some(), "never timed out: {e}");
+    assert!(
+        e["info"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{e}"
+    );
+}

@@ -62,6 +62,13 @@ async fn mget_source_msearch(backend: Backend) {
         "illegal_argument_exception",
     );
 
+    let r = c.get("/_cat/count/logs?format=json").await;
+    assert_eq!(r.json[0]["count"], "20", "{r}");
+    let r = c.get("/_cat/count?v").await;
+    assert!(
+        r.text.lines().next().unwrap_or_default().contains("count"),
+        "{r}"
+    );
     let r = c.get("/logs/_source/d5").await;
     assert_eq!(
         (r.status, r.json.clone()),
