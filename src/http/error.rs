@@ -145,6 +145,11 @@ impl From<WriterError> for ApiError {
                 "mapper_parsing_exception",
                 e.to_string(),
             ),
+            WriterError::Blocked(_) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cluster_block_exception",
+                e.to_string(),
+            ),
             WriterError::VersionConflict(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "version_conflict_engine_exception",

@@ -370,3 +370,82 @@ async fn rollover_to(
     let req = floe_writer::rollover::RolloverRequest::parse(new_index, body.as_ref(), dry_run)?;
     Ok(Json(state.writer()?.rollover(&alias, &req).await?))
 }
+
+/// `PUT /{index}/_block/{block}`: `write` (and `read_only`, which implies it) sets
+/// `index.blocks.write`; `read`/`metadata` blocks are not supported (400).
+#[instrument(skip(state))]
+pub async fn add_block(
+    state: State,
+    Path((index, block)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    if !matches!(block.as_str(), "write" | "read_only") {
+        return Err(ApiError::bad_request(format!(
+            "block [{block}] is not supported: Floe supports [write] and [read_only]"
+        )));
+    }
+    let mut indices = Vec::new();
+    for m in state.searcher.resolve_indexes_only(&index)? {
+        state
+            .metastore
+            .update_index(&m.name, |meta| {
+                meta.settings.blocks_write = true;
+                Ok(())
+            })
+            .await?;
+        indices.push(json!({"name": m.name, "blocked": true}));
+    }
+    Ok(Json(
+        json!({"acknowledged": true, "shards_acknowledged": true, "indices": indices}),
+    ))
+}
+
+/// `POST /{index}/_flush`: everything acknowledged is in the bucket already; a flush
+/// publishes what is not searchable yet (as a refresh does).
+#[instrument(skip(state))]
+pub async fn flush(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    refresh_names(&state, &existing_names(&state, &index)?).await
+}
+
+/// `GET /_resolve/index/{name}`: what an expression names — indexes (with their aliases)
+/// and aliases (with their indexes).
+pub async fn resolve_index(
+    state: State,
+    Path(expr): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let table = state.metastore.aliases();
+    let indexes = state.searcher.resolve(&expr, true)?;
+    let mut alias_names: Vec<String> = Vec::new();
+    for part in expr.split(',').map(str::trim) {
+        for a in table.aliases.keys() {
+            if floe_metastore::matches_pattern(part, a) && !alias_names.contains(a) {
+                alias_names.push(a.clone());
+            }
+        }
+    }
+    let direct: Vec<Value> = indexes
+        .iter()
+        .filter(|m| {
+            expr.split(',')
+                .map(str::trim)
+                .any(|p| floe_metastore::matches_pattern(p, &m.name) || p == "_all")
+        })
+        .map(|m| {
+            let aliases: Vec<String> = table.of_index(&m.name).into_keys().collect();
+            let mut v = json!({"name": m.name, "attributes": ["open"]});
+            if !aliases.is_empty() {
+                v["aliases"] = json!(aliases);
+            }
+            v
+        })
+        .collect();
+    let aliases: Vec<Value> = alias_names
+        .iter()
+        .map(|a| {
+            let of: Vec<&String> = table.aliases[a].keys().collect();
+            json!({"name": a, "indices": of})
+        })
+        .collect();
+    Ok(Json(
+        json!({"indices": direct, "aliases": aliases, "data_streams": []}),
+    ))
+}

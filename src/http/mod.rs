@@ -205,6 +205,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/_mapping", get(indices::get_mapping_all))
         .route("/{index}/_forcemerge", post(indices::force_merge))
+        .route("/{index}/_block/{block}", put(indices::add_block))
+        .route("/{index}/_flush", post(indices::flush).get(indices::flush))
+        .route("/_resolve/index/{name}", get(indices::resolve_index))
         .route("/{index}/_rollover", post(indices::rollover))
         .route(
             "/{index}/_rollover/{new_index}",

@@ -40,7 +40,7 @@ fn target(method: &Method, path: &str) -> Target {
         .unwrap_or("");
     match endpoint {
         "_search" | "_count" | "_msearch" => Target::Searcher,
-        "_bulk" | "_create" | "_refresh" | "_forcemerge" | "_rollover" => Target::Writer,
+        "_bulk" | "_create" | "_refresh" | "_forcemerge" | "_rollover" | "_flush" => Target::Writer,
         "_doc" if matches!(*method, Method::GET | Method::HEAD) && parts.len() == 3 => {
             Target::Owner(parts[0].to_string(), parts[2].to_string())
         }

@@ -157,4 +157,65 @@ async fn storage_stats(backend: Backend) {
     );
 }
 
-e2e!(head_health_cat, delete_index, storage_stats);
+/// `_block/write` refuses writes (403) and shows in the settings; `_flush` makes writes
+/// searchable; `_resolve/index` names indexes with their aliases and aliases with theirs.
+async fn block_flush_resolve(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c.put("/app-1", &json!({"aliases": {"app": {}}})).await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.put("/app-1/_doc/1", &json!({"a": 1})).await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = c.post_empty("/app-1/_flush").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        c.search("app-1", &json!({})).await.json["hits"]["total"]["value"],
+        1
+    );
+
+    let r = c.put("/app-*/_block/write", &json!({})).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.json["indices"],
+        json!([{"name": "app-1", "blocked": true}]),
+        "{r}"
+    );
+    let r = c.put("/app-1/_doc/2", &json!({"a": 2})).await;
+    assert_error(&r, 403, "cluster_block_exception");
+    let r = c.get("/app-1/_settings").await;
+    assert_eq!(
+        r.json["app-1"]["settings"]["index"]["blocks"]["write"], "true",
+        "{r}"
+    );
+    assert_error(
+        &c.put("/app-1/_block/read", &json!({})).await,
+        400,
+        "illegal_argument_exception",
+    );
+    // Lifting the block lets writes in again.
+    let r = c
+        .put("/app-1/_settings", &json!({"index.blocks.write": false}))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(c.put("/app-1/_doc/2", &json!({"a": 2})).await.status, 201);
+
+    let r = c.get("/_resolve/index/app*").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.json["indices"],
+        json!([{"name": "app-1", "attributes": ["open"], "aliases": ["app"]}]),
+        "{r}"
+    );
+    assert_eq!(
+        r.json["aliases"],
+        json!([{"name": "app", "indices": ["app-1"]}]),
+        "{r}"
+    );
+}
+
+e2e!(
+    head_health_cat,
+    delete_index,
+    storage_stats,
+    block_flush_resolve
+);

@@ -28,6 +28,9 @@ pub enum WriterError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("local i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// The index refuses writes (`index.blocks.write`).
+    #[error("{0}")]
+    Blocked(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -62,6 +65,7 @@ impl WriterError {
                 (400, "invalid_index_name_exception")
             }
             WriterError::MapperParsing(_) => (400, "mapper_parsing_exception"),
+            WriterError::Blocked(_) => (403, "cluster_block_exception"),
             WriterError::VersionConflict(_) => (409, "version_conflict_engine_exception"),
             WriterError::BadRequest(_) | WriterError::BulkParse(_) => {
                 (400, "illegal_argument_exception")

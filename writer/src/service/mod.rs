@@ -512,6 +512,7 @@ impl Writer {
             }
             Err((409, _, _)) => Err(WriterError::VersionConflict(outcome.id)),
             Err((503, _, reason)) => Err(WriterError::Unavailable(reason)),
+            Err((403, _, reason)) => Err(WriterError::Blocked(reason)),
             Err((_, _, reason)) => Err(WriterError::BadRequest(reason)),
         }
     }
