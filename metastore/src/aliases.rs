@@ -8,19 +8,16 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use floe_storage::StorageError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, instrument};
 
 use crate::changelog::Change;
-use crate::error::{backoff, read_record, MetastoreError};
+use crate::error::{read_record, update_record, MetastoreError};
 use crate::names::{matches_pattern, validate_index_name};
 use crate::store::Metastore;
 
 pub(crate) const ALIASES_KEY: &str = "metastore/aliases.json";
-const MAX_CAS_ATTEMPTS: usize = 32;
 
 /// How an alias points at one index.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -232,21 +229,24 @@ pub struct WriteTarget {
     pub routing: Option<String>,
 }
 
+/// The names among `names` that `patterns` (names, wildcards, `_all`) select. With
+/// `indexes`, every pattern must select an existing index (`IndexNotFound` otherwise);
+/// alias names are taken as given.
 fn expand(
     patterns: &[String],
     names: &[String],
-    what: &str,
+    indexes: bool,
 ) -> Result<Vec<String>, MetastoreError> {
     let mut out = Vec::new();
     for p in patterns {
         if p.contains('*') || p == "_all" {
             let p = if p == "_all" { "*" } else { p.as_str() };
             let found: Vec<&String> = names.iter().filter(|n| matches_pattern(p, n)).collect();
-            if found.is_empty() && what == "index" {
+            if found.is_empty() && indexes {
                 return Err(MetastoreError::IndexNotFound(p.to_string()));
             }
             out.extend(found.into_iter().cloned());
-        } else if names.contains(p) || what != "index" {
+        } else if names.contains(p) || !indexes {
             out.push(p.clone());
         } else {
             return Err(MetastoreError::IndexNotFound(p.clone()));
@@ -275,7 +275,7 @@ impl AliasTable {
                     aliases,
                     spec,
                 } => {
-                    let targets = expand(targets, &existing, "index")?;
+                    let targets = expand(targets, &existing, true)?;
                     for alias in aliases {
                         validate_alias_name(alias, &existing)?;
                         for index in &targets {
@@ -291,10 +291,10 @@ impl AliasTable {
                     aliases,
                     must_exist,
                 } => {
-                    let targets = expand(targets, &existing, "index")?;
+                    let targets = expand(targets, &existing, true)?;
                     let names: Vec<String> = self.aliases.keys().cloned().collect();
                     let mut removed = 0;
-                    for alias in expand(aliases, &names, "alias")? {
+                    for alias in expand(aliases, &names, false)? {
                         if let Some(of) = self.aliases.get_mut(&alias) {
                             for index in &targets {
                                 removed += usize::from(of.remove(index).is_some());
@@ -306,7 +306,7 @@ impl AliasTable {
                     }
                 }
                 AliasAction::RemoveIndex { indexes: targets } => {
-                    for index in expand(targets, &existing, "index")? {
+                    for index in expand(targets, &existing, true)? {
                         self.remove_index(&index);
                         existing.retain(|n| *n != index);
                         deleted.push(index);
@@ -401,7 +401,7 @@ impl Metastore {
 
     /// Where a write to `name` goes when `name` is an alias (see [`AliasTable::write_target`]).
     pub fn write_target(&self, name: &str) -> Result<Option<WriteTarget>, MetastoreError> {
-        self.alias_state().0.write_target(name)
+        self.with_aliases(|t| t.write_target(name))
     }
 
     /// Applies alias actions atomically (one compare-and-swap of the alias record, retried
@@ -412,36 +412,37 @@ impl Metastore {
         &self,
         actions: &[AliasAction],
     ) -> Result<Vec<String>, MetastoreError> {
-        let (mut table, mut etag) = self.alias_state();
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let indexes: Vec<String> = self.list_indexes().into_iter().map(|m| m.name).collect();
-            let mut next = table.clone();
-            let deleted = next.apply(actions, &indexes)?;
-            if next != table {
-                let body = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
-                let written = match &etag {
-                    Some(e) => self.storage().put_if_match(ALIASES_KEY, body, e).await,
-                    None => self.storage().put_if_absent(ALIASES_KEY, body).await,
-                };
-                match written {
-                    Ok(new_etag) => {
-                        self.set_alias_state(next, Some(new_etag));
-                        self.announce(vec![Change::AliasesUpdated]).await;
-                        info!(aliases = self.aliases().aliases.len(), "aliases updated");
-                    }
-                    Err(StorageError::PreconditionFailed(_))
-                    | Err(StorageError::AlreadyExists(_)) => {
-                        backoff(attempt).await;
-                        self.reload_aliases().await?;
-                        (table, etag) = self.alias_state();
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            return Ok(deleted);
+        let (deleted, written) = update_record(
+            self.storage(),
+            ALIASES_KEY,
+            self.alias_record(),
+            |t: &mut AliasTable| {
+                let indexes: Vec<String> =
+                    self.list_indexes().into_iter().map(|m| m.name).collect();
+                t.apply(actions, &indexes)
+            },
+        )
+        .await?;
+        if let Some(written) = written {
+            self.aliases_written(written).await;
+            info!(
+                aliases = self.with_aliases(|t| t.aliases.len()),
+                "aliases updated"
+            );
         }
-        Err(MetastoreError::Contended("aliases".into()))
+        Ok(deleted)
+    }
+
+    /// The alias record as known here, with its ETag (`None` while none exists).
+    fn alias_record(&self) -> Option<(AliasTable, String)> {
+        let (table, etag) = self.alias_state();
+        etag.map(|e| (table, e))
+    }
+
+    /// Takes a record this process wrote and tells the others.
+    async fn aliases_written(&self, (table, etag): (AliasTable, String)) {
+        self.set_alias_state(table, Some(etag));
+        self.announce(vec![Change::AliasesUpdated]).await;
     }
 
     /// Re-reads the alias record (start-up, change log, lost compare-and-swap).
@@ -456,28 +457,20 @@ impl Metastore {
     /// Drops a deleted index from every alias (best effort: aliases of indexes that do not
     /// exist are ignored when resolving, and dropped by the next alias update).
     pub(crate) async fn forget_index_aliases(&self, index: &str) -> Result<(), MetastoreError> {
-        if self.aliases().of_index(index).is_empty() {
-            return Ok(());
+        let (_, written) = update_record(
+            self.storage(),
+            ALIASES_KEY,
+            self.alias_record(),
+            |t: &mut AliasTable| {
+                t.remove_index(index);
+                Ok(())
+            },
+        )
+        .await?;
+        if let Some(written) = written {
+            self.aliases_written(written).await;
         }
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let (mut table, etag) = self.alias_state();
-            table.remove_index(index);
-            let Some(etag) = etag else { return Ok(()) };
-            let body = Bytes::from(serde_json::to_vec(&table).expect("serializable"));
-            match self.storage().put_if_match(ALIASES_KEY, body, &etag).await {
-                Ok(new_etag) => {
-                    self.set_alias_state(table, Some(new_etag));
-                    self.announce(vec![Change::AliasesUpdated]).await;
-                    return Ok(());
-                }
-                Err(StorageError::PreconditionFailed(_)) => {
-                    backoff(attempt).await;
-                    self.reload_aliases().await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(MetastoreError::Contended("aliases".into()))
+        Ok(())
     }
 }
 

@@ -2,12 +2,11 @@
 //! (`metastore/cluster_settings.json`) so that every node and every restart sees them.
 //! Kept flat (`plugins.index_state_management.job_interval`); `null` removes a setting.
 
-use bytes::Bytes;
-use floe_storage::{Storage, StorageError};
+use floe_storage::Storage;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{backoff, read_record, MetastoreError};
+use crate::error::{read_record, update_record, MetastoreError};
 
 const KEY: &str = "metastore/cluster_settings.json";
 
@@ -57,9 +56,8 @@ impl ClusterSettings {
                 "Validation Failed: 1: no settings to update;".into(),
             ));
         }
-        for attempt in 0..32 {
-            let current = read_record::<ClusterSettings>(storage, KEY).await?;
-            let mut next = current.as_ref().map(|(s, _)| s.clone()).unwrap_or_default();
+        let current = read_record::<ClusterSettings>(storage, KEY).await?;
+        let (next, _) = update_record(storage, KEY, current, |next: &mut ClusterSettings| {
             for (target, changes) in [
                 (&mut next.persistent, &persistent),
                 (&mut next.transient, &transient),
@@ -72,19 +70,9 @@ impl ClusterSettings {
                     }
                 }
             }
-            let data = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
-            let written = match &current {
-                Some((_, etag)) => storage.put_if_match(KEY, data, etag).await,
-                None => storage.put_if_absent(KEY, data).await,
-            };
-            match written {
-                Ok(_) => return Ok(next),
-                Err(StorageError::PreconditionFailed(_)) | Err(StorageError::AlreadyExists(_)) => {
-                    backoff(attempt).await
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(MetastoreError::Contended("cluster settings".into()))
+            Ok(next.clone())
+        })
+        .await?;
+        Ok(next)
     }
 }

@@ -1,4 +1,5 @@
-//! The metastore's error type.
+//! The metastore's error type, and the record helpers every module shares (reading a JSON
+//! record with its ETag, changing it with compare-and-swap, backing off when contended).
 
 use floe_storage::StorageError;
 
@@ -86,4 +87,45 @@ pub(crate) async fn read_record<T: serde::de::DeserializeOwned>(
         Err(StorageError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Read-modify-write of the JSON record at `key` with compare-and-swap. `current` is the
+/// record as the caller knows it (`None`: absent — `change` then starts from the default);
+/// when another process wrote it meanwhile, the record is read again and `change` runs
+/// again, so it must be a pure function of its input. Returns `change`'s output and the
+/// record written with its new ETag, or `None` when `change` left the record as it was
+/// (nothing is written then).
+pub(crate) async fn update_record<T, R, F>(
+    storage: &floe_storage::Storage,
+    key: &str,
+    mut current: Option<(T, String)>,
+    mut change: F,
+) -> Result<(R, Option<(T, String)>), MetastoreError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + PartialEq,
+    F: FnMut(&mut T) -> Result<R, MetastoreError>,
+{
+    const MAX_ATTEMPTS: usize = 32;
+    for attempt in 0..MAX_ATTEMPTS {
+        let base = current.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
+        let mut next = base.clone();
+        let out = change(&mut next)?;
+        if next == base {
+            return Ok((out, None));
+        }
+        let body = bytes::Bytes::from(serde_json::to_vec(&next).expect("serializable"));
+        let written = match &current {
+            Some((_, etag)) => storage.put_if_match(key, body, etag).await,
+            None => storage.put_if_absent(key, body).await,
+        };
+        match written {
+            Ok(etag) => return Ok((out, Some((next, etag)))),
+            Err(StorageError::PreconditionFailed(_) | StorageError::AlreadyExists(_)) => {
+                backoff(attempt).await;
+                current = read_record(storage, key).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(MetastoreError::Contended(key.to_string()))
 }

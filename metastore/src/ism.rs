@@ -16,7 +16,7 @@ use floe_storage::{Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::error::{now_millis, read_record, MetastoreError};
+use crate::error::{now_millis, read_record, update_record, MetastoreError};
 use crate::names::matches_pattern;
 
 const POLICIES: &str = "metastore/ism/policies";
@@ -29,7 +29,7 @@ fn rejected(reason: impl Into<String>) -> MetastoreError {
 }
 
 /// A stored policy: the body as the client gave it (normalized), and its version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PolicyRecord {
     pub id: String,
     pub seq_no: u64,
@@ -494,25 +494,17 @@ impl IsmStore {
         let mut policy = body.get("policy").unwrap_or(body).clone();
         policy["policy_id"] = json!(id);
         policy["last_updated_time"] = json!(now_millis());
-        for _ in 0..32 {
-            let current = read_record::<PolicyRecord>(&self.storage, &policy_key(id)).await?;
-            let record = PolicyRecord {
-                id: id.to_string(),
-                seq_no: current.as_ref().map_or(0, |(r, _)| r.seq_no + 1),
-                policy: policy.clone(),
-            };
-            let data = Bytes::from(serde_json::to_vec(&record).expect("serializable"));
-            let written = match &current {
-                Some((_, etag)) => self.storage.put_if_match(&policy_key(id), data, etag).await,
-                None => self.storage.put_if_absent(&policy_key(id), data).await,
-            };
-            match written {
-                Ok(_) => return Ok(record),
-                Err(StorageError::PreconditionFailed(_)) | Err(StorageError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(MetastoreError::Contended(format!("policy {id}")))
+        let key = policy_key(id);
+        let current = read_record::<PolicyRecord>(&self.storage, &key).await?;
+        let (record, _) = update_record(&self.storage, &key, current, |r: &mut PolicyRecord| {
+            // A new policy starts at 0 (an absent record is the default, with no id).
+            r.seq_no = if r.id.is_empty() { 0 } else { r.seq_no + 1 };
+            r.id = id.to_string();
+            r.policy = policy.clone();
+            Ok(r.clone())
+        })
+        .await?;
+        Ok(record)
     }
 
     pub async fn policy(&self, id: &str) -> Result<Option<PolicyRecord>, MetastoreError> {

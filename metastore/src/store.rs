@@ -372,6 +372,12 @@ impl Metastore {
         self.state.read().expect("lock").aliases.clone()
     }
 
+    /// `f` over the alias table as known here, without copying it (per-item lookups on the
+    /// write path).
+    pub(crate) fn with_aliases<R>(&self, f: impl FnOnce(&AliasTable) -> R) -> R {
+        f(&self.state.read().expect("lock").aliases.0)
+    }
+
     /// The template table and its record's ETag, as known here.
     pub(crate) fn template_state(&self) -> (TemplateTable, Option<String>) {
         self.state.read().expect("lock").templates.clone()
@@ -517,7 +523,7 @@ impl Metastore {
         mappings: Mappings,
     ) -> Result<IndexMeta, MetastoreError> {
         validate_index_name(name)?;
-        if self.aliases().aliases.contains_key(name) {
+        if self.with_aliases(|t| t.aliases.contains_key(name)) {
             return Err(MetastoreError::InvalidIndexName {
                 name: name.to_string(),
                 reason: "already exists as alias".into(),

@@ -8,19 +8,16 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-use floe_storage::StorageError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{info, instrument};
 
 use crate::changelog::Change;
-use crate::error::{backoff, read_record, MetastoreError};
+use crate::error::{read_record, update_record, MetastoreError};
 use crate::names::matches_pattern;
 use crate::store::Metastore;
 
 pub(crate) const TEMPLATES_KEY: &str = "metastore/templates.json";
-const MAX_CAS_ATTEMPTS: usize = 32;
 
 /// What a template gives a new index. Settings are kept flat (`index.number_of_shards`),
 /// mappings and aliases as OpenSearch JSON.
@@ -487,38 +484,19 @@ impl Metastore {
     /// Changes the template record with compare-and-swap (retried from a fresh copy on
     /// conflict; `change` may run several times).
     #[instrument(skip(self, change))]
-    pub async fn update_templates<F>(&self, mut change: F) -> Result<(), MetastoreError>
+    pub async fn update_templates<F>(&self, change: F) -> Result<(), MetastoreError>
     where
         F: FnMut(&mut TemplateTable) -> Result<(), MetastoreError>,
     {
-        let (mut table, mut etag) = self.template_state();
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let mut next = table.clone();
-            change(&mut next)?;
-            if next == table {
-                return Ok(());
-            }
-            let body = Bytes::from(serde_json::to_vec(&next).expect("serializable"));
-            let written = match &etag {
-                Some(e) => self.storage().put_if_match(TEMPLATES_KEY, body, e).await,
-                None => self.storage().put_if_absent(TEMPLATES_KEY, body).await,
-            };
-            match written {
-                Ok(new_etag) => {
-                    self.set_template_state(next, Some(new_etag));
-                    self.announce(vec![Change::TemplatesUpdated]).await;
-                    info!("templates updated");
-                    return Ok(());
-                }
-                Err(StorageError::PreconditionFailed(_)) | Err(StorageError::AlreadyExists(_)) => {
-                    backoff(attempt).await;
-                    self.reload_templates().await?;
-                    (table, etag) = self.template_state();
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let (table, etag) = self.template_state();
+        let current = etag.map(|e| (table, e));
+        let ((), written) = update_record(self.storage(), TEMPLATES_KEY, current, change).await?;
+        if let Some((table, etag)) = written {
+            self.set_template_state(table, Some(etag));
+            self.announce(vec![Change::TemplatesUpdated]).await;
+            info!("templates updated");
         }
-        Err(MetastoreError::Contended("templates".into()))
+        Ok(())
     }
 
     /// Re-reads the template record (start-up, change log, lost compare-and-swap).

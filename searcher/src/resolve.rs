@@ -20,6 +20,14 @@ pub struct Resolved {
     pub routing: Option<Vec<String>>,
 }
 
+/// Routing values of a comma list (`a,b`), as `?routing=` and `search_routing` give them.
+pub fn routing_values(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
 /// Per index: `None` once any path to it is unrestricted.
 struct Reach {
     meta: IndexMeta,
@@ -29,12 +37,9 @@ struct Reach {
 
 fn reach(out: &mut Vec<Reach>, meta: &IndexMeta, spec: Option<&AliasSpec>) {
     let filter = spec.and_then(|s| s.filter.clone());
-    let routing = spec.and_then(|s| s.search_routing.as_ref()).map(|r| {
-        r.split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect::<Vec<_>>()
-    });
+    let routing = spec
+        .and_then(|s| s.search_routing.as_deref())
+        .map(routing_values);
     match out.iter_mut().find(|r| r.meta.uuid == meta.uuid) {
         Some(r) => {
             r.filters = match (r.filters.take(), filter) {

@@ -35,7 +35,7 @@ use crate::histogram::{
 use crate::leaf::{Fanout, LeafRequest, Partial, PartialHit, ShardFailure, ShardTarget, WireKey};
 use crate::prune;
 use crate::query_string::parse_query_string;
-use crate::resolve::{resolve, Resolved};
+use crate::resolve::{resolve, routing_values, Resolved};
 use crate::shards::{OpenShard, ShardReaders};
 use crate::sort::LenientSort;
 use crate::translate::Translator;
@@ -151,12 +151,7 @@ const KNOWN_BODY_KEYS: &[&str] = &[
 /// The shards to search: every shard of each index, or only those that the request's
 /// routing values (or, failing those, its aliases' search routing) map to.
 fn shard_targets(resolved: &[Resolved], routing: Option<&str>) -> Vec<ShardTarget> {
-    let request_routing: Option<Vec<String>> = routing.map(|r| {
-        r.split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect()
-    });
+    let request_routing: Option<Vec<String>> = routing.map(routing_values);
     let mut targets = Vec::new();
     for r in resolved {
         let n = r.meta.settings.number_of_shards;

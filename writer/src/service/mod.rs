@@ -106,7 +106,6 @@ pub struct Writer {
     renewals: std::sync::atomic::AtomicU64,
 }
 
-/// Parses the body of `PUT /{index}` into settings and mappings.
 /// The `aliases` of a create-index body (`{"aliases": {"name": {...}}}`) as actions.
 fn create_body_aliases(
     index: &str,
@@ -130,6 +129,7 @@ fn create_body_aliases(
         .collect()
 }
 
+/// Parses the body of `PUT /{index}` into settings and mappings.
 pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), WriterError> {
     let mut settings = IndexSettings::default();
     if let Some(s) = body.get("settings") {
@@ -192,7 +192,6 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
             .and_then(|p| p.get("index_state_management"))
             .and_then(|p| p.get("rollover_alias"))
             .or_else(|| get("plugins.index_state_management.rollover_alias"))
-            .or_else(|| root.get("plugins.index_state_management.rollover_alias"))
         {
             let a = a.as_str().ok_or_else(|| {
                 WriterError::BadRequest(
