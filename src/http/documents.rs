@@ -1,9 +1,10 @@
-//! Writes: `_bulk`, `_doc`, `_create`.
+//! Writes: `_bulk`, `_doc`, `_create`, `_update`.
 
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use floe_writer::bulk::{invalid_id, Condition};
 use floe_writer::{BulkOp, OpKind, RefreshPolicy};
 use tracing::instrument;
 
@@ -79,6 +80,91 @@ async fn single(
         id,
         routing: params.get("routing").cloned(),
         source,
+        cond: condition_of(&params, kind)?,
+        retry_on_conflict: 0,
+        invalid: None,
+    };
+    check_id(op.id.as_deref())?;
+    let (status, body) = state.writer()?.single(op, refresh).await?;
+    Ok(json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        body,
+    ))
+}
+
+/// The optimistic-concurrency condition of a single-document request's parameters.
+fn condition_of(params: &Params, kind: OpKind) -> Result<Option<Condition>, ApiError> {
+    let p = |k: &str| params.get(k).map(String::as_str);
+    Condition::parse(
+        kind,
+        p("if_seq_no"),
+        p("if_primary_term"),
+        p("version"),
+        p("version_type"),
+    )
+    .map_err(|reason| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            reason,
+        )
+    })
+}
+
+fn check_id(id: Option<&str>) -> Result<(), ApiError> {
+    match id.and_then(invalid_id) {
+        Some(reason) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            reason,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `POST /{index}/_update/{id}`: a partial update (`doc`, `upsert`, `script`); see
+/// `floe_writer::update`.
+#[instrument(skip(state, params, body))]
+pub async fn update_doc(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let refresh = refresh_of(&params)?;
+    check_id(Some(&id))?;
+    let mut request: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "parse_exception",
+            format!("request body is required and must be JSON: {e}"),
+        )
+    })?;
+    if let (Some(src), Some(obj)) = (params.get("_source"), request.as_object_mut()) {
+        if src != "false" {
+            obj.insert("_source".into(), serde_json::Value::Bool(true));
+        }
+    }
+    let retry_on_conflict = match params.get("retry_on_conflict") {
+        None => 0,
+        Some(r) => r.parse::<u32>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "[retry_on_conflict] must be a non-negative number, found [{r}]"
+            ))
+        })?,
+    };
+    let op = BulkOp {
+        generated_id: false,
+        kind: OpKind::Update,
+        index: Some(index),
+        id: Some(id),
+        routing: params.get("routing").cloned(),
+        source: Some(Bytes::from(
+            serde_json::to_vec(&request).unwrap_or_default(),
+        )),
+        cond: condition_of(&params, OpKind::Update)?,
+        retry_on_conflict,
+        invalid: None,
     };
     let (status, body) = state.writer()?.single(op, refresh).await?;
     Ok(json_response(

@@ -150,10 +150,10 @@ impl From<WriterError> for ApiError {
                 "cluster_block_exception",
                 e.to_string(),
             ),
-            WriterError::VersionConflict(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                "version_conflict_engine_exception",
-                e.to_string(),
+            WriterError::Item(status, typ, reason) => ApiError::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                typ,
+                reason,
             ),
             WriterError::Metastore(m) => m.into(),
             WriterError::Storage(s) => from_storage(&s),

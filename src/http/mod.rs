@@ -232,6 +232,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .head(search::head_doc)
                 .delete(documents::delete_doc),
         )
+        .route("/{index}/_update/{id}", post(documents::update_doc))
         .route(
             "/{index}/_create/{id}",
             put(documents::create_with_id).post(documents::create_with_id),

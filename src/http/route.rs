@@ -40,7 +40,9 @@ fn target(method: &Method, path: &str) -> Target {
         .unwrap_or("");
     match endpoint {
         "_search" | "_count" | "_msearch" => Target::Searcher,
-        "_bulk" | "_create" | "_refresh" | "_forcemerge" | "_rollover" | "_flush" => Target::Writer,
+        "_bulk" | "_create" | "_update" | "_refresh" | "_forcemerge" | "_rollover" | "_flush" => {
+            Target::Writer
+        }
         "_doc" if matches!(*method, Method::GET | Method::HEAD) && parts.len() == 3 => {
             Target::Owner(parts[0].to_string(), parts[2].to_string())
         }
@@ -194,6 +196,7 @@ mod tests {
         assert_eq!(target(&Method::GET, "/logs"), Target::Any);
         assert_eq!(target(&Method::PUT, "/logs/_doc/1"), Target::Writer);
         assert_eq!(target(&Method::POST, "/logs/_doc"), Target::Writer);
+        assert_eq!(target(&Method::POST, "/logs/_update/1"), Target::Writer);
         assert_eq!(
             target(&Method::GET, "/logs/_doc/1"),
             Target::Owner("logs".into(), "1".into())

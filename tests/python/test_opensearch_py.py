@@ -161,6 +161,37 @@ def check_aliases_and_rollover():
     client.indices.delete_index_template(name="py-roll")
 
 
+def check_update():
+    from opensearchpy.exceptions import ConflictError
+
+    r = client.update(index=INDEX, id="py-7", body={"doc": {"tag": "seen"}}, refresh=True)
+    assert r["result"] == "updated", r
+    got = client.get(index=INDEX, id="py-7")
+    assert got["_source"]["tag"] == "seen" and got["_source"]["status"] == doc(7)["status"], got
+    r = client.update(
+        index=INDEX,
+        id="py-upserted",
+        body={"script": {"source": "ctx._source.hits += params.n", "params": {"n": 1}}, "upsert": {"hits": 1}},
+    )
+    assert r["result"] == "created", r
+    r = client.update(
+        index=INDEX,
+        id="py-upserted",
+        body={"script": {"source": "ctx._source.hits += params.n", "params": {"n": 1}}, "upsert": {"hits": 1}},
+        params={"_source": "true"},
+    )
+    assert r["get"]["_source"] == {"hits": 2}, r
+    try:
+        client.index(index=INDEX, id="py-7", body={"x": 1}, params={"if_seq_no": got["_seq_no"] + 100, "if_primary_term": got["_primary_term"]})
+    except ConflictError:
+        pass
+    else:
+        raise AssertionError("a stale if_seq_no did not raise ConflictError")
+    r = client.index(index=INDEX, id="py-7", body=got["_source"], params={"if_seq_no": got["_seq_no"], "if_primary_term": got["_primary_term"]})
+    assert r["result"] == "updated", r
+    client.delete(index=INDEX, id="py-upserted", refresh=True)
+
+
 def check_delete():
     r = client.indices.delete(index=INDEX)
     assert r["acknowledged"] is True, r
@@ -179,6 +210,7 @@ CHECKS = [
     check_count_query,
     check_get_and_missing,
     check_aliases_and_rollover,
+    check_update,
     check_delete,
 ]
 

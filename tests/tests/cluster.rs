@@ -658,6 +658,89 @@ async fn writer_join_hands_shards_over() {
     drop(metastore);
 }
 
+/// Updates and conditional writes sent to one writer reach the writer that owns the shard:
+/// the update is resolved there, against its live documents, and its answer comes back.
+#[tokio::test]
+async fn updates_are_forwarded_to_the_owner() {
+    let (_data, storage) = temp_local_storage();
+    let metastore =
+        Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
+    let url = metastore.grpc_url();
+    let w1 = node("writer", &storage, "w1", "", &url).await;
+    let w2 = node("writer", &storage, "w2", "", &url).await;
+    let s1 = node("searcher", &storage, "s1", "", &url).await;
+    let c = w1.client();
+    let r = c
+        .put("/upd", &json!({"settings": {"number_of_shards": SHARDS}}))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let n = 20;
+    let body: String = (0..n)
+        .map(|i| format!("{{\"index\":{{\"_index\":\"upd\",\"_id\":\"d{i}\"}}}}\n{{\"n\":{i}}}\n"))
+        .collect();
+    let r = c.post_ndjson("/_bulk", body).await;
+    assert_eq!(r.json["errors"], json!(false), "{r}");
+    // Both writers own shards of the index.
+    let split = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let c = s1.client();
+        async move {
+            let r = c.get("/_cat/shards?format=json").await;
+            let owners: std::collections::BTreeSet<String> = r
+                .json
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .filter(|row| row["prirep"] == json!("p") && row["index"] == json!("upd"))
+                        .filter_map(|row| row["node"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            owners.len() == 2
+        }
+    })
+    .await;
+    assert!(
+        split.is_some(),
+        "the shards were never split between w1 and w2"
+    );
+    let body: String = (0..n)
+        .map(|i| format!("{{\"update\":{{\"_index\":\"upd\",\"_id\":\"d{i}\"}}}}\n{{\"script\":\"ctx._source.n += 100\",\"_source\":true}}\n"))
+        .collect();
+    let r = c.post_ndjson("/_bulk", body).await;
+    assert_eq!(r.json["errors"], json!(false), "{r}");
+    for i in 0..n {
+        let item = &r.json["items"][i]["update"];
+        assert_eq!(item["result"], "updated", "{r}");
+        assert_eq!(item["get"]["_source"]["n"], json!(i + 100), "{r}");
+    }
+    // A single update and a stale conditional write through w1, whatever owns the shard.
+    for i in 0..n {
+        let r = c
+            .post(&format!("/upd/_update/d{i}"), &json!({"doc": {"m": i}}))
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.json["_version"], 3, "{r}");
+        let r = c
+            .put(
+                &format!("/upd/_doc/d{i}?if_seq_no=0&if_primary_term=999"),
+                &json!({"n": -1}),
+            )
+            .await;
+        assert_error(&r, 409, "version_conflict_engine_exception");
+    }
+    let r = c.post_empty("/upd/_refresh").await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = s1
+        .client()
+        .search(
+            "upd",
+            &json!({"size": 100, "query": {"range": {"n": {"gte": 100}}}}),
+        )
+        .await;
+    assert_eq!(total_hits(&r), n as u64, "{r}");
+    drop((w1, w2, s1, metastore));
+}
+
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

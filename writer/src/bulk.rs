@@ -9,6 +9,9 @@ pub enum OpKind {
     Index,
     Create,
     Delete,
+    /// A partial update (`doc`, `upsert`, `script`): resolved by the shard's owner into an
+    /// index, create or delete with a [`Condition`] before it is logged.
+    Update,
 }
 
 impl OpKind {
@@ -17,12 +20,103 @@ impl OpKind {
             OpKind::Index => "index",
             OpKind::Create => "create",
             OpKind::Delete => "delete",
+            OpKind::Update => "update",
         }
     }
 }
 
+/// A write's precondition on the live version of its `_id` (optimistic concurrency). It is
+/// logged with the operation, so a replay decides exactly as the first application did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `if_seq_no` + `if_primary_term`: the live document's last write must be this one.
+    SeqNo { seq_no: u64, primary_term: u64 },
+    /// `version` + `version_type=external` (`gte: false`) or `external_gte`: the given
+    /// version must be above (or at least) the live one, and becomes the document's.
+    External { version: u64, gte: bool },
+}
+
+impl Condition {
+    /// The condition of `if_seq_no`/`if_primary_term`/`version`/`version_type` (from query
+    /// parameters or bulk metadata), validated as OpenSearch does.
+    pub fn parse(
+        kind: OpKind,
+        if_seq_no: Option<&str>,
+        if_primary_term: Option<&str>,
+        version: Option<&str>,
+        version_type: Option<&str>,
+    ) -> Result<Option<Condition>, String> {
+        let num = |name: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("[{name}] must be a non-negative number, found [{v}]"))
+        };
+        match (if_seq_no, if_primary_term) {
+            (Some(s), Some(t)) => {
+                if version.is_some() {
+                    return Err("Validation Failed: 1: compare and write operations can not use versioning;".into());
+                }
+                return Ok(Some(Condition::SeqNo {
+                    seq_no: num("if_seq_no", s)?,
+                    primary_term: num("if_primary_term", t)?,
+                }));
+            }
+            (Some(_), None) => {
+                return Err("Validation Failed: 1: ifSeqNo is set, but primary term is [0];".into())
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "Validation Failed: 1: ifSeqNo is unassigned, but primary term is set;".into(),
+                )
+            }
+            (None, None) => {}
+        }
+        let gte = match version_type {
+            None | Some("internal") => {
+                if version.is_some() {
+                    return Err("Validation Failed: 1: internal versioning can not be used for optimistic concurrency control. Please use `if_seq_no` and `if_primary_term` instead;".into());
+                }
+                return Ok(None);
+            }
+            Some("external") => false,
+            Some("external_gte") => true,
+            Some(other) => return Err(format!("No version type match [{other}]")),
+        };
+        let Some(v) = version else {
+            return Err("Validation Failed: 1: an external version is required;".into());
+        };
+        if kind == OpKind::Create || kind == OpKind::Update {
+            return Err(format!(
+                "Validation Failed: 1: {} requests do not support version type [{}];",
+                kind.name(),
+                version_type.unwrap_or_default()
+            ));
+        }
+        Ok(Some(Condition::External {
+            version: num("version", v)?,
+            gte,
+        }))
+    }
+}
+
+/// Longest `_id` OpenSearch accepts, in bytes.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Why an `_id` is refused (`None`: it is fine).
+pub fn invalid_id(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("Validation Failed: 1: if _id is specified it must not be empty;".into())
+    } else if id.len() > MAX_ID_BYTES {
+        Some(format!(
+            "Validation Failed: 1: id [{id}] is too long, must be no longer than 512 bytes but was: {};",
+            id.len()
+        ))
+    } else {
+        None
+    }
+}
+
 /// One operation of a bulk request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BulkOp {
     pub kind: OpKind,
     pub index: Option<String>,
@@ -31,8 +125,15 @@ pub struct BulkOp {
     /// shard skips the lookup of an earlier version.
     pub generated_id: bool,
     pub routing: Option<String>,
-    /// The document line, verbatim (absent for deletes).
+    /// The document line, verbatim (absent for deletes); for updates, the update request.
     pub source: Option<Bytes>,
+    /// Optimistic concurrency control, if asked for.
+    pub cond: Option<Condition>,
+    /// Updates: how many times to read again and retry when another write came between.
+    pub retry_on_conflict: u32,
+    /// Why the item is refused before it is applied (its metadata is invalid); it fails
+    /// alone with a 400.
+    pub invalid: Option<String>,
 }
 
 /// A bulk body that cannot be parsed at all (OpenSearch answers 400 for the whole request).
@@ -93,6 +194,7 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
             "index" => OpKind::Index,
             "create" => OpKind::Create,
             "delete" => OpKind::Delete,
+            "update" => OpKind::Update,
             other => {
                 return Err(BulkParseError::MalformedAction {
                     line: line_no,
@@ -112,6 +214,29 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
         let id = meta_str(&meta, "_id", line_no)?;
         let routing =
             meta_str(&meta, "routing", line_no)?.or(meta_str(&meta, "_routing", line_no)?);
+        let cond = Condition::parse(
+            kind,
+            meta_str(&meta, "if_seq_no", line_no)?.as_deref(),
+            meta_str(&meta, "if_primary_term", line_no)?.as_deref(),
+            meta_str(&meta, "version", line_no)?.as_deref(),
+            meta_str(&meta, "version_type", line_no)?.as_deref(),
+        );
+        let retry_on_conflict = meta_str(&meta, "retry_on_conflict", line_no)?
+            .map(|r| r.parse::<u32>())
+            .transpose()
+            .map_err(|_| BulkParseError::MalformedAction {
+                line: line_no,
+                reason: "[retry_on_conflict] must be a non-negative number".into(),
+            })?
+            .unwrap_or(0);
+        let mut invalid = id.as_deref().and_then(invalid_id);
+        if id.is_none() && kind == OpKind::Update {
+            invalid = Some("Validation Failed: 1: id is missing;".into());
+        }
+        let (cond, invalid) = match cond {
+            Ok(c) => (c, invalid),
+            Err(e) => (None, invalid.or(Some(e))),
+        };
         let source = if kind == OpKind::Delete {
             None
         } else {
@@ -131,6 +256,9 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
             id,
             routing,
             source,
+            cond,
+            retry_on_conflict,
+            invalid,
         });
     }
     if ops.is_empty() {

@@ -11,8 +11,10 @@ pub enum WriterError {
     BadRequest(String),
     #[error("{0}")]
     MapperParsing(String),
-    #[error("[{0}]: version conflict, document already exists (current version [1])")]
-    VersionConflict(String),
+    /// A single-document write failed the way a `_bulk` item does: (status, OpenSearch
+    /// error type, reason).
+    #[error("{2}")]
+    Item(u16, &'static str, String),
     #[error(transparent)]
     Metastore(#[from] MetastoreError),
     #[error(transparent)]
@@ -66,7 +68,7 @@ impl WriterError {
             }
             WriterError::MapperParsing(_) => (400, "mapper_parsing_exception"),
             WriterError::Blocked(_) => (403, "cluster_block_exception"),
-            WriterError::VersionConflict(_) => (409, "version_conflict_engine_exception"),
+            WriterError::Item(status, typ, _) => (*status, typ),
             WriterError::BadRequest(_) | WriterError::BulkParse(_) => {
                 (400, "illegal_argument_exception")
             }

@@ -425,6 +425,7 @@ mod tests {
             kind: OpKind::Index,
             id: format!("id{seq}"),
             source: Some(Bytes::from_static(b"{\"a\":1}")),
+            cond: None,
         }
     }
 

@@ -22,6 +22,7 @@ mod scratch;
 mod service;
 pub mod shard;
 pub mod translog;
+pub mod update;
 
 pub use bulk::{BulkOp, OpKind};
 pub use error::WriterError;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use floe_proto::rpc;
 
-use crate::bulk::{BulkOp, OpKind};
+use crate::bulk::{BulkOp, Condition, OpKind};
 use crate::response::ItemOutcome;
 
 /// How many writers an item may pass through: the receiving one, and the owner in its
@@ -40,14 +40,31 @@ pub trait Peers: Send + Sync {
 
 impl BulkOp {
     pub fn to_rpc(&self, index: &str) -> rpc::ForwardOp {
-        rpc::ForwardOp {
+        let mut op = rpc::ForwardOp {
             kind: self.kind.name().to_string(),
             index: index.to_string(),
             id: self.id.clone().unwrap_or_default(),
             generated_id: self.generated_id,
             routing: self.routing.clone(),
             source: self.source.as_ref().map(|b| b.to_vec()),
+            retry_on_conflict: self.retry_on_conflict,
+            ..Default::default()
+        };
+        match self.cond {
+            Some(Condition::SeqNo {
+                seq_no,
+                primary_term,
+            }) => {
+                op.if_seq_no = Some(seq_no);
+                op.if_primary_term = Some(primary_term);
+            }
+            Some(Condition::External { version, gte }) => {
+                op.version = Some(version);
+                op.version_gte = gte;
+            }
+            None => {}
         }
+        op
     }
 
     pub fn from_rpc(op: rpc::ForwardOp) -> Result<BulkOp, String> {
@@ -55,7 +72,19 @@ impl BulkOp {
             "index" => OpKind::Index,
             "create" => OpKind::Create,
             "delete" => OpKind::Delete,
+            "update" => OpKind::Update,
             other => return Err(format!("unknown bulk action [{other}]")),
+        };
+        let cond = match (op.if_seq_no, op.if_primary_term, op.version) {
+            (Some(seq_no), Some(primary_term), _) => Some(Condition::SeqNo {
+                seq_no,
+                primary_term,
+            }),
+            (_, _, Some(version)) => Some(Condition::External {
+                version,
+                gte: op.version_gte,
+            }),
+            _ => None,
         };
         Ok(BulkOp {
             kind,
@@ -64,6 +93,9 @@ impl BulkOp {
             generated_id: op.generated_id,
             routing: op.routing,
             source: op.source.map(Bytes::from),
+            cond,
+            retry_on_conflict: op.retry_on_conflict,
+            invalid: None,
         })
     }
 }
@@ -75,6 +107,7 @@ impl ItemOutcome {
             index: self.index.clone(),
             id: self.id.clone(),
             primary_term: self.primary_term,
+            get_source: self.get.as_ref().map(|b| b.to_vec()),
             ..Default::default()
         };
         match &self.result {
@@ -105,6 +138,7 @@ impl ItemOutcome {
             id: r.id,
             primary_term: r.primary_term,
             result,
+            get: r.get_source.map(Bytes::from),
         }
     }
 }
@@ -126,6 +160,9 @@ fn known(s: &str) -> &'static str {
         "version_conflict_engine_exception",
         "index_not_found_exception",
         "es_rejected_execution_exception",
+        "document_missing_exception",
+        "parse_exception",
+        "cluster_block_exception",
     ];
     KNOWN
         .iter()
@@ -146,10 +183,12 @@ mod tests {
             id: "a".into(),
             primary_term: 3,
             result: Ok(("created", 1, 7, 201)),
+            get: Some(Bytes::from_static(b"{\"a\":1}")),
         };
         let back = ItemOutcome::from_rpc(OpKind::Index, ok.to_rpc());
         assert_eq!(back.result, ok.result);
         assert_eq!((back.primary_term, back.id.as_str()), (3, "a"));
+        assert_eq!(back.get, ok.get);
         let failed = ItemOutcome::failed(
             OpKind::Create,
             "logs",

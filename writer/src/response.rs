@@ -16,6 +16,8 @@ pub struct ItemOutcome {
     /// The epoch of the shard's lease when the operation was applied.
     pub primary_term: u64,
     pub result: OpResult,
+    /// Updates that asked for it (`_source`): the document as written.
+    pub get: Option<bytes::Bytes>,
 }
 
 /// The body of an item (what a single-document write returns, plus `status`).
@@ -36,6 +38,17 @@ pub struct ItemBody<'a> {
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ItemErrorBody<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    get: Option<GetBody<'a>>,
+}
+
+/// `get` of an update's answer: the document as written.
+#[derive(Serialize)]
+struct GetBody<'a> {
+    _seq_no: u64,
+    _primary_term: u64,
+    found: bool,
+    _source: &'a serde_json::value::RawValue,
 }
 
 #[derive(Serialize)]
@@ -68,6 +81,7 @@ impl ItemOutcome {
             id: id.to_string(),
             primary_term: 0,
             result: Err((status, typ, reason)),
+            get: None,
         }
     }
 
@@ -82,15 +96,34 @@ impl ItemOutcome {
             _primary_term: None,
             status: 0,
             error: None,
+            get: None,
         };
         match &self.result {
             Ok((result, version, seq_no, status)) => ItemBody {
                 _version: Some(*version),
                 result: Some(result),
-                _shards: Some(Shards {
-                    total: 1,
-                    successful: 1,
-                    failed: 0,
+                // A noop wrote nothing, so no shard copy took part.
+                _shards: Some(if *result == "noop" {
+                    Shards {
+                        total: 0,
+                        successful: 0,
+                        failed: 0,
+                    }
+                } else {
+                    Shards {
+                        total: 1,
+                        successful: 1,
+                        failed: 0,
+                    }
+                }),
+                get: self.get.as_ref().and_then(|src| {
+                    let raw: &serde_json::value::RawValue = serde_json::from_slice(src).ok()?;
+                    Some(GetBody {
+                        _seq_no: *seq_no,
+                        _primary_term: self.primary_term,
+                        found: true,
+                        _source: raw,
+                    })
                 }),
                 _seq_no: Some(*seq_no),
                 _primary_term: Some(self.primary_term),

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use floe_metastore::{Metastore, NodeSession};
-use floe_proto::layout::{ShardLayout, VERSION_FIELD};
+use floe_proto::layout::{ShardLayout, SEQ_NO_FIELD, VERSION_FIELD};
 use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
 use floe_storage::{Storage, StorageError};
 use futures::{StreamExt, TryStreamExt};
@@ -28,7 +28,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::bulk::OpKind;
+use crate::bulk::{Condition, OpKind};
 use crate::document::{BuiltDoc, DocBuilder};
 use crate::grouplog::{self, GroupLog};
 use crate::pool::{LastUse, WriterPool};
@@ -101,6 +101,8 @@ pub struct PreparedOp {
     pub doc: Option<BuiltDoc>,
     /// False for generated ids, which cannot exist yet (skips the lookup).
     pub check_existing: bool,
+    /// Applied only if the live version of `id` meets it (409 otherwise).
+    pub cond: Option<Condition>,
 }
 
 /// Why one operation failed: (HTTP status, OpenSearch error type, reason).
@@ -123,6 +125,42 @@ pub struct RecentWrite {
     pub primary_term: u64,
     /// `None` once deleted.
     pub source: Option<Bytes>,
+}
+
+/// The live version of a document: what a [`Condition`] is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Live {
+    version: u64,
+    seq_no: u64,
+    primary_term: u64,
+}
+
+/// Why `cond` does not hold for the live version `live` of `id` (`None`: it holds).
+fn conflict(id: &str, cond: &Condition, live: Option<Live>) -> Option<ItemError> {
+    let reason = match (cond, live) {
+        (Condition::SeqNo { seq_no, primary_term }, None) => format!(
+            "[{id}]: version conflict, required seqNo [{seq_no}], primary term [{primary_term}] but no document was found"
+        ),
+        (Condition::SeqNo { seq_no, primary_term }, Some(l))
+            if (l.seq_no, l.primary_term) != (*seq_no, *primary_term) =>
+        {
+            format!(
+                "[{id}]: version conflict, required seqNo [{seq_no}], primary term [{primary_term}]. current document has seqNo [{}] and primary term [{}]",
+                l.seq_no, l.primary_term
+            )
+        }
+        (Condition::External { version, gte }, Some(l))
+            if (*gte && *version < l.version) || (!*gte && *version <= l.version) =>
+        {
+            format!(
+                "[{id}]: version conflict, current version [{}] is higher{} than the one provided [{version}]",
+                l.version,
+                if *gte { "" } else { " or equal to" }
+            )
+        }
+        _ => return None,
+    };
+    Some((409, "version_conflict_engine_exception", reason))
 }
 
 /// A tantivy operation waiting for the shard's writer to open.
@@ -448,10 +486,14 @@ impl ShardWriter {
                     source: op.source,
                     doc,
                     check_existing: true,
+                    cond: op.cond,
                 };
                 let shard = self.clone();
                 let seq = op.seq;
-                let result = tokio::task::spawn_blocking(move || shard.apply(seq, prepared))
+                // The primary term the operation was written under (its writer's epoch), so
+                // its seq_no/primary_term pair, and the conditions on it, replay the same.
+                let term = seg.epoch;
+                let result = tokio::task::spawn_blocking(move || shard.apply(seq, term, prepared))
                     .await
                     .map_err(|e| WriterError::Internal(format!("replay panicked: {e}")))?;
                 match result {
@@ -567,14 +609,39 @@ impl ShardWriter {
         Term::from_field_text(self.layout.id, id)
     }
 
-    /// The live version of `_id`, if it exists, counting unpublished writes.
-    fn version_locked(&self, state: &State, id: &str) -> Result<Option<u64>, WriterError> {
+    /// The live version of `_id` (version, seq_no, primary_term), if it exists, counting
+    /// unpublished writes.
+    fn live_locked(&self, state: &State, id: &str) -> Result<Option<Live>, WriterError> {
         if let Some(entry) = state.recent.get(id) {
-            return Ok(entry.source.is_some().then_some(entry.version));
+            return Ok(entry.source.is_some().then_some(Live {
+                version: entry.version,
+                seq_no: entry.seq_no,
+                primary_term: entry.primary_term,
+            }));
         }
         let searcher = self.reader.searcher();
+        let Some(addr) = self.committed_doc(&searcher, id)? else {
+            return Ok(None);
+        };
+        let seg = searcher.segment_reader(addr.segment_ord);
+        let version = seg.fast_fields().u64(VERSION_FIELD)?.first(addr.doc_id);
+        let packed = seg.fast_fields().u64(SEQ_NO_FIELD)?.first(addr.doc_id);
+        let (seq_no, primary_term) = packed.map_or((0, 1), floe_proto::layout::unpack_seq_no);
+        Ok(Some(Live {
+            version: version.unwrap_or(1),
+            seq_no,
+            primary_term,
+        }))
+    }
+
+    /// Where the live copy of `id` is in the committed segments.
+    fn committed_doc(
+        &self,
+        searcher: &tantivy::Searcher,
+        id: &str,
+    ) -> Result<Option<tantivy::DocAddress>, WriterError> {
         let term = self.id_term(id);
-        for seg in searcher.segment_readers() {
+        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
             let inv = seg.inverted_index(self.layout.id)?;
             if let Some(mut postings) =
                 inv.read_postings(&term, tantivy::schema::IndexRecordOption::Basic)?
@@ -583,14 +650,42 @@ impl ShardWriter {
                 let mut doc = postings.doc();
                 while doc != tantivy::TERMINATED {
                     if seg.alive_bitset().is_none_or(|a| a.is_alive(doc)) {
-                        let column = seg.fast_fields().u64(VERSION_FIELD)?;
-                        return Ok(Some(column.first(doc).unwrap_or(1)));
+                        return Ok(Some(tantivy::DocAddress::new(ord as u32, doc)));
                     }
                     doc = postings.advance();
                 }
             }
         }
         Ok(None)
+    }
+
+    /// The live document `id` with its source (unpublished writes first, then the
+    /// committed segments): what an update builds on. `None` if it does not exist.
+    pub fn current(&self, id: &str) -> Result<Option<RecentWrite>, WriterError> {
+        let st = self.state.lock().expect("shard lock");
+        if let Some(entry) = st.recent.get(id) {
+            return Ok(entry.source.is_some().then(|| entry.clone()));
+        }
+        let Some(live) = self.live_locked(&st, id)? else {
+            return Ok(None);
+        };
+        drop(st);
+        let searcher = self.reader.searcher();
+        let Some(addr) = self.committed_doc(&searcher, id)? else {
+            return Ok(None);
+        };
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        use tantivy::schema::Value as _;
+        let source = doc
+            .get_first(self.layout.source)
+            .and_then(|v| v.as_bytes().map(Bytes::copy_from_slice))
+            .unwrap_or_default();
+        Ok(Some(RecentWrite {
+            version: live.version,
+            seq_no: live.seq_no,
+            primary_term: live.primary_term,
+            source: Some(source),
+        }))
     }
 
     /// Opens the tantivy writer if it is closed, within the process's writer budget.
@@ -706,8 +801,9 @@ impl ShardWriter {
         true
     }
 
-    /// Applies one logged operation to the tantivy writer.
-    fn apply(self: &Arc<Self>, seq: u64, op: PreparedOp) -> OpResult {
+    /// Applies one logged operation to the tantivy writer; `term`: the epoch of the writer
+    /// that logged it.
+    fn apply(self: &Arc<Self>, seq: u64, term: u64, op: PreparedOp) -> OpResult {
         let internal = |e: WriterError| (500u16, "exception", e.to_string());
         let st = self.state.lock().expect("shard lock");
         // A shard without an open writer takes one only if a slot is free; otherwise its
@@ -719,29 +815,44 @@ impl ShardWriter {
             st
         };
         st.applied_below = st.applied_below.max(seq + 1);
-        let previous = if op.check_existing {
-            self.version_locked(&st, &op.id).map_err(internal)?
+        let live = if op.check_existing || op.cond.is_some() {
+            self.live_locked(&st, &op.id).map_err(internal)?
         } else {
             None
         };
+        if let Some(err) = op.cond.as_ref().and_then(|c| conflict(&op.id, c, live)) {
+            return Err(err);
+        }
+        let previous = live.map(|l| l.version);
+        // An external version becomes the document's; otherwise versions count writes.
+        let next_version = |prev: Option<u64>| match op.cond {
+            Some(Condition::External { version, .. }) => version,
+            _ => prev.map_or(1, |v| v + 1),
+        };
         match op.kind {
+            OpKind::Update => Err((
+                500,
+                "exception",
+                "an update reached the shard unresolved".into(),
+            )),
             OpKind::Delete => {
                 let Some(prev) = previous else {
-                    return Ok(("not_found", 1, seq, 404));
+                    return Ok(("not_found", next_version(None), seq, 404));
                 };
+                let version = next_version(Some(prev));
                 st.tantivy(Deferred::Delete(self.id_term(&op.id)))
                     .map_err(|e| internal(e.into()))?;
                 st.recent.put(
                     op.id,
                     RecentWrite {
-                        version: prev + 1,
+                        version,
                         seq_no: seq,
-                        primary_term: self.epoch,
+                        primary_term: term,
                         source: None,
                     },
                 );
                 st.dirty = true;
-                Ok(("deleted", prev + 1, seq, 200))
+                Ok(("deleted", version, seq, 200))
             }
             OpKind::Create if previous.is_some() => Err((
                 409,
@@ -764,12 +875,12 @@ impl ShardWriter {
                     st.tantivy(Deferred::Delete(self.id_term(&op.id)))
                         .map_err(|e| internal(e.into()))?;
                 }
-                let version = previous.map_or(1, |v| v + 1);
+                let version = next_version(previous);
                 let mut doc: TantivyDocument = built.doc;
                 doc.add_u64(self.layout.version, version);
                 doc.add_u64(
                     self.layout.seq_no,
-                    floe_proto::layout::pack_seq_no(seq, self.epoch),
+                    floe_proto::layout::pack_seq_no(seq, term),
                 );
                 st.tantivy(Deferred::Add(doc))
                     .map_err(|e| internal(e.into()))?;
@@ -780,10 +891,10 @@ impl ShardWriter {
                 let write = RecentWrite {
                     version,
                     seq_no: seq,
-                    primary_term: self.epoch,
+                    primary_term: term,
                     source: Some(op.source.unwrap_or_default()),
                 };
-                if op.check_existing {
+                if op.check_existing || op.cond.is_some() {
                     st.recent.put(op.id, write);
                 } else {
                     st.recent.put_generated(op.id, write);
@@ -1413,6 +1524,7 @@ fn log_entries(batches: &[Batch], seq0: u64) -> Vec<LoggedOp> {
             kind: op.kind,
             id: op.id.clone(),
             source: op.source.clone(),
+            cond: op.cond,
         })
         .collect()
 }
@@ -1449,7 +1561,7 @@ async fn apply_and_reply(shard: &Arc<ShardWriter>, batches: Vec<Batch>, seq0: u6
         for b in batches {
             let mut results = Vec::with_capacity(b.ops.len());
             for op in b.ops {
-                results.push(shard.apply(seq, op));
+                results.push(shard.apply(seq, shard.epoch, op));
                 seq += 1;
             }
             all.push((b.reply, results));

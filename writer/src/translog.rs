@@ -7,14 +7,16 @@
 //! after losing its lease is recognised and skipped ([`Translog::replayable`]).
 //!
 //! Format: one JSON line per operation, `{"seq":N,"op":"index","id":"..","source":{..}}`;
-//! the source is embedded verbatim (it was valid JSON when accepted).
+//! the source is embedded verbatim (it was valid JSON when accepted). A conditional write
+//! also carries its [`Condition`] (`"if_seq_no"` + `"if_primary_term"`, or `"version"` +
+//! `"version_type"`), so replay decides it exactly as it was decided first.
 
 use bytes::Bytes;
 use floe_storage::Storage;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::bulk::OpKind;
+use crate::bulk::{Condition, OpKind};
 use crate::WriterError;
 
 /// An operation as logged.
@@ -24,6 +26,7 @@ pub struct LoggedOp {
     pub kind: OpKind,
     pub id: String,
     pub source: Option<Bytes>,
+    pub cond: Option<Condition>,
 }
 
 #[derive(Deserialize)]
@@ -33,6 +36,10 @@ struct Line<'a> {
     id: String,
     #[serde(borrow)]
     source: Option<&'a RawValue>,
+    if_seq_no: Option<u64>,
+    if_primary_term: Option<u64>,
+    version: Option<u64>,
+    version_type: Option<&'a str>,
 }
 
 /// A translog object: its key and the sequence numbers it covers.
@@ -74,6 +81,22 @@ pub fn encode(ops: &[LoggedOp]) -> Bytes {
                 .expect("string serializes")
                 .as_bytes(),
         );
+        match op.cond {
+            Some(Condition::SeqNo {
+                seq_no,
+                primary_term,
+            }) => out.extend_from_slice(
+                format!(",\"if_seq_no\":{seq_no},\"if_primary_term\":{primary_term}").as_bytes(),
+            ),
+            Some(Condition::External { version, gte }) => out.extend_from_slice(
+                format!(
+                    ",\"version\":{version},\"version_type\":\"{}\"",
+                    if gte { "external_gte" } else { "external" }
+                )
+                .as_bytes(),
+            ),
+            None => {}
+        }
         if let Some(src) = &op.source {
             out.extend_from_slice(b",\"source\":");
             out.extend_from_slice(src);
@@ -98,11 +121,23 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<LoggedOp>, WriterError> {
                 )))
             }
         };
+        let cond = match (l.if_seq_no, l.if_primary_term, l.version) {
+            (Some(seq_no), Some(primary_term), _) => Some(Condition::SeqNo {
+                seq_no,
+                primary_term,
+            }),
+            (_, _, Some(version)) => Some(Condition::External {
+                version,
+                gte: l.version_type == Some("external_gte"),
+            }),
+            _ => None,
+        };
         ops.push(LoggedOp {
             seq: l.seq,
             kind,
             id: l.id,
             source: l.source.map(|r| Bytes::copy_from_slice(r.get().as_bytes())),
+            cond,
         });
     }
     Ok(ops)
@@ -246,12 +281,20 @@ mod tests {
                 kind: OpKind::Index,
                 id: "a\"b".into(),
                 source: Some(Bytes::from_static(b"{\"z\":1,\"a\":[1, 2]}")),
+                cond: Some(Condition::SeqNo {
+                    seq_no: 3,
+                    primary_term: 2,
+                }),
             },
             LoggedOp {
                 seq: 8,
                 kind: OpKind::Delete,
                 id: "x".into(),
                 source: None,
+                cond: Some(Condition::External {
+                    version: 9,
+                    gte: true,
+                }),
             },
         ];
         assert_eq!(decode(&encode(&ops)).unwrap(), ops);
@@ -270,6 +313,7 @@ mod tests {
             kind: OpKind::Delete,
             id: seq.to_string(),
             source: None,
+            cond: None,
         };
         t.append(&[op(5), op(6)]).await.unwrap();
         t.append(&[op(0), op(1)]).await.unwrap();

@@ -34,9 +34,22 @@ impl Writer {
             }
         }
         let mut outcomes: Vec<Option<ItemOutcome>> = (0..ops.len()).map(|_| None).collect();
+        // Items whose metadata is invalid fail alone.
+        for (i, op) in ops.iter().enumerate() {
+            if let Some(reason) = &op.invalid {
+                outcomes[i] = Some(ItemOutcome::failed(
+                    op.kind,
+                    op.index.as_deref().unwrap_or_default(),
+                    op.id.as_deref().unwrap_or_default(),
+                    400,
+                    "action_request_validation_exception",
+                    reason.clone(),
+                ));
+            }
+        }
         // Writes to an alias go to its write index (with its index routing).
         for (i, op) in ops.iter_mut().enumerate() {
-            let Some(name) = op.index.clone() else {
+            let Some(name) = op.index.clone().filter(|_| outcomes[i].is_none()) else {
                 continue;
             };
             match self.metastore.write_target(&name) {
@@ -118,13 +131,16 @@ impl Writer {
         ops: Arc<Vec<BulkOp>>,
         positions: Vec<usize>,
     ) -> Vec<ItemOutcome> {
+        if positions.iter().any(|&i| ops[i].kind == OpKind::Update) {
+            return self.update_pipeline(name, &ops, &positions).await;
+        }
         match self.index_pipeline(name, &ops, &positions).await {
             Ok(outcomes) => outcomes,
             Err(failed) => failed,
         }
     }
 
-    async fn index_pipeline(
+    pub(super) async fn index_pipeline(
         &self,
         name: &str,
         ops: &Arc<Vec<BulkOp>>,
@@ -158,6 +174,7 @@ impl Writer {
                 id: routes[j].0.clone(),
                 primary_term: shard_writers[&routes[j].1].epoch(),
                 result: r.unwrap_or(Err((500, "exception", "no result".into()))),
+                get: None,
             })
             .collect())
     }
@@ -251,7 +268,7 @@ impl Writer {
 }
 
 /// Every item of the index failed with `e`.
-fn fail_all(name: &str, ops: &[BulkOp], positions: &[usize], e: WriterError) -> Failed {
+pub(super) fn fail_all(name: &str, ops: &[BulkOp], positions: &[usize], e: WriterError) -> Failed {
     let (status, typ) = e.item_status();
     debug_assert!(positions
         .iter()
@@ -327,6 +344,7 @@ async fn build_documents(
                         source: None,
                         doc: None,
                         check_existing: true,
+                        cond: op.cond,
                     }),
                     (_, Some(Err(reason))) => {
                         Err((400, "mapper_parsing_exception", reason.clone()))
@@ -345,7 +363,8 @@ async fn build_documents(
                                 id,
                                 source: Some(raw),
                                 doc: Some(built),
-                                check_existing: !op.generated_id,
+                                check_existing: !op.generated_id || op.cond.is_some(),
+                                cond: op.cond,
                             }),
                         }
                     }

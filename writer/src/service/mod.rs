@@ -503,16 +503,14 @@ impl Writer {
                     .map_err(|e| WriterError::Internal(e.to_string()))?;
                 if let Some(o) = body.as_object_mut() {
                     o.remove("status");
+                    if refresh == RefreshPolicy::True {
+                        o.insert("forced_refresh".into(), Value::Bool(true));
+                    }
                 }
                 Ok((status, body))
             }
-            Err((400, "mapper_parsing_exception", reason)) => {
-                Err(WriterError::MapperParsing(reason))
-            }
-            Err((409, _, _)) => Err(WriterError::VersionConflict(outcome.id)),
             Err((503, _, reason)) => Err(WriterError::Unavailable(reason)),
-            Err((403, _, reason)) => Err(WriterError::Blocked(reason)),
-            Err((_, _, reason)) => Err(WriterError::BadRequest(reason)),
+            Err((status, typ, reason)) => Err(WriterError::Item(status, typ, reason)),
         }
     }
 
@@ -567,3 +565,4 @@ mod refresh;
 pub mod rollover;
 #[cfg(test)]
 mod tests;
+mod update;

@@ -619,3 +619,114 @@ async fn writes_during_refreshes_are_all_kept() {
     w.refresh(&["busy".to_string()]).await.unwrap();
     assert_eq!(ms.get_index("busy").unwrap().doc_count(), 6000);
 }
+
+/// Conditional writes and updates are decided once, logged with their condition, and a
+/// replay after a crash reaches the same documents, versions and sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_and_updates_replay_the_same() {
+    let (dir, storage, ms) = bucket().await;
+    let config = test_config(
+        dir.path().join("scratch"),
+        Duration::from_millis(600),
+        "test-node",
+    );
+    let w = started(ms.clone(), &storage, config.clone()).await;
+    let body = Bytes::from_static(
+        b"{\"index\":{\"_index\":\"u\",\"_id\":\"a\"}}\n{\"n\":1,\"tags\":[\"x\"]}\n\
+{\"index\":{\"_index\":\"u\",\"_id\":\"b\"}}\n{\"n\":2}\n",
+    );
+    let first = w
+        .bulk(None, body, RefreshPolicy::True)
+        .await
+        .unwrap()
+        .to_json();
+    assert_eq!(first["errors"], false, "{first}");
+    let a_seq = first["items"][0]["index"]["_seq_no"].as_u64().unwrap();
+    let term = first["items"][0]["index"]["_primary_term"]
+        .as_u64()
+        .unwrap();
+    // Unpublished from here on: only the translog holds these.
+    let body = format!(
+        "{{\"index\":{{\"_index\":\"u\",\"_id\":\"a\",\"if_seq_no\":{a_seq},\"if_primary_term\":{term}}}}}\n{{\"n\":10,\"tags\":[\"x\"]}}\n\
+{{\"index\":{{\"_index\":\"u\",\"_id\":\"a\",\"if_seq_no\":{a_seq},\"if_primary_term\":{term}}}}}\n{{\"n\":99}}\n\
+{{\"update\":{{\"_index\":\"u\",\"_id\":\"a\"}}}}\n{{\"script\":{{\"source\":\"ctx._source.n += params.d; ctx._source.tags.add('y')\",\"params\":{{\"d\":5}}}}}}\n\
+{{\"update\":{{\"_index\":\"u\",\"_id\":\"a\"}}}}\n{{\"doc\":{{\"n\":15}}}}\n\
+{{\"update\":{{\"_index\":\"u\",\"_id\":\"c\"}}}}\n{{\"doc\":{{\"n\":3}},\"doc_as_upsert\":true,\"_source\":true}}\n\
+{{\"update\":{{\"_index\":\"u\",\"_id\":\"missing\"}}}}\n{{\"doc\":{{\"n\":3}}}}\n\
+{{\"index\":{{\"_index\":\"u\",\"_id\":\"b\",\"version\":7,\"version_type\":\"external\"}}}}\n{{\"n\":7}}\n\
+{{\"index\":{{\"_index\":\"u\",\"_id\":\"b\",\"version\":7,\"version_type\":\"external\"}}}}\n{{\"n\":8}}\n\
+{{\"update\":{{\"_index\":\"u\",\"_id\":\"b\"}}}}\n{{\"script\":\"ctx.op = 'delete'\"}}\n\
+{{\"index\":{{\"_index\":\"u\",\"_id\":\"\"}}}}\n{{\"n\":0}}\n"
+    );
+    let resp = w
+        .bulk(None, Bytes::from(body), RefreshPolicy::False)
+        .await
+        .unwrap()
+        .to_json();
+    let items = resp["items"].as_array().unwrap();
+    let summary: Vec<(String, u64, String)> = items
+        .iter()
+        .map(|item| {
+            let (kind, body) = item.as_object().unwrap().iter().next().unwrap();
+            let outcome = body["result"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| body["error"]["type"].as_str().unwrap().to_string());
+            (kind.clone(), body["status"].as_u64().unwrap(), outcome)
+        })
+        .collect();
+    let expect = |k: &str, s: u64, o: &str| (k.to_string(), s, o.to_string());
+    assert_eq!(
+        summary,
+        vec![
+            expect("index", 200, "updated"),
+            expect("index", 409, "version_conflict_engine_exception"),
+            expect("update", 200, "updated"),
+            expect("update", 200, "noop"),
+            expect("update", 201, "created"),
+            expect("update", 404, "document_missing_exception"),
+            expect("index", 200, "updated"),
+            expect("index", 409, "version_conflict_engine_exception"),
+            expect("update", 200, "deleted"),
+            expect("index", 400, "action_request_validation_exception"),
+        ],
+        "{resp}"
+    );
+    assert_eq!(
+        items[6]["index"]["_version"], 7,
+        "the external version is kept"
+    );
+    assert_eq!(items[4]["update"]["get"]["_source"], json!({"n": 3}));
+    async fn live(w: &Writer, id: &str) -> Option<Value> {
+        let r = w.realtime_get("u", id, None).await?;
+        r.source
+            .map(|s| serde_json::from_slice::<Value>(&s).unwrap())
+    }
+    assert_eq!(
+        live(&w, "a").await,
+        Some(json!({"n": 15, "tags": ["x", "y"]}))
+    );
+    let a_before = w.realtime_get("u", "a", None).await.unwrap();
+    drop(w);
+    std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
+    let ms2 = metastore(&storage).await;
+    let w2 = started(ms2.clone(), &storage, config).await;
+    w2.recover().await.unwrap();
+    assert_eq!(w2.replay_failures().await, 0);
+    assert_eq!(
+        live(&w2, "a").await,
+        Some(json!({"n": 15, "tags": ["x", "y"]}))
+    );
+    let a_after = w2.realtime_get("u", "a", None).await.unwrap();
+    assert_eq!(
+        (a_after.version, a_after.seq_no),
+        (a_before.version, a_before.seq_no)
+    );
+    assert_eq!(live(&w2, "c").await, Some(json!({"n": 3})));
+    w2.refresh(&["u".to_string()]).await.unwrap();
+    assert_eq!(
+        ms2.get_index("u").unwrap().shards[&0].num_docs,
+        2,
+        "a and c live, b deleted"
+    );
+}
