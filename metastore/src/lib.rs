@@ -13,6 +13,7 @@ mod error;
 pub mod ism;
 pub mod membership;
 mod names;
+pub mod pits;
 mod session;
 mod store;
 pub mod templates;

@@ -363,7 +363,7 @@ impl Metastore {
         read_record(&self.storage, &shard_key(uuid, shard)).await
     }
 
-    pub(crate) fn storage(&self) -> &Storage {
+    pub fn storage(&self) -> &Storage {
         &self.storage
     }
 

@@ -24,6 +24,9 @@ pub enum SearchError {
     Tantivy(#[from] tantivy::TantivyError),
     #[error("local i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A point in time or scroll that expired or was closed (`search_context_missing_exception`).
+    #[error("No search context found for id [{0}]")]
+    ContextMissing(String),
     #[error("{0}")]
     Internal(String),
 }

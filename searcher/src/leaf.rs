@@ -34,6 +34,12 @@ pub struct LeafRequest {
     /// The window of this leaf's ordered hits to render: `skip..skip+take`.
     pub skip: usize,
     pub take: usize,
+    /// Search the commits this point in time pinned, not the latest.
+    #[serde(default)]
+    pub pit: Option<String>,
+    /// Only hits after this position on equal sort keys (a scroll's cursor).
+    #[serde(default)]
+    pub after_position: Option<crate::after::Position>,
 }
 
 /// A sort key as it travels: numbers (and dates, bools) compare as numbers, strings as

@@ -9,11 +9,13 @@
 //! the searchers the shards belong to: `leaf`) → merged into one OpenSearch response
 //! (`merge`). In the background, `prefetch` opens newly published commits.
 
+mod after;
 pub mod ast;
 pub mod dsl;
 mod error;
 mod histogram;
 pub mod leaf;
+mod pit;
 mod prefetch;
 mod prune;
 pub mod query_string;

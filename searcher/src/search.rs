@@ -26,6 +26,7 @@ use tantivy::Term;
 use tantivy::{DocAddress, Order, Searcher, TantivyDocument};
 use tracing::instrument;
 
+use crate::after::{after_query, AfterKey, Position};
 use crate::ast::{QueryAst, ALL_FIELDS};
 use crate::dsl::parse_query;
 use crate::histogram::{
@@ -88,6 +89,8 @@ struct Request {
     version: bool,
     /// `seq_no_primary_term: true`: hits carry `_seq_no` and `_primary_term`.
     seq_no_primary_term: bool,
+    /// `search_after`: the sort values of the last hit of the previous page.
+    search_after: Option<Vec<Value>>,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +110,7 @@ struct Candidate {
 }
 
 /// What one shard returns.
+#[derive(Default)]
 struct ShardResult {
     hits: Vec<(Vec<OwnedValue>, DocAddress)>,
     count: usize,
@@ -124,6 +128,8 @@ pub struct SearchService {
     shard_searches: Arc<tokio::sync::Semaphore>,
     /// The other searchers of a cluster (none in standalone).
     fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
+    /// Points in time (and scrolls), kept in the bucket.
+    pub(crate) pits: floe_metastore::pits::PitStore,
 }
 
 const KNOWN_BODY_KEYS: &[&str] = &[
@@ -146,11 +152,13 @@ const KNOWN_BODY_KEYS: &[&str] = &[
     "track_scores",
     "terminate_after",
     "profile",
+    "search_after",
+    "pit",
 ];
 
 /// The shards to search: every shard of each index, or only those that the request's
 /// routing values (or, failing those, its aliases' search routing) map to.
-fn shard_targets(resolved: &[Resolved], routing: Option<&str>) -> Vec<ShardTarget> {
+pub(crate) fn shard_targets(resolved: &[Resolved], routing: Option<&str>) -> Vec<ShardTarget> {
     let request_routing: Option<Vec<String>> = routing.map(routing_values);
     let mut targets = Vec::new();
     for r in resolved {
@@ -178,6 +186,7 @@ fn parsing(reason: impl Into<String>) -> SearchError {
 impl SearchService {
     pub fn new(metastore: Arc<Metastore>, cache: SegmentCache) -> Self {
         SearchService {
+            pits: floe_metastore::pits::PitStore::new(metastore.storage().clone()),
             metastore,
             readers: ShardReaders::new(cache),
             shard_searches: Arc::new(tokio::sync::Semaphore::new(SHARD_SEARCHES)),
@@ -365,7 +374,41 @@ impl SearchService {
                 return Err(parsing(format!("[track_total_hits] invalid value {other}")))
             }
         };
+        let search_after = match body.get("search_after") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(values)) => {
+                if from > 0 {
+                    return Err(SearchError::IllegalArgument(
+                        "`from` parameter must be set to 0 when `search_after` is used.".into(),
+                    ));
+                }
+                if sort.is_empty() {
+                    return Err(SearchError::IllegalArgument(
+                        "Sort must contain at least one field.".into(),
+                    ));
+                }
+                if values.len() != sort.len() {
+                    return Err(SearchError::IllegalArgument(format!(
+                        "search_after has {} value(s) but sort has {}.",
+                        values.len(),
+                        sort.len()
+                    )));
+                }
+                if sort.iter().any(|s| matches!(s, SortBy::Score)) {
+                    return Err(SearchError::IllegalArgument(
+                        "search_after on [_score] is not supported by Floe: sort on fields (with a unique tiebreaker, or in a point in time)".into(),
+                    ));
+                }
+                Some(values.clone())
+            }
+            Some(other) => {
+                return Err(parsing(format!(
+                    "[search_after] must be an array, found {other}"
+                )))
+            }
+        };
         Ok(Request {
+            search_after,
             query,
             from,
             size,
@@ -399,6 +442,18 @@ impl SearchService {
         body: Option<&Value>,
         params: &SearchParams,
     ) -> Result<Value, SearchError> {
+        Ok(self.search_page(expr, body, params, None).await?.0)
+    }
+
+    /// A search, and the position of its last hit (a scroll's next cursor). With
+    /// `after_position`, only hits after it on equal sort keys.
+    pub(crate) async fn search_page(
+        &self,
+        expr: &str,
+        body: Option<&Value>,
+        params: &SearchParams,
+        after_position: Option<Position>,
+    ) -> Result<(Value, Option<Position>), SearchError> {
         let started = Instant::now();
         let req = self.parse_request(body, params)?;
         let profile = body
@@ -406,13 +461,23 @@ impl SearchService {
             .and_then(Value::as_bool)
             .unwrap_or(false)
             .then(|| self.cache_stats());
-        let resolved = self.resolve_with_aliases(expr, params.ignore_unavailable)?;
-        let targets = shard_targets(&resolved, params.routing.as_deref());
-        let filters: BTreeMap<String, Value> = resolved
-            .iter()
-            .filter_map(|r| Some((r.meta.uuid.clone(), r.filter.clone()?)))
-            .collect();
-        let indexes: Vec<IndexMeta> = resolved.into_iter().map(|r| r.meta).collect();
+        let pit = match body.and_then(|b| b.get("pit")) {
+            Some(p) => Some(self.pit_of_request(expr, p).await?),
+            None => None,
+        };
+        let (targets, filters, indexes) = match &pit {
+            Some(pit) => self.pit_targets(pit)?,
+            None => {
+                let resolved = self.resolve_with_aliases(expr, params.ignore_unavailable)?;
+                let targets = shard_targets(&resolved, params.routing.as_deref());
+                let filters: BTreeMap<String, Value> = resolved
+                    .iter()
+                    .filter_map(|r| Some((r.meta.uuid.clone(), r.filter.clone()?)))
+                    .collect();
+                let indexes: Vec<IndexMeta> = resolved.into_iter().map(|r| r.meta).collect();
+                (targets, filters, indexes)
+            }
+        };
         let total_shards = targets.len();
         let ts_fast = !indexes.is_empty() && indexes.iter().all(|m| self.ts_is_typed(m));
         let mut leaf = LeafRequest {
@@ -422,6 +487,8 @@ impl SearchService {
             ts_fast,
             skip: req.from,
             take: req.size,
+            pit: pit.as_ref().map(|p| p.id.clone()),
+            after_position,
         };
         // One local leaf cuts the from/size window itself; fanned-out leaves each return
         // their best from+size and the window is cut after merging.
@@ -434,7 +501,7 @@ impl SearchService {
             }
             _ => (vec![self.leaf_search(&leaf, targets).await?], Vec::new()),
         };
-        let mut response = self.merge(
+        let (mut response, last) = self.merge(
             &req,
             ts_fast,
             partials,
@@ -446,7 +513,10 @@ impl SearchService {
         if let Some(before) = profile {
             response["profile"] = profile_section(before, self.cache_stats());
         }
-        Ok(response)
+        if let Some(pit) = &pit {
+            response["pit_id"] = json!(pit.id);
+        }
+        Ok((response, last))
     }
 
     /// Whether `@timestamp` is a typed column of this index (fast histogram path).
@@ -470,11 +540,24 @@ impl SearchService {
         let (ts_hists, generic_aggs) = split_aggs(&req, leaf.ts_fast);
         let ts_intervals: Vec<i64> = ts_hists.iter().map(|h| h.interval_ms).collect();
         let time = prune::time_range(&req.query);
+        let pit = match &leaf.pit {
+            Some(id) => Some(
+                self.pits
+                    .get(id)
+                    .await?
+                    .ok_or_else(|| SearchError::ContextMissing(id.clone()))?,
+            ),
+            None => None,
+        };
+        let paging = req.search_after.is_some() || leaf.after_position.is_some();
         let mut tasks = Vec::new();
         for meta in self.target_indexes(&targets).await? {
             // Open the shards first: when a file of the commit known here was already
             // collected (a newer commit replaced it), re-read the shard records and retry.
-            let (meta, opened_shards) = self.open_shards(meta, time).await?;
+            let (meta, opened_shards) = match &pit {
+                Some(pit) => self.open_pinned(meta, pit).await?,
+                None => self.open_shards(meta, time).await?,
+            };
             let meta = Arc::new(meta);
             // Named through filtered aliases: only documents their filters match.
             let filtered;
@@ -495,6 +578,7 @@ impl SearchService {
                 Translator::new(ShardLayout::of(&meta.settings), &meta.mappings).translate(ast)?,
             );
             let sort = self.sort_columns(&req.sort, &meta)?;
+            let after_keys = after_keys(&sort, req.search_after.as_deref());
             let aggs = ShardAggs {
                 tantivy: match &generic_aggs {
                     Some(a) => Some(rewrite_aggs(a, ShardLayout::of(&meta.settings), &meta)?),
@@ -512,6 +596,26 @@ impl SearchService {
                     (Some(range), Some(c)) => prune::segments_outside(c, range),
                     _ => Default::default(),
                 };
+                // Paging: hits only after the cursor; counts and aggregations over all.
+                let hits_query: Option<Arc<dyn Query>> = if paging {
+                    let mut translator =
+                        Translator::new(ShardLayout::of(&meta.settings), &meta.mappings);
+                    let after = after_query(
+                        &mut translator,
+                        &after_keys,
+                        leaf.after_position.as_ref(),
+                        &meta.name,
+                        shard.shard,
+                        &shard.searcher,
+                    )?;
+                    Some(Arc::new(BooleanQuery::new(vec![
+                        (Occur::Must, query.box_clone()),
+                        (Occur::Must, after),
+                    ])))
+                } else {
+                    None
+                };
+                let counting = req.track_total_hits != Some(0) || aggs.tantivy.is_some();
                 let (query, sort, aggs, meta) =
                     (query.clone(), sort.clone(), aggs.clone(), meta.clone());
                 let scan_all = limit == 0
@@ -562,9 +666,28 @@ impl SearchService {
                             }
                         }
                         let (q, aggs) = (query.as_ref(), aggs.clone());
-                        match &window {
-                            Some(w) => run_shard_windowed(&shard, &skip, q, &sort, limit, aggs, w),
-                            None => run_shard(&shard, &skip, q, &sort, limit, aggs),
+                        match (&hits_query, &window) {
+                            (Some(hq), _) => {
+                                let mut all = if counting {
+                                    run_shard(&shard, &skip, q, &sort, 0, aggs)?
+                                } else {
+                                    ShardResult::default()
+                                };
+                                let after = run_shard(
+                                    &shard,
+                                    &skip,
+                                    hq.as_ref(),
+                                    &sort,
+                                    limit,
+                                    ShardAggs::default(),
+                                )?;
+                                all.hits = after.hits;
+                                Ok(all)
+                            }
+                            (None, Some(w)) => {
+                                run_shard_windowed(&shard, &skip, q, &sort, limit, aggs, w)
+                            }
+                            (None, None) => run_shard(&shard, &skip, q, &sort, limit, aggs),
                         }
                     };
                     // What it will read is fetched concurrently first, then it runs. (Not
@@ -767,7 +890,7 @@ impl SearchService {
         total_shards: usize,
         cut_here: bool,
         started: Instant,
-    ) -> Result<Value, SearchError> {
+    ) -> Result<(Value, Option<Position>), SearchError> {
         let (ts_hists, generic_aggs) = split_aggs(req, ts_fast);
         let orders = sort_orders(&req.sort);
         let by_score = req.sort.is_empty();
@@ -801,12 +924,14 @@ impl SearchService {
         } else {
             (0, req.size)
         };
-        let hits: Vec<Value> = hits
+        let page: Vec<PartialHit> = hits
             .into_iter()
             .skip(skip)
             .take(take)
-            .map(|(_, h)| h.hit)
+            .map(|(_, h)| h)
             .collect();
+        let last = page.last().map(|h| h.tiebreak.clone());
+        let hits: Vec<Value> = page.into_iter().map(|h| h.hit).collect();
         let (value, relation) = match req.track_total_hits {
             Some(limit) if total > limit => (limit, "gte"),
             _ => (total, "eq"),
@@ -852,7 +977,7 @@ impl SearchService {
                 response["aggregations"][&h.name] = render_histogram(h, c);
             }
         }
-        Ok(response)
+        Ok((response, last))
     }
 
     /// The index's shards as of its latest commits known here; one retry with freshly read
@@ -1223,6 +1348,29 @@ fn run_shard(
         aggs,
         hist,
     })
+}
+
+/// The keys of `search_after` that can decide an order: every sort key but those all
+/// documents share (`_doc`, unmapped fields).
+fn after_keys(sort: &[SortBy], values: Option<&[Value]>) -> Vec<AfterKey> {
+    let Some(values) = values else {
+        return Vec::new();
+    };
+    sort.iter()
+        .zip(values)
+        .filter_map(|(s, v)| match s {
+            SortBy::Field {
+                name,
+                column,
+                order,
+            } if column != NO_COLUMN => Some(AfterKey {
+                field: name.clone(),
+                ascending: *order == Order::Asc,
+                value: v.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The aggregations one shard computes: tantivy's, and the fast `@timestamp` histograms.

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use floe_cache::{hot_cache_segment, HotCache, RangeDirectory, RemoteFile, SegmentCache};
 use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
@@ -25,11 +26,31 @@ pub struct OpenShard {
     pub searcher: Searcher,
 }
 
+/// A pinned reader unused for this long is dropped (the next page opens it again).
+const PINNED_IDLE: Duration = Duration::from_secs(600);
+
+/// Opens a tantivy searcher over a commit's directory. Blocking.
+fn open_searcher(
+    dir: RangeDirectory,
+    executor: tantivy::Executor,
+) -> Result<Searcher, SearchError> {
+    let mut index = Index::open(dir)?;
+    index.set_executor(executor);
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    Ok(reader.searcher())
+}
+
 /// A segment (uuid) and its parsed hot cache.
 type SegmentHot = (String, Arc<HotCache>);
 
 /// (index uuid, shard number).
 type ShardKey = (String, u32);
+
+/// (index uuid, shard number, commit generation).
+type PinnedKey = (String, u32, u64);
 
 /// Readers of every shard this searcher has opened, by (index uuid, shard).
 pub struct ShardReaders {
@@ -37,6 +58,9 @@ pub struct ShardReaders {
     /// One search thread pool for every shard (segments are searched in parallel on it).
     executor: tantivy::Executor,
     open: Mutex<HashMap<ShardKey, OpenShard>>,
+    /// Readers of older commits that points in time pinned, by (uuid, shard, generation),
+    /// with when they were last used.
+    pinned: Mutex<HashMap<PinnedKey, (Instant, OpenShard)>>,
     /// One opener per shard at a time, so files are fetched once.
     openers: Mutex<HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -55,6 +79,7 @@ impl ShardReaders {
             cache,
             executor,
             open: Mutex::new(HashMap::new()),
+            pinned: Mutex::new(HashMap::new()),
             openers: Mutex::new(HashMap::new()),
         }
     }
@@ -95,15 +120,9 @@ impl ShardReaders {
         let dir = self.directory(&meta.segments_prefix(shard), commit).await?;
         let generation = commit.generation;
         let executor = self.executor.clone();
-        let searcher = tokio::task::spawn_blocking(move || -> Result<Searcher, SearchError> {
+        let searcher = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            let mut index = Index::open(dir)?;
-            index.set_executor(executor);
-            let reader = index
-                .reader_builder()
-                .reload_policy(ReloadPolicy::Manual)
-                .try_into()?;
-            Ok(reader.searcher())
+            open_searcher(dir, executor)
         })
         .await
         .map_err(|e| SearchError::Internal(e.to_string()))??;
@@ -121,6 +140,43 @@ impl ShardReaders {
                 Ok(opened)
             }
         }
+    }
+
+    /// The shard at exactly `commit` (a point in time's), not a newer one: the open reader
+    /// if it is at that generation, else one opened for it and kept while pages use it.
+    pub(crate) async fn pinned(
+        &self,
+        meta: &IndexMeta,
+        shard: u32,
+        commit: &ShardCommit,
+    ) -> Result<OpenShard, SearchError> {
+        let key = (meta.uuid.clone(), shard);
+        let open_now = self.open.lock().expect("open lock").get(&key).cloned();
+        if let Some(s) = open_now.filter(|s| s.generation == commit.generation) {
+            return Ok(s);
+        }
+        let pinned_key = (meta.uuid.clone(), shard, commit.generation);
+        {
+            let mut pinned = self.pinned.lock().expect("pinned lock");
+            if let Some((used, s)) = pinned.get_mut(&pinned_key) {
+                *used = Instant::now();
+                return Ok(s.clone());
+            }
+        }
+        let dir = self.directory(&meta.segments_prefix(shard), commit).await?;
+        let executor = self.executor.clone();
+        let searcher = tokio::task::spawn_blocking(move || open_searcher(dir, executor))
+            .await
+            .map_err(|e| SearchError::Internal(e.to_string()))??;
+        let opened = OpenShard {
+            shard,
+            generation: commit.generation,
+            searcher,
+        };
+        let mut pinned = self.pinned.lock().expect("pinned lock");
+        pinned.retain(|_, (used, _)| used.elapsed() < PINNED_IDLE);
+        pinned.insert(pinned_key, (Instant::now(), opened.clone()));
+        Ok(opened)
     }
 
     /// The commit's files as a range directory. Segment hot caches and delete bitsets,

@@ -11,6 +11,7 @@ mod indices;
 mod ism;
 pub mod metrics;
 mod route;
+mod scroll;
 mod search;
 mod templates;
 
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use floe_metastore::Metastore;
@@ -178,6 +179,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(documents::bulk_index).put(documents::bulk_index),
         )
         .route("/_search", get(search::search_all).post(search::search_all))
+        .route(
+            "/_search/scroll",
+            get(scroll::next).post(scroll::next).delete(scroll::clear),
+        )
+        .route(
+            "/_search/scroll/{id}",
+            get(scroll::next_by_path)
+                .post(scroll::next_by_path)
+                .delete(scroll::clear_by_path),
+        )
+        .route("/_search/point_in_time", delete(scroll::close_pits))
+        .route(
+            "/_search/point_in_time/_all",
+            get(scroll::list_pits).delete(scroll::close_all_pits),
+        )
+        .route("/{index}/_search/point_in_time", post(scroll::open_pit))
         .route("/{index}/_search", get(search::search).post(search::search))
         .route("/_count", get(search::count_all).post(search::count_all))
         .route(

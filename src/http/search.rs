@@ -11,7 +11,7 @@ use tracing::instrument;
 
 use super::{empty, json_body, json_response, ApiError, Params, State};
 
-fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
+pub(super) fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
     let num = |k: &str| -> Result<Option<usize>, ApiError> {
         p.get(k)
             .map(|v| {
@@ -45,12 +45,17 @@ async fn run(
     count: bool,
 ) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
+    let scroll = params.get("scroll").filter(|_| !count).cloned();
     let params = params_of(params)?;
     let searcher = &state.searcher;
     let mut caught_up = false;
     loop {
         let answer = if count {
             searcher.count(expr, body.as_ref(), &params).await
+        } else if let Some(keep_alive) = &scroll {
+            searcher
+                .scroll_start(expr, body.as_ref(), &params, keep_alive)
+                .await
         } else {
             searcher.search(expr, body.as_ref(), &params).await
         };

@@ -161,6 +161,24 @@ def check_aliases_and_rollover():
     client.indices.delete_index_template(name="py-roll")
 
 
+def check_scan_and_pit():
+    ids = [h["_id"] for h in helpers.scan(client, index=INDEX, query={"query": {"match_all": {}}}, size=97, scroll="1m")]
+    assert len(ids) == N and len(set(ids)) == N, (len(ids), len(set(ids)))
+    pit = client.create_pit(index=INDEX, params={"keep_alive": "1m"})["pit_id"]
+    seen, after = [], None
+    while True:
+        body = {"size": 300, "pit": {"id": pit, "keep_alive": "1m"}, "sort": [{"status": "asc"}, {"@timestamp": "asc"}]}
+        if after is not None:
+            body["search_after"] = after
+        hits = client.search(body=body)["hits"]["hits"]
+        if not hits:
+            break
+        seen.extend(h["_id"] for h in hits)
+        after = hits[-1]["sort"]
+    client.delete_pit(body={"pit_id": [pit]})
+    assert len(seen) == N and len(set(seen)) == N, (len(seen), len(set(seen)))
+
+
 def check_update():
     from opensearchpy.exceptions import ConflictError
 
@@ -210,6 +228,7 @@ CHECKS = [
     check_count_query,
     check_get_and_missing,
     check_aliases_and_rollover,
+    check_scan_and_pit,
     check_update,
     check_delete,
 ]

@@ -610,8 +610,9 @@ async fn writer_join_hands_shards_over() {
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let w2 = node("writer", &storage, "w2", "", &url).await;
-    // w2 owns some shards within a few heartbeats.
-    let moved = poll_until(Duration::from_secs(15), Duration::from_millis(100), || {
+    // w2 owns some shards within a few heartbeats (bounded generously: a loaded 2-core CI
+    // machine runs other multi-process tests meanwhile).
+    let moved = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
         let c = s1.client();
         async move {
             let r = c.get("/_cat/shards?format=json").await;

@@ -1160,6 +1160,23 @@ impl ShardWriter {
             *retired = keep;
             due.into_iter().map(|(_, f)| f).collect()
         };
+        if due.is_empty() {
+            return 0;
+        }
+        // Objects a live point in time (or scroll) holds stay until it expires.
+        let held = match floe_metastore::pits::pinned_objects(&self.ctx.storage, &self.spec.prefix)
+            .await
+        {
+            Ok(held) => held,
+            Err(e) => {
+                warn!("could not read the shard's pins, collecting later: {e}");
+                self.requeue_retired(due);
+                return 0;
+            }
+        };
+        let (due, kept): (Vec<String>, Vec<String>) =
+            due.into_iter().partition(|name| !held.contains(name));
+        self.requeue_retired(kept);
         let mut deleted = 0;
         for name in due {
             match self
@@ -1185,6 +1202,15 @@ impl ShardWriter {
             }
         }
         deleted
+    }
+
+    /// Retired objects to look at again after another grace period.
+    fn requeue_retired(&self, names: Vec<String>) {
+        let now = Instant::now();
+        self.retired
+            .lock()
+            .expect("retired lock")
+            .extend(names.into_iter().map(|n| (now, n)));
     }
 
     /// Writes a batch to this incarnation's writer-wide translog (group-committed with other
