@@ -1,6 +1,7 @@
 //! The `floe` binary: `floe standalone` runs metastore, writer and searcher in one process;
 //! `floe metastore`, `floe writer` and `floe searcher` run them as a cluster.
 
+mod byquery;
 mod cluster;
 mod config;
 mod http;

@@ -2,6 +2,7 @@
 //! JSON shape of errors. Handlers are thin: they parse HTTP and call the role crates.
 
 mod aliases;
+mod byquery;
 mod cat;
 mod cluster;
 mod documents;
@@ -174,6 +175,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .head(aliases::exists_of_index),
         )
         .route("/_bulk", post(documents::bulk).put(documents::bulk))
+        .route("/{index}/_delete_by_query", post(byquery::delete_by_query))
+        .route("/{index}/_update_by_query", post(byquery::update_by_query))
+        .route("/_reindex", post(byquery::reindex))
+        .route("/_tasks/{id}", get(byquery::get_task))
         .route(
             "/{index}/_bulk",
             post(documents::bulk_index).put(documents::bulk_index),

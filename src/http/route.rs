@@ -40,9 +40,8 @@ fn target(method: &Method, path: &str) -> Target {
         .unwrap_or("");
     match endpoint {
         "_search" | "_count" | "_msearch" => Target::Searcher,
-        "_bulk" | "_create" | "_update" | "_refresh" | "_forcemerge" | "_rollover" | "_flush" => {
-            Target::Writer
-        }
+        "_bulk" | "_create" | "_update" | "_refresh" | "_forcemerge" | "_rollover" | "_flush"
+        | "_delete_by_query" | "_update_by_query" | "_reindex" => Target::Writer,
         "_doc" if matches!(*method, Method::GET | Method::HEAD) && parts.len() == 3 => {
             Target::Owner(parts[0].to_string(), parts[2].to_string())
         }

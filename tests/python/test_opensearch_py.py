@@ -179,6 +179,19 @@ def check_scan_and_pit():
     assert len(seen) == N and len(set(seen)) == N, (len(seen), len(set(seen)))
 
 
+def check_by_query():
+    r = client.reindex(body={"source": {"index": INDEX, "query": {"term": {"status": 500}}}, "dest": {"index": "py-copy"}}, refresh=True)
+    errors = count_where(lambda d: d["status"] == 500)
+    assert r["created"] == errors and r["failures"] == [], r
+    r = client.update_by_query(index="py-copy", body={"script": {"source": "ctx._source.status = 599"}}, refresh=True)
+    assert r["updated"] == errors, r
+    assert client.count(index="py-copy", body={"query": {"term": {"status": 599}}})["count"] == errors
+    r = client.delete_by_query(index="py-copy", body={"query": {"match_all": {}}}, refresh=True)
+    assert r["deleted"] == errors, r
+    assert client.count(index="py-copy")["count"] == 0
+    client.indices.delete(index="py-copy")
+
+
 def check_update():
     from opensearchpy.exceptions import ConflictError
 
@@ -229,6 +242,7 @@ CHECKS = [
     check_get_and_missing,
     check_aliases_and_rollover,
     check_scan_and_pit,
+    check_by_query,
     check_update,
     check_delete,
 ]

@@ -480,6 +480,12 @@ impl Writer {
         })
     }
 
+    /// Operations built by Floe itself (by-query and reindex jobs), one outcome each, in
+    /// order; forwarded to the writers that own their shards like any bulk item.
+    pub async fn write_ops(&self, ops: Vec<BulkOp>) -> Result<Vec<ItemOutcome>, WriterError> {
+        self.apply(None, ops, 0, false).await
+    }
+
     /// A single-document write (`PUT /{index}/_doc/{id}`, `POST /{index}/_doc`,
     /// `PUT /{index}/_create/{id}`, `DELETE /{index}/_doc/{id}`). Returns (status, body).
     pub async fn single(
