@@ -13,6 +13,7 @@ mod after;
 pub mod ast;
 pub mod dsl;
 mod error;
+pub mod field_caps;
 mod histogram;
 pub mod leaf;
 mod pit;

@@ -226,6 +226,14 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(indices::refresh).post(indices::refresh),
         )
         .route("/_mapping", get(indices::get_mapping_all))
+        .route(
+            "/_field_caps",
+            get(search::field_caps).post(search::field_caps),
+        )
+        .route(
+            "/{index}/_field_caps",
+            get(search::field_caps).post(search::field_caps),
+        )
         .route("/{index}/_forcemerge", post(indices::force_merge))
         .route("/{index}/_block/{block}", put(indices::add_block))
         .route("/{index}/_flush", post(indices::flush).get(indices::flush))

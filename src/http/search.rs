@@ -385,3 +385,51 @@ pub async fn msearch(
 ) -> Result<Json<Value>, ApiError> {
     msearch_run(&state, Some(&index), &params, &body).await
 }
+
+/// `GET|POST [/{index}]/_field_caps?fields=`: each field's type across the indexes.
+#[instrument(skip(state, params, body))]
+pub async fn field_caps(
+    state: State,
+    index: Option<Path<String>>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let expr = index.map(|Path(i)| i).unwrap_or_default();
+    let body = json_body(&body)?;
+    let fields = params
+        .get("fields")
+        .cloned()
+        .or_else(|| {
+            body.as_ref()?.get("fields").map(|f| match f {
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "action_request_validation_exception",
+                "Validation Failed: 1: specified fields can't be null or empty;",
+            )
+        })?;
+    let patterns: Vec<String> = fields
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
+    let ignore = params
+        .get("ignore_unavailable")
+        .is_some_and(|v| v == "true");
+    let indexes = state.searcher.resolve(&expr, ignore)?;
+    let include_unmapped = params.get("include_unmapped").is_some_and(|v| v == "true");
+    Ok(Json(floe_searcher::field_caps::field_caps(
+        &indexes,
+        &patterns,
+        include_unmapped,
+    )))
+}

@@ -130,4 +130,61 @@ fn total_hits_of(v: &Value) -> u64 {
     v["hits"]["total"]["value"].as_u64().unwrap_or(u64::MAX)
 }
 
-e2e!(mget_source_msearch);
+/// `_field_caps` over a daily index pattern, the way Dashboards builds an index pattern:
+/// each field's type, whether it is searchable and aggregatable, conflicts listed per index.
+async fn field_caps(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/logs-1",
+            &json!({"mappings": {"properties": {"status": {"type": "long"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c
+        .put(
+            "/logs-2",
+            &json!({"mappings": {"properties": {"status": {"type": "keyword"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    for index in ["logs-1", "logs-2"] {
+        let r = c
+            .put(
+                &format!("/{index}/_doc/1?refresh=true"),
+                &json!({"message": "hello", "user": {"name": "ann"}, "@timestamp": "2024-05-01T00:00:00Z", "status": 200}),
+            )
+            .await;
+        assert!(r.status == 201, "{r}");
+    }
+    let r = c.get("/logs-*/_field_caps?fields=*").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["indices"], json!(["logs-1", "logs-2"]), "{r}");
+    let f = &r.json["fields"];
+    assert_eq!(
+        f["message"],
+        json!({"text": {"type": "text", "searchable": true, "aggregatable": false}}),
+        "{r}"
+    );
+    assert_eq!(f["message.keyword"]["keyword"]["aggregatable"], true, "{r}");
+    assert_eq!(f["@timestamp"]["date"]["aggregatable"], true, "{r}");
+    assert_eq!(f["user"]["object"]["searchable"], false, "{r}");
+    assert_eq!(f["user.name"]["text"]["type"], "text", "{r}");
+    assert_eq!(f["_id"]["_id"]["searchable"], true, "{r}");
+    // A field mapped differently per index lists each type with its indices.
+    assert_eq!(f["status"]["long"]["indices"], json!(["logs-1"]), "{r}");
+    assert_eq!(f["status"]["keyword"]["indices"], json!(["logs-2"]), "{r}");
+    // Patterns pick fields; a missing index is a 404; no fields is a 400.
+    let r = c.post("/_field_caps?fields=user.*", &json!({})).await;
+    let names: Vec<&String> = r.json["fields"].as_object().unwrap().keys().collect();
+    assert_eq!(names, vec!["user.name", "user.name.keyword"], "{r}");
+    assert_error(
+        &c.get("/nope/_field_caps?fields=*").await,
+        404,
+        "index_not_found_exception",
+    );
+    assert_eq!(c.get("/logs-1/_field_caps").await.status, 400);
+}
+
+e2e!(mget_source_msearch, field_caps);
