@@ -11,6 +11,9 @@ use serde_json::{json, Map, Value};
 /// (type, searchable, aggregatable) of one field in one index.
 type Caps = (String, bool, bool);
 
+/// (searchable, aggregatable, indices) of one type of a field across indexes.
+type Merged = (bool, bool, Vec<String>);
+
 /// Meta fields every index has, as OpenSearch lists them.
 const META_FIELDS: &[(&str, bool, bool)] = &[
     ("_id", true, true),
@@ -52,8 +55,7 @@ fn fields_of(meta: &IndexMeta) -> BTreeMap<String, Caps> {
 pub fn field_caps(indexes: &[IndexMeta], patterns: &[String], include_unmapped: bool) -> Value {
     let wanted = |f: &str| patterns.iter().any(|p| matches_pattern(p, f));
     // field → type → (searchable, aggregatable, indices)
-    let mut by_field: BTreeMap<String, BTreeMap<String, (bool, bool, Vec<String>)>> =
-        BTreeMap::new();
+    let mut by_field: BTreeMap<String, BTreeMap<String, Merged>> = BTreeMap::new();
     let per_index: Vec<(&str, BTreeMap<String, Caps>)> = indexes
         .iter()
         .map(|m| (m.name.as_str(), fields_of(m)))
