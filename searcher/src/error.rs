@@ -27,6 +27,9 @@ pub enum SearchError {
     /// A point in time or scroll that expired or was closed (`search_context_missing_exception`).
     #[error("No search context found for id [{0}]")]
     ContextMissing(String),
+    /// Aggregations asked for more buckets than allowed (`too_many_buckets_exception`).
+    #[error("Trying to create too many buckets. Must be less than or equal to: [{0}]. This limit can be set by changing the [search.max_buckets] cluster level setting.")]
+    TooManyBuckets(usize),
     #[error("{0}")]
     Internal(String),
 }

@@ -2,7 +2,8 @@
 //! typed `_ts` column) with a fixed interval and no sub-aggregations. tantivy's generic
 //! aggregation pays several nanoseconds per document for its bucket machinery; counting
 //! straight from the column in blocks costs about a third of that. Anything else (other
-//! fields, sub-aggregations, offsets, time zones, bounds) goes through tantivy unchanged.
+//! fields, sub-aggregations, offsets, bounds) goes through tantivy unchanged; calendar
+//! units and time zones are rewritten first (`calendar.rs`).
 
 use floe_proto::mapping::format_date;
 use serde_json::{json, Map, Value};

@@ -11,6 +11,7 @@
 
 mod after;
 pub mod ast;
+mod calendar;
 pub mod dsl;
 mod error;
 pub mod field_caps;

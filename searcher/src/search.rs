@@ -28,6 +28,7 @@ use tracing::instrument;
 
 use crate::after::{after_query, AfterKey, Position};
 use crate::ast::{QueryAst, ALL_FIELDS};
+use crate::calendar;
 use crate::dsl::parse_query;
 use crate::histogram::{
     merge as merge_histograms, render as render_histogram, scan_all as scan_histograms,
@@ -480,8 +481,25 @@ impl SearchService {
         };
         let total_shards = targets.len();
         let ts_fast = !indexes.is_empty() && indexes.iter().all(|m| self.ts_is_typed(m));
+        // Calendar intervals and time zones: exact bucket boundaries, decided once here.
+        let mut body = body.cloned();
+        let rewrites = match body.as_mut().and_then(|b| {
+            let o = b.as_object_mut()?;
+            if o.contains_key("aggs") {
+                o.get_mut("aggs")
+            } else {
+                o.get_mut("aggregations")
+            }
+        }) {
+            Some(aggs) => {
+                let bounds = |field: &str| time_bounds(field, &req.query, &indexes, &targets);
+                calendar::rewrite(aggs, &bounds)?
+            }
+            None => Default::default(),
+        };
+        let req = self.parse_request(body.as_ref(), params)?;
         let mut leaf = LeafRequest {
-            body: body.cloned(),
+            body: body.clone(),
             params: params.clone(),
             filters,
             ts_fast,
@@ -512,6 +530,9 @@ impl SearchService {
         )?;
         if let Some(before) = profile {
             response["profile"] = profile_section(before, self.cache_stats());
+        }
+        if let Some(aggs) = response.get_mut("aggregations") {
+            calendar::restore(aggs, &rewrites);
         }
         if let Some(pit) = &pit {
             response["pit_id"] = json!(pit.id);
@@ -1348,6 +1369,44 @@ fn run_shard(
         aggs,
         hist,
     })
+}
+
+/// The time range (ms) of `field`'s values in the targeted shards, narrowed by the query:
+/// known for `@timestamp`, whose range every commit records.
+fn time_bounds(
+    field: &str,
+    query: &QueryAst,
+    indexes: &[IndexMeta],
+    targets: &[ShardTarget],
+) -> Option<(i64, i64)> {
+    if field != floe_proto::layout::TIMESTAMP_PATH {
+        return None;
+    }
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    let mut known = true;
+    for t in targets {
+        let commit = indexes
+            .iter()
+            .find(|m| m.uuid == t.uuid)
+            .and_then(|m| m.shards.get(&t.shard));
+        match commit {
+            Some(c) if c.num_docs == 0 => {}
+            Some(c) => match (c.min_timestamp, c.max_timestamp) {
+                (Some(min), Some(max)) => {
+                    lo = lo.min(min);
+                    hi = hi.max(max);
+                }
+                _ => known = false,
+            },
+            None => {}
+        }
+    }
+    let query_range = prune::time_range(query).filter(|(f, t)| *f > i64::MIN && *t < i64::MAX);
+    match (known && lo <= hi, query_range) {
+        (true, Some((f, t))) => Some((lo.max(f), hi.min(t))).filter(|(a, b)| a <= b),
+        (true, None) => Some((lo, hi)),
+        (false, q) => q,
+    }
 }
 
 /// The keys of `search_after` that can decide an order: every sort key but those all

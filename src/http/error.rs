@@ -184,6 +184,11 @@ impl From<SearchError> for ApiError {
                 e.to_string(),
             ),
             SearchError::IllegalArgument(_) => ApiError::bad_request(e.to_string()),
+            SearchError::TooManyBuckets(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "too_many_buckets_exception",
+                e.to_string(),
+            ),
             SearchError::ContextMissing(_) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "search_context_missing_exception",

@@ -161,6 +161,36 @@ def check_aliases_and_rollover():
     client.indices.delete_index_template(name="py-roll")
 
 
+def check_dashboards_shape():
+    caps = client.field_caps(index="pylog*", params={"fields": "*"})
+    assert caps["fields"]["@timestamp"]["date"]["aggregatable"], caps["fields"].get("@timestamp")
+    assert caps["fields"]["message"]["text"]["searchable"], caps["fields"].get("message")
+    body = {
+        "size": 20,
+        "sort": [{"@timestamp": {"order": "desc"}}],
+        "query": {"bool": {"filter": [
+            {"range": {"@timestamp": {"gte": "2024-05-01T00:00:00Z", "lte": "2024-05-01T00:10:00Z", "format": "strict_date_optional_time"}}},
+            {"query_string": {"query": "status:500", "analyze_wildcard": True}},
+        ]}},
+        "aggs": {
+            "over_time": {"date_histogram": {"field": "@timestamp", "calendar_interval": "1d", "time_zone": "Europe/Berlin", "min_doc_count": 1}},
+            "by_service": {"terms": {"field": "service.keyword", "order": {"slowest": "desc"}},
+                           "aggs": {"slowest": {"max": {"field": "latency_ms"}}}},
+        },
+    }
+    r = client.search(index=INDEX, body=body)
+    want = [i for i in range(N) if doc(i)["status"] == 500 and i <= 600]
+    assert r["hits"]["total"]["value"] == len(want), r["hits"]["total"]
+    times = [h["_source"]["@timestamp"] for h in r["hits"]["hits"]]
+    assert times == sorted(times, reverse=True), times
+    day = r["aggregations"]["over_time"]["buckets"]
+    assert [b["key_as_string"] for b in day] == ["2024-05-01T00:00:00.000+02:00"], day
+    assert day[0]["doc_count"] == len(want), day
+    svc = r["aggregations"]["by_service"]["buckets"]
+    maxes = [b["slowest"]["value"] for b in svc]
+    assert maxes == sorted(maxes, reverse=True), svc
+
+
 def check_scan_and_pit():
     ids = [h["_id"] for h in helpers.scan(client, index=INDEX, query={"query": {"match_all": {}}}, size=97, scroll="1m")]
     assert len(ids) == N and len(set(ids)) == N, (len(ids), len(set(ids)))
@@ -241,6 +271,7 @@ CHECKS = [
     check_count_query,
     check_get_and_missing,
     check_aliases_and_rollover,
+    check_dashboards_shape,
     check_scan_and_pit,
     check_by_query,
     check_update,

@@ -561,7 +561,149 @@ async fn date_histogram_paths_agree(backend: Backend) {
     assert_eq!(buckets(&fast), buckets(&generic));
 }
 
+/// `date_histogram` with calendar intervals and time zones, as OpenSearch buckets them:
+/// months of their real length, days from local midnight (23 hours across a DST change),
+/// `key_as_string` in the zone; nested under `terms` with a sub-aggregation; the same
+/// answers with 1 shard or 3.
+async fn calendar_histograms(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    // (timestamp, service, n)
+    let docs = [
+        ("2024-01-15T10:00:00Z", "api", 1),
+        ("2024-01-31T23:30:00Z", "web", 2),
+        ("2024-02-10T00:00:00Z", "api", 3),
+        ("2024-02-29T12:00:00Z", "api", 4),
+        ("2024-03-30T22:30:00Z", "web", 5), // 23:30 on the 30th in Paris (+01:00)
+        ("2024-03-30T23:30:00Z", "web", 6), // 00:30 on the 31st in Paris
+        ("2024-03-31T21:30:00Z", "api", 7), // 23:30 on the 31st in Paris (+02:00)
+        ("2024-05-02T08:00:00Z", "api", 8),
+    ];
+    for (index, shards) in [("cal1", 1), ("cal3", 3)] {
+        let r = c
+            .put(
+                &format!("/{index}"),
+                &json!({"settings": {"number_of_shards": shards},
+                    "mappings": {"properties": {"@timestamp": {"type": "date"}, "service": {"type": "keyword"}}}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        let body = docs.iter().enumerate().map(|(i, (t, s, n))| {
+            (
+                format!("c{i}"),
+                json!({"@timestamp": t, "service": s, "n": n}),
+            )
+        });
+        c.bulk_ok("/_bulk?refresh=true", bulk_body(index, body))
+            .await;
+    }
+    let keys = |r: &Resp, name: &str| -> Vec<(String, u64)> {
+        r.json["aggregations"][name]["buckets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|b| {
+                (
+                    b["key_as_string"].as_str().unwrap_or_default().to_string(),
+                    b["doc_count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    for index in ["cal1", "cal3"] {
+        let r = c
+            .search(
+                index,
+                &json!({"size": 0, "aggs": {"m": {"date_histogram": {"field": "@timestamp", "calendar_interval": "month"}}}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(
+            keys(&r, "m"),
+            vec![
+                ("2024-01-01T00:00:00.000Z".to_string(), 2),
+                ("2024-02-01T00:00:00.000Z".to_string(), 2),
+                ("2024-03-01T00:00:00.000Z".to_string(), 3),
+                ("2024-04-01T00:00:00.000Z".to_string(), 0),
+                ("2024-05-01T00:00:00.000Z".to_string(), 1),
+            ],
+            "{index}: {r}"
+        );
+        assert_eq!(
+            r.json["aggregations"]["m"]["buckets"][0]["key"],
+            1_704_067_200_000i64
+        );
+        // Days split at local midnight in Paris (the 31st of March has 23 hours).
+        let r = c
+            .search(
+                index,
+                &json!({"size": 0,
+                    "query": {"range": {"@timestamp": {"gte": "2024-03-30T00:00:00Z", "lt": "2024-04-01T00:00:00Z"}}},
+                    "aggs": {"d": {"date_histogram": {"field": "@timestamp", "calendar_interval": "day", "time_zone": "Europe/Paris"}},
+                        "m": {"date_histogram": {"field": "@timestamp", "calendar_interval": "1M", "time_zone": "Europe/Paris", "min_doc_count": 1}}}}),
+            )
+            .await;
+        assert_eq!(
+            keys(&r, "d"),
+            vec![
+                ("2024-03-30T00:00:00.000+01:00".to_string(), 1),
+                ("2024-03-31T00:00:00.000+01:00".to_string(), 2),
+            ],
+            "{index}: {r}"
+        );
+        let d = &r.json["aggregations"]["d"]["buckets"];
+        assert_eq!(
+            d[1]["key"].as_i64().unwrap() - d[0]["key"].as_i64().unwrap(),
+            24 * 3_600_000
+        );
+        assert_eq!(
+            keys(&r, "m"),
+            vec![("2024-03-01T00:00:00.000+01:00".to_string(), 3)],
+            "{r}"
+        );
+        // Nested under terms, with a sub-aggregation per month.
+        let r = c
+            .search(
+                index,
+                &json!({"size": 0, "aggs": {"s": {"terms": {"field": "service", "order": {"_key": "asc"}},
+                    "aggs": {"per": {"date_histogram": {"field": "@timestamp", "calendar_interval": "quarter"},
+                        "aggs": {"top": {"max": {"field": "n"}}}}}}}}),
+            )
+            .await;
+        let api = &r.json["aggregations"]["s"]["buckets"][0];
+        assert_eq!(api["key"], "api", "{r}");
+        let per: Vec<(String, u64, f64)> = api["per"]["buckets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|b| {
+                (
+                    b["key_as_string"].as_str().unwrap().to_string(),
+                    b["doc_count"].as_u64().unwrap(),
+                    b["top"]["value"].as_f64().unwrap_or(-1.0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            per,
+            vec![
+                ("2024-01-01T00:00:00.000Z".to_string(), 4, 7.0),
+                ("2024-04-01T00:00:00.000Z".to_string(), 1, 8.0),
+            ],
+            "{r}"
+        );
+    }
+    let r = c
+        .post(
+            "/cal1/_search",
+            &json!({"size": 0, "aggs": {"d": {"date_histogram": {"field": "@timestamp", "calendar_interval": "day", "time_zone": "Mars/Olympus"}}}}),
+        )
+        .await;
+    assert_error(&r, 400, "illegal_argument_exception");
+}
+
 e2e!(
+    calendar_histograms,
     root_info,
     queries,
     paging_sort_source,
