@@ -51,6 +51,39 @@ pub enum QueryAst {
         field: String,
         value: String,
     },
+    /// Terms within an edit distance of `value` (`fuzziness`: `None` = AUTO by length).
+    Fuzzy {
+        field: String,
+        value: String,
+        distance: Option<u8>,
+        transpositions: bool,
+    },
+    /// Terms matching a regular expression (whole term).
+    Regexp {
+        field: String,
+        value: String,
+    },
+    /// Tokens in order, the last one a prefix.
+    MatchPhrasePrefix {
+        field: String,
+        query: String,
+    },
+    /// The best score of several queries, plus `tie_breaker` times the others'.
+    DisMax {
+        queries: Vec<QueryAst>,
+        tie_breaker: f32,
+    },
+    /// `positive`; documents also matching `negative` get their score times `negative_boost`.
+    Boosting {
+        positive: Box<QueryAst>,
+        negative: Box<QueryAst>,
+        negative_boost: f32,
+    },
+    /// A query whose score is multiplied by `boost`.
+    Boost {
+        query: Box<QueryAst>,
+        boost: f32,
+    },
     Bool {
         must: Vec<QueryAst>,
         should: Vec<QueryAst>,

@@ -73,7 +73,77 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
         )));
     }
     let (kind, body) = obj.iter().next().expect("one entry");
-    match kind.as_str() {
+    let ast = parse_kind(kind, body)?;
+    Ok(match boost_of(body) {
+        Some(boost) if boost != 1.0 => QueryAst::Boost {
+            query: Box::new(ast),
+            boost,
+        },
+        _ => ast,
+    })
+}
+
+/// `boost` of a query: in its body (`bool`, `dis_max`, ...) or in its one field's options
+/// (`{"term": {"f": {"value": 1, "boost": 2}}}`).
+fn boost_of(body: &Value) -> Option<f32> {
+    let o = body.as_object()?;
+    if let Some(b) = o.get("boost") {
+        return b.as_f64().map(|b| b as f32);
+    }
+    if o.len() == 1 {
+        return o.values().next()?.get("boost")?.as_f64().map(|b| b as f32);
+    }
+    None
+}
+
+/// `fuzziness`: `AUTO` (`None`: by term length), or 0, 1, 2.
+fn fuzziness(v: Option<&Value>) -> Result<Option<u8>, SearchError> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) if s.to_ascii_uppercase().starts_with("AUTO") => Ok(None),
+        Some(v) => match v.as_u64().or_else(|| v.as_str()?.parse().ok()) {
+            Some(d @ 0..=2) => Ok(Some(d as u8)),
+            _ => Err(parsing(format!(
+                "[fuzziness] must be AUTO, 0, 1 or 2, found {v}"
+            ))),
+        },
+    }
+}
+
+/// `minimum_should_match` of `should` clauses: a count, a percentage, or negative forms
+/// (that many, or that share, may be missing).
+fn minimum_should(v: Option<&Value>, should: usize) -> Result<Option<usize>, SearchError> {
+    let spec = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(other) => return Err(parsing(format!("invalid minimum_should_match [{other}]"))),
+    };
+    let bad = || parsing(format!("invalid minimum_should_match [{spec}]"));
+    let n = should as i64;
+    let count = match spec.strip_suffix('%') {
+        Some(p) => {
+            let p: i64 = p.parse().map_err(|_| bad())?;
+            if p < 0 {
+                n - (n * -p) / 100
+            } else {
+                (n * p) / 100
+            }
+        }
+        None => {
+            let c: i64 = spec.parse().map_err(|_| bad())?;
+            if c < 0 {
+                n + c
+            } else {
+                c
+            }
+        }
+    };
+    Ok(Some(count.clamp(0, n) as usize))
+}
+
+fn parse_kind(kind: &str, body: &Value) -> Result<QueryAst, SearchError> {
+    match kind {
         "match_all" => Ok(QueryAst::MatchAll),
         "match_none" => Ok(QueryAst::MatchNone),
         "match" | "match_phrase" | "match_bool_prefix" | "match_phrase_prefix" => {
@@ -91,10 +161,10 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
                 ),
             };
             let field = field.clone();
-            Ok(if kind == "match_phrase" || kind == "match_phrase_prefix" {
-                QueryAst::MatchPhrase { field, query }
-            } else {
-                QueryAst::Match { field, query, and }
+            Ok(match kind {
+                "match_phrase" => QueryAst::MatchPhrase { field, query },
+                "match_phrase_prefix" => QueryAst::MatchPhrasePrefix { field, query },
+                _ => QueryAst::Match { field, query, and },
             })
         }
         "multi_match" => {
@@ -131,7 +201,7 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
                 other => other.clone(),
             };
             let field = field.clone();
-            Ok(match kind.as_str() {
+            Ok(match kind {
                 "term" => QueryAst::Term { field, value },
                 "prefix" => QueryAst::Prefix {
                     field,
@@ -223,21 +293,11 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
                     return Err(parsing(format!("[bool] query does not support [{key}]")));
                 }
             }
-            let minimum_should_match = match o.get("minimum_should_match") {
-                None => None,
-                Some(Value::Number(n)) => n.as_u64().map(|n| n as usize),
-                Some(Value::String(s)) => Some(
-                    s.trim_end_matches('%')
-                        .parse::<usize>()
-                        .map_err(|_| parsing(format!("invalid minimum_should_match [{s}]")))?,
-                ),
-                Some(other) => {
-                    return Err(parsing(format!("invalid minimum_should_match [{other}]")))
-                }
-            };
+            let should = clauses(o.get("should"))?;
+            let minimum_should_match = minimum_should(o.get("minimum_should_match"), should.len())?;
             Ok(QueryAst::Bool {
                 must: clauses(o.get("must"))?,
-                should: clauses(o.get("should"))?,
+                should,
                 filter: clauses(o.get("filter"))?,
                 must_not: clauses(o.get("must_not"))?,
                 minimum_should_match,
@@ -273,6 +333,60 @@ pub fn parse_query(q: &Value) -> Result<QueryAst, SearchError> {
             let and = default_and(body.get("default_operator"))?;
             parse_query_string(&query, default_field, and)
                 .map_err(|e| parsing(format!("Failed to parse query [{query}]: {e}")))
+        }
+        "fuzzy" | "regexp" => {
+            let (field, v) = single_field(kind, body)?;
+            let (value, opts) = match v {
+                Value::Object(o) => (o.get("value").and_then(text_of), Some(o)),
+                other => (text_of(other), None),
+            };
+            let value = value.ok_or_else(|| parsing(format!("[{kind}] requires a value")))?;
+            let field = field.clone();
+            Ok(if kind == "fuzzy" {
+                QueryAst::Fuzzy {
+                    field,
+                    value,
+                    distance: fuzziness(opts.and_then(|o| o.get("fuzziness")))?,
+                    transpositions: opts
+                        .and_then(|o| o.get("transpositions"))
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true),
+                }
+            } else {
+                QueryAst::Regexp { field, value }
+            })
+        }
+        "dis_max" => {
+            let queries = clauses(body.get("queries"))?;
+            if queries.is_empty() {
+                return Err(parsing(
+                    "[dis_max] requires 'queries' field with at least one clause",
+                ));
+            }
+            Ok(QueryAst::DisMax {
+                queries,
+                tie_breaker: body
+                    .get("tie_breaker")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0) as f32,
+            })
+        }
+        "boosting" => {
+            let part = |k: &str| -> Result<QueryAst, SearchError> {
+                parse_query(
+                    body.get(k)
+                        .ok_or_else(|| parsing(format!("[boosting] query requires '{k}' query")))?,
+                )
+            };
+            let negative_boost = body
+                .get("negative_boost")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| parsing("[boosting] query requires 'negative_boost'"))?;
+            Ok(QueryAst::Boosting {
+                positive: Box::new(part("positive")?),
+                negative: Box::new(part("negative")?),
+                negative_boost: negative_boost as f32,
+            })
         }
         other => Err(parsing(format!("unknown query [{other}]"))),
     }

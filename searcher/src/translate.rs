@@ -6,8 +6,9 @@ use floe_proto::layout::{ResolvedField, ShardLayout};
 use floe_proto::mapping::{parse_date, FieldType, Mappings};
 use serde_json::Value;
 use tantivy::query::{
-    AllQuery, BooleanQuery, EmptyQuery, ExistsQuery, Occur, PhrasePrefixQuery, PhraseQuery, Query,
-    RangeQuery, TermQuery,
+    AllQuery, AutomatonWeight, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery,
+    EmptyQuery, EnableScoring, ExistsQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery,
+    Query, RangeQuery, TermQuery, Weight,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
@@ -52,7 +53,10 @@ impl<'a> Translator<'a> {
             QueryAst::Term { field, value } => {
                 self.term_values(field, std::slice::from_ref(value))?
             }
-            QueryAst::Terms { field, values } => self.term_values(field, values)?,
+            // Constant score, as OpenSearch's `terms`.
+            QueryAst::Terms { field, values } => {
+                Box::new(ConstScoreQuery::new(self.term_values(field, values)?, 1.0))
+            }
             QueryAst::Range {
                 field,
                 gt,
@@ -89,11 +93,63 @@ impl<'a> Translator<'a> {
                         self.on_fields(field, |t, f| t.exact(f, &Value::String(value.clone())))?
                     }
                     Some(_) => {
-                        return Err(shard_error(format!(
-                            "wildcard [{value}]: only a trailing '*' is supported"
-                        )))
+                        let regex = glob_to_regex(value);
+                        self.on_fields(field, |t, f| t.regexp(f, &regex))?
                     }
                 }
+            }
+            QueryAst::Regexp { field, value } => {
+                self.on_fields(field, |t, f| t.regexp(f, value))?
+            }
+            QueryAst::Fuzzy {
+                field,
+                value,
+                distance,
+                transpositions,
+            } => self.on_fields(field, |t, f| t.fuzzy(f, value, *distance, *transpositions))?,
+            QueryAst::MatchPhrasePrefix { field, query } => {
+                self.on_fields(field, |t, f| t.phrase_prefix(f, query))?
+            }
+            QueryAst::DisMax {
+                queries,
+                tie_breaker,
+            } => {
+                let disjuncts = queries
+                    .iter()
+                    .map(|q| self.translate(q))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Box::new(DisjunctionMaxQuery::with_tie_breaker(
+                    disjuncts,
+                    *tie_breaker,
+                ))
+            }
+            QueryAst::Boosting {
+                positive,
+                negative,
+                negative_boost,
+            } => {
+                // A document matches exactly one branch; the second scales its score.
+                let plain = BooleanQuery::new(vec![
+                    (Occur::Must, self.translate(positive)?),
+                    (Occur::MustNot, self.translate(negative)?),
+                ]);
+                let demoted = BooleanQuery::new(vec![
+                    (Occur::Must, self.translate(positive)?),
+                    (
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(self.translate(negative)?, 0.0)),
+                    ),
+                ]);
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, Box::new(plain) as Box<dyn Query>),
+                    (
+                        Occur::Should,
+                        Box::new(BoostQuery::new(Box::new(demoted), *negative_boost)),
+                    ),
+                ]))
+            }
+            QueryAst::Boost { query, boost } => {
+                Box::new(BoostQuery::new(self.translate(query)?, *boost))
             }
             QueryAst::Bool {
                 must,
@@ -252,6 +308,100 @@ impl<'a> Translator<'a> {
         }
     }
 
+    /// Terms of the field matching `pattern` (whole term; text fields: their tokens).
+    fn regexp(&mut self, r: &ResolvedField, pattern: &str) -> Result<Box<dyn Query>, SearchError> {
+        if !r.is_json() || r.column_only {
+            return Err(shard_error(format!(
+                "regexp and wildcard queries are not supported on field [{}]",
+                r.path
+            )));
+        }
+        let pattern = if r.kind == FieldType::Text {
+            pattern.to_lowercase()
+        } else {
+            pattern.to_string()
+        };
+        // JSON terms start with the field's path and type: the expression matches after them.
+        let prefix = self.text_term(r, "");
+        let path_and_type = std::str::from_utf8(prefix.serialized_value_bytes())
+            .map_err(|_| shard_error("field path is not UTF-8"))?;
+        let escaped: String = path_and_type
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_string()
+                } else {
+                    format!("\\x{{{:x}}}", c as u32)
+                }
+            })
+            .collect();
+        let regex = tantivy_fst::Regex::new(&format!("{escaped}(?:{pattern})")).map_err(|e| {
+            SearchError::Parsing(format!("invalid regular expression [{pattern}]: {e}"))
+        })?;
+        // The path up to and including its end marker (a 0 byte): the dictionary range.
+        let bytes = prefix.serialized_value_bytes();
+        let path = match bytes.iter().position(|b| *b == 0) {
+            Some(end) => bytes[..=end].to_vec(),
+            None => bytes.to_vec(),
+        };
+        Ok(Box::new(JsonRegexQuery {
+            field: r.field,
+            regex: std::sync::Arc::new(regex),
+            path,
+        }))
+    }
+
+    fn fuzzy(
+        &mut self,
+        r: &ResolvedField,
+        value: &str,
+        distance: Option<u8>,
+        transpositions: bool,
+    ) -> Result<Box<dyn Query>, SearchError> {
+        if !r.is_json() || r.column_only || !matches!(r.kind, FieldType::Text | FieldType::Keyword)
+        {
+            return self.exact(r, &Value::String(value.to_string()));
+        }
+        let value = if r.kind == FieldType::Text {
+            value.to_lowercase()
+        } else {
+            value.to_string()
+        };
+        // AUTO: exact up to 2 characters, one edit up to 5, else two.
+        let distance = distance.unwrap_or(match value.chars().count() {
+            0..=2 => 0,
+            3..=5 => 1,
+            _ => 2,
+        });
+        Ok(Box::new(FuzzyTermQuery::new(
+            self.text_term(r, &value),
+            distance,
+            transpositions,
+        )))
+    }
+
+    /// A phrase whose last token is a prefix (`match_phrase_prefix`).
+    fn phrase_prefix(
+        &mut self,
+        r: &ResolvedField,
+        text: &str,
+    ) -> Result<Box<dyn Query>, SearchError> {
+        if r.kind != FieldType::Text {
+            return Ok(self.prefix(r, text));
+        }
+        let tokens = self.tokens(text);
+        match tokens.len() {
+            0 => Ok(Box::new(EmptyQuery)),
+            1 => Ok(self.prefix(r, &tokens[0])),
+            _ => {
+                let terms = tokens.iter().map(|t| self.text_term(r, t)).collect();
+                let mut q = PhrasePrefixQuery::new(terms);
+                q.set_max_expansions(50);
+                Ok(Box::new(q))
+            }
+        }
+    }
+
     fn prefix(&mut self, r: &ResolvedField, prefix: &str) -> Box<dyn Query> {
         if !r.is_json() {
             return Box::new(EmptyQuery); // no string prefix of a date column
@@ -406,6 +556,40 @@ impl<'a> Translator<'a> {
             return Ok(Box::new(ExistsQuery::new(r.column_name(), false)));
         }
         Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+}
+
+/// A wildcard pattern (`*`, `?`) as a regular expression.
+fn glob_to_regex(pattern: &str) -> String {
+    let mut out = String::new();
+    for c in pattern.chars() {
+        match c {
+            '*' => out.push_str(".*"),
+            '?' => out.push('.'),
+            c if c.is_alphanumeric() => out.push(c),
+            c => out.push_str(&format!("\\x{{{:x}}}", c as u32)),
+        }
+    }
+    out
+}
+
+/// A regular expression over the terms of one path of a JSON field.
+#[derive(Clone, Debug)]
+struct JsonRegexQuery {
+    field: tantivy::schema::Field,
+    regex: std::sync::Arc<tantivy_fst::Regex>,
+    path: Vec<u8>,
+}
+
+impl Query for JsonRegexQuery {
+    fn weight(&self, _: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(
+            AutomatonWeight::<tantivy_fst::Regex>::new_for_json_path(
+                self.field,
+                self.regex.clone(),
+                &self.path,
+            ),
+        ))
     }
 }
 

@@ -702,7 +702,141 @@ async fn calendar_histograms(backend: Backend) {
     assert_error(&r, 400, "illegal_argument_exception");
 }
 
+/// The query types beyond the basics, with hit sets derived from the documents:
+/// `fuzzy`, `regexp`, `wildcard` with inner `*`/`?`, `match_phrase_prefix`, `dis_max`,
+/// `boosting`, `minimum_should_match` as a percentage, `boost`, constant-score `terms`.
+async fn query_breadth(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/qb",
+            &json!({"settings": {"number_of_shards": 2},
+                "mappings": {"properties": {"msg": {"type": "text"}, "tag": {"type": "keyword"}, "n": {"type": "long"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    let docs = (0..6).map(|i| {
+        (
+            format!("{i}"),
+            json!({"msg": format!("quick brown {} jumps", words[i]), "tag": format!("t{}", i % 3), "n": i}),
+        )
+    });
+    c.bulk_ok("/_bulk?refresh=true", bulk_body("qb", docs))
+        .await;
+    let ids = |q: Value| {
+        let c = c.clone();
+        async move {
+            let r = c.search("qb", &json!({"query": q, "size": 20})).await;
+            let mut ids = hit_ids(&r);
+            ids.sort();
+            ids
+        }
+    };
+    let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(json!({"fuzzy": {"msg": "charlei"}})).await, v(&["2"]));
+    assert_eq!(
+        ids(json!({"fuzzy": {"msg": {"value": "dleta", "fuzziness": 1}}})).await,
+        v(&["3"]),
+        "one transposition"
+    );
+    assert_eq!(
+        ids(json!({"fuzzy": {"msg": {"value": "dleta", "fuzziness": 1, "transpositions": false}}}))
+            .await,
+        v(&[])
+    );
+    assert_eq!(
+        ids(json!({"regexp": {"tag": "t[12]"}})).await,
+        v(&["1", "2", "4", "5"])
+    );
+    assert_eq!(
+        ids(json!({"regexp": {"msg": "(alp|ech)[a-z]+"}})).await,
+        v(&["0", "4"])
+    );
+    assert_eq!(
+        ids(json!({"wildcard": {"tag": "t*2"}})).await,
+        v(&["2", "5"])
+    );
+    assert_eq!(
+        ids(json!({"wildcard": {"msg": {"value": "?ravo"}}})).await,
+        v(&["1"])
+    );
+    assert_eq!(
+        ids(json!({"match_phrase_prefix": {"msg": "brown ch"}})).await,
+        v(&["2"])
+    );
+    assert_eq!(
+        ids(json!({"match_phrase_prefix": {"msg": "jumps brown"}})).await,
+        v(&[]),
+        "order matters"
+    );
+    assert_eq!(
+        ids(json!({"bool": {"should": [{"term": {"tag": "t1"}}, {"term": {"n": 1}}, {"term": {"n": 3}}], "minimum_should_match": "66%"}})).await,
+        v(&["1", "3", "4"]),
+        "66% of 3 clauses rounds down to 1 clause"
+    );
+    assert_eq!(
+        ids(json!({"bool": {"should": [{"term": {"tag": "t1"}}, {"term": {"n": 1}}, {"term": {"n": 3}}], "minimum_should_match": "-1"}})).await,
+        v(&["1"]),
+        "all but one of 3 clauses"
+    );
+    // Scores: dis_max takes the best clause; boosting demotes; boost multiplies.
+    let scores = |q: Value| {
+        let c = c.clone();
+        async move {
+            let r = c.search("qb", &json!({"query": q, "size": 20})).await;
+            hits(&r)
+                .iter()
+                .map(|h| {
+                    (
+                        h["_id"].as_str().unwrap().to_string(),
+                        h["_score"].as_f64().unwrap(),
+                    )
+                })
+                .collect::<std::collections::BTreeMap<String, f64>>()
+        }
+    };
+    let plain = scores(json!({"match": {"msg": "quick"}})).await;
+    let demoted = scores(json!({"boosting": {"positive": {"match": {"msg": "quick"}}, "negative": {"term": {"tag": "t0"}}, "negative_boost": 0.25}})).await;
+    for (id, s) in &plain {
+        let factor = if ["0", "3"].contains(&id.as_str()) {
+            0.25
+        } else {
+            1.0
+        };
+        assert!(
+            (demoted[id] - s * factor).abs() < 1e-4,
+            "{id}: {} vs {s} x {factor}",
+            demoted[id]
+        );
+    }
+    let boosted = scores(json!({"match": {"msg": {"query": "quick", "boost": 3}}})).await;
+    for (id, s) in &plain {
+        assert!((boosted[id] - 3.0 * s).abs() < 1e-4, "{id}");
+    }
+    let dm = scores(
+        json!({"dis_max": {"queries": [{"match": {"msg": "alpha"}}, {"match": {"msg": "quick"}}]}}),
+    )
+    .await;
+    let alpha = scores(json!({"match": {"msg": "alpha"}})).await;
+    assert!(
+        (dm["0"] - alpha["0"].max(plain["0"])).abs() < 1e-4,
+        "best clause only"
+    );
+    let terms = scores(json!({"terms": {"tag": ["t1", "t2"]}})).await;
+    assert!(
+        terms.values().all(|s| (*s - 1.0).abs() < 1e-6),
+        "constant score: {terms:?}"
+    );
+    let r = c
+        .post("/qb/_search", &json!({"query": {"regexp": {"tag": "t[1"}}}))
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+}
+
 e2e!(
+    query_breadth,
     calendar_histograms,
     root_info,
     queries,
