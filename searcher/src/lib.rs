@@ -15,6 +15,7 @@ mod calendar;
 pub mod dsl;
 mod error;
 pub mod field_caps;
+mod highlight;
 mod histogram;
 pub mod leaf;
 mod pit;

@@ -30,6 +30,7 @@ use crate::after::{after_query, AfterKey, Position};
 use crate::ast::{QueryAst, ALL_FIELDS};
 use crate::calendar;
 use crate::dsl::parse_query;
+use crate::highlight::Highlighter;
 use crate::histogram::{
     merge as merge_histograms, render as render_histogram, scan_all as scan_histograms,
     split as split_histograms, Counts, TsHistogramCollector,
@@ -92,6 +93,8 @@ struct Request {
     seq_no_primary_term: bool,
     /// `search_after`: the sort values of the last hit of the previous page.
     search_after: Option<Vec<Value>>,
+    /// `highlight`, as given.
+    highlight: Option<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -409,6 +412,7 @@ impl SearchService {
             }
         };
         Ok(Request {
+            highlight: body.get("highlight").cloned(),
             search_after,
             query,
             from,
@@ -772,6 +776,11 @@ impl SearchService {
             .collect();
         let docs = self.page_documents(&page, &opened).await?;
         let shape = HitShape {
+            highlight: req
+                .highlight
+                .as_ref()
+                .map(|h| Highlighter::new(h, &req.query))
+                .transpose()?,
             source: req.source.clone(),
             version: req.version,
             seq_no_primary_term: req.seq_no_primary_term,
@@ -1100,6 +1109,7 @@ fn profile_section(before: CacheStats, after: CacheStats) -> Value {
 /// What each rendered hit carries besides `_index`, `_id` and `_score`.
 struct HitShape {
     source: SourceFilter,
+    highlight: Option<Highlighter>,
     version: bool,
     seq_no_primary_term: bool,
     by_score: bool,
@@ -1119,13 +1129,22 @@ fn render_hit(
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
     let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if shape.by_score { json!(c.score) } else { Value::Null }});
-    if !matches!(shape.source, SourceFilter::None) {
+    if !matches!(shape.source, SourceFilter::None) || shape.highlight.is_some() {
         let raw = doc
             .get_first(layout.source)
             .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
             .unwrap_or_default();
         let source: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        hit["_source"] = filter_source(source, &shape.source);
+        if let Some(h) = shape
+            .highlight
+            .as_ref()
+            .and_then(|h| h.highlight(&source, &c.index.mappings))
+        {
+            hit["highlight"] = h;
+        }
+        if !matches!(shape.source, SourceFilter::None) {
+            hit["_source"] = filter_source(source, &shape.source);
+        }
     }
     let fast_u64 = |field: &str| {
         searcher

@@ -170,8 +170,10 @@ def check_dashboards_shape():
         "sort": [{"@timestamp": {"order": "desc"}}],
         "query": {"bool": {"filter": [
             {"range": {"@timestamp": {"gte": "2024-05-01T00:00:00Z", "lte": "2024-05-01T00:10:00Z", "format": "strict_date_optional_time"}}},
-            {"query_string": {"query": "status:500", "analyze_wildcard": True}},
+            {"query_string": {"query": "status:500 AND message:failed", "analyze_wildcard": True}},
         ]}},
+        "highlight": {"pre_tags": ["@kibana-highlighted-field@"], "post_tags": ["@/kibana-highlighted-field@"],
+                      "fields": {"*": {}}, "fragment_size": 2147483647},
         "aggs": {
             "over_time": {"date_histogram": {"field": "@timestamp", "calendar_interval": "1d", "time_zone": "Europe/Berlin", "min_doc_count": 1}},
             "by_service": {"terms": {"field": "service.keyword", "order": {"slowest": "desc"}},
@@ -183,6 +185,8 @@ def check_dashboards_shape():
     assert r["hits"]["total"]["value"] == len(want), r["hits"]["total"]
     times = [h["_source"]["@timestamp"] for h in r["hits"]["hits"]]
     assert times == sorted(times, reverse=True), times
+    marked = r["hits"]["hits"][0]["highlight"]["message"][0]
+    assert "@kibana-highlighted-field@failed@/kibana-highlighted-field@" in marked, r["hits"]["hits"][0]
     day = r["aggregations"]["over_time"]["buckets"]
     assert [b["key_as_string"] for b in day] == ["2024-05-01T00:00:00.000+02:00"], day
     assert day[0]["doc_count"] == len(want), day

@@ -833,6 +833,21 @@ async fn query_breadth(backend: Backend) {
         .post("/qb/_search", &json!({"query": {"regexp": {"tag": "t[1"}}}))
         .await;
     assert_eq!(r.status, 400, "{r}");
+    // Highlighting what matched, also when _source is not returned.
+    let r = c
+        .search(
+            "qb",
+            &json!({"_source": false, "query": {"bool": {"must": {"match": {"msg": "Charlie"}}, "filter": {"term": {"tag": "t2"}}}},
+                "highlight": {"pre_tags": ["<b>"], "post_tags": ["</b>"], "fields": {"*": {}}}}),
+        )
+        .await;
+    assert_eq!(hit_ids(&r), vec!["2".to_string()], "{r}");
+    assert_eq!(
+        hits(&r)[0]["highlight"],
+        json!({"msg": ["quick brown <b>charlie</b> jumps"], "tag": ["<b>t2</b>"]}),
+        "{r}"
+    );
+    assert!(hits(&r)[0].get("_source").is_none(), "{r}");
 }
 
 e2e!(
