@@ -10,6 +10,7 @@
 //! (`merge`). In the background, `prefetch` opens newly published commits.
 
 mod after;
+mod agg_filters;
 pub mod ast;
 mod calendar;
 pub mod dsl;

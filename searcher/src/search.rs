@@ -27,6 +27,7 @@ use tantivy::{DocAddress, Order, Searcher, TantivyDocument};
 use tracing::instrument;
 
 use crate::after::{after_query, AfterKey, Position};
+use crate::agg_filters;
 use crate::ast::{QueryAst, ALL_FIELDS};
 use crate::calendar;
 use crate::dsl::parse_query;
@@ -497,7 +498,10 @@ impl SearchService {
         }) {
             Some(aggs) => {
                 let bounds = |field: &str| time_bounds(field, &req.query, &indexes, &targets);
-                calendar::rewrite(aggs, &bounds)?
+                (
+                    calendar::rewrite(aggs, &bounds)?,
+                    agg_filters::rewrite(aggs)?,
+                )
             }
             None => Default::default(),
         };
@@ -536,7 +540,8 @@ impl SearchService {
             response["profile"] = profile_section(before, self.cache_stats());
         }
         if let Some(aggs) = response.get_mut("aggregations") {
-            calendar::restore(aggs, &rewrites);
+            agg_filters::restore(aggs, &rewrites.1);
+            calendar::restore(aggs, &rewrites.0);
         }
         if let Some(pit) = &pit {
             response["pit_id"] = json!(pit.id);
@@ -992,7 +997,13 @@ impl SearchService {
             response["aggregations"] = json!({});
         }
         if let Some(aggs_req) = &generic_aggs {
-            let parsed: Aggregations = serde_json::from_value(aggs_req.clone())
+            let mut aggs_req = aggs_req.clone();
+            agg_filters::to_builders(
+                &mut aggs_req,
+                floe_proto::layout::CURRENT_LAYOUT,
+                &Default::default(),
+            );
+            let parsed: Aggregations = serde_json::from_value(aggs_req)
                 .map_err(|e| parsing(format!("invalid aggregations: {e}")))?;
             let merged = merged_aggs.unwrap_or_default();
             let final_res = merged.into_final_result(parsed, AggregationLimitsGuard::default())?;
@@ -1569,9 +1580,14 @@ fn rewrite_aggs(
     meta: &IndexMeta,
 ) -> Result<Aggregations, SearchError> {
     let mut v = rewrite_for_parse(aggs);
+    agg_filters::to_builders(&mut v, meta.settings.layout_version, &meta.mappings);
     fn walk(v: &mut Value, layout: &ShardLayout, meta: &IndexMeta) -> Result<(), SearchError> {
         if let Value::Object(o) = v {
             for (key, child) in o.iter_mut() {
+                if key == "filter" {
+                    // A query (translated by `agg_filters::DslFilter`), not field names.
+                    continue;
+                }
                 if key == "field" {
                     if let Some(name) = child.as_str() {
                         let column = match layout.resolve(&meta.mappings, name) {

@@ -850,7 +850,77 @@ async fn query_breadth(backend: Backend) {
     assert!(hits(&r)[0].get("_source").is_none(), "{r}");
 }
 
+/// `filter`, `filters` (named and listed) and `missing` aggregations with the query DSL,
+/// at the top and nested, with sub-aggregations; counts derived from the documents.
+async fn filter_aggs(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/fa",
+            &json!({"settings": {"number_of_shards": 3},
+                "mappings": {"properties": {"msg": {"type": "text"}, "tag": {"type": "keyword"}, "n": {"type": "long"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let docs = (0..30).map(|i| {
+        let mut d = json!({"msg": if i % 2 == 0 { "even number" } else { "odd number" }, "tag": format!("t{}", i % 3), "n": i});
+        if i % 5 == 0 {
+            d.as_object_mut().unwrap().remove("tag");
+        }
+        (format!("{i}"), d)
+    });
+    c.bulk_ok("/_bulk?refresh=true", bulk_body("fa", docs))
+        .await;
+    let tagged = |t: usize| (0..30usize).filter(move |i| i % 5 != 0 && i % 3 == t);
+    let r = c
+        .search(
+            "fa",
+            &json!({"size": 0, "aggs": {
+                "one": {"filter": {"bool": {"must": [{"match": {"msg": "even"}}], "filter": [{"range": {"n": {"lt": 10}}}]}},
+                    "aggs": {"top": {"max": {"field": "n"}}}},
+                "named": {"filters": {"filters": {"t1": {"term": {"tag": "t1"}}, "odd": {"match": {"msg": "odd"}}}},
+                    "aggs": {"top": {"max": {"field": "n"}}}},
+                "listed": {"filters": {"filters": [{"term": {"tag": "t2"}}, {"exists": {"field": "tag"}}]}},
+                "untagged": {"missing": {"field": "tag"}},
+                "by": {"terms": {"field": "tag", "order": {"_key": "asc"}},
+                    "aggs": {"big": {"filters": {"filters": {"ge20": {"range": {"n": {"gte": 20}}}}}}}}
+            }}),
+        )
+        .await;
+    let a = &r.json["aggregations"];
+    assert_eq!(a["one"]["doc_count"], 5, "{r}");
+    assert_eq!(a["one"]["top"]["value"], 8.0, "{r}");
+    assert_eq!(
+        a["named"]["buckets"]["t1"]["doc_count"],
+        tagged(1).count(),
+        "{r}"
+    );
+    assert_eq!(
+        a["named"]["buckets"]["t1"]["top"]["value"],
+        tagged(1).max().unwrap() as f64,
+        "{r}"
+    );
+    assert_eq!(a["named"]["buckets"]["odd"]["doc_count"], 15, "{r}");
+    assert_eq!(
+        a["listed"]["buckets"],
+        json!([{"doc_count": tagged(2).count()}, {"doc_count": 24}]),
+        "{r}"
+    );
+    assert_eq!(a["untagged"]["doc_count"], 6, "{r}");
+    let by = a["by"]["buckets"].as_array().unwrap();
+    for (t, b) in by.iter().enumerate() {
+        assert_eq!(b["key"], format!("t{t}"), "{r}");
+        assert_eq!(
+            b["big"]["buckets"]["ge20"]["doc_count"],
+            tagged(t).filter(|i| *i >= 20).count(),
+            "{r}"
+        );
+    }
+}
+
 e2e!(
+    filter_aggs,
     query_breadth,
     calendar_histograms,
     root_info,
