@@ -37,6 +37,9 @@ pub struct IndexSettings {
     /// `index.blocks.write`: writes are refused (ISM's `read_only`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub blocks_write: bool,
+    /// Closed (`POST /{index}/_close`): searches and writes are refused until it is opened.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
     /// `index.priority` (recovery order in OpenSearch; kept and shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
@@ -74,6 +77,7 @@ impl Default for IndexSettings {
             prefetch: true,
             rollover_alias: None,
             blocks_write: false,
+            closed: false,
             priority: None,
         }
     }

@@ -6,6 +6,9 @@ use floe_storage::StorageError;
 pub enum SearchError {
     #[error("no such index [{0}]")]
     IndexNotFound(String),
+    /// The index is closed (`index_closed_exception`).
+    #[error("closed")]
+    IndexClosed(String),
     /// Malformed request (OpenSearch's `parsing_exception`).
     #[error("{0}")]
     Parsing(String),

@@ -83,7 +83,7 @@ impl SearchService {
         routing: Option<&str>,
         ignore_unavailable: bool,
     ) -> Result<Arc<Pit>, SearchError> {
-        let resolved = self.resolve_with_aliases(expr, ignore_unavailable)?;
+        let resolved = self.resolve_open(expr, ignore_unavailable)?;
         let targets = shard_targets(&resolved, routing);
         let mut indexes = Vec::new();
         for r in resolved {

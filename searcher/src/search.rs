@@ -237,6 +237,24 @@ impl SearchService {
         )
     }
 
+    /// Indexes a search covers: closed ones are skipped when a wildcard (or `_all`) named
+    /// them, and refused (`index_closed_exception`) when named explicitly.
+    pub fn resolve_open(
+        &self,
+        expr: &str,
+        ignore_unavailable: bool,
+    ) -> Result<Vec<Resolved>, SearchError> {
+        let mut resolved = self.resolve_with_aliases(expr, ignore_unavailable)?;
+        let wildcard = expr.trim().is_empty() || expr.trim() == "_all" || expr.contains('*');
+        if let Some(closed) = resolved.iter().find(|r| r.meta.settings.closed) {
+            if !wildcard && !ignore_unavailable {
+                return Err(SearchError::IndexClosed(closed.meta.name.clone()));
+            }
+        }
+        resolved.retain(|r| !r.meta.settings.closed);
+        Ok(resolved)
+    }
+
     /// What the segment cache did since start (block reads, fetches, bytes fetched).
     pub fn cache_stats(&self) -> CacheStats {
         self.readers.cache().blocks().stats()
@@ -474,7 +492,7 @@ impl SearchService {
         let (targets, filters, indexes) = match &pit {
             Some(pit) => self.pit_targets(pit)?,
             None => {
-                let resolved = self.resolve_with_aliases(expr, params.ignore_unavailable)?;
+                let resolved = self.resolve_open(expr, params.ignore_unavailable)?;
                 let targets = shard_targets(&resolved, params.routing.as_deref());
                 let filters: BTreeMap<String, Value> = resolved
                     .iter()

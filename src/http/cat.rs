@@ -12,8 +12,17 @@ use super::{ApiError, Params, State};
 use crate::cluster::peers::Primary;
 
 /// A `_cat` answer: aligned text (with a header line on `v`) or, on `format=json`, an array
-/// of objects keyed by column.
+/// of objects keyed by column; `h` picks columns (wildcards allowed), `s` sorts rows
+/// (`col`, `col:desc`; numbers and sizes by value), `help` lists the columns.
 pub fn table(cols: &[&str], rows: Vec<Vec<String>>, params: &Params) -> Response {
+    if params.contains_key("help") {
+        let text: String = cols.iter().map(|c| format!("{c:<20} | {c}\n")).collect();
+        return ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text).into_response();
+    }
+    let (cols, mut rows) = select_columns(cols, rows, params.get("h").map(String::as_str));
+    if let Some(spec) = params.get("s") {
+        sort_rows(&cols, &mut rows, spec);
+    }
     if params.get("format").map(String::as_str) == Some("json") {
         let arr: Vec<Value> = rows
             .iter()
@@ -49,6 +58,110 @@ pub fn table(cols: &[&str], rows: Vec<Vec<String>>, params: &Params) -> Response
     ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text).into_response()
 }
 
+/// The columns `h` names (in its order), and the rows cut to them.
+fn select_columns(
+    cols: &[&str],
+    rows: Vec<Vec<String>>,
+    h: Option<&str>,
+) -> (Vec<String>, Vec<Vec<String>>) {
+    let Some(h) = h else {
+        return (cols.iter().map(|c| c.to_string()).collect(), rows);
+    };
+    let picked: Vec<usize> = h
+        .split(',')
+        .map(str::trim)
+        .flat_map(|want| {
+            cols.iter()
+                .enumerate()
+                .filter(move |(_, c)| floe_metastore::matches_pattern(want, c))
+                .map(|(i, _)| i)
+        })
+        .collect();
+    let names = picked.iter().map(|&i| cols[i].to_string()).collect();
+    let rows = rows
+        .into_iter()
+        .map(|r| picked.iter().map(|&i| r[i].clone()).collect())
+        .collect();
+    (names, rows)
+}
+
+/// Sorts by `s` (`col[:asc|desc],...`): numbers and byte sizes by value, else as text.
+fn sort_rows(cols: &[String], rows: &mut [Vec<String>], spec: &str) {
+    let keys: Vec<(usize, bool)> = spec
+        .split(',')
+        .filter_map(|part| {
+            let (name, order) = part.trim().split_once(':').unwrap_or((part.trim(), "asc"));
+            let i = cols.iter().position(|c| c == name)?;
+            Some((i, order == "desc"))
+        })
+        .collect();
+    let value = |s: &str| -> Option<f64> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<f64>() {
+            return Some(n);
+        }
+        s.parse::<bytesize::ByteSize>()
+            .ok()
+            .map(|b| b.as_u64() as f64)
+    };
+    rows.sort_by(|a, b| {
+        for &(i, desc) in &keys {
+            let ord = match (value(&a[i]), value(&b[i])) {
+                (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                _ => a[i].cmp(&b[i]),
+            };
+            let ord = if desc { ord.reverse() } else { ord };
+            if ord != std::cmp::Ordering::Equal {
+                return ord;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+}
+
+/// Every live node (standalone: this one).
+pub(super) fn live_nodes(state: &State) -> Vec<floe_proto::rpc::NodeInfo> {
+    match &state.cluster {
+        Some(c) => c.view.nodes().to_vec(),
+        None => vec![floe_proto::rpc::NodeInfo {
+            node_id: state.node_id.clone(),
+            role: state.role.to_string(),
+            ..Default::default()
+        }],
+    }
+}
+
+/// `GET /_cat`: the `_cat` endpoints.
+pub async fn cat_help() -> Response {
+    let text = [
+        "=^.^=",
+        "/_cat/aliases",
+        "/_cat/aliases/{alias}",
+        "/_cat/allocation",
+        "/_cat/count",
+        "/_cat/count/{index}",
+        "/_cat/health",
+        "/_cat/indices",
+        "/_cat/indices/{index}",
+        "/_cat/nodes",
+        "/_cat/plugins",
+        "/_cat/segments",
+        "/_cat/segments/{index}",
+        "/_cat/shards",
+    ]
+    .join("\n");
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        text + "\n",
+    )
+        .into_response()
+}
+
+/// `GET /_cat/plugins`: Floe has no plugins (what plugins add, it builds in).
+pub async fn cat_plugins(params: Params) -> Response {
+    table(&["name", "component", "version"], Vec::new(), &params)
+}
+
 /// `GET /_cat/nodes`: every live node (standalone: this one).
 pub async fn cat_nodes(state: State, params: Params) -> Result<Response, ApiError> {
     const COLS: [&str; 7] = [
@@ -60,14 +173,7 @@ pub async fn cat_nodes(state: State, params: Params) -> Result<Response, ApiErro
         "load_1m",
         "uptime",
     ];
-    let nodes = match &state.cluster {
-        Some(c) => c.view.nodes().to_vec(),
-        None => vec![floe_proto::rpc::NodeInfo {
-            node_id: state.node_id.clone(),
-            role: state.role.to_string(),
-            ..Default::default()
-        }],
-    };
+    let nodes = live_nodes(&state);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -82,7 +82,7 @@ pub async fn cat_indices(
             };
             vec![
                 "green".into(),
-                "open".into(),
+                if m.settings.closed { "close" } else { "open" }.into(),
                 m.name.clone(),
                 m.uuid.clone(),
                 m.settings.number_of_shards.to_string(),
@@ -158,4 +158,90 @@ pub async fn nodes_stats(state: State) -> Json<Value> {
         "cluster_name": "floe",
         "nodes": {state.node_id.clone(): node},
     }))
+}
+
+/// Document and store figures of one index (its last published commits), in `_stats` shape.
+fn index_stats(m: &floe_proto::IndexMeta) -> Value {
+    let part = json!({
+        "docs": {"count": m.doc_count(), "deleted": 0},
+        "store": {"size_in_bytes": m.size_bytes()},
+        "segments": {"count": m.shards.values().map(|c| c.files.iter().filter(|f| f.name.ends_with(".idx")).count()).sum::<usize>()},
+    });
+    json!({"uuid": m.uuid, "primaries": part, "total": part})
+}
+
+/// `GET [/{index}]/_stats[/{metric}]`: documents, store size and segments per index and
+/// in all, from the published commits.
+pub async fn stats(state: State, index: Option<Path<String>>) -> Result<Json<Value>, ApiError> {
+    let indexes = match index {
+        Some(Path(expr)) => state.searcher.resolve(&expr, false)?,
+        None => state.metastore.list_indexes(),
+    };
+    let shards: u32 = indexes.iter().map(|m| m.settings.number_of_shards).sum();
+    let docs: u64 = indexes.iter().map(|m| m.doc_count()).sum();
+    let bytes: u64 = indexes.iter().map(|m| m.size_bytes()).sum();
+    let all = json!({"docs": {"count": docs, "deleted": 0}, "store": {"size_in_bytes": bytes}});
+    let per: serde_json::Map<String, Value> = indexes
+        .iter()
+        .map(|m| (m.name.clone(), index_stats(m)))
+        .collect();
+    Ok(Json(json!({
+        "_shards": {"total": shards, "successful": shards, "failed": 0},
+        "_all": {"primaries": all, "total": all},
+        "indices": per,
+    })))
+}
+
+/// `GET /_nodes[/{node}][/{metric}]`: the live nodes and their roles.
+pub async fn nodes_info(state: State) -> Json<Value> {
+    let nodes = super::cat::live_nodes(&state);
+    let map: serde_json::Map<String, Value> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.node_id.clone(),
+                json!({"name": n.node_id, "version": COMPAT_VERSION, "build_type": "floe",
+                    "roles": [n.role], "http": {"publish_address": n.http_addr},
+                    "attributes": {"zone": n.zone}}),
+            )
+        })
+        .collect();
+    Json(json!({
+        "_nodes": {"total": map.len(), "successful": map.len(), "failed": 0},
+        "cluster_name": "floe",
+        "nodes": map,
+    }))
+}
+
+/// `GET /_cluster/stats`: indexes, shards, documents and store of the whole cluster.
+pub async fn cluster_stats(state: State) -> Json<Value> {
+    let indexes = state.metastore.list_indexes();
+    let nodes = super::cat::live_nodes(&state);
+    let shards: u32 = indexes.iter().map(|m| m.settings.number_of_shards).sum();
+    Json(json!({
+        "_nodes": {"total": nodes.len(), "successful": nodes.len(), "failed": 0},
+        "cluster_name": "floe",
+        "cluster_uuid": "floe",
+        "status": "green",
+        "indices": {
+            "count": indexes.len(),
+            "shards": {"total": shards, "primaries": shards},
+            "docs": {"count": indexes.iter().map(|m| m.doc_count()).sum::<u64>(), "deleted": 0},
+            "store": {"size_in_bytes": indexes.iter().map(|m| m.size_bytes()).sum::<u64>()},
+        },
+        "nodes": {"count": {"total": nodes.len()}, "versions": [COMPAT_VERSION]},
+    }))
+}
+
+/// `GET /_stats/{metric}`: the same figures (the metric filter is not applied).
+pub async fn stats_all_metric(state: State) -> Result<Json<Value>, ApiError> {
+    stats(state, None).await
+}
+
+/// `GET /{index}/_stats/{metric}`.
+pub async fn stats_metric(
+    state: State,
+    Path((index, _metric)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    stats(state, Some(Path(index))).await
 }

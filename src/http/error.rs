@@ -175,6 +175,12 @@ impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
             SearchError::IndexNotFound(name) => ApiError::index_not_found(&name),
+            SearchError::IndexClosed(name) => {
+                let mut e =
+                    ApiError::new(StatusCode::BAD_REQUEST, "index_closed_exception", "closed");
+                e.index = Some(name);
+                e
+            }
             SearchError::Parsing(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "parsing_exception", e.to_string())
             }

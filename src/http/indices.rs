@@ -399,6 +399,43 @@ pub async fn add_block(
     ))
 }
 
+/// `POST /{index}/_close` and `/_open`: a closed index refuses searches and writes
+/// (`index_closed_exception`) and wildcards skip it; its data stays in the bucket as it is.
+async fn set_closed(state: &State, expr: &str, closed: bool) -> Result<Vec<String>, ApiError> {
+    let mut names = Vec::new();
+    for m in state.searcher.resolve_indexes_only(expr)? {
+        state
+            .metastore
+            .update_index(&m.name, |meta| {
+                meta.settings.closed = closed;
+                Ok(())
+            })
+            .await?;
+        names.push(m.name);
+    }
+    Ok(names)
+}
+
+#[instrument(skip(state))]
+pub async fn close(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    let names = set_closed(&state, &index, true).await?;
+    let indices: serde_json::Map<String, Value> = names
+        .into_iter()
+        .map(|n| (n, json!({"closed": true})))
+        .collect();
+    Ok(Json(
+        json!({"acknowledged": true, "shards_acknowledged": true, "indices": indices}),
+    ))
+}
+
+#[instrument(skip(state))]
+pub async fn open(state: State, Path(index): Path<String>) -> Result<Json<Value>, ApiError> {
+    set_closed(&state, &index, false).await?;
+    Ok(Json(
+        json!({"acknowledged": true, "shards_acknowledged": true}),
+    ))
+}
+
 /// `POST /{index}/_flush`: everything acknowledged is in the bucket already; a flush
 /// publishes what is not searchable yet (as a refresh does).
 #[instrument(skip(state))]

@@ -213,7 +213,73 @@ async fn block_flush_resolve(backend: Backend) {
     );
 }
 
+/// `_cat` parameters (`h`, `s`, `help`), `GET /_cat`, `_cat/plugins`, `_stats`, `_nodes`,
+/// `_cluster/stats`, and `_close`/`_open`.
+async fn stats_close_cat_params(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    c.bulk_ok("/_bulk?refresh=true", logs_bulk("logs-a", 0..30))
+        .await;
+    c.bulk_ok("/_bulk?refresh=true", logs_bulk("logs-b", 30..40))
+        .await;
+
+    let r = c
+        .get("/_cat/indices?h=index,docs.count&s=docs.count:desc&format=json")
+        .await;
+    assert_eq!(
+        r.json,
+        json!([{"index": "logs-a", "docs.count": "30"}, {"index": "logs-b", "docs.count": "10"}]),
+        "{r}"
+    );
+    let r = c.get("/_cat/indices?h=i*&s=index:desc&v").await;
+    let lines: Vec<&str> = r.text.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        vec!["index"],
+        "{r}"
+    );
+    assert_eq!(lines[1].trim(), "logs-b", "{r}");
+    assert!(c
+        .get("/_cat/indices?help")
+        .await
+        .text
+        .contains("docs.count"));
+    assert!(c.get("/_cat").await.text.contains("/_cat/indices"));
+    assert_eq!(c.get("/_cat/plugins?format=json").await.json, json!([]));
+
+    let r = c.get("/logs-a/_stats").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.json["indices"]["logs-a"]["primaries"]["docs"]["count"], 30,
+        "{r}"
+    );
+    assert!(r.json["indices"].get("logs-b").is_none(), "{r}");
+    let r = c.get("/_stats/docs").await;
+    assert_eq!(r.json["_all"]["primaries"]["docs"]["count"], 40, "{r}");
+    let r = c.get("/_nodes").await;
+    assert_eq!(r.json["_nodes"]["total"], 1, "{r}");
+    assert_eq!(c.get("/_cluster/stats").await.json["indices"]["count"], 2);
+
+    // Closed: searches and writes refused, wildcards skip it, its data comes back on open.
+    let r = c.post_empty("/logs-a/_close").await;
+    assert_eq!(r.json["indices"]["logs-a"]["closed"], true, "{r}");
+    assert_error(
+        &c.post("/logs-a/_search", &json!({})).await,
+        400,
+        "index_closed_exception",
+    );
+    assert_eq!(c.count("logs-*").await, 10);
+    let r = c.put("/logs-a/_doc/x", &json!({"a": 1})).await;
+    assert_error(&r, 400, "index_closed_exception");
+    let r = c.get("/_cat/indices/logs-a?h=status").await;
+    assert_eq!(r.text.trim(), "close", "{r}");
+    let r = c.post_empty("/logs-a/_open").await;
+    assert_eq!(r.json["acknowledged"], true, "{r}");
+    assert_eq!(c.count("logs-a").await, 30);
+}
+
 e2e!(
+    stats_close_cat_params,
     head_health_cat,
     delete_index,
     storage_stats,

@@ -148,6 +148,15 @@ impl Writer {
     ) -> Result<Vec<ItemOutcome>, Failed> {
         let fail = |e: WriterError| fail_all(name, ops, positions, e);
         let meta = self.index_or_create(name).await.map_err(&fail)?;
+        if meta.settings.closed {
+            return Err(fail_items(
+                ops,
+                positions,
+                400,
+                "index_closed_exception",
+                "closed".into(),
+            ));
+        }
         if meta.settings.blocks_write {
             return Err(fail_items(
                 ops,
