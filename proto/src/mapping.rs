@@ -30,6 +30,13 @@ pub struct FieldMapping {
     /// For `text` fields: the `ignore_above` of the `.keyword` sub-field, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyword_subfield: Option<u32>,
+    /// Other multi-fields (`fields: {raw: {type: keyword}}`): the same value indexed again
+    /// under `<path>.<name>` with that mapping.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, FieldMapping>,
+    /// Date `format`, when not the default (`epoch_second` reads numbers as seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 impl FieldMapping {
@@ -46,6 +53,8 @@ impl FieldMapping {
             kind,
             type_name: type_name.to_string(),
             keyword_subfield: None,
+            fields: BTreeMap::new(),
+            format: None,
         }
     }
 
@@ -66,6 +75,147 @@ pub enum Dynamic {
     True,
     False,
     Strict,
+    /// New fields only where a dynamic template maps them; others are refused.
+    StrictAllowTemplates,
+}
+
+/// One of `dynamic_templates`: how new fields that match it are mapped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DynamicTemplate {
+    pub name: String,
+    /// Glob on the field's own name (`*_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmatch: Option<String>,
+    /// Glob on the full dotted path (`user.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_match: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_unmatch: Option<String>,
+    /// `string`, `long`, `double`, `boolean`, `date` or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_mapping_type: Option<String>,
+    /// The mapping given, as sent (`{name}` and `{dynamic_type}` are filled in when applied).
+    pub mapping: Value,
+}
+
+/// `*` wildcards.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl DynamicTemplate {
+    fn parse(entry: &Value) -> Result<DynamicTemplate, MappingError> {
+        let (name, body) = entry
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.iter().next())
+            .ok_or_else(|| {
+                MappingError::Invalid(
+                    "each dynamic template must be an object with one name".into(),
+                )
+            })?;
+        let s = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+        if body.get("match_pattern").and_then(Value::as_str) == Some("regex") {
+            return Err(MappingError::Invalid(format!(
+                "dynamic template [{name}]: match_pattern [regex] is not supported by Floe; use * wildcards"
+            )));
+        }
+        let mapping = body.get("mapping").cloned().ok_or_else(|| {
+            MappingError::Invalid(format!("dynamic template [{name}] has no mapping"))
+        })?;
+        Ok(DynamicTemplate {
+            name: name.clone(),
+            r#match: s("match"),
+            unmatch: s("unmatch"),
+            path_match: s("path_match"),
+            path_unmatch: s("path_unmatch"),
+            match_mapping_type: s("match_mapping_type"),
+            mapping,
+        })
+    }
+
+    fn to_opensearch(&self) -> Value {
+        let mut body = Map::new();
+        for (k, v) in [
+            ("match", &self.r#match),
+            ("unmatch", &self.unmatch),
+            ("path_match", &self.path_match),
+            ("path_unmatch", &self.path_unmatch),
+            ("match_mapping_type", &self.match_mapping_type),
+        ] {
+            if let Some(v) = v {
+                body.insert(k.into(), json!(v));
+            }
+        }
+        body.insert("mapping".into(), self.mapping.clone());
+        json!({ self.name.clone(): body })
+    }
+
+    /// The mapping of a new field at `path` whose detected type is `detected`, if this
+    /// template applies to it.
+    fn apply(
+        &self,
+        path: &str,
+        detected: &FieldMapping,
+    ) -> Option<Result<FieldMapping, MappingError>> {
+        let leaf = path.rsplit('.').next().unwrap_or(path);
+        let dynamic_type = match detected.kind {
+            FieldType::Text | FieldType::Keyword => "string",
+            FieldType::Long => "long",
+            FieldType::Double => "double",
+            FieldType::Boolean => "boolean",
+            FieldType::Date => "date",
+        };
+        let ok = self
+            .r#match
+            .as_deref()
+            .is_none_or(|p| glob_matches(p, leaf))
+            && self
+                .unmatch
+                .as_deref()
+                .is_none_or(|p| !glob_matches(p, leaf))
+            && self
+                .path_match
+                .as_deref()
+                .is_none_or(|p| glob_matches(p, path))
+            && self
+                .path_unmatch
+                .as_deref()
+                .is_none_or(|p| !glob_matches(p, path))
+            && self
+                .match_mapping_type
+                .as_deref()
+                .is_none_or(|t| t == "*" || t == dynamic_type);
+        if !ok {
+            return None;
+        }
+        let filled = serde_json::to_string(&self.mapping)
+            .unwrap_or_default()
+            .replace("{name}", leaf)
+            .replace("{dynamic_type}", dynamic_type);
+        let mut def: Value = serde_json::from_str(&filled).unwrap_or(Value::Null);
+        if def.get("type").is_none() {
+            def["type"] = json!(detected.type_name);
+        }
+        Some(parse_field(path, &def).map(|fm| fm.unwrap_or_else(|| detected.clone())))
+    }
 }
 
 /// All leaf fields of an index, by dotted path (`request.method`).
@@ -74,6 +224,9 @@ pub struct Mappings {
     #[serde(default)]
     pub dynamic: Dynamic,
     pub fields: BTreeMap<String, FieldMapping>,
+    /// `dynamic_templates`, in order: the first that matches a new field maps it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dynamic_templates: Vec<DynamicTemplate>,
 }
 
 /// A mapping that cannot be parsed or a value that does not fit its mapping.
@@ -101,6 +254,7 @@ impl Mappings {
                 Value::String(s) if s == "true" => Dynamic::True,
                 Value::String(s) if s == "false" => Dynamic::False,
                 Value::String(s) if s == "strict" => Dynamic::Strict,
+                Value::String(s) if s == "strict_allow_templates" => Dynamic::StrictAllowTemplates,
                 other => {
                     return Err(MappingError::Invalid(format!(
                         "unknown dynamic value {other}"
@@ -110,6 +264,20 @@ impl Mappings {
         }
         if let Some(props) = obj.get("properties") {
             parse_properties("", props, &mut out.fields)?;
+        }
+        match obj.get("dynamic_templates") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => {
+                out.dynamic_templates = list
+                    .iter()
+                    .map(DynamicTemplate::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            Some(_) => {
+                return Err(MappingError::Invalid(
+                    "dynamic_templates must be an array".into(),
+                ))
+            }
         }
         Ok(out)
     }
@@ -129,26 +297,66 @@ impl Mappings {
                     .and_then(Value::as_object_mut)
                     .expect("object node has properties");
             }
-            let mut leaf = json!({"type": fm.type_name});
-            if let Some(ignore_above) = fm.keyword_subfield {
-                leaf["fields"] =
-                    json!({"keyword": {"type": "keyword", "ignore_above": ignore_above}});
-            }
-            node.insert(parts[parts.len() - 1].to_string(), leaf);
+            node.insert(parts[parts.len() - 1].to_string(), leaf_json(fm));
         }
         let mut out = json!({ "properties": root });
         if self.dynamic != Dynamic::True {
             out["dynamic"] = json!(match self.dynamic {
                 Dynamic::False => "false",
                 Dynamic::Strict => "strict",
+                Dynamic::StrictAllowTemplates => "strict_allow_templates",
                 Dynamic::True => "true",
             });
+        }
+        if !self.dynamic_templates.is_empty() {
+            out["dynamic_templates"] = self
+                .dynamic_templates
+                .iter()
+                .map(DynamicTemplate::to_opensearch)
+                .collect();
         }
         out
     }
 
+    /// The mapping of `path`: a field, or a multi-field of one (`title.raw`).
     pub fn get(&self, path: &str) -> Option<&FieldMapping> {
-        self.fields.get(path)
+        if let Some(fm) = self.fields.get(path) {
+            return Some(fm);
+        }
+        let (parent, name) = path.rsplit_once('.')?;
+        self.fields.get(parent)?.fields.get(name)
+    }
+
+    /// `PUT _mapping`: new fields are added, existing ones gain new multi-fields, dynamic
+    /// templates replace those of the same name (others are appended), and `dynamic`
+    /// changes when `sets_dynamic`. Type changes are refused before this is called.
+    pub fn put(&mut self, new: &Mappings, sets_dynamic: bool) {
+        for (path, fm) in &new.fields {
+            match self.fields.get_mut(path) {
+                Some(old) => {
+                    for (name, sub) in &fm.fields {
+                        old.fields
+                            .entry(name.clone())
+                            .or_insert_with(|| sub.clone());
+                    }
+                    if old.keyword_subfield.is_none() {
+                        old.keyword_subfield = fm.keyword_subfield;
+                    }
+                }
+                None => {
+                    self.fields.insert(path.clone(), fm.clone());
+                }
+            }
+        }
+        for t in &new.dynamic_templates {
+            match self.dynamic_templates.iter_mut().find(|o| o.name == t.name) {
+                Some(old) => *old = t.clone(),
+                None => self.dynamic_templates.push(t.clone()),
+            }
+        }
+        if sets_dynamic {
+            self.dynamic = new.dynamic;
+        }
     }
 
     /// Adds fields discovered in a document. Fields already mapped keep their mapping.
@@ -173,21 +381,32 @@ impl Mappings {
                 return;
             }
             // Log shippers often send `@timestamp` as epoch milliseconds: a date, not a long.
-            let fm = match value {
-                Value::Number(n) if path == crate::layout::TIMESTAMP_PATH && n.is_i64() => {
-                    FieldMapping::of(FieldType::Date)
-                }
-                _ => match infer(value) {
-                    Some(fm) => fm,
-                    None => return,
-                },
+            let Some(detected) = infer_for(path, value) else {
+                return;
             };
-            match self.dynamic {
-                Dynamic::True => {
+            let templated = match self
+                .dynamic_templates
+                .iter()
+                .find_map(|t| t.apply(path, &detected))
+            {
+                Some(Ok(fm)) => Some(fm),
+                Some(Err(e)) => {
+                    err = Some(e);
+                    return;
+                }
+                None => None,
+            };
+            match (self.dynamic, templated) {
+                (Dynamic::True | Dynamic::StrictAllowTemplates, Some(fm)) => {
                     found.insert(path.to_string(), fm);
                 }
-                Dynamic::False => {}
-                Dynamic::Strict => err = Some(MappingError::StrictDynamic(path.to_string())),
+                (Dynamic::True, None) => {
+                    found.insert(path.to_string(), detected);
+                }
+                (Dynamic::False, _) => {}
+                (Dynamic::Strict | Dynamic::StrictAllowTemplates, _) => {
+                    err = Some(MappingError::StrictDynamic(path.to_string()))
+                }
             }
         });
         match err {
@@ -215,41 +434,88 @@ fn parse_properties(
             parse_properties(&path, sub, out)?;
             continue;
         }
-        let type_name = def.get("type").and_then(Value::as_str).unwrap_or("object");
-        let kind = match type_name {
-            "text" | "match_only_text" => FieldType::Text,
-            "keyword" | "constant_keyword" | "wildcard" | "ip" => FieldType::Keyword,
-            "long" | "integer" | "short" | "byte" | "unsigned_long" => FieldType::Long,
-            "double" | "float" | "half_float" | "scaled_float" => FieldType::Double,
-            "boolean" => FieldType::Boolean,
-            "date" | "date_nanos" => FieldType::Date,
-            "object" => continue,
-            other => {
-                return Err(MappingError::UnknownType {
-                    field: path,
-                    type_name: other.to_string(),
-                })
-            }
-        };
-        let keyword_subfield = if kind == FieldType::Text {
-            def.get("fields").and_then(|f| f.get("keyword")).map(|k| {
-                k.get("ignore_above")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(u32::MAX as u64) as u32
-            })
-        } else {
-            None
-        };
-        out.insert(
-            path,
-            FieldMapping {
-                kind,
-                type_name: type_name.to_string(),
-                keyword_subfield,
-            },
-        );
+        if let Some(fm) = parse_field(&path, def)? {
+            out.insert(path, fm);
+        }
     }
     Ok(())
+}
+
+/// One field's definition (`{"type": .., "fields": {..}, "format": ..}`); `None` for an
+/// object without properties.
+fn parse_field(path: &str, def: &Value) -> Result<Option<FieldMapping>, MappingError> {
+    let type_name = def.get("type").and_then(Value::as_str).unwrap_or("object");
+    let kind = match type_name {
+        "text" | "match_only_text" => FieldType::Text,
+        "keyword" | "constant_keyword" | "wildcard" | "ip" => FieldType::Keyword,
+        "long" | "integer" | "short" | "byte" | "unsigned_long" => FieldType::Long,
+        "double" | "float" | "half_float" | "scaled_float" => FieldType::Double,
+        "boolean" => FieldType::Boolean,
+        "date" | "date_nanos" => FieldType::Date,
+        "object" | "nested" | "flat_object" => return Ok(None),
+        other => {
+            return Err(MappingError::UnknownType {
+                field: path.to_string(),
+                type_name: other.to_string(),
+            })
+        }
+    };
+    let mut fm = FieldMapping {
+        type_name: type_name.to_string(),
+        format: def
+            .get("format")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        ..FieldMapping::of(kind)
+    };
+    if let Some(Value::Object(subs)) = def.get("fields") {
+        for (name, sub) in subs {
+            let sub_path = format!("{path}.{name}");
+            let is_keyword = sub.get("type").and_then(Value::as_str) == Some("keyword");
+            if kind == FieldType::Text && name == "keyword" && is_keyword {
+                fm.keyword_subfield = Some(
+                    sub.get("ignore_above")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(u32::MAX as u64) as u32,
+                );
+            } else if let Some(sub_fm) = parse_field(&sub_path, sub)? {
+                fm.fields.insert(name.clone(), sub_fm);
+            }
+        }
+    }
+    Ok(Some(fm))
+}
+
+/// The `properties` entry of one field, as `GET _mapping` shows it.
+fn leaf_json(fm: &FieldMapping) -> Value {
+    let mut leaf = json!({"type": fm.type_name});
+    if let Some(f) = &fm.format {
+        leaf["format"] = json!(f);
+    }
+    let mut subs = Map::new();
+    if let Some(ignore_above) = fm.keyword_subfield {
+        subs.insert(
+            "keyword".into(),
+            json!({"type": "keyword", "ignore_above": ignore_above}),
+        );
+    }
+    for (name, sub) in &fm.fields {
+        subs.insert(name.clone(), leaf_json(sub));
+    }
+    if !subs.is_empty() {
+        leaf["fields"] = Value::Object(subs);
+    }
+    leaf
+}
+
+/// What dynamic mapping gives a new leaf at `path` (`@timestamp` numbers are dates).
+fn infer_for(path: &str, value: &Value) -> Option<FieldMapping> {
+    match value {
+        Value::Number(n) if path == crate::layout::TIMESTAMP_PATH && n.is_i64() => {
+            Some(FieldMapping::of(FieldType::Date))
+        }
+        _ => infer(value),
+    }
 }
 
 /// Calls `f(path, value)` for each leaf of a JSON object, flattening nested objects into
@@ -379,6 +645,43 @@ mod tests {
             .unwrap();
         assert_eq!(found["@timestamp"].kind, FieldType::Date);
         assert_eq!(found["ts"].kind, FieldType::Long);
+    }
+
+    #[test]
+    fn dynamic_templates_and_multi_fields() {
+        let m = Mappings::from_opensearch(&json!({
+            "dynamic_templates": [
+                {"named": {"match": "*_id", "unmatch": "skip_*", "mapping": {"type": "keyword", "fields": {"{name}_txt": {"type": "text"}}}}},
+                {"deep": {"path_match": "a.*.c", "match_mapping_type": "long", "mapping": {"type": "{dynamic_type}"}}}
+            ],
+            "properties": {"t": {"type": "text", "fields": {"keyword": {"type": "keyword"}, "raw": {"type": "keyword", "ignore_above": 5}}}}
+        }))
+        .unwrap();
+        assert_eq!(m.get("t.raw").unwrap().kind, FieldType::Keyword);
+        assert!(m.get("t").unwrap().keyword_subfield.is_some());
+        assert!(m.get("t.nope").is_none());
+        let found = m
+            .discover(
+                json!({"user_id": "x", "skip_id": "y", "a": {"b": {"c": 5}}, "z": 1.5})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+        let user = &found["user_id"];
+        assert_eq!(
+            (user.kind, user.fields["user_id_txt"].kind),
+            (FieldType::Keyword, FieldType::Text)
+        );
+        assert_eq!(
+            found["skip_id"].kind,
+            FieldType::Text,
+            "unmatch: default string mapping"
+        );
+        assert_eq!(found["a.b.c"].type_name, "long");
+        assert_eq!(found["z"].type_name, "float");
+        let back = Mappings::from_opensearch(&m.to_opensearch()).unwrap();
+        assert_eq!(back, m, "round trip");
+        assert!(glob_matches("a*c*e", "abcde") && !glob_matches("a*x", "abc"));
     }
 
     #[test]

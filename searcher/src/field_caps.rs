@@ -41,6 +41,13 @@ fn fields_of(meta: &IndexMeta) -> BTreeMap<String, Caps> {
         if fm.keyword_subfield.is_some() {
             out.insert(format!("{path}.keyword"), ("keyword".into(), true, true));
         }
+        for (name, sub) in &fm.fields {
+            let aggregatable = sub.kind != FieldType::Text;
+            out.insert(
+                format!("{path}.{name}"),
+                (sub.type_name.clone(), true, aggregatable),
+            );
+        }
         let mut parent = path.as_str();
         while let Some((p, _)) = parent.rsplit_once('.') {
             out.entry(p.to_string())

@@ -162,7 +162,14 @@ pub async fn put_mapping(
                 }
             }
         }
-        state.metastore.merge_mappings(&m.name, &new.fields).await?;
+        let sets_dynamic = body.get("dynamic").is_some();
+        state
+            .metastore
+            .update_index(&m.name, |meta| {
+                meta.mappings.put(&new, sets_dynamic);
+                Ok(())
+            })
+            .await?;
     }
     Ok(Json(json!({"acknowledged": true})))
 }

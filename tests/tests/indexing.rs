@@ -231,7 +231,143 @@ async fn refresh_interval(backend: Backend) {
     }
 }
 
+/// Mappings as log shippers send them: `dynamic_templates` (`match_mapping_type`, `match`,
+/// `path_match`), multi-fields under any name, `format: epoch_second`,
+/// `dynamic: strict_allow_templates`, and `PUT _mapping` adding multi-fields and templates.
+async fn templates_and_multi_fields(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/shipped",
+            &json!({"mappings": {
+                "dynamic_templates": [
+                    {"ips": {"match": "*_ip", "mapping": {"type": "ip"}}},
+                    {"labels": {"path_match": "labels.*", "mapping": {"type": "keyword"}}},
+                    {"strings": {"match_mapping_type": "string", "mapping": {"type": "keyword", "fields": {"text": {"type": "text"}}}}}
+                ],
+                "properties": {
+                    "title": {"type": "text", "fields": {"raw": {"type": "keyword"}}},
+                    "ts": {"type": "date", "format": "epoch_second"}
+                }
+            }}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let doc = json!({"title": "Hello World", "client_ip": "10.0.0.1", "note": "abc def",
+        "labels": {"env": "prod"}, "ts": 1714521600, "n": 3});
+    let r = c.put("/shipped/_doc/1?refresh=true", &doc).await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = c.get("/shipped/_mapping").await;
+    let props = &r.json["shipped"]["mappings"]["properties"];
+    assert_eq!(props["client_ip"]["type"], "ip", "{r}");
+    assert_eq!(
+        props["labels"]["properties"]["env"]["type"], "keyword",
+        "{r}"
+    );
+    assert_eq!(props["note"]["type"], "keyword", "{r}");
+    assert_eq!(props["note"]["fields"]["text"]["type"], "text", "{r}");
+    assert_eq!(props["n"]["type"], "long", "not a string: no template: {r}");
+    assert_eq!(props["title"]["fields"]["raw"]["type"], "keyword", "{r}");
+    assert_eq!(props["ts"]["format"], "epoch_second", "{r}");
+    assert_eq!(
+        r.json["shipped"]["mappings"]["dynamic_templates"][0]["ips"]["match"], "*_ip",
+        "{r}"
+    );
+    let one = |q: Value| {
+        let c = c.clone();
+        async move {
+            let r = c.search("shipped", &json!({"query": q})).await;
+            total_hits(&r)
+        }
+    };
+    assert_eq!(one(json!({"term": {"title.raw": "Hello World"}})).await, 1);
+    assert_eq!(one(json!({"term": {"title.raw": "hello"}})).await, 0);
+    assert_eq!(one(json!({"match": {"title": "hello"}})).await, 1);
+    assert_eq!(one(json!({"term": {"note": "abc def"}})).await, 1);
+    assert_eq!(one(json!({"match": {"note.text": "def"}})).await, 1);
+    assert_eq!(one(json!({"term": {"labels.env": "prod"}})).await, 1);
+    assert_eq!(
+        one(
+            json!({"range": {"ts": {"gte": "2024-05-01T00:00:00Z", "lte": "2024-05-01T00:00:00Z"}}})
+        )
+        .await,
+        1,
+        "epoch seconds read as seconds"
+    );
+    let r = c
+        .search(
+            "shipped",
+            &json!({"size": 0, "aggs": {"t": {"terms": {"field": "title.raw"}}}}),
+        )
+        .await;
+    assert_eq!(
+        r.json["aggregations"]["t"]["buckets"][0]["key"], "Hello World",
+        "{r}"
+    );
+
+    // PUT _mapping: a new multi-field on an existing field, a new template; a type change
+    // is refused.
+    let r = c
+        .put(
+            "/shipped/_mapping",
+            &json!({"properties": {"title": {"type": "text", "fields": {"en": {"type": "text"}}}},
+                "dynamic_templates": [{"longs": {"match_mapping_type": "long", "mapping": {"type": "double"}}}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.get("/shipped/_mapping").await;
+    let m = &r.json["shipped"]["mappings"];
+    assert_eq!(
+        m["properties"]["title"]["fields"]["en"]["type"], "text",
+        "{r}"
+    );
+    assert_eq!(
+        m["properties"]["title"]["fields"]["raw"]["type"], "keyword",
+        "{r}"
+    );
+    assert_eq!(m["dynamic_templates"].as_array().unwrap().len(), 4, "{r}");
+    let r = c.put("/shipped/_doc/2", &json!({"count": 7})).await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = c.get("/shipped/_mapping").await;
+    assert_eq!(
+        r.json["shipped"]["mappings"]["properties"]["count"]["type"], "double",
+        "{r}"
+    );
+    let r = c
+        .put(
+            "/shipped/_mapping",
+            &json!({"properties": {"n": {"type": "keyword"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+
+    // strict_allow_templates: only fields a template maps.
+    let r = c
+        .put(
+            "/strict",
+            &json!({"mappings": {"dynamic": "strict_allow_templates",
+                "dynamic_templates": [{"tags": {"match": "tag_*", "mapping": {"type": "keyword"}}}]}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        c.put("/strict/_doc/1", &json!({"tag_a": "x"})).await.status,
+        201
+    );
+    let r = c.put("/strict/_doc/2", &json!({"other": "x"})).await;
+    assert_error(&r, 400, "strict_dynamic_mapping_exception");
+    let r = c
+        .put(
+            "/bad",
+            &json!({"mappings": {"dynamic_templates": [{"x": {"match": "a.*", "match_pattern": "regex", "mapping": {"type": "keyword"}}}]}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+}
+
 e2e!(
+    templates_and_multi_fields,
     dynamic_mapping,
     create_index_with_shards,
     index_and_update_doc,

@@ -52,6 +52,16 @@ impl<'a> DocBuilder<'a> {
             let Some(fm) = self.mappings.get(path) else {
                 return;
             };
+            // Multi-fields: the same value again under `<path>.<name>`, with their mapping.
+            for (name, sub) in &fm.fields {
+                match convert(sub, value) {
+                    Ok(Converted::Text(s)) => {
+                        text.push((format!("{path}.{name}"), OwnedValue::Str(s)))
+                    }
+                    Ok(Converted::Kw(v)) => kw.push((format!("{path}.{name}"), v)),
+                    Err(_) => {}
+                }
+            }
             match convert(fm, value) {
                 Ok(Converted::Text(s)) => {
                     if let Some(limit) = fm.keyword_subfield {
@@ -154,9 +164,23 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
             b.map(|b| Converted::Kw(OwnedValue::Bool(b)))
                 .ok_or_default()
         }
-        FieldType::Date => parse_date(value)
-            .map(|ns| Converted::Kw(OwnedValue::Date(DateTime::from_timestamp_nanos(ns))))
-            .ok_or_default(),
+        FieldType::Date => {
+            // `format: epoch_second`: numbers are seconds, not milliseconds.
+            let seconds = fm
+                .format
+                .as_deref()
+                .is_some_and(|f| f.split("||").next() == Some("epoch_second"));
+            let ns = match value {
+                Value::Number(n) if seconds => n.as_f64().map(|s| (s * 1e9) as i64),
+                Value::String(s) if seconds && s.bytes().all(|b| b.is_ascii_digit()) => s
+                    .parse::<i64>()
+                    .ok()
+                    .map(|s| s.saturating_mul(1_000_000_000)),
+                _ => parse_date(value),
+            };
+            ns.map(|ns| Converted::Kw(OwnedValue::Date(DateTime::from_timestamp_nanos(ns))))
+                .ok_or_default()
+        }
     }
 }
 
