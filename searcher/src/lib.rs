@@ -11,11 +11,13 @@
 
 mod after;
 mod agg_filters;
+pub mod analyze;
 pub mod ast;
 mod calendar;
 pub mod dsl;
 mod error;
 pub mod field_caps;
+mod fields;
 mod highlight;
 mod histogram;
 pub mod leaf;

@@ -96,6 +96,8 @@ struct Request {
     search_after: Option<Vec<Value>>,
     /// `highlight`, as given.
     highlight: Option<Value>,
+    /// `fields` and `docvalue_fields`.
+    fields: Vec<crate::fields::FieldRequest>,
 }
 
 #[derive(Clone, Debug)]
@@ -159,6 +161,7 @@ const KNOWN_BODY_KEYS: &[&str] = &[
     "profile",
     "search_after",
     "pit",
+    "fields",
 ];
 
 /// The shards to search: every shard of each index, or only those that the request's
@@ -430,7 +433,16 @@ impl SearchService {
                 )))
             }
         };
+        let mut fields = crate::fields::parse(body.get("fields"))?;
+        fields.extend(crate::fields::parse(body.get("docvalue_fields"))?);
+        // `stored_fields` without `_source`: no source (Floe stores no other fields).
+        let source = if body.contains_key("stored_fields") && !body.contains_key("_source") {
+            SourceFilter::None
+        } else {
+            source
+        };
         Ok(Request {
+            fields,
             highlight: body.get("highlight").cloned(),
             search_after,
             query,
@@ -799,6 +811,7 @@ impl SearchService {
             .collect();
         let docs = self.page_documents(&page, &opened).await?;
         let shape = HitShape {
+            fields: req.fields.clone(),
             highlight: req
                 .highlight
                 .as_ref()
@@ -1138,6 +1151,7 @@ fn profile_section(before: CacheStats, after: CacheStats) -> Value {
 /// What each rendered hit carries besides `_index`, `_id` and `_score`.
 struct HitShape {
     source: SourceFilter,
+    fields: Vec<crate::fields::FieldRequest>,
     highlight: Option<Highlighter>,
     version: bool,
     seq_no_primary_term: bool,
@@ -1158,7 +1172,10 @@ fn render_hit(
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
     let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if shape.by_score { json!(c.score) } else { Value::Null }});
-    if !matches!(shape.source, SourceFilter::None) || shape.highlight.is_some() {
+    if !matches!(shape.source, SourceFilter::None)
+        || shape.highlight.is_some()
+        || !shape.fields.is_empty()
+    {
         let raw = doc
             .get_first(layout.source)
             .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
@@ -1170,6 +1187,12 @@ fn render_hit(
             .and_then(|h| h.highlight(&source, &c.index.mappings))
         {
             hit["highlight"] = h;
+        }
+        if !shape.fields.is_empty() {
+            let fields = crate::fields::collect(&source, &c.index.mappings, &shape.fields);
+            if !fields.is_empty() {
+                hit["fields"] = Value::Object(fields);
+            }
         }
         if !matches!(shape.source, SourceFilter::None) {
             hit["_source"] = filter_source(source, &shape.source);
@@ -1687,5 +1710,52 @@ fn restore_agg_shapes(v: &mut Value) {
         for item in items {
             restore_agg_shapes(item);
         }
+    }
+}
+
+impl SearchService {
+    /// `GET|POST [/{index}]/_validate/query`: whether the query parses and translates
+    /// against every targeted index's mapping (`explain`: per index, with the reason).
+    pub fn validate_query(
+        &self,
+        expr: &str,
+        body: Option<&Value>,
+        params: &SearchParams,
+        explain: bool,
+    ) -> Result<Value, SearchError> {
+        let indexes = self.resolve(expr, params.ignore_unavailable)?;
+        let query = body.and_then(|b| b.get("query")).cloned();
+        let probe = json!({ "query": query.unwrap_or(json!({"match_all": {}})) });
+        let parsed = self.parse_request(Some(&probe), params);
+        let mut explanations = Vec::new();
+        let mut valid = true;
+        for meta in &indexes {
+            let outcome = parsed.as_ref().map_err(|e| e.to_string()).and_then(|req| {
+                Translator::new(ShardLayout::of(&meta.settings), &meta.mappings)
+                    .translate(&req.query)
+                    .map(|q| format!("{q:?}"))
+                    .map_err(|e| e.to_string())
+            });
+            valid &= outcome.is_ok();
+            explanations.push(match outcome {
+                Ok(q) => json!({"index": meta.name, "valid": true, "explanation": q}),
+                Err(e) => json!({"index": meta.name, "valid": false, "error": e}),
+            });
+        }
+        if let (Err(e), true) = (&parsed, indexes.is_empty()) {
+            valid = false;
+            explanations.push(json!({"valid": false, "error": e.to_string()}));
+        }
+        let n = indexes.len();
+        let mut out =
+            json!({"_shards": {"total": n, "successful": n, "failed": 0}, "valid": valid});
+        if explain {
+            out["explanations"] = Value::Array(explanations);
+        } else if !valid {
+            if let Some(e) = explanations.iter().find_map(|x| x.get("error")) {
+                out["error"] = e.clone();
+            }
+        }
+        Ok(out)
     }
 }

@@ -235,6 +235,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/_mapping", get(indices::get_mapping_all))
         .route(
+            "/_validate/query",
+            get(search::validate_query).post(search::validate_query),
+        )
+        .route(
+            "/{index}/_validate/query",
+            get(search::validate_query).post(search::validate_query),
+        )
+        .route("/_analyze", get(search::analyze).post(search::analyze))
+        .route(
+            "/{index}/_analyze",
+            get(search::analyze).post(search::analyze),
+        )
+        .route(
             "/_field_caps",
             get(search::field_caps).post(search::field_caps),
         )

@@ -42,12 +42,12 @@ pub async fn next(state: State, params: Params, body: Bytes) -> Result<Json<Valu
         .and_then(Value::as_str)
         .map(str::to_string)
         .or_else(|| params.get("scroll").cloned());
-    Ok(Json(
-        state
-            .searcher
-            .scroll_next(&id, keep_alive.as_deref())
-            .await?,
-    ))
+    let mut answer = state
+        .searcher
+        .scroll_next(&id, keep_alive.as_deref())
+        .await?;
+    super::search::total_as_int(&mut answer, &params);
+    Ok(Json(answer))
 }
 
 /// `GET|POST /_search/scroll/{id}`.

@@ -46,6 +46,7 @@ async fn run(
 ) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
     let scroll = params.get("scroll").filter(|_| !count).cloned();
+    let params_raw = params;
     let params = params_of(params)?;
     let searcher = &state.searcher;
     let mut caught_up = false;
@@ -67,7 +68,20 @@ async fn run(
                 caught_up = true;
                 state.metastore.catch_up().await.map_err(ApiError::from)?;
             }
-            other => return Ok(Json(other?)),
+            other => {
+                let mut answer = other?;
+                total_as_int(&mut answer, params_raw);
+                return Ok(Json(answer));
+            }
+        }
+    }
+}
+
+/// `rest_total_hits_as_int=true`: `hits.total` as a number, as older clients expect.
+pub(super) fn total_as_int(answer: &mut Value, params: &Params) {
+    if params.get("rest_total_hits_as_int").map(String::as_str) == Some("true") {
+        if let Some(v) = answer.pointer("/hits/total/value").cloned() {
+            answer["hits"]["total"] = v;
         }
     }
 }
@@ -432,4 +446,47 @@ pub async fn field_caps(
         &patterns,
         include_unmapped,
     )))
+}
+
+/// `GET|POST [/{index}]/_validate/query[?explain=true]`.
+#[instrument(skip(state, params, body))]
+pub async fn validate_query(
+    state: State,
+    index: Option<Path<String>>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let expr = index.map(|Path(i)| i).unwrap_or_default();
+    let body = json_body(&body)?;
+    let explain = params
+        .get("explain")
+        .is_some_and(|v| v.is_empty() || v == "true");
+    let search_params = params_of(&params)?;
+    Ok(Json(state.searcher.validate_query(
+        &expr,
+        body.as_ref(),
+        &search_params,
+        explain,
+    )?))
+}
+
+/// `GET|POST [/{index}]/_analyze`.
+#[instrument(skip(state, body))]
+pub async fn analyze(
+    state: State,
+    index: Option<Path<String>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body =
+        json_body(&body)?.ok_or_else(|| ApiError::bad_request("request body is required"))?;
+    let meta = match index {
+        Some(Path(name)) => Some(
+            state
+                .metastore
+                .get_index(&name)
+                .ok_or_else(|| ApiError::index_not_found(&name))?,
+        ),
+        None => None,
+    };
+    Ok(Json(floe_searcher::analyze::analyze(&body, meta.as_ref())?))
 }

@@ -919,7 +919,111 @@ async fn filter_aggs(backend: Backend) {
     }
 }
 
+/// `fields`/`docvalue_fields` (patterns, date formats), `stored_fields`,
+/// `rest_total_hits_as_int`, `_validate/query` and `_analyze`.
+async fn fields_validate_analyze(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/fv",
+            &json!({"mappings": {"properties": {"@timestamp": {"type": "date"}, "msg": {"type": "text"},
+                "tags": {"type": "keyword"}, "n": {"type": "long"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let doc = json!({"@timestamp": "2024-05-01T10:00:00Z", "msg": "Quick Foxes", "tags": ["a", "b"], "n": 3});
+    c.bulk_ok(
+        "/_bulk?refresh=true",
+        bulk_body("fv", [("1".to_string(), doc)]),
+    )
+    .await;
+    let r = c
+        .search(
+            "fv",
+            &json!({"_source": false, "fields": ["t*", "n"],
+                "docvalue_fields": [{"field": "@timestamp", "format": "epoch_millis"}]}),
+        )
+        .await;
+    let hit = &hits(&r)[0];
+    assert_eq!(
+        hit["fields"],
+        json!({"tags": ["a", "b"], "n": [3], "@timestamp": ["1714557600000"]}),
+        "{r}"
+    );
+    assert!(hit.get("_source").is_none(), "{r}");
+    let r = c.search("fv", &json!({"stored_fields": ["_none_"]})).await;
+    assert!(hits(&r)[0].get("_source").is_none(), "{r}");
+    let r = c
+        .post("/fv/_search?rest_total_hits_as_int=true", &json!({}))
+        .await;
+    assert_eq!(r.json["hits"]["total"], 1, "{r}");
+
+    let r = c
+        .post(
+            "/fv/_validate/query",
+            &json!({"query": {"match": {"msg": "fox"}}}),
+        )
+        .await;
+    assert_eq!(r.json["valid"], true, "{r}");
+    let r = c
+        .post(
+            "/fv/_validate/query?explain=true",
+            &json!({"query": {"range": {"msg": {"gte": 1}}}}),
+        )
+        .await;
+    assert_eq!(r.json["valid"], false, "{r}");
+    assert!(
+        r.json["explanations"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("text"),
+        "{r}"
+    );
+    let r = c
+        .post("/fv/_validate/query", &json!({"query": {"bogus": {}}}))
+        .await;
+    assert_eq!(r.json["valid"], false, "{r}");
+
+    let r = c
+        .post(
+            "/_analyze",
+            &json!({"analyzer": "standard", "text": "The Quick-Fox"}),
+        )
+        .await;
+    let toks: Vec<(&str, u64, u64, u64)> = r.json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["token"].as_str().unwrap(),
+                t["start_offset"].as_u64().unwrap(),
+                t["end_offset"].as_u64().unwrap(),
+                t["position"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        toks,
+        vec![("the", 0, 3, 0), ("quick", 4, 9, 1), ("fox", 10, 13, 2)],
+        "{r}"
+    );
+    let r = c
+        .post(
+            "/fv/_analyze",
+            &json!({"field": "tags", "text": "Not Split"}),
+        )
+        .await;
+    assert_eq!(r.json["tokens"][0]["token"], "Not Split", "{r}");
+    let r = c
+        .post("/_analyze", &json!({"analyzer": "nope", "text": "x"}))
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+}
+
 e2e!(
+    fields_validate_analyze,
     filter_aggs,
     query_breadth,
     calendar_histograms,
