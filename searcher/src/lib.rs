@@ -21,6 +21,7 @@ mod fields;
 mod highlight;
 mod histogram;
 pub mod leaf;
+mod pipeline;
 mod pit;
 mod prefetch;
 mod prune;

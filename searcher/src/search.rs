@@ -37,6 +37,7 @@ use crate::histogram::{
     split as split_histograms, Counts, TsHistogramCollector,
 };
 use crate::leaf::{Fanout, LeafRequest, Partial, PartialHit, ShardFailure, ShardTarget, WireKey};
+use crate::pipeline;
 use crate::prune;
 use crate::query_string::parse_query_string;
 use crate::resolve::{resolve, routing_values, Resolved};
@@ -531,6 +532,7 @@ impl SearchService {
                 (
                     calendar::rewrite(aggs, &bounds)?,
                     agg_filters::rewrite(aggs)?,
+                    pipeline::extract(aggs)?,
                 )
             }
             None => Default::default(),
@@ -572,6 +574,7 @@ impl SearchService {
         if let Some(aggs) = response.get_mut("aggregations") {
             agg_filters::restore(aggs, &rewrites.1);
             calendar::restore(aggs, &rewrites.0);
+            pipeline::apply(aggs, &rewrites.2)?;
         }
         if let Some(pit) = &pit {
             response["pit_id"] = json!(pit.id);

@@ -1022,7 +1022,79 @@ async fn fields_validate_analyze(backend: Backend) {
     assert_eq!(r.status, 400, "{r}");
 }
 
+/// Pipeline aggregations on merged histogram buckets (2 shards): cumulative_sum,
+/// derivative, moving_fn and bucket_script, including under a calendar histogram.
+async fn pipeline_aggs(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/pl",
+            &json!({"settings": {"number_of_shards": 2},
+                "mappings": {"properties": {"@timestamp": {"type": "date"}, "n": {"type": "long"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    // Day d (1..=4) has d documents, each with n = 10.
+    let docs = (1..=4).flat_map(|d| {
+        (0..d).map(move |i| {
+            (
+                format!("{d}-{i}"),
+                json!({"@timestamp": format!("2024-05-0{d}T0{i}:00:00Z"), "n": 10}),
+            )
+        })
+    });
+    c.bulk_ok("/_bulk?refresh=true", bulk_body("pl", docs))
+        .await;
+    for interval in [
+        json!({"fixed_interval": "1d"}),
+        json!({"calendar_interval": "day", "time_zone": "UTC"}),
+    ] {
+        let mut hist = json!({"field": "@timestamp"});
+        hist.as_object_mut()
+            .unwrap()
+            .extend(interval.as_object().unwrap().clone());
+        let r = c
+            .search(
+                "pl",
+                &json!({"size": 0, "aggs": {"d": {"date_histogram": hist, "aggs": {
+                    "total": {"sum": {"field": "n"}},
+                    "running": {"cumulative_sum": {"buckets_path": "_count"}},
+                    "change": {"derivative": {"buckets_path": "total"}},
+                    "avg": {"moving_fn": {"buckets_path": "_count", "window": 2, "script": "MovingFunctions.unweightedAvg(values)"}},
+                    "per_doc": {"bucket_script": {"buckets_path": {"t": "total", "c": "_count"}, "script": "params.t / params.c"}}
+                }}}}),
+            )
+            .await;
+        let b = r.json["aggregations"]["d"]["buckets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"));
+        let col = |name: &str| -> Vec<Value> {
+            b.iter()
+                .map(|x| x.get(name).map_or(Value::Null, |v| v["value"].clone()))
+                .collect()
+        };
+        assert_eq!(
+            col("running"),
+            vec![json!(1.0), json!(3.0), json!(6.0), json!(10.0)],
+            "{r}"
+        );
+        assert_eq!(
+            col("change"),
+            vec![Value::Null, json!(10.0), json!(10.0), json!(10.0)],
+            "{r}"
+        );
+        assert_eq!(
+            col("avg"),
+            vec![Value::Null, json!(1.0), json!(1.5), json!(2.5)],
+            "{r}"
+        );
+        assert_eq!(col("per_doc"), vec![json!(10.0); 4], "{r}");
+    }
+}
+
 e2e!(
+    pipeline_aggs,
     fields_validate_analyze,
     filter_aggs,
     query_breadth,
