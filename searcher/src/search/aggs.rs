@@ -1,0 +1,161 @@
+//! Aggregation requests for tantivy (field names to columns, calendar units, filters)
+//! and tantivy's results back into OpenSearch's shape.
+
+use super::*;
+
+/// The time range (ms) of `field`'s values in the targeted shards, narrowed by the query:
+/// known for `@timestamp`, whose range every commit records.
+pub(super) fn time_bounds(
+    field: &str,
+    query: &QueryAst,
+    indexes: &[IndexMeta],
+    targets: &[ShardTarget],
+) -> Option<(i64, i64)> {
+    if field != floe_proto::layout::TIMESTAMP_PATH {
+        return None;
+    }
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    let mut known = true;
+    for t in targets {
+        let commit = indexes
+            .iter()
+            .find(|m| m.uuid == t.uuid)
+            .and_then(|m| m.shards.get(&t.shard));
+        match commit {
+            Some(c) if c.num_docs == 0 => {}
+            Some(c) => match (c.min_timestamp, c.max_timestamp) {
+                (Some(min), Some(max)) => {
+                    lo = lo.min(min);
+                    hi = hi.max(max);
+                }
+                _ => known = false,
+            },
+            None => {}
+        }
+    }
+    let query_range = prune::time_range(query).filter(|(f, t)| *f > i64::MIN && *t < i64::MAX);
+    match (known && lo <= hi, query_range) {
+        (true, Some((f, t))) => Some((lo.max(f), hi.min(t))).filter(|(a, b)| a <= b),
+        (true, None) => Some((lo, hi)),
+        (false, q) => q,
+    }
+}
+
+/// `date_histogram`s on `@timestamp` go through the fast path when every index keeps
+/// `@timestamp` in the typed column (`ts_fast`, decided once for the whole request); the
+/// rest through tantivy's aggregations.
+pub(super) fn split_aggs(
+    req: &Request,
+    ts_fast: bool,
+) -> (Vec<crate::histogram::TsHistogram>, Option<Value>) {
+    match &req.aggs {
+        Some(a) => split_histograms(&rewrite_for_parse(a), |f| {
+            ts_fast && f == floe_proto::layout::TIMESTAMP_PATH
+        }),
+        None => (Vec::new(), None),
+    }
+}
+
+/// Rewrites user field names in an aggregation request to the shard layout's columns
+/// (`status` → `k.status`) and OpenSearch interval forms to the ones tantivy takes.
+pub(super) fn rewrite_aggs(
+    aggs: &Value,
+    layout: &ShardLayout,
+    meta: &IndexMeta,
+) -> Result<Aggregations, SearchError> {
+    let mut v = rewrite_for_parse(aggs);
+    agg_filters::to_builders(&mut v, meta.settings.layout_version, &meta.mappings);
+    pub(super) fn walk(
+        v: &mut Value,
+        layout: &ShardLayout,
+        meta: &IndexMeta,
+    ) -> Result<(), SearchError> {
+        if let Value::Object(o) = v {
+            for (key, child) in o.iter_mut() {
+                if key == "filter" {
+                    // A query (translated by `agg_filters::DslFilter`), not field names.
+                    continue;
+                }
+                if key == "field" {
+                    if let Some(name) = child.as_str() {
+                        let column = match layout.resolve(&meta.mappings, name) {
+                            Some(r) if r.kind == FieldType::Text => {
+                                return Err(SearchError::IllegalArgument(fielddata_error(name)))
+                            }
+                            Some(r) => r.column_name(),
+                            None => format!("k.{name}"),
+                        };
+                        *child = Value::String(column);
+                    }
+                } else {
+                    walk(child, layout, meta)?;
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(&mut v, layout, meta)?;
+    serde_json::from_value(v).map_err(|e| parsing(format!("invalid aggregations: {e}")))
+}
+
+/// OpenSearch accepts `calendar_interval`/`interval` on date histograms; tantivy takes
+/// `fixed_interval`. Calendar units map to their fixed length (months as 30 days).
+pub(super) fn rewrite_for_parse(aggs: &Value) -> Value {
+    let mut v = aggs.clone();
+    pub(super) fn walk(v: &mut Value) {
+        if let Value::Object(o) = v {
+            if let Some(Value::Object(dh)) = o.get_mut("date_histogram") {
+                for legacy in ["calendar_interval", "interval"] {
+                    if let Some(Value::String(iv)) = dh.remove(legacy) {
+                        let fixed = match iv.as_str() {
+                            "minute" | "1m" => "1m".to_string(),
+                            "hour" | "1h" => "1h".to_string(),
+                            "day" | "1d" => "1d".to_string(),
+                            "week" | "1w" => "7d".to_string(),
+                            "month" | "1M" => "30d".to_string(),
+                            "quarter" | "1q" => "90d".to_string(),
+                            "year" | "1y" => "365d".to_string(),
+                            other => other.to_string(),
+                        };
+                        dh.insert("fixed_interval".into(), Value::String(fixed));
+                    }
+                }
+            }
+            for (_, child) in o.iter_mut() {
+                walk(child);
+            }
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+/// tantivy renders aggregations almost as OpenSearch does; close the gaps: histogram keys
+/// are integers (epoch millis) and `terms` results carry `doc_count_error_upper_bound`.
+pub(super) fn restore_agg_shapes(v: &mut Value) {
+    if let Value::Object(o) = v {
+        if o.contains_key("key_as_string") {
+            if let Some(k) = o
+                .get("key")
+                .and_then(Value::as_f64)
+                .filter(|k| k.fract() == 0.0)
+            {
+                o.insert("key".into(), json!(k as i64));
+            }
+        }
+        if o.contains_key("buckets")
+            && o.get("buckets").is_some_and(Value::is_array)
+            && o.contains_key("sum_other_doc_count")
+        {
+            o.entry("doc_count_error_upper_bound").or_insert(json!(0));
+        }
+        for (_, child) in o.iter_mut() {
+            restore_agg_shapes(child);
+        }
+    } else if let Value::Array(items) = v {
+        // Buckets are array elements.
+        for item in items {
+            restore_agg_shapes(item);
+        }
+    }
+}
