@@ -37,6 +37,9 @@ pub struct IndexSettings {
     /// `index.blocks.write`: writes are refused (ISM's `read_only`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub blocks_write: bool,
+    /// `index.max_result_window`: the largest `from + size` of a search (default 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_result_window: Option<u64>,
     /// Closed (`POST /{index}/_close`): searches and writes are refused until it is opened.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
@@ -78,6 +81,7 @@ impl Default for IndexSettings {
             rollover_alias: None,
             blocks_write: false,
             closed: false,
+            max_result_window: None,
             priority: None,
         }
     }

@@ -34,6 +34,9 @@ fn settings_json(m: &IndexMeta) -> Value {
     if let Some(p) = m.settings.priority {
         out["index"]["priority"] = json!(p.to_string());
     }
+    if let Some(w) = m.settings.max_result_window {
+        out["index"]["max_result_window"] = json!(w.to_string());
+    }
     out
 }
 
@@ -177,12 +180,82 @@ pub async fn put_mapping(
 pub async fn get_settings(
     state: State,
     Path(index): Path<String>,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
+    settings_answer(&state, &index, None, &params)
+}
+
+/// `GET /{index}/_settings/{name}`: only the settings `name` (comma-separated, wildcards,
+/// with or without `index.`) names.
+pub async fn get_settings_named(
+    state: State,
+    Path((index, name)): Path<(String, String)>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    settings_answer(&state, &index, Some(&name), &params)
+}
+
+/// The `_settings` answer: nested, or `flat_settings=true` as dotted keys; with
+/// `include_defaults=true` the defaults Floe applies are listed too.
+fn settings_answer(
+    state: &State,
+    index: &str,
+    names: Option<&str>,
+    params: &Params,
+) -> Result<Json<Value>, ApiError> {
+    let flat_out = params.get("flat_settings").is_some_and(|v| v == "true");
+    let wanted = |key: &str| {
+        names.is_none_or(|n| {
+            n.split(',').any(|p| {
+                let p = p.trim();
+                floe_metastore::matches_pattern(p, key)
+                    || floe_metastore::matches_pattern(&format!("index.{p}"), key)
+            })
+        })
+    };
+    let shape = |v: &Value| -> Value {
+        let flat: Map<String, Value> = floe_metastore::flatten_keys(v)
+            .into_iter()
+            .filter(|(k, _)| wanted(k))
+            .collect();
+        if flat_out {
+            Value::Object(flat)
+        } else {
+            unflatten(&flat)
+        }
+    };
     let mut out = Map::new();
-    for m in existing(&state, &index)? {
-        out.insert(m.name.clone(), json!({"settings": settings_json(&m)}));
+    for m in existing(state, index)? {
+        let settings = shape(&settings_json(&m));
+        if names.is_some() && settings.as_object().is_some_and(Map::is_empty) {
+            continue;
+        }
+        let mut entry = json!({ "settings": settings });
+        if params.get("include_defaults").is_some_and(|v| v == "true") {
+            entry["defaults"] = shape(&json!({"index": {"max_result_window": "10000",
+                "hidden": "false", "blocks": {"write": "false"}}}));
+        }
+        out.insert(m.name.clone(), entry);
     }
     Ok(Json(Value::Object(out)))
+}
+
+/// Dotted keys back into nested objects.
+fn unflatten(flat: &Map<String, Value>) -> Value {
+    let mut root = Map::new();
+    for (key, v) in flat {
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut node = &mut root;
+        for p in &parts[..parts.len() - 1] {
+            node = node
+                .entry(p.to_string())
+                .or_insert_with(|| Value::Object(Map::new()))
+                .as_object_mut()
+                .expect("objects on the way");
+        }
+        node.insert(parts[parts.len() - 1].to_string(), v.clone());
+    }
+    Value::Object(root)
 }
 
 /// `PUT /{index}/_settings`: the dynamic settings (`number_of_replicas`,
@@ -204,6 +277,7 @@ pub async fn put_settings(
     let mut rollover_alias: Option<Option<String>> = None;
     let mut blocks_write: Option<bool> = None;
     let mut priority: Option<Option<i64>> = None;
+    let mut max_window: Option<Option<u64>> = None;
     for (key, value) in flat {
         let key = key.strip_prefix("index.").unwrap_or(&key).to_string();
         let text = match &value {
@@ -260,6 +334,16 @@ pub async fn put_settings(
                     })?),
                 })
             }
+            "max_result_window" => {
+                max_window = Some(match &value {
+                    Value::Null => None,
+                    _ => Some(text.parse().ok().filter(|n: &u64| *n >= 1).ok_or_else(|| {
+                        bad(format!(
+                            "Failed to parse value [{text}] for setting [index.max_result_window] must be >= 1"
+                        ))
+                    })?),
+                })
+            }
             "number_of_shards" => {
                 return Err(bad(format!(
                     "final index setting [index.number_of_shards], not updateable on [{index}]"
@@ -293,6 +377,9 @@ pub async fn put_settings(
                 }
                 if let Some(p) = priority {
                     meta.settings.priority = p;
+                }
+                if let Some(w) = max_window {
+                    meta.settings.max_result_window = w;
                 }
                 Ok(())
             })

@@ -276,6 +276,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/{index}/_settings",
             get(indices::get_settings).put(indices::put_settings),
         )
+        .route(
+            "/{index}/_settings/{name}",
+            get(indices::get_settings_named),
+        )
         .route("/{index}/_doc", post(documents::index_auto_id))
         .route(
             "/{index}/_doc/{id}",

@@ -278,7 +278,61 @@ async fn stats_close_cat_params(backend: Backend) {
     assert_eq!(c.count("logs-a").await, 30);
 }
 
+/// `GET _settings` views (`flat_settings`, `/_settings/{name}`, `include_defaults`) and
+/// `index.max_result_window`.
+async fn settings_views(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/sv",
+            &json!({"settings": {"number_of_shards": 2, "refresh_interval": "2s"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.get("/sv/_settings?flat_settings=true").await;
+    let s = &r.json["sv"]["settings"];
+    assert_eq!(s["index.number_of_shards"], "2", "{r}");
+    assert_eq!(s["index.refresh_interval"], "2s", "{r}");
+    let r = c.get("/sv/_settings/index.number_of_*").await;
+    assert_eq!(
+        r.json["sv"]["settings"],
+        json!({"index": {"number_of_shards": "2", "number_of_replicas": "1"}}),
+        "{r}"
+    );
+    let r = c
+        .get("/sv/_settings/refresh_interval?include_defaults=true")
+        .await;
+    assert_eq!(
+        r.json["sv"]["settings"],
+        json!({"index": {"refresh_interval": "2s"}}),
+        "{r}"
+    );
+    assert!(r.json["sv"].get("defaults").is_some(), "{r}");
+
+    let r = c.post("/sv/_search", &json!({"size": 15000})).await;
+    assert_error(&r, 400, "illegal_argument_exception");
+    assert!(r.text.contains("[10000]"), "{r}");
+    let r = c
+        .put(
+            "/sv/_settings",
+            &json!({"index": {"max_result_window": 20000}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        c.post("/sv/_search", &json!({"size": 15000})).await.status,
+        200
+    );
+    let r = c.get("/sv/_settings/max_result_window").await;
+    assert_eq!(
+        r.json["sv"]["settings"]["index"]["max_result_window"], "20000",
+        "{r}"
+    );
+}
+
 e2e!(
+    settings_views,
     stats_close_cat_params,
     head_health_cat,
     delete_index,

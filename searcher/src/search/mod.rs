@@ -295,6 +295,18 @@ impl SearchService {
             }
         };
         let total_shards = targets.len();
+        // `index.max_result_window` (10,000 unless set) bounds from + size.
+        let window = indexes
+            .iter()
+            .map(|m| m.settings.max_result_window.unwrap_or(10_000))
+            .min()
+            .unwrap_or(10_000);
+        if req.from.saturating_add(req.size) as u64 > window {
+            return Err(SearchError::IllegalArgument(format!(
+                "Result window is too large, from + size must be less than or equal to: [{window}] but was [{}]. See the scroll api for a more efficient way to request large data sets. This limit can be set by changing the [index.max_result_window] index level setting.",
+                req.from.saturating_add(req.size)
+            )));
+        }
         let ts_fast = !indexes.is_empty() && indexes.iter().all(|m| self.ts_is_typed(m));
         // Calendar intervals and time zones: exact bucket boundaries, decided once here.
         let mut body = body.cloned();

@@ -98,12 +98,6 @@ impl SearchService {
         };
         let from = params.from.or(num("from")?).unwrap_or(0);
         let size = params.size.or(num("size")?).unwrap_or(10);
-        if from + size > 10_000 {
-            return Err(SearchError::IllegalArgument(format!(
-                "Result window is too large, from + size must be less than or equal to: [10000] but was [{}].",
-                from + size
-            )));
-        }
         let sort_spec: Vec<(String, Option<String>)> = match (&params.sort, body.get("sort")) {
             (Some(s), _) => s
                 .split(',')

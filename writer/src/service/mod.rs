@@ -211,6 +211,18 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
                 ))
             })?;
         }
+        if let Some(w) = get("max_result_window") {
+            settings.max_result_window = Some(
+                w.as_u64()
+                    .or_else(|| w.as_str().and_then(|s| s.parse().ok()))
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        WriterError::BadRequest(format!(
+                            "Failed to parse value [{w}] for setting [index.max_result_window] must be >= 1"
+                        ))
+                    })?,
+            );
+        }
         if let Some(p) = get("priority") {
             settings.priority = Some(
                 p.as_i64()
