@@ -707,8 +707,13 @@ async fn conditional_writes_and_updates_replay_the_same() {
         Some(json!({"n": 15, "tags": ["x", "y"]}))
     );
     let a_before = w.realtime_get("u", "a", None).await.unwrap();
+    // The "crash": the next incarnation starts with empty local state (a fresh scratch
+    // directory; the old one may still be written by the dropped writer's threads).
     drop(w);
-    std::fs::remove_dir_all(dir.path().join("scratch")).unwrap();
+    let config = WriterConfig {
+        scratch_dir: dir.path().join("scratch-after-crash"),
+        ..config
+    };
     let ms2 = metastore(&storage).await;
     let w2 = started(ms2.clone(), &storage, config).await;
     w2.recover().await.unwrap();
