@@ -38,6 +38,16 @@ struct Rewritten {
     min_doc_count: u64,
     /// `extended_bounds` given: empty buckets at the ends are kept.
     extended: bool,
+    /// A `date_range` (not a histogram): its ranges (ms bounds, custom key) and `keyed`.
+    ranges: Option<(Vec<DateRange>, bool)>,
+}
+
+/// One range of a `date_range`.
+#[derive(Clone, Debug)]
+struct DateRange {
+    from: Option<i64>,
+    to: Option<i64>,
+    key: Option<String>,
 }
 
 /// The histograms a request's aggregations had rewritten.
@@ -201,6 +211,9 @@ fn walk(
         if let Some(rewritten) = rewrite_one(agg, path, bounds)? {
             out.0.push(rewritten);
         }
+        if let Some(rewritten) = rewrite_date_range(agg, path)? {
+            out.0.push(rewritten);
+        }
         if let Some(sub) = agg.get_mut("aggs") {
             walk(sub, path, bounds, out)?;
         } else if let Some(sub) = agg.get_mut("aggregations") {
@@ -272,12 +285,128 @@ fn rewrite_one(
         tz,
         min_doc_count,
         extended: ext.is_some(),
+        ranges: None,
     };
     agg["range"] = json!({"field": field, "ranges": ranges});
     if let Some(o) = agg.as_object_mut() {
         o.remove("date_histogram");
     }
     Ok(Some(rewritten))
+}
+
+/// `date_range` → `range` over nanosecond bounds (dates and date math resolved here, once).
+fn rewrite_date_range(agg: &mut Value, path: &[String]) -> Result<Option<Rewritten>, SearchError> {
+    let Some(dr) = agg.get("date_range").and_then(Value::as_object) else {
+        return Ok(None);
+    };
+    let field = dr
+        .get("field")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("[date_range] requires a [field]"))?
+        .to_string();
+    let tz = zone_of(dr.get("time_zone").and_then(Value::as_str).unwrap_or("UTC"))?;
+    let date = |v: Option<&Value>| -> Result<Option<i64>, SearchError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => crate::translate::date_value(v)
+                .map(|ns| Some(ns.div_euclid(1_000_000)))
+                .ok_or_else(|| bad(format!("[date_range] cannot parse date [{v}]"))),
+        }
+    };
+    let mut ranges = Vec::new();
+    for r in dr
+        .get("ranges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("[date_range] requires [ranges]"))?
+    {
+        ranges.push(DateRange {
+            from: date(r.get("from"))?,
+            to: date(r.get("to"))?,
+            key: r.get("key").and_then(Value::as_str).map(str::to_string),
+        });
+    }
+    let keyed = dr.get("keyed").and_then(Value::as_bool).unwrap_or(false);
+    let tantivy_ranges: Vec<Value> = ranges
+        .iter()
+        .map(|r| {
+            let mut v = json!({});
+            if let Some(f) = r.from {
+                v["from"] = json!(to_bound(f));
+            }
+            if let Some(t) = r.to {
+                v["to"] = json!(to_bound(t));
+            }
+            v
+        })
+        .collect();
+    agg["range"] = json!({"field": field, "ranges": tantivy_ranges});
+    if let Some(o) = agg.as_object_mut() {
+        o.remove("date_range");
+    }
+    Ok(Some(Rewritten {
+        path: path.to_vec(),
+        tz,
+        min_doc_count: 0,
+        extended: false,
+        ranges: Some((ranges, keyed)),
+    }))
+}
+
+/// Renders a rewritten `date_range` back: the requested ranges in order of `from`, with
+/// `from`/`to` in milliseconds and as strings, and OpenSearch's keys.
+fn render_ranges(agg: &mut Value, ranges: &[DateRange], keyed: bool, tz: &TimeZone) {
+    let buckets: Vec<Value> = match agg.get("buckets") {
+        Some(Value::Array(b)) => b.clone(),
+        Some(Value::Object(b)) => b.values().cloned().collect(),
+        _ => return,
+    };
+    let bound = |b: &Value, k: &str| b.get(k).and_then(Value::as_f64).map(from_bound);
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| (r.from.unwrap_or(i64::MIN), r.to.unwrap_or(i64::MAX)));
+    for r in &sorted {
+        let Some(b) = buckets
+            .iter()
+            .find(|b| bound(b, "from") == r.from && bound(b, "to") == r.to)
+        else {
+            continue;
+        };
+        let text = |ms: Option<i64>| ms.map_or("*".to_string(), |ms| format_key(ms, tz));
+        let key = r
+            .key
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", text(r.from), text(r.to)));
+        let mut bucket = Map::new();
+        bucket.insert("key".into(), json!(key));
+        if let Some(f) = r.from {
+            bucket.insert("from".into(), json!(f as f64));
+            bucket.insert("from_as_string".into(), json!(text(Some(f))));
+        }
+        if let Some(t) = r.to {
+            bucket.insert("to".into(), json!(t as f64));
+            bucket.insert("to_as_string".into(), json!(text(Some(t))));
+        }
+        bucket.insert(
+            "doc_count".into(),
+            b.get("doc_count").cloned().unwrap_or(json!(0)),
+        );
+        if let Some(o) = b.as_object() {
+            for (k, v) in o {
+                if !matches!(
+                    k.as_str(),
+                    "key" | "from" | "to" | "doc_count" | "from_as_string" | "to_as_string"
+                ) {
+                    bucket.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        out.push((key, Value::Object(bucket)));
+    }
+    *agg = if keyed {
+        json!({"buckets": out.into_iter().collect::<Map<String, Value>>()})
+    } else {
+        json!({"buckets": out.into_iter().map(|(_, b)| b).collect::<Vec<_>>()})
+    };
 }
 
 /// A bucket start as a `range` bound on a date column: tantivy compares nanoseconds, and
@@ -320,6 +449,10 @@ fn restore_at(node: &mut Value, path: &[String], r: &Rewritten) {
 }
 
 fn render(agg: &mut Value, r: &Rewritten) {
+    if let Some((ranges, keyed)) = &r.ranges {
+        render_ranges(agg, ranges, *keyed, &r.tz);
+        return;
+    }
     let buckets: Vec<Value> = match agg.get("buckets") {
         Some(Value::Array(b)) => b.clone(),
         Some(Value::Object(b)) => b.values().cloned().collect(),

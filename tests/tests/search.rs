@@ -693,6 +693,57 @@ async fn calendar_histograms(backend: Backend) {
             "{r}"
         );
     }
+    // date_range: bounds as dates, keys as OpenSearch writes them, `keyed`.
+    for index in ["cal1", "cal3"] {
+        let r = c
+            .search(
+                index,
+                &json!({"size": 0, "aggs": {
+                    "r": {"date_range": {"field": "@timestamp", "ranges": [
+                        {"from": "2024-04-01", "key": "later"},
+                        {"to": "2024-02-01"},
+                        {"from": "2024-02-01", "to": "2024-04-01"}
+                    ]}},
+                    "k": {"date_range": {"field": "@timestamp", "keyed": true,
+                        "ranges": [{"key": "march", "from": "2024-03-01", "to": "2024-04-01"}]},
+                        "aggs": {"top": {"max": {"field": "n"}}}}
+                }}),
+            )
+            .await;
+        let got: Vec<(String, u64)> = r.json["aggregations"]["r"]["buckets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|b| {
+                (
+                    b["key"].as_str().unwrap().to_string(),
+                    b["doc_count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("*-2024-02-01T00:00:00.000Z".to_string(), 2),
+                (
+                    "2024-02-01T00:00:00.000Z-2024-04-01T00:00:00.000Z".to_string(),
+                    5
+                ),
+                ("later".to_string(), 1),
+            ],
+            "{index}: {r}"
+        );
+        assert_eq!(
+            r.json["aggregations"]["r"]["buckets"][1]["from"], 1_706_745_600_000.0,
+            "{r}"
+        );
+        let march = &r.json["aggregations"]["k"]["buckets"]["march"];
+        assert_eq!(
+            (march["doc_count"].clone(), march["top"]["value"].clone()),
+            (json!(3), json!(7.0)),
+            "{r}"
+        );
+    }
     let r = c
         .post(
             "/cal1/_search",
