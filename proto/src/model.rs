@@ -40,6 +40,9 @@ pub struct IndexSettings {
     /// `index.max_result_window`: the largest `from + size` of a search (default 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_result_window: Option<u64>,
+    /// `index.hidden`: wildcards skip it unless `expand_wildcards` includes `hidden`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
     /// Closed (`POST /{index}/_close`): searches and writes are refused until it is opened.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
@@ -82,6 +85,7 @@ impl Default for IndexSettings {
             blocks_write: false,
             closed: false,
             max_result_window: None,
+            hidden: false,
             priority: None,
         }
     }

@@ -83,7 +83,11 @@ impl SearchService {
         routing: Option<&str>,
         ignore_unavailable: bool,
     ) -> Result<Arc<Pit>, SearchError> {
-        let resolved = self.resolve_open(expr, ignore_unavailable)?;
+        let params = SearchParams {
+            ignore_unavailable,
+            ..Default::default()
+        };
+        let resolved = self.resolve_open(expr, &params)?;
         let targets = shard_targets(&resolved, routing);
         let mut indexes = Vec::new();
         for r in resolved {

@@ -74,6 +74,23 @@ pub fn resolve(
     aliases: &AliasTable,
     ignore_unavailable: bool,
 ) -> Result<Vec<Resolved>, SearchError> {
+    resolve_expanding(expr, all, aliases, ignore_unavailable, false)
+}
+
+/// Whether an index is hidden from wildcards: a dot name, or `index.hidden`.
+fn is_hidden(m: &IndexMeta) -> bool {
+    m.name.starts_with('.') || m.settings.hidden
+}
+
+/// [`resolve`], with wildcards also matching hidden indexes when `hidden`
+/// (`expand_wildcards=hidden|all`); a pattern starting with `.` always does.
+pub fn resolve_expanding(
+    expr: &str,
+    all: &[IndexMeta],
+    aliases: &AliasTable,
+    ignore_unavailable: bool,
+    hidden: bool,
+) -> Result<Vec<Resolved>, SearchError> {
     let mut out: Vec<Reach> = Vec::new();
     let expr = expr.trim();
     let parts: Vec<&str> = if expr.is_empty() || expr == "_all" {
@@ -91,9 +108,9 @@ pub fn resolve(
             continue;
         }
         if part.contains('*') {
-            // Hidden (dot) indexes only when the pattern asks for them.
+            // Hidden indexes only when the pattern or `expand_wildcards` asks for them.
             for m in all.iter().filter(|m| {
-                matches(part, &m.name) && (part.starts_with('.') || !m.name.starts_with('.'))
+                matches(part, &m.name) && (hidden || part.starts_with('.') || !is_hidden(m))
             }) {
                 reach(&mut out, m, None);
             }

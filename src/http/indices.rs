@@ -34,6 +34,9 @@ fn settings_json(m: &IndexMeta) -> Value {
     if let Some(p) = m.settings.priority {
         out["index"]["priority"] = json!(p.to_string());
     }
+    if m.settings.hidden {
+        out["index"]["hidden"] = json!("true");
+    }
     if let Some(w) = m.settings.max_result_window {
         out["index"]["max_result_window"] = json!(w.to_string());
     }
@@ -278,6 +281,7 @@ pub async fn put_settings(
     let mut blocks_write: Option<bool> = None;
     let mut priority: Option<Option<i64>> = None;
     let mut max_window: Option<Option<u64>> = None;
+    let mut hidden: Option<bool> = None;
     for (key, value) in flat {
         let key = key.strip_prefix("index.").unwrap_or(&key).to_string();
         let text = match &value {
@@ -334,6 +338,13 @@ pub async fn put_settings(
                     })?),
                 })
             }
+            "hidden" => {
+                hidden = Some(floe_writer::parse_bool_setting(&value).ok_or_else(|| {
+                    bad(format!(
+                        "Failed to parse value [{text}] as only [true] or [false] are allowed for setting [index.hidden]"
+                    ))
+                })?)
+            }
             "max_result_window" => {
                 max_window = Some(match &value {
                     Value::Null => None,
@@ -380,6 +391,9 @@ pub async fn put_settings(
                 }
                 if let Some(w) = max_window {
                     meta.settings.max_result_window = w;
+                }
+                if let Some(h) = hidden {
+                    meta.settings.hidden = h;
                 }
                 Ok(())
             })

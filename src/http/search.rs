@@ -33,6 +33,8 @@ pub(super) fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
         track_total_hits: p.get("track_total_hits").cloned(),
         ignore_unavailable: p.get("ignore_unavailable").is_some_and(|v| v == "true"),
         routing: p.get("routing").cloned(),
+        expand_wildcards: p.get("expand_wildcards").cloned(),
+        allow_no_indices: p.get("allow_no_indices").map(|v| v != "false"),
     })
 }
 

@@ -329,6 +329,35 @@ async fn settings_views(backend: Backend) {
         r.json["sv"]["settings"]["index"]["max_result_window"], "20000",
         "{r}"
     );
+
+    // Hidden indexes: skipped by wildcards unless expand_wildcards asks; named, they answer.
+    let r = c
+        .put("/hid", &json!({"settings": {"index.hidden": true}}))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    c.bulk_ok("/_bulk?refresh=true", logs_bulk("hid", 0..3))
+        .await;
+    c.bulk_ok("/_bulk?refresh=true", logs_bulk("vis", 0..2))
+        .await;
+    let count = |path: String| {
+        let c = c.clone();
+        async move { c.get(&path).await.json["count"].clone() }
+    };
+    assert_eq!(count("/*/_count".into()).await, json!(2));
+    assert_eq!(
+        count("/*/_count?expand_wildcards=all".into()).await,
+        json!(5)
+    );
+    assert_eq!(count("/hid/_count".into()).await, json!(3));
+    assert_eq!(
+        count("/*/_count?expand_wildcards=none".into()).await,
+        json!(0)
+    );
+    let r = c.get("/nomatch*/_search?allow_no_indices=false").await;
+    assert_error(&r, 404, "index_not_found_exception");
+    assert_eq!(c.get("/nomatch*/_search").await.status, 200);
+    let r = c.get("/hid/_settings/index.hidden").await;
+    assert_eq!(r.json["hid"]["settings"]["index"]["hidden"], "true", "{r}");
 }
 
 e2e!(

@@ -62,6 +62,12 @@ pub struct SearchParams {
     /// `routing=a,b`: only the shards these routing values map to are searched.
     #[serde(default)]
     pub routing: Option<String>,
+    /// `expand_wildcards`: `open` (default), `hidden`, `all`, `none` (comma list).
+    #[serde(default)]
+    pub expand_wildcards: Option<String>,
+    /// `allow_no_indices=false`: a wildcard that matches nothing is a 404.
+    #[serde(default)]
+    pub allow_no_indices: Option<bool>,
 }
 
 /// One sort criterion. Up to [`MAX_SORT_KEYS`] are applied, in order.
@@ -221,10 +227,27 @@ impl SearchService {
     pub fn resolve_open(
         &self,
         expr: &str,
-        ignore_unavailable: bool,
+        params: &SearchParams,
     ) -> Result<Vec<Resolved>, SearchError> {
-        let mut resolved = self.resolve_with_aliases(expr, ignore_unavailable)?;
+        let ignore_unavailable = params.ignore_unavailable;
+        let expand = params.expand_wildcards.as_deref().unwrap_or("open");
         let wildcard = expr.trim().is_empty() || expr.trim() == "_all" || expr.contains('*');
+        let mut resolved = if wildcard && expand.split(',').any(|w| w.trim() == "none") {
+            Vec::new()
+        } else {
+            crate::resolve::resolve_expanding(
+                expr,
+                &self.metastore.list_indexes(),
+                &self.metastore.aliases(),
+                ignore_unavailable,
+                expand
+                    .split(',')
+                    .any(|w| matches!(w.trim(), "hidden" | "all")),
+            )?
+        };
+        if wildcard && resolved.is_empty() && params.allow_no_indices == Some(false) {
+            return Err(SearchError::IndexNotFound(expr.to_string()));
+        }
         if let Some(closed) = resolved.iter().find(|r| r.meta.settings.closed) {
             if !wildcard && !ignore_unavailable {
                 return Err(SearchError::IndexClosed(closed.meta.name.clone()));
@@ -284,7 +307,7 @@ impl SearchService {
         let (targets, filters, indexes) = match &pit {
             Some(pit) => self.pit_targets(pit)?,
             None => {
-                let resolved = self.resolve_open(expr, params.ignore_unavailable)?;
+                let resolved = self.resolve_open(expr, params)?;
                 let targets = shard_targets(&resolved, params.routing.as_deref());
                 let filters: BTreeMap<String, Value> = resolved
                     .iter()

@@ -211,6 +211,13 @@ pub fn parse_create_body(body: &Value) -> Result<(IndexSettings, Mappings), Writ
                 ))
             })?;
         }
+        if let Some(h) = get("hidden") {
+            settings.hidden = parse_bool_setting(h).ok_or_else(|| {
+                WriterError::BadRequest(format!(
+                    "Failed to parse value [{h}] as only [true] or [false] are allowed for setting [index.hidden]"
+                ))
+            })?;
+        }
         if let Some(w) = get("max_result_window") {
             settings.max_result_window = Some(
                 w.as_u64()
