@@ -200,6 +200,13 @@ impl From<SearchError> for ApiError {
                 "search_context_missing_exception",
                 e.to_string(),
             ),
+            SearchError::Tantivy(tantivy::TantivyError::AggregationError(
+                tantivy::aggregation::AggregationError::BucketLimitExceeded { limit, .. },
+            )) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "too_many_buckets_exception",
+                SearchError::TooManyBuckets(limit as usize).to_string(),
+            ),
             SearchError::Tantivy(tantivy::TantivyError::InvalidArgument(_))
             | SearchError::Tantivy(tantivy::TantivyError::AggregationError(_)) => {
                 ApiError::bad_request(e.to_string())

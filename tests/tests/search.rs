@@ -941,6 +941,31 @@ async fn filter_aggs(backend: Backend) {
         .await;
     let a = &r.json["aggregations"];
     assert_eq!(a["one"]["doc_count"], 5, "{r}");
+    // `meta` comes back on its aggregation; too many buckets is a 400 that says so.
+    let r2 = c
+        .search(
+            "fa",
+            &json!({"size": 0, "aggs": {"by": {"terms": {"field": "tag"}, "meta": {"color": "blue"},
+                "aggs": {"f": {"filters": {"filters": {"x": {"match_all": {}}}}, "meta": {"k": 1}}}}}}),
+        )
+        .await;
+    assert_eq!(
+        r2.json["aggregations"]["by"]["meta"],
+        json!({"color": "blue"}),
+        "{r2}"
+    );
+    assert_eq!(
+        r2.json["aggregations"]["by"]["buckets"][0]["f"]["meta"],
+        json!({"k": 1}),
+        "{r2}"
+    );
+    let r3 = c
+        .post(
+            "/fa/_search",
+            &json!({"size": 0, "aggs": {"h": {"histogram": {"field": "n", "interval": 0.00001}}}}),
+        )
+        .await;
+    assert_error(&r3, 400, "too_many_buckets_exception");
     assert_eq!(a["one"]["top"]["value"], 8.0, "{r}");
     assert_eq!(
         a["named"]["buckets"]["t1"]["doc_count"],

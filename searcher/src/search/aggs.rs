@@ -159,3 +159,54 @@ pub(super) fn restore_agg_shapes(v: &mut Value) {
         }
     }
 }
+
+/// `meta` of aggregations (any depth), taken out of the request (tantivy does not take it)
+/// to be put back on the result: (path of names, meta).
+pub(super) fn extract_meta(aggs: &mut Value) -> Vec<(Vec<String>, Value)> {
+    fn walk(v: &mut Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
+        let Some(obj) = v.as_object_mut() else {
+            return;
+        };
+        for (name, agg) in obj.iter_mut() {
+            path.push(name.clone());
+            if let Some(meta) = agg.as_object_mut().and_then(|o| o.remove("meta")) {
+                out.push((path.clone(), meta));
+            }
+            for key in ["aggs", "aggregations"] {
+                if let Some(sub) = agg.get_mut(key) {
+                    walk(sub, path, out);
+                }
+            }
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(aggs, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Puts each `meta` back on its aggregation's result (in every bucket of its parents).
+pub(super) fn restore_meta(result: &mut Value, metas: &[(Vec<String>, Value)]) {
+    fn at(node: &mut Value, path: &[String], meta: &Value) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let Some(agg) = node.get_mut(first) else {
+            return;
+        };
+        if rest.is_empty() {
+            if let Some(o) = agg.as_object_mut() {
+                o.insert("meta".into(), meta.clone());
+            }
+            return;
+        }
+        match agg.get_mut("buckets") {
+            Some(Value::Array(b)) => b.iter_mut().for_each(|b| at(b, rest, meta)),
+            Some(Value::Object(b)) => b.values_mut().for_each(|b| at(b, rest, meta)),
+            _ => at(agg, rest, meta),
+        }
+    }
+    for (path, meta) in metas {
+        at(result, path, meta);
+    }
+}

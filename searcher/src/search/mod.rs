@@ -342,11 +342,14 @@ impl SearchService {
             }
         }) {
             Some(aggs) => {
+                // `meta` first: the rewrites below may replace the aggregations carrying it.
+                let meta = extract_meta(aggs);
                 let bounds = |field: &str| time_bounds(field, &req.query, &indexes, &targets);
                 (
                     calendar::rewrite(aggs, &bounds)?,
                     agg_filters::rewrite(aggs)?,
                     pipeline::extract(aggs)?,
+                    meta,
                 )
             }
             None => Default::default(),
@@ -389,6 +392,7 @@ impl SearchService {
             agg_filters::restore(aggs, &rewrites.1);
             calendar::restore(aggs, &rewrites.0);
             pipeline::apply(aggs, &rewrites.2)?;
+            restore_meta(aggs, &rewrites.3);
         }
         if let Some(pit) = &pit {
             response["pit_id"] = json!(pit.id);
