@@ -386,20 +386,7 @@ fn render_ranges(agg: &mut Value, ranges: &[DateRange], keyed: bool, tz: &TimeZo
             bucket.insert("to".into(), json!(t as f64));
             bucket.insert("to_as_string".into(), json!(text(Some(t))));
         }
-        bucket.insert(
-            "doc_count".into(),
-            b.get("doc_count").cloned().unwrap_or(json!(0)),
-        );
-        if let Some(o) = b.as_object() {
-            for (k, v) in o {
-                if !matches!(
-                    k.as_str(),
-                    "key" | "from" | "to" | "doc_count" | "from_as_string" | "to_as_string"
-                ) {
-                    bucket.insert(k.clone(), v.clone());
-                }
-            }
-        }
+        copy_count_and_subs(b, &mut bucket);
         out.push((key, Value::Object(bucket)));
     }
     *agg = if keyed {
@@ -407,6 +394,24 @@ fn render_ranges(agg: &mut Value, ranges: &[DateRange], keyed: bool, tz: &TimeZo
     } else {
         json!({"buckets": out.into_iter().map(|(_, b)| b).collect::<Vec<_>>()})
     };
+}
+
+/// A `range` bucket's `doc_count` and sub-aggregations, onto the bucket rendered from it.
+fn copy_count_and_subs(from: &Value, to: &mut Map<String, Value>) {
+    to.insert(
+        "doc_count".into(),
+        from.get("doc_count").cloned().unwrap_or(json!(0)),
+    );
+    if let Some(o) = from.as_object() {
+        for (k, v) in o {
+            if !matches!(
+                k.as_str(),
+                "key" | "from" | "to" | "doc_count" | "from_as_string" | "to_as_string"
+            ) {
+                to.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
 /// A bucket start as a `range` bound on a date column: tantivy compares nanoseconds, and
@@ -466,20 +471,7 @@ fn render(agg: &mut Value, r: &Rewritten) {
             let mut bucket = Map::new();
             bucket.insert("key_as_string".into(), json!(format_key(from, &r.tz)));
             bucket.insert("key".into(), json!(from));
-            bucket.insert(
-                "doc_count".into(),
-                b.get("doc_count").cloned().unwrap_or(json!(0)),
-            );
-            if let Some(o) = b.as_object() {
-                for (k, v) in o {
-                    if !matches!(
-                        k.as_str(),
-                        "key" | "from" | "to" | "doc_count" | "from_as_string" | "to_as_string"
-                    ) {
-                        bucket.insert(k.clone(), v.clone());
-                    }
-                }
-            }
+            copy_count_and_subs(&b, &mut bucket);
             Some((from, Value::Object(bucket)))
         })
         .collect();
