@@ -244,6 +244,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/_analyze", get(search::analyze).post(search::analyze))
         .route(
+            "/{index}/_explain/{id}",
+            get(search::explain).post(search::explain),
+        )
+        .route(
             "/{index}/_analyze",
             get(search::analyze).post(search::analyze),
         )

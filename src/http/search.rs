@@ -492,3 +492,25 @@ pub async fn analyze(
     };
     Ok(Json(floe_searcher::analyze::analyze(&body, meta.as_ref())?))
 }
+
+/// `GET|POST /{index}/_explain/{id}`: 404 when the document does not exist.
+#[instrument(skip(state, params, body))]
+pub async fn explain(
+    state: State,
+    Path((index, id)): Path<(String, String)>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = json_body(&body)?;
+    let search_params = params_of(&params)?;
+    let answer = state
+        .searcher
+        .explain(&index, &id, body.as_ref(), &search_params)
+        .await?;
+    let status = if answer.get("explanation").is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    };
+    Ok(json_response(status, answer))
+}

@@ -1096,6 +1096,39 @@ async fn fields_validate_analyze(backend: Backend) {
         .post("/_analyze", &json!({"analyzer": "nope", "text": "x"}))
         .await;
     assert_eq!(r.status, 400, "{r}");
+
+    // _explain: the score of one document for a query, with its parts.
+    let r = c
+        .post(
+            "/fv/_explain/1",
+            &json!({"query": {"match": {"msg": "quick"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["matched"], true, "{r}");
+    let score = hits(
+        &c.search("fv", &json!({"query": {"match": {"msg": "quick"}}}))
+            .await,
+    )[0]["_score"]
+        .as_f64()
+        .unwrap();
+    let explained = r.json["explanation"]["value"].as_f64().unwrap();
+    assert!((score - explained).abs() < 1e-4, "{score} vs {r}");
+    let r = c
+        .post(
+            "/fv/_explain/1",
+            &json!({"query": {"match": {"msg": "slow"}}}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json["matched"].clone()),
+        (200, json!(false)),
+        "{r}"
+    );
+    let r = c
+        .post("/fv/_explain/nope", &json!({"query": {"match_all": {}}}))
+        .await;
+    assert_eq!(r.status, 404, "{r}");
 }
 
 /// Pipeline aggregations on merged histogram buckets (2 shards): cumulative_sum,

@@ -974,6 +974,7 @@ struct ShardAggs {
 }
 
 mod aggs;
+mod explain;
 mod render;
 mod request;
 mod shard_run;
