@@ -187,4 +187,63 @@ async fn field_caps(backend: Backend) {
     assert_eq!(c.get("/logs-1/_field_caps").await.status, 400);
 }
 
-e2e!(mget_source_msearch, field_caps);
+/// What Grafana's OpenSearch data source sends: `_msearch` with a header per search,
+/// epoch-millisecond ranges, `interval` + `extended_bounds` + `format: epoch_millis` on the
+/// histogram, an empty `script_fields`, and a logs query sorted by time then `_doc`.
+async fn grafana_msearch(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let c = env.client();
+    let docs = (1..=6).map(|i| {
+        (
+            format!("{i}"),
+            json!({"@timestamp": format!("2024-05-01T0{i}:00:00Z"), "n": i}),
+        )
+    });
+    c.bulk_ok("/_bulk?refresh=true", bulk_body("g", docs)).await;
+    let (from, to) = (1_714_521_600_000i64, 1_714_550_400_000i64); // 00:00 .. 08:00
+    let header =
+        json!({"search_type": "query_then_fetch", "ignore_unavailable": true, "index": "g"});
+    let metrics = json!({"size": 0,
+        "query": {"bool": {"filter": [
+            {"range": {"@timestamp": {"gte": from, "lte": to, "format": "epoch_millis"}}},
+            {"query_string": {"analyze_wildcard": true, "query": "*"}}]}},
+        "aggs": {"2": {"date_histogram": {"interval": "1h", "field": "@timestamp", "min_doc_count": 0,
+            "extended_bounds": {"min": from, "max": to}, "format": "epoch_millis"},
+            "aggs": {"1": {"avg": {"field": "n"}}}}}});
+    let logs = json!({"size": 500,
+        "query": {"bool": {"filter": [{"range": {"@timestamp": {"gte": from, "lte": to, "format": "epoch_millis"}}}]}},
+        "sort": [{"@timestamp": {"order": "desc", "unmapped_type": "boolean"}}, {"_doc": {"order": "desc"}}],
+        "script_fields": {}, "aggs": {}});
+    let body = format!("{header}\n{metrics}\n{header}\n{logs}\n");
+    let r = c
+        .post_ndjson("/_msearch?max_concurrent_shard_requests=5", body)
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let buckets = r.json["responses"][0]["aggregations"]["2"]["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(
+        buckets.len(),
+        9,
+        "00:00 through 08:00, empty ones included: {r}"
+    );
+    assert_eq!(buckets[0]["key_as_string"], from.to_string(), "{r}");
+    assert_eq!(buckets[0]["doc_count"], 0, "{r}");
+    assert_eq!(buckets[3]["1"]["value"], 3.0, "{r}");
+    let ids: Vec<&str> = r.json["responses"][1]["hits"]["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|h| h["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["6", "5", "4", "3", "2", "1"], "{r}");
+    let r = c
+        .post(
+            "/g/_search",
+            &json!({"script_fields": {"x": {"script": "doc['n'].value * 2"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+}
+
+e2e!(mget_source_msearch, field_caps, grafana_msearch);

@@ -185,28 +185,83 @@ pub(super) fn extract_meta(aggs: &mut Value) -> Vec<(Vec<String>, Value)> {
     out
 }
 
+/// Calls `f` on the result of the aggregation at `path` (names from the root), in every
+/// bucket of its parents.
+pub(super) fn for_each_at(node: &mut Value, path: &[String], f: &mut dyn FnMut(&mut Value)) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(agg) = node.get_mut(first) else {
+        return;
+    };
+    if rest.is_empty() {
+        f(agg);
+        return;
+    }
+    match agg.get_mut("buckets") {
+        Some(Value::Array(b)) => b.iter_mut().for_each(|b| for_each_at(b, rest, f)),
+        Some(Value::Object(b)) => b.values_mut().for_each(|b| for_each_at(b, rest, f)),
+        _ => for_each_at(agg, rest, f),
+    }
+}
+
 /// Puts each `meta` back on its aggregation's result (in every bucket of its parents).
 pub(super) fn restore_meta(result: &mut Value, metas: &[(Vec<String>, Value)]) {
-    fn at(node: &mut Value, path: &[String], meta: &Value) {
-        let Some((first, rest)) = path.split_first() else {
-            return;
-        };
-        let Some(agg) = node.get_mut(first) else {
-            return;
-        };
-        if rest.is_empty() {
+    for (path, meta) in metas {
+        for_each_at(result, path, &mut |agg| {
             if let Some(o) = agg.as_object_mut() {
                 o.insert("meta".into(), meta.clone());
             }
+        });
+    }
+}
+
+/// `format` of date histograms (tantivy takes none), taken out of the request: (path,
+/// format).
+pub(super) fn extract_formats(aggs: &mut Value) -> Vec<(Vec<String>, String)> {
+    fn walk(v: &mut Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let Some(obj) = v.as_object_mut() else {
             return;
-        }
-        match agg.get_mut("buckets") {
-            Some(Value::Array(b)) => b.iter_mut().for_each(|b| at(b, rest, meta)),
-            Some(Value::Object(b)) => b.values_mut().for_each(|b| at(b, rest, meta)),
-            _ => at(agg, rest, meta),
+        };
+        for (name, agg) in obj.iter_mut() {
+            path.push(name.clone());
+            if let Some(dh) = agg.get_mut("date_histogram").and_then(Value::as_object_mut) {
+                if let Some(Value::String(f)) = dh.remove("format") {
+                    out.push((path.clone(), f));
+                }
+            }
+            for key in ["aggs", "aggregations"] {
+                if let Some(sub) = agg.get_mut(key) {
+                    walk(sub, path, out);
+                }
+            }
+            path.pop();
         }
     }
-    for (path, meta) in metas {
-        at(result, path, meta);
+    let mut out = Vec::new();
+    walk(aggs, &mut Vec::new(), &mut out);
+    out
+}
+
+/// `key_as_string` in each histogram's `format`: `epoch_millis` and `epoch_second` as
+/// numbers in text; other formats keep the ISO form.
+pub(super) fn restore_formats(result: &mut Value, formats: &[(Vec<String>, String)]) {
+    for (path, format) in formats {
+        for_each_at(result, path, &mut |agg| {
+            let Some(Value::Array(buckets)) = agg.get_mut("buckets") else {
+                return;
+            };
+            for b in buckets {
+                let Some(key) = b.get("key").and_then(Value::as_i64) else {
+                    continue;
+                };
+                let text = match format.split("||").next().unwrap_or_default() {
+                    "epoch_millis" => key.to_string(),
+                    "epoch_second" => key.div_euclid(1000).to_string(),
+                    _ => continue,
+                };
+                b["key_as_string"] = Value::String(text);
+            }
+        });
     }
 }

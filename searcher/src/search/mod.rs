@@ -343,7 +343,7 @@ impl SearchService {
         }) {
             Some(aggs) => {
                 // `meta` first: the rewrites below may replace the aggregations carrying it.
-                let meta = extract_meta(aggs);
+                let meta = (extract_meta(aggs), extract_formats(aggs));
                 let bounds = |field: &str| time_bounds(field, &req.query, &indexes, &targets);
                 (
                     calendar::rewrite(aggs, &bounds)?,
@@ -392,7 +392,8 @@ impl SearchService {
             agg_filters::restore(aggs, &rewrites.1);
             calendar::restore(aggs, &rewrites.0);
             pipeline::apply(aggs, &rewrites.2)?;
-            restore_meta(aggs, &rewrites.3);
+            restore_meta(aggs, &rewrites.3 .0);
+            restore_formats(aggs, &rewrites.3 .1);
         }
         if let Some(pit) = &pit {
             response["pit_id"] = json!(pit.id);

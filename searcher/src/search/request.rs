@@ -62,7 +62,17 @@ impl SearchService {
             Some(Value::Object(o)) => o,
             Some(_) => return Err(parsing("request body must be a JSON object")),
         };
-        for key in body.keys() {
+        // Scripts do not run here; an empty `script_fields` (as Grafana sends) asks nothing.
+        if body
+            .get("script_fields")
+            .is_some_and(|f| f.as_object().is_none_or(|o| !o.is_empty()))
+        {
+            return Err(SearchError::IllegalArgument(
+                "[script_fields] is not supported by Floe: scripts do not run at search time"
+                    .into(),
+            ));
+        }
+        for key in body.keys().filter(|k| *k != "script_fields") {
             if !KNOWN_BODY_KEYS.contains(&key.as_str()) {
                 return Err(parsing(format!(
                     "Unknown key for a START_OBJECT in [{key}]."
