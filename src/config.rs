@@ -87,8 +87,19 @@ pub struct FloeConfig {
     /// reach it within this interval).
     pub metastore_poll_ms: u64,
     pub cluster: ClusterConfig,
+    pub reindex: ReindexConfig,
     /// `text` (default) or `json` (one object per line, for log collectors).
     pub log_format: String,
+}
+
+/// `_reindex` from remote clusters (`[reindex]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReindexConfig {
+    /// `host:port` patterns (`*` wildcards) a reindex may read from, as OpenSearch's
+    /// `reindex.remote.allowlist`; empty (the default): none, so a request cannot make
+    /// Floe fetch from arbitrary addresses.
+    pub remote_allowlist: Vec<String>,
 }
 
 /// Budgets of the searcher's segment cache (`[cache]`; sizes with units, e.g. "512MiB").
@@ -164,6 +175,7 @@ impl Default for FloeConfig {
             node_id: None,
             metastore_poll_ms: 400,
             cluster: ClusterConfig::default(),
+            reindex: ReindexConfig::default(),
             log_format: "text".into(),
         }
     }

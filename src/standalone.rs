@@ -192,6 +192,7 @@ pub fn app_state(
         node_id: config.node_id(),
         cluster: None,
         metrics: crate::http::metrics::Metrics::new(&config.node_id(), role),
+        reindex_allowlist: config.reindex.remote_allowlist.clone(),
     }
 }
 

@@ -168,6 +168,21 @@ pub async fn reindex(state: State, params: Params, body: Bytes) -> Result<Respon
                 .ok_or_else(|| {
                     ApiError::bad_request("[source.remote.host] must be an http(s) URL")
                 })?;
+            let authority = host
+                .split_once("://")
+                .map_or(host, |(_, rest)| rest)
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            if !state
+                .reindex_allowlist
+                .iter()
+                .any(|p| floe_metastore::matches_pattern(p, authority))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "[{authority}] not allowlisted in reindex.remote.allowlist (Floe: [reindex] remote_allowlist)"
+                )));
+            }
             Source::Remote {
                 host: host.to_string(),
                 index,

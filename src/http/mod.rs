@@ -52,6 +52,8 @@ pub struct AppState {
     /// The other nodes (cluster roles; `None` in standalone).
     pub cluster: Option<Arc<crate::cluster::peers::ClusterPeers>>,
     pub metrics: metrics::Metrics,
+    /// `[reindex] remote_allowlist`: the remote clusters `_reindex` may read from.
+    pub reindex_allowlist: Vec<String>,
 }
 
 impl AppState {

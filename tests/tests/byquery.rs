@@ -160,7 +160,11 @@ async fn by_query(backend: Backend) {
 #[tokio::test]
 async fn reindex_from_remote() {
     let old = TestEnv::start(Backend::Local).await;
-    let new = TestEnv::start(Backend::Local).await;
+    let new = TestEnv::start_with_config(
+        Backend::Local,
+        Some("[reindex]\nremote_allowlist = [\"127.0.0.1:*\"]\n"),
+    )
+    .await;
     load(&old.client(), "legacy", 2).await;
     let c = new.client();
     let r = c
@@ -187,6 +191,26 @@ async fn reindex_from_remote() {
         )
         .await;
     assert_eq!(r.status, 502, "{r}");
+    // A host not on the allowlist is refused before anything is fetched; so is any remote
+    // on a node with the default (empty) allowlist.
+    let r = c
+        .post(
+            "/_reindex",
+            &json!({"source": {"remote": {"host": "http://localhost:9200"}, "index": "legacy"},
+                "dest": {"index": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+    assert!(r.text.contains("allowlist"), "{r}");
+    let r = old
+        .client()
+        .post(
+            "/_reindex",
+            &json!({"source": {"remote": {"host": new.client().base_url()}, "index": "migrated"},
+                "dest": {"index": "back"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
     let r = c
         .post(
             "/_reindex",
