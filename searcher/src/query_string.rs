@@ -450,7 +450,36 @@ fn conjunction(mut group: Vec<(Occur, QueryAst)>) -> QueryAst {
 
 /// A bare word: `*` matches everything (or, on a named field, documents having it), a single
 /// trailing `*` is a prefix, other wildcards make a wildcard query, and the rest is a match.
-fn word_query(field: Option<&str>, name: String, w: Word) -> QueryAst {
+fn word_query(field: Option<&str>, name: String, mut w: Word) -> QueryAst {
+    // `term^2`: a boost on the term's query.
+    if let Some((base, boost)) = w.text.rsplit_once('^') {
+        if let (Ok(boost), false) = (boost.parse::<f32>(), base.is_empty() || w.escaped) {
+            let base = base.to_string();
+            w.pattern
+                .truncate(w.pattern.len() - (w.text.len() - base.len()));
+            w.text = base;
+            w.trailing_star = w.pattern.ends_with('*') && !w.pattern.ends_with("\\*");
+            return QueryAst::Boost {
+                query: Box::new(word_query(field, name, w)),
+                boost,
+            };
+        }
+    }
+    // `term~` / `term~1`: fuzzy (AUTO edits, or that many).
+    if let (0, Some((base, edits))) = (w.wildcards, w.text.rsplit_once('~')) {
+        let distance = match edits {
+            "" => Some(None),
+            e => e.parse::<u8>().ok().filter(|d| *d <= 2).map(Some),
+        };
+        if let (Some(distance), false) = (distance, base.is_empty() || w.escaped) {
+            return QueryAst::Fuzzy {
+                field: name,
+                value: base.to_string(),
+                distance,
+                transpositions: true,
+            };
+        }
+    }
     match w.wildcards {
         0 => QueryAst::Match {
             field: name,
@@ -567,6 +596,33 @@ mod tests {
         assert_eq!(q("time:12:30"), m("time", "12:30"));
         assert_eq!(q("price:-5"), m("price", "-5"));
         assert_eq!(q("op:AND"), m("op", "AND"));
+    }
+
+    #[test]
+    fn fuzzy_and_boosted_terms() {
+        assert_eq!(
+            q("msg:quikc~"),
+            QueryAst::Fuzzy {
+                field: "msg".into(),
+                value: "quikc".into(),
+                distance: None,
+                transpositions: true
+            }
+        );
+        assert!(matches!(
+            q("quikc~1"),
+            QueryAst::Fuzzy {
+                distance: Some(1),
+                ..
+            }
+        ));
+        assert!(matches!(q("a^2"), QueryAst::Boost { boost, .. } if boost == 2.0));
+        assert!(
+            matches!(q("te*^3"), QueryAst::Boost { ref query, .. } if matches!(**query, QueryAst::Prefix { .. }))
+        );
+        // Escaped, or not a number: plain terms.
+        assert!(matches!(q("a\\~"), QueryAst::Match { .. }));
+        assert!(matches!(q("a~x"), QueryAst::Match { .. }));
     }
 
     #[test]

@@ -788,6 +788,10 @@ async fn query_breadth(backend: Backend) {
     let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     assert_eq!(ids(json!({"fuzzy": {"msg": "charlei"}})).await, v(&["2"]));
     assert_eq!(
+        ids(json!({"query_string": {"query": "msg:charlei~ OR tag:t0^2"}})).await,
+        v(&["0", "2", "3"])
+    );
+    assert_eq!(
         ids(json!({"fuzzy": {"msg": {"value": "dleta", "fuzziness": 1}}})).await,
         v(&["3"]),
         "one transposition"
