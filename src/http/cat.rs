@@ -204,58 +204,115 @@ pub async fn cat_nodes(state: State, params: Params) -> Result<Response, ApiErro
 /// searcher serving it, with documents and size of its last commit.
 pub async fn cat_shards(state: State, params: Params) -> Result<Response, ApiError> {
     const COLS: [&str; 7] = ["index", "shard", "prirep", "state", "docs", "store", "node"];
-    let writers: Option<Vec<String>> = state.cluster.as_ref().map(|c| c.live_writers());
-    let indexes = state.metastore.list_indexes();
-    let plan = state
-        .cluster
-        .as_ref()
-        .map(|c| c.copy_plan(&state.metastore));
+    let placement = Placement::of(&state);
     let mut rows = Vec::new();
-    for meta in &indexes {
+    for meta in &state.metastore.list_indexes() {
         for shard in 0..meta.settings.number_of_shards {
             let commit = meta.shards.get(&shard);
-            let (state_name, node) = match &writers {
-                Some(live) => match Primary::of(&state.metastore, live, &meta.uuid, shard) {
-                    Primary::Owned(o) => ("STARTED", o),
-                    // Not opened for writing since it was created or handed over.
-                    Primary::Unowned => ("STARTED", "-".to_string()),
-                    Primary::Gone(_) | Primary::NoWriter => ("UNASSIGNED", String::new()),
-                },
-                // Standalone: every shard is this node's (`-` until first written).
-                None => match state.metastore.shard_owner(&meta.uuid, shard) {
-                    Some(o) => ("STARTED", o.node_id),
-                    None => ("STARTED", "-".to_string()),
-                },
-            };
             let docs = commit.map_or(0, |c| c.num_docs).to_string();
             let store = human_bytes(commit.map_or(0, |c| c.size_bytes));
-            let row = |prirep: &str, state_name: &str, node: String| {
-                vec![
+            for (primary, state_name, node) in placement.copies(&state, meta, shard) {
+                rows.push(vec![
                     meta.name.clone(),
                     shard.to_string(),
-                    prirep.to_string(),
+                    if primary { "p" } else { "r" }.to_string(),
                     state_name.to_string(),
                     docs.clone(),
                     store.clone(),
                     node,
-                ]
-            };
-            rows.push(row("p", state_name, node));
-            // A searcher serving the shard is a replica; missing ones are unassigned.
-            if let Some(plan) = &plan {
-                let key = format!("{}/{shard}", meta.uuid);
-                let copies = plan.copies.get(&key).cloned().unwrap_or_default();
-                let wanted = plan.wanted.get(&key).copied().unwrap_or(1);
-                for node in &copies {
-                    rows.push(row("r", "STARTED", node.clone()));
-                }
-                for _ in copies.len()..wanted {
-                    rows.push(row("r", "UNASSIGNED", String::new()));
-                }
+                ]);
             }
         }
     }
     Ok(table(&COLS, rows, &params))
+}
+
+/// Where each shard's copies are: its writer (the primary) and, in a cluster, the searchers
+/// serving it (replicas; missing ones unassigned).
+struct Placement {
+    writers: Option<Vec<String>>,
+    plan: Option<std::sync::Arc<floe_metastore::membership::CopyPlan>>,
+}
+
+impl Placement {
+    fn of(state: &State) -> Placement {
+        Placement {
+            writers: state.cluster.as_ref().map(|c| c.live_writers()),
+            plan: state
+                .cluster
+                .as_ref()
+                .map(|c| c.copy_plan(&state.metastore)),
+        }
+    }
+
+    /// (primary, state, node) of each copy of one shard.
+    fn copies(
+        &self,
+        state: &State,
+        meta: &floe_proto::IndexMeta,
+        shard: u32,
+    ) -> Vec<(bool, &'static str, String)> {
+        let (state_name, node) = match &self.writers {
+            Some(live) => match Primary::of(&state.metastore, live, &meta.uuid, shard) {
+                Primary::Owned(o) => ("STARTED", o),
+                // Not opened for writing since it was created or handed over.
+                Primary::Unowned => ("STARTED", "-".to_string()),
+                Primary::Gone(_) | Primary::NoWriter => ("UNASSIGNED", String::new()),
+            },
+            // Standalone: every shard is this node's (`-` until first written).
+            None => match state.metastore.shard_owner(&meta.uuid, shard) {
+                Some(o) => ("STARTED", o.node_id),
+                None => ("STARTED", "-".to_string()),
+            },
+        };
+        let mut out = vec![(true, state_name, node)];
+        if let Some(plan) = &self.plan {
+            let key = format!("{}/{shard}", meta.uuid);
+            let copies = plan.copies.get(&key).cloned().unwrap_or_default();
+            let wanted = plan.wanted.get(&key).copied().unwrap_or(1);
+            out.extend(copies.iter().map(|n| (false, "STARTED", n.clone())));
+            out.extend((copies.len()..wanted).map(|_| (false, "UNASSIGNED", String::new())));
+        }
+        out
+    }
+}
+
+/// `GET [/{index}]/_search_shards`: the copies a search of these indexes would use.
+pub async fn search_shards(
+    state: State,
+    index: Option<axum::extract::Path<String>>,
+) -> Result<Json<Value>, ApiError> {
+    let indexes = match index {
+        Some(axum::extract::Path(expr)) => state.searcher.resolve(&expr, false)?,
+        None => state.metastore.list_indexes(),
+    };
+    let placement = Placement::of(&state);
+    let mut shards = Vec::new();
+    let mut nodes = serde_json::Map::new();
+    for meta in &indexes {
+        for shard in 0..meta.settings.number_of_shards {
+            let copies: Vec<Value> = placement
+                .copies(&state, meta, shard)
+                .into_iter()
+                .map(|(primary, state_name, node)| {
+                    if !node.is_empty() && node != "-" {
+                        nodes.insert(node.clone(), json!({"name": node, "attributes": {}}));
+                    }
+                    let node = (!node.is_empty() && node != "-").then_some(node);
+                    json!({"state": state_name, "primary": primary, "node": node,
+                        "relocating_node": null, "shard": shard, "index": meta.name})
+                })
+                .collect();
+            shards.push(Value::Array(copies));
+        }
+    }
+    let indices: serde_json::Map<String, Value> = indexes
+        .iter()
+        .map(|m| (m.name.clone(), json!({})))
+        .collect();
+    Ok(Json(
+        json!({"nodes": nodes, "indices": indices, "shards": shards}),
+    ))
 }
 
 /// `GET|POST /_cluster/allocation/explain` with `{"index", "shard", "primary"}`: where the

@@ -83,6 +83,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_cat/health", get(health::cat_health))
         .route("/_cat", get(cat::cat_help))
         .route("/_cat/plugins", get(cat::cat_plugins))
+        .route(
+            "/_search_shards",
+            get(cat::search_shards).post(cat::search_shards),
+        )
+        .route(
+            "/{index}/_search_shards",
+            get(cat::search_shards).post(cat::search_shards),
+        )
         .route("/_stats", get(cluster::stats))
         .route("/_stats/{metric}", get(cluster::stats_all_metric))
         .route("/{index}/_stats", get(cluster::stats))

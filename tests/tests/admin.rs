@@ -258,6 +258,20 @@ async fn stats_close_cat_params(backend: Backend) {
     assert_eq!(r.json["_all"]["primaries"]["docs"]["count"], 40, "{r}");
     let r = c.get("/_nodes").await;
     assert_eq!(r.json["_nodes"]["total"], 1, "{r}");
+    let r = c.get("/logs-a/_search_shards").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["indices"], json!({"logs-a": {}}), "{r}");
+    let shards = r.json["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1, "{r}");
+    assert_eq!(
+        (
+            shards[0][0]["primary"].clone(),
+            shards[0][0]["index"].clone(),
+            shards[0][0]["state"].clone()
+        ),
+        (json!(true), json!("logs-a"), json!("STARTED")),
+        "{r}"
+    );
     assert_eq!(c.get("/_cluster/stats").await.json["indices"]["count"], 2);
 
     // Closed: searches and writes refused, wildcards skip it, its data comes back on open.
