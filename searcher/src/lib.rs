@@ -30,6 +30,7 @@ mod resolve;
 mod search;
 pub mod shards;
 mod sort;
+mod top_hits;
 pub mod translate;
 mod warm;
 

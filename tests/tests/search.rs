@@ -963,6 +963,49 @@ async fn filter_aggs(backend: Backend) {
         json!({"k": 1}),
         "{r2}"
     );
+    // top_hits: the best documents of each bucket, with their source.
+    let r4 = c
+        .search(
+            "fa",
+            &json!({"size": 0, "query": {"range": {"n": {"lt": 20}}}, "aggs": {
+                "by": {"terms": {"field": "tag", "order": {"_key": "asc"}},
+                    "aggs": {"top": {"top_hits": {"size": 2, "sort": [{"n": "desc"}], "_source": ["n"]}}}},
+                "one": {"filter": {"term": {"tag": "t1"}}, "aggs": {"first": {"top_hits": {"size": 1, "sort": [{"n": "asc"}]}}}},
+                "latest": {"top_hits": {"size": 1, "sort": [{"n": "desc"}]}}
+            }}),
+        )
+        .await;
+    let a4 = &r4.json["aggregations"];
+    for (t, b) in a4["by"]["buckets"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<usize> = tagged(t)
+            .filter(|i| *i < 20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .take(2)
+            .collect();
+        let got: Vec<u64> = b["top"]["hits"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["_source"]["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            want.iter().map(|i| *i as u64).collect::<Vec<_>>(),
+            "t{t}: {r4}"
+        );
+        assert_eq!(
+            b["top"]["hits"]["total"]["value"],
+            tagged(t).filter(|i| *i < 20).count(),
+            "{r4}"
+        );
+    }
+    assert_eq!(
+        a4["one"]["first"]["hits"]["hits"][0]["_source"]["n"], 1,
+        "{r4}"
+    );
+    assert_eq!(a4["latest"]["hits"]["hits"][0]["_id"], "19", "{r4}");
     let r3 = c
         .post(
             "/fa/_search",

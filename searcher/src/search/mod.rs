@@ -43,6 +43,7 @@ use crate::query_string::parse_query_string;
 use crate::resolve::{resolve, routing_values, Resolved};
 use crate::shards::{OpenShard, ShardReaders};
 use crate::sort::LenientSort;
+use crate::top_hits;
 use crate::translate::Translator;
 use crate::warm::{warm_up, WarmNeeds};
 use crate::SearchError;
@@ -343,7 +344,11 @@ impl SearchService {
         }) {
             Some(aggs) => {
                 // `meta` first: the rewrites below may replace the aggregations carrying it.
-                let meta = (extract_meta(aggs), extract_formats(aggs));
+                let meta = (
+                    extract_meta(aggs),
+                    extract_formats(aggs),
+                    top_hits::extract(aggs)?,
+                );
                 let bounds = |field: &str| time_bounds(field, &req.query, &indexes, &targets);
                 (
                     calendar::rewrite(aggs, &bounds)?,
@@ -395,10 +400,64 @@ impl SearchService {
             restore_meta(aggs, &rewrites.3 .0);
             restore_formats(aggs, &rewrites.3 .1);
         }
+        if !rewrites.3 .2.is_empty() {
+            self.top_hits(expr, body.as_ref(), params, &mut response, &rewrites.3 .2)
+                .await?;
+        }
         if let Some(pit) = &pit {
             response["pit_id"] = json!(pit.id);
         }
         Ok((response, last))
+    }
+
+    /// Runs each `top_hits`: one search per bucket of its parent (see `top_hits.rs`).
+    async fn top_hits(
+        &self,
+        expr: &str,
+        body: Option<&Value>,
+        params: &SearchParams,
+        response: &mut Value,
+        all: &[top_hits::TopHits],
+    ) -> Result<(), SearchError> {
+        let mut query = body.and_then(|b| b.get("query")).cloned();
+        let mut sub_params = params.clone();
+        if let Some(q) = sub_params.q.take() {
+            query = Some(json!({"query_string": {"query": q,
+                "default_field": params.df.clone().unwrap_or_else(|| "*".into())}}));
+        }
+        sub_params.from = None;
+        sub_params.size = None;
+        sub_params.sort = None;
+        let aggs = response
+            .get_mut("aggregations")
+            .ok_or_else(|| SearchError::Internal("no aggregations to place top_hits".into()))?;
+        for th in all {
+            let mut filters: Vec<Value> = Vec::new();
+            if th.path().is_empty() {
+                filters.push(json!({"match_all": {}}));
+            } else {
+                for_each_at(aggs, th.path(), &mut |agg| {
+                    filters.extend(th.bucket_filters(agg).into_iter().map(|(_, f)| f))
+                });
+            }
+            let mut hits = Vec::with_capacity(filters.len());
+            for f in filters {
+                let sub = th.body(query.as_ref(), Some(f));
+                let res = Box::pin(self.search(expr, Some(&sub), &sub_params)).await?;
+                hits.push(json!({ "hits": res["hits"] }));
+            }
+            let mut hits = hits.into_iter();
+            if th.path().is_empty() {
+                if let (Some(o), Some(h)) = (aggs.as_object_mut(), hits.next()) {
+                    o.insert(th.name().to_string(), h);
+                }
+            } else {
+                for_each_at(aggs, th.path(), &mut |agg| {
+                    top_hits::place(agg, th.name(), th.single(), &mut hits)
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Whether `@timestamp` is a typed column of this index (fast histogram path).
