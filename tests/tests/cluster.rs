@@ -671,18 +671,34 @@ async fn updates_are_forwarded_to_the_owner() {
     let w2 = node("writer", &storage, "w2", "", &url).await;
     let s1 = node("searcher", &storage, "s1", "", &url).await;
     let c = w1.client();
+    // Both writers in w1's view before the first write, so placement spreads the shards
+    // (12 of them: all on one writer has odds of 1 in 2,048).
+    let both = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let c = c.clone();
+        async move {
+            let r = c.get("/_cat/nodes?format=json").await;
+            r.json.as_array().is_some_and(|rows| {
+                rows.iter()
+                    .filter(|row| row["node.role"] == json!("writer"))
+                    .count()
+                    == 2
+            })
+        }
+    })
+    .await;
+    assert!(both.is_some(), "w1 never saw both writers");
     let r = c
-        .put("/upd", &json!({"settings": {"number_of_shards": SHARDS}}))
+        .put("/upd", &json!({"settings": {"number_of_shards": 12}}))
         .await;
     assert_eq!(r.status, 200, "{r}");
-    let n = 20;
+    let n = 40;
     let body: String = (0..n)
         .map(|i| format!("{{\"index\":{{\"_index\":\"upd\",\"_id\":\"d{i}\"}}}}\n{{\"n\":{i}}}\n"))
         .collect();
     let r = c.post_ndjson("/_bulk", body).await;
     assert_eq!(r.json["errors"], json!(false), "{r}");
-    // Both writers own shards of the index.
-    let split = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+    // Both writers own shards of the index (bounded generously for a loaded CI machine).
+    let split = poll_until(Duration::from_secs(40), Duration::from_millis(100), || {
         let c = s1.client();
         async move {
             let r = c.get("/_cat/shards?format=json").await;
@@ -696,7 +712,7 @@ async fn updates_are_forwarded_to_the_owner() {
                         .collect()
                 })
                 .unwrap_or_default();
-            owners.len() == 2
+            owners.contains("w1") && owners.contains("w2")
         }
     })
     .await;
