@@ -94,10 +94,10 @@ impl PitStore {
         };
         self.write(&pit).await?;
         let pit = Arc::new(pit);
-        self.cache
-            .lock()
-            .expect("pit cache")
-            .insert(pit.id.clone(), pit.clone());
+        let mut cache = self.cache.lock().expect("pit cache");
+        // Expired ones are dropped here, so every scroll does not stay in memory forever.
+        cache.retain(|_, p| p.expires_ms > now);
+        cache.insert(pit.id.clone(), pit.clone());
         Ok(pit)
     }
 

@@ -15,6 +15,7 @@ use tantivy::query::Query;
 use tantivy::schema::Schema;
 use tantivy::tokenizer::TokenizerManager;
 
+use crate::agg_path::for_each_level;
 use crate::dsl::parse_query;
 use crate::translate::Translator;
 use crate::SearchError;
@@ -162,22 +163,13 @@ pub fn to_builders(aggs: &mut Value, layout_version: u32, mappings: &Mappings) {
 /// After the merge: each split `filters` gathered back into its buckets.
 pub fn restore(result: &mut Value, splits: &Splits) {
     for s in &splits.0 {
-        restore_at(result, &s.path, s);
+        for_each_level(result, &s.path, &mut |level| gather(level, s));
     }
 }
 
-fn restore_at(node: &mut Value, path: &[String], s: &Split) {
-    if let Some((first, rest)) = path.split_first() {
-        let Some(agg) = node.get_mut(first) else {
-            return;
-        };
-        match agg.get_mut("buckets") {
-            Some(Value::Array(b)) => b.iter_mut().for_each(|b| restore_at(b, rest, s)),
-            Some(Value::Object(b)) => b.values_mut().for_each(|b| restore_at(b, rest, s)),
-            _ => restore_at(agg, rest, s),
-        }
-        return;
-    }
+/// The sibling `filter`s of one split `filters`, in `level` (an object holding them),
+/// gathered back into its buckets.
+fn gather(node: &mut Value, s: &Split) {
     let Some(obj) = node.as_object_mut() else {
         return;
     };

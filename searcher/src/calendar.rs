@@ -11,6 +11,7 @@ use jiff::tz::{Offset, TimeZone};
 use jiff::{Span, Timestamp, ZonedDateTime};
 use serde_json::{json, Map, Value};
 
+use crate::agg_path::{for_each_at, visit};
 use crate::SearchError;
 
 /// Most buckets one histogram may have (OpenSearch's `search.max_buckets` is 65,535).
@@ -193,35 +194,12 @@ pub fn rewrite(
     bounds: &impl Fn(&str) -> Option<(i64, i64)>,
 ) -> Result<Rewrites, SearchError> {
     let mut out = Rewrites::default();
-    walk(aggs, &mut Vec::new(), bounds, &mut out)?;
+    visit::<SearchError>(aggs, &mut |path, agg| {
+        out.0.extend(rewrite_one(agg, path, bounds)?);
+        out.0.extend(rewrite_date_range(agg, path)?);
+        Ok(())
+    })?;
     Ok(out)
-}
-
-fn walk(
-    aggs: &mut Value,
-    path: &mut Vec<String>,
-    bounds: &impl Fn(&str) -> Option<(i64, i64)>,
-    out: &mut Rewrites,
-) -> Result<(), SearchError> {
-    let Some(obj) = aggs.as_object_mut() else {
-        return Ok(());
-    };
-    for (name, agg) in obj.iter_mut() {
-        path.push(name.clone());
-        if let Some(rewritten) = rewrite_one(agg, path, bounds)? {
-            out.0.push(rewritten);
-        }
-        if let Some(rewritten) = rewrite_date_range(agg, path)? {
-            out.0.push(rewritten);
-        }
-        if let Some(sub) = agg.get_mut("aggs") {
-            walk(sub, path, bounds, out)?;
-        } else if let Some(sub) = agg.get_mut("aggregations") {
-            walk(sub, path, bounds, out)?;
-        }
-        path.pop();
-    }
-    Ok(())
 }
 
 fn rewrite_one(
@@ -430,26 +408,7 @@ fn from_bound(bound: f64) -> i64 {
 /// `date_histogram` buckets.
 pub fn restore(result: &mut Value, rewrites: &Rewrites) {
     for r in &rewrites.0 {
-        restore_at(result, &r.path, r);
-    }
-}
-
-fn restore_at(node: &mut Value, path: &[String], r: &Rewritten) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    let Some(agg) = node.get_mut(first) else {
-        return;
-    };
-    if rest.is_empty() {
-        render(agg, r);
-        return;
-    }
-    // Through every bucket of an enclosing bucket aggregation (list or keyed).
-    match agg.get_mut("buckets") {
-        Some(Value::Array(buckets)) => buckets.iter_mut().for_each(|b| restore_at(b, rest, r)),
-        Some(Value::Object(buckets)) => buckets.values_mut().for_each(|b| restore_at(b, rest, r)),
-        _ => restore_at(agg, rest, r),
+        for_each_at(result, &r.path, &mut |agg| render(agg, r));
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod after;
 mod agg_filters;
+mod agg_path;
 pub mod analyze;
 pub mod ast;
 mod calendar;

@@ -8,6 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::agg_path::for_each_at;
 use crate::SearchError;
 
 const KINDS: &[&str] = &[
@@ -88,39 +89,35 @@ fn walk(aggs: &mut Value, path: &mut Vec<String>, out: &mut Pipelines) -> Result
 /// Computes the pipelines on the final aggregations.
 pub fn apply(result: &mut Value, pipelines: &Pipelines) -> Result<(), SearchError> {
     for p in &pipelines.0 {
-        apply_at(result, &p.path, p)?;
+        let mut failed = None;
+        for_each_at(result, &p.path, &mut |agg| {
+            if failed.is_none() {
+                failed = compute_in(agg, p).err();
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     Ok(())
 }
 
-fn apply_at(node: &mut Value, path: &[String], p: &Pipeline) -> Result<(), SearchError> {
-    let Some((first, rest)) = path.split_first() else {
-        return Ok(());
-    };
-    let Some(agg) = node.get_mut(first) else {
-        return Ok(());
-    };
-    if rest.is_empty() {
-        return match agg.get_mut("buckets") {
-            Some(Value::Array(buckets)) => compute(buckets, p),
-            Some(Value::Object(buckets)) => {
-                let mut list: Vec<Value> = buckets.values().cloned().collect();
-                compute(&mut list, p)?;
-                for (slot, b) in buckets.values_mut().zip(list) {
-                    *slot = b;
-                }
-                Ok(())
-            }
-            _ => Err(bad(format!(
-                "[{}] must be inside a multi-bucket aggregation",
-                p.name
-            ))),
-        };
-    }
+/// One pipeline over the buckets of one parent result (list or keyed).
+fn compute_in(agg: &mut Value, p: &Pipeline) -> Result<(), SearchError> {
     match agg.get_mut("buckets") {
-        Some(Value::Array(b)) => b.iter_mut().try_for_each(|b| apply_at(b, rest, p)),
-        Some(Value::Object(b)) => b.values_mut().try_for_each(|b| apply_at(b, rest, p)),
-        _ => apply_at(agg, rest, p),
+        Some(Value::Array(buckets)) => compute(buckets, p),
+        Some(Value::Object(buckets)) => {
+            let mut list: Vec<Value> = buckets.values().cloned().collect();
+            compute(&mut list, p)?;
+            for (slot, b) in buckets.values_mut().zip(list) {
+                *slot = b;
+            }
+            Ok(())
+        }
+        _ => Err(bad(format!(
+            "[{}] must be inside a multi-bucket aggregation",
+            p.name
+        ))),
     }
 }
 

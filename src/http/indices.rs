@@ -491,17 +491,11 @@ pub async fn add_block(
             "block [{block}] is not supported: Floe supports [write] and [read_only]"
         )));
     }
-    let mut indices = Vec::new();
-    for m in state.searcher.resolve_indexes_only(&index)? {
-        state
-            .metastore
-            .update_index(&m.name, |meta| {
-                meta.settings.blocks_write = true;
-                Ok(())
-            })
-            .await?;
-        indices.push(json!({"name": m.name, "blocked": true}));
-    }
+    let indices: Vec<Value> = set_on_indexes(&state, &index, |s| s.blocks_write = true)
+        .await?
+        .into_iter()
+        .map(|name| json!({"name": name, "blocked": true}))
+        .collect();
     Ok(Json(
         json!({"acknowledged": true, "shards_acknowledged": true, "indices": indices}),
     ))
@@ -510,12 +504,22 @@ pub async fn add_block(
 /// `POST /{index}/_close` and `/_open`: a closed index refuses searches and writes
 /// (`index_closed_exception`) and wildcards skip it; its data stays in the bucket as it is.
 async fn set_closed(state: &State, expr: &str, closed: bool) -> Result<Vec<String>, ApiError> {
+    set_on_indexes(state, expr, |s| s.closed = closed).await
+}
+
+/// Changes one setting of every index `expr` names (names and wildcards, not aliases);
+/// returns their names.
+async fn set_on_indexes(
+    state: &State,
+    expr: &str,
+    change: impl Fn(&mut floe_proto::IndexSettings),
+) -> Result<Vec<String>, ApiError> {
     let mut names = Vec::new();
     for m in state.searcher.resolve_indexes_only(expr)? {
         state
             .metastore
             .update_index(&m.name, |meta| {
-                meta.settings.closed = closed;
+                change(&mut meta.settings);
                 Ok(())
             })
             .await?;

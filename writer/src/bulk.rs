@@ -37,6 +37,24 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The condition of already validated parts (as logged, or as forwarded): `if_seq_no`
+    /// with `if_primary_term`, else an external `version` (`gte`: `external_gte`).
+    pub fn of_parts(
+        if_seq_no: Option<u64>,
+        if_primary_term: Option<u64>,
+        version: Option<u64>,
+        gte: bool,
+    ) -> Option<Condition> {
+        match (if_seq_no, if_primary_term, version) {
+            (Some(seq_no), Some(primary_term), _) => Some(Condition::SeqNo {
+                seq_no,
+                primary_term,
+            }),
+            (_, _, Some(version)) => Some(Condition::External { version, gte }),
+            _ => None,
+        }
+    }
+
     /// The condition of `if_seq_no`/`if_primary_term`/`version`/`version_type` (from query
     /// parameters or bulk metadata), validated as OpenSearch does.
     pub fn parse(

@@ -75,17 +75,8 @@ impl BulkOp {
             "update" => OpKind::Update,
             other => return Err(format!("unknown bulk action [{other}]")),
         };
-        let cond = match (op.if_seq_no, op.if_primary_term, op.version) {
-            (Some(seq_no), Some(primary_term), _) => Some(Condition::SeqNo {
-                seq_no,
-                primary_term,
-            }),
-            (_, _, Some(version)) => Some(Condition::External {
-                version,
-                gte: op.version_gte,
-            }),
-            _ => None,
-        };
+        let cond =
+            Condition::of_parts(op.if_seq_no, op.if_primary_term, op.version, op.version_gte);
         Ok(BulkOp {
             kind,
             index: Some(op.index),

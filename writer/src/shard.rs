@@ -619,19 +619,33 @@ impl ShardWriter {
                 primary_term: entry.primary_term,
             }));
         }
-        let searcher = self.reader.searcher();
-        let Some(addr) = self.committed_doc(&searcher, id)? else {
+        Ok(self
+            .committed_live(&self.reader.searcher(), id)?
+            .map(|(_, live)| live))
+    }
+
+    /// Where the live copy of `id` is in the committed segments of `searcher`, and its
+    /// version, seq_no and primary term.
+    fn committed_live(
+        &self,
+        searcher: &tantivy::Searcher,
+        id: &str,
+    ) -> Result<Option<(tantivy::DocAddress, Live)>, WriterError> {
+        let Some(addr) = self.committed_doc(searcher, id)? else {
             return Ok(None);
         };
         let seg = searcher.segment_reader(addr.segment_ord);
         let version = seg.fast_fields().u64(VERSION_FIELD)?.first(addr.doc_id);
         let packed = seg.fast_fields().u64(SEQ_NO_FIELD)?.first(addr.doc_id);
         let (seq_no, primary_term) = packed.map_or((0, 1), floe_proto::layout::unpack_seq_no);
-        Ok(Some(Live {
-            version: version.unwrap_or(1),
-            seq_no,
-            primary_term,
-        }))
+        Ok(Some((
+            addr,
+            Live {
+                version: version.unwrap_or(1),
+                seq_no,
+                primary_term,
+            },
+        )))
     }
 
     /// Where the live copy of `id` is in the committed segments.
@@ -666,12 +680,11 @@ impl ShardWriter {
         if let Some(entry) = st.recent.get(id) {
             return Ok(entry.source.is_some().then(|| entry.clone()));
         }
-        let Some(live) = self.live_locked(&st, id)? else {
-            return Ok(None);
-        };
-        drop(st);
+        // One searcher for the lookup and the read: the version and the source are of the
+        // same committed copy.
         let searcher = self.reader.searcher();
-        let Some(addr) = self.committed_doc(&searcher, id)? else {
+        drop(st);
+        let Some((addr, live)) = self.committed_live(&searcher, id)? else {
             return Ok(None);
         };
         let doc: TantivyDocument = searcher.doc(addr)?;

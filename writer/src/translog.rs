@@ -121,17 +121,12 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<LoggedOp>, WriterError> {
                 )))
             }
         };
-        let cond = match (l.if_seq_no, l.if_primary_term, l.version) {
-            (Some(seq_no), Some(primary_term), _) => Some(Condition::SeqNo {
-                seq_no,
-                primary_term,
-            }),
-            (_, _, Some(version)) => Some(Condition::External {
-                version,
-                gte: l.version_type == Some("external_gte"),
-            }),
-            _ => None,
-        };
+        let cond = Condition::of_parts(
+            l.if_seq_no,
+            l.if_primary_term,
+            l.version,
+            l.version_type == Some("external_gte"),
+        );
         ops.push(LoggedOp {
             seq: l.seq,
             kind,

@@ -2,6 +2,7 @@
 //! and tantivy's results back into OpenSearch's shape.
 
 use super::*;
+pub(super) use crate::agg_path::{for_each_at, visit};
 
 /// The time range (ms) of `field`'s values in the targeted shards, narrowed by the query:
 /// known for `@timestamp`, whose range every commit records.
@@ -163,46 +164,14 @@ pub(super) fn restore_agg_shapes(v: &mut Value) {
 /// `meta` of aggregations (any depth), taken out of the request (tantivy does not take it)
 /// to be put back on the result: (path of names, meta).
 pub(super) fn extract_meta(aggs: &mut Value) -> Vec<(Vec<String>, Value)> {
-    fn walk(v: &mut Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, Value)>) {
-        let Some(obj) = v.as_object_mut() else {
-            return;
-        };
-        for (name, agg) in obj.iter_mut() {
-            path.push(name.clone());
-            if let Some(meta) = agg.as_object_mut().and_then(|o| o.remove("meta")) {
-                out.push((path.clone(), meta));
-            }
-            for key in ["aggs", "aggregations"] {
-                if let Some(sub) = agg.get_mut(key) {
-                    walk(sub, path, out);
-                }
-            }
-            path.pop();
-        }
-    }
     let mut out = Vec::new();
-    walk(aggs, &mut Vec::new(), &mut out);
+    let _ = visit::<()>(aggs, &mut |path, agg| {
+        if let Some(meta) = agg.as_object_mut().and_then(|o| o.remove("meta")) {
+            out.push((path.to_vec(), meta));
+        }
+        Ok(())
+    });
     out
-}
-
-/// Calls `f` on the result of the aggregation at `path` (names from the root), in every
-/// bucket of its parents.
-pub(super) fn for_each_at(node: &mut Value, path: &[String], f: &mut dyn FnMut(&mut Value)) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    let Some(agg) = node.get_mut(first) else {
-        return;
-    };
-    if rest.is_empty() {
-        f(agg);
-        return;
-    }
-    match agg.get_mut("buckets") {
-        Some(Value::Array(b)) => b.iter_mut().for_each(|b| for_each_at(b, rest, f)),
-        Some(Value::Object(b)) => b.values_mut().for_each(|b| for_each_at(b, rest, f)),
-        _ => for_each_at(agg, rest, f),
-    }
 }
 
 /// Puts each `meta` back on its aggregation's result (in every bucket of its parents).
@@ -219,27 +188,15 @@ pub(super) fn restore_meta(result: &mut Value, metas: &[(Vec<String>, Value)]) {
 /// `format` of date histograms (tantivy takes none), taken out of the request: (path,
 /// format).
 pub(super) fn extract_formats(aggs: &mut Value) -> Vec<(Vec<String>, String)> {
-    fn walk(v: &mut Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
-        let Some(obj) = v.as_object_mut() else {
-            return;
-        };
-        for (name, agg) in obj.iter_mut() {
-            path.push(name.clone());
-            if let Some(dh) = agg.get_mut("date_histogram").and_then(Value::as_object_mut) {
-                if let Some(Value::String(f)) = dh.remove("format") {
-                    out.push((path.clone(), f));
-                }
-            }
-            for key in ["aggs", "aggregations"] {
-                if let Some(sub) = agg.get_mut(key) {
-                    walk(sub, path, out);
-                }
-            }
-            path.pop();
-        }
-    }
     let mut out = Vec::new();
-    walk(aggs, &mut Vec::new(), &mut out);
+    let _ = visit::<()>(aggs, &mut |path, agg| {
+        if let Some(dh) = agg.get_mut("date_histogram").and_then(Value::as_object_mut) {
+            if let Some(Value::String(f)) = dh.remove("format") {
+                out.push((path.to_vec(), f));
+            }
+        }
+        Ok(())
+    });
     out
 }
 

@@ -359,7 +359,12 @@ impl SearchService {
             }
             None => Default::default(),
         };
-        let req = self.parse_request(body.as_ref(), params)?;
+        // The merge reads the aggregations as the leaves get them (rewritten).
+        let req = if req.aggs.is_some() {
+            self.parse_request(body.as_ref(), params)?
+        } else {
+            req
+        };
         let mut leaf = LeafRequest {
             body: body.clone(),
             params: params.clone(),
