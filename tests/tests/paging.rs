@@ -127,7 +127,23 @@ async fn scroll_and_pit(backend: Backend) {
             .intersection(&before)
             .cloned()
             .collect();
-        panic!("pinned objects were never collected after the scroll closed: {left:?}");
+        let pins: Vec<String> = env
+            .storage_keys("indexes/")
+            .await
+            .into_iter()
+            .filter(|k| k.contains("/pins/"))
+            .collect();
+        let warnings: Vec<String> = env
+            .floe
+            .log_tail(2000)
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(String::from)
+            .collect();
+        panic!(
+            "pinned objects were never collected after the scroll closed: {left:?}\n\
+             pins left: {pins:?}\nwarnings: {warnings:#?}"
+        );
     }
     let r = c
         .post("/_search/scroll", &json!({"scroll_id": scroll_id}))

@@ -986,6 +986,12 @@ impl ShardWriter {
         !st.dirty && st.recent.is_empty()
     }
 
+    /// Whether retired segment objects wait here to be deleted (a shard closed with some
+    /// would leave them in the bucket until it is opened again).
+    pub fn has_garbage(&self) -> bool {
+        !self.retired.lock().expect("retired lock").is_empty()
+    }
+
     pub fn is_dirty(&self) -> bool {
         self.state.lock().expect("shard lock").dirty
     }

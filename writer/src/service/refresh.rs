@@ -238,6 +238,7 @@ impl Writer {
                 let idle_ms = self.pool.now().saturating_sub(writer.last_used());
                 if idle_ms >= self.config.idle_close.as_millis() as u64
                     && writer.is_quiet()
+                    && !writer.has_garbage()
                     && self.close_if_unused(&key, &writer, 1).await
                 {
                     last.remove(&key);
