@@ -281,6 +281,7 @@ impl Job {
                 cond,
                 retry_on_conflict: 0,
                 invalid: None,
+                denied: None,
             };
             match &self.action {
                 Action::Delete => ops.push(op(OpKind::Delete, &hit.index, None, cond)),

@@ -70,6 +70,29 @@ impl Default for IndexingConfig {
     }
 }
 
+/// `[security]`: authentication and authorization of every REST request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    /// On by default. Turning it off (`enabled = false`, `FLOE_SECURITY_ENABLED=false` or
+    /// `--security-enabled false`) opens every route to anyone who can reach the port, and
+    /// is warned about at every start.
+    pub enabled: bool,
+    /// Failed logins from one client address before it is refused for `block_ms`.
+    pub max_failed_logins: u32,
+    pub block_ms: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            enabled: true,
+            max_failed_logins: 10,
+            block_ms: 60_000,
+        }
+    }
+}
+
 /// Everything `floe standalone` needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -88,6 +111,7 @@ pub struct FloeConfig {
     pub metastore_poll_ms: u64,
     pub cluster: ClusterConfig,
     pub reindex: ReindexConfig,
+    pub security: SecurityConfig,
     /// `text` (default) or `json` (one object per line, for log collectors).
     pub log_format: String,
 }
@@ -176,6 +200,7 @@ impl Default for FloeConfig {
             metastore_poll_ms: 400,
             cluster: ClusterConfig::default(),
             reindex: ReindexConfig::default(),
+            security: SecurityConfig::default(),
             log_format: "text".into(),
         }
     }
@@ -256,6 +281,9 @@ pub struct ConfigFlags {
     /// Log format: text (default; colours only on a terminal) or json.
     #[arg(long, env = "FLOE_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Authentication and authorization (`[security] enabled`; default true).
+    #[arg(long, env = "FLOE_SECURITY_ENABLED")]
+    pub security_enabled: Option<bool>,
 }
 
 impl FloeConfig {
@@ -313,6 +341,9 @@ impl FloeConfig {
         }
         if let Some(z) = &flags.zone {
             config.cluster.zone = z.clone();
+        }
+        if let Some(on) = flags.security_enabled {
+            config.security.enabled = on;
         }
         if let Some(f) = &flags.log_format {
             config.log_format = f.clone();

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use floe_cache::{CacheConfig, SegmentCache};
+use floe_metastore::security::Bootstrap;
 use floe_metastore::{Metastore, MetastoreOptions};
 use floe_searcher::SearchService;
 use floe_storage::Storage;
 use floe_writer::pressure::IndexingPressure;
 use floe_writer::{Writer, WriterConfig};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::FloeConfig;
 use crate::http::{router, AppState};
@@ -89,7 +90,41 @@ pub async fn open_bucket(config: &FloeConfig) -> anyhow::Result<(Storage, Arc<Me
     );
     std::fs::create_dir_all(&config.cache_dir)
         .with_context(|| format!("creating cache dir {}", config.cache_dir.display()))?;
+    bootstrap_security(config, &metastore).await?;
     Ok((storage, metastore))
+}
+
+/// With security on: on an empty bucket, creates `admin` with the password in
+/// `FLOE_INITIAL_ADMIN_PASSWORD` (or a generated one, printed once); later starts change
+/// nothing. With security off: a warning, at every start.
+async fn bootstrap_security(config: &FloeConfig, metastore: &Metastore) -> anyhow::Result<()> {
+    if !config.security.enabled {
+        warn!(
+            "SECURITY IS OFF ([security] enabled = false): every route is open to anyone who can reach this node"
+        );
+        return Ok(());
+    }
+    let initial = std::env::var("FLOE_INITIAL_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    match metastore
+        .bootstrap_security(initial.as_deref())
+        .await
+        .context("bootstrapping security")?
+    {
+        Bootstrap::Existing => {}
+        Bootstrap::Created => {
+            info!("security: user [admin] created with the password in FLOE_INITIAL_ADMIN_PASSWORD")
+        }
+        Bootstrap::Generated(password) => {
+            // Shown once, on the terminal, whatever the log level.
+            eprintln!(
+                "\n  Floe security: user [admin] was created with the password\n\n      {password}\n\n  It is not shown again. Log in with: curl -u 'admin:{password}' http://{}/\n",
+                config.http.addr
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The writer, with its session registration and recovery in the background and its
@@ -181,6 +216,7 @@ pub fn app_state(
         .max_inflight_bytes
         .unwrap_or_else(IndexingPressure::default_limit);
     info!(bytes = pressure_limit, "indexing pressure limit");
+    let metastore_for_security = metastore.clone();
     AppState {
         storage,
         metastore,
@@ -193,6 +229,12 @@ pub fn app_state(
         cluster: None,
         metrics: crate::http::metrics::Metrics::new(&config.node_id(), role),
         reindex_allowlist: config.reindex.remote_allowlist.clone(),
+        security: Arc::new(crate::http::security::Security::new(
+            config.security.enabled,
+            metastore_for_security,
+            config.security.max_failed_logins,
+            Duration::from_millis(config.security.block_ms),
+        )),
     }
 }
 
@@ -206,9 +248,12 @@ pub async fn serve_http(
         .await
         .with_context(|| format!("binding {}", config.http.addr))?;
     info!(addr = %config.http.addr, "HTTP listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await?;
     Ok(())
 }
 

@@ -11,11 +11,16 @@ use serde_json::Value;
 /// take seconds, but bounded so a hung server fails the run instead of stalling it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Client of one Floe (or OpenSearch) endpoint.
+/// The password of `admin` in the Floe the bench starts (`FLOE_INITIAL_ADMIN_PASSWORD`):
+/// the bench measures with security on, as users run Floe.
+pub const ADMIN_PASSWORD: &str = "floe-bench-admin-1";
+
+/// Client of one Floe (or OpenSearch) endpoint, logged in as `admin`.
 #[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    authorization: String,
 }
 
 /// A response: HTTP status and JSON body (`Null` if not JSON).
@@ -34,9 +39,15 @@ impl Client {
             .tcp_nodelay(true)
             .no_proxy()
             .build()?;
+        use base64::Engine;
+        let authorization = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PASSWORD}"))
+        );
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             http,
+            authorization,
         })
     }
 
@@ -49,7 +60,8 @@ impl Client {
     ) -> anyhow::Result<Resp> {
         let mut req = self
             .http
-            .request(method.clone(), format!("{}{path}", self.base));
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("authorization", &self.authorization);
         if let Some((content_type, bytes)) = body {
             req = req.header("content-type", content_type).body(bytes);
         }

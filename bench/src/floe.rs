@@ -186,6 +186,7 @@ impl FloeProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .env("FLOE_INITIAL_ADMIN_PASSWORD", crate::client::ADMIN_PASSWORD)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

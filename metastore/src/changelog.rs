@@ -38,6 +38,8 @@ pub enum Change {
     AliasesUpdated,
     /// The template record changed.
     TemplatesUpdated,
+    /// The security record (users, roles, mappings, API keys) changed.
+    SecurityUpdated,
     /// New commits of these (index uuid, shard) pairs were published.
     CommitsPublished {
         shards: Vec<(String, u32)>,

@@ -52,7 +52,7 @@ pub enum MetastoreError {
 }
 
 /// Milliseconds since the Unix epoch (wall clock).
-pub(crate) fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

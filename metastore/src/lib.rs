@@ -14,13 +14,14 @@ pub mod ism;
 pub mod membership;
 mod names;
 pub mod pits;
+pub mod security;
 mod session;
 mod store;
 pub mod templates;
 
 pub use aliases::{AliasAction, AliasSpec, AliasTable, WriteTarget};
 pub use changelog::Change;
-pub use error::MetastoreError;
+pub use error::{now_millis, MetastoreError};
 pub use membership::{ClusterView, Membership, MembershipService};
 pub use names::{flatten_keys, matches_pattern, shard_for, validate_index_name};
 pub use session::NodeSession;

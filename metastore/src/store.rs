@@ -90,6 +90,8 @@ struct State {
     aliases: (AliasTable, Option<String>),
     /// Every template, and the record's ETag.
     templates: (TemplateTable, Option<String>),
+    /// Users, roles, mappings and API keys, and the record's ETag.
+    security: (std::sync::Arc<floe_security::SecurityTable>, Option<String>),
 }
 
 impl State {
@@ -199,7 +201,11 @@ impl Metastore {
         let shards = self.read_all::<ShardRecord>(SHARDS_PREFIX).await?;
         let aliases = read_record::<AliasTable>(&self.storage, ALIASES_KEY).await?;
         let templates = read_record::<TemplateTable>(&self.storage, TEMPLATES_KEY).await?;
+        let security = crate::security::read(&self.storage).await?;
         let mut fresh = State::default();
+        if let Some((table, etag)) = security {
+            fresh.security = (std::sync::Arc::new(table), Some(etag));
+        }
         if let Some((table, etag)) = aliases {
             fresh.aliases = (table, Some(etag));
         }
@@ -296,6 +302,7 @@ impl Metastore {
                 .remove_index(name, Some(uuid)),
             Change::AliasesUpdated => self.reload_aliases().await?,
             Change::TemplatesUpdated => self.reload_templates().await?,
+            Change::SecurityUpdated => self.reload_security().await?,
             Change::CommitsPublished { shards } => {
                 let known: Vec<(String, u32)> = {
                     let st = self.state.read().expect("lock");
@@ -385,6 +392,20 @@ impl Metastore {
 
     pub(crate) fn set_template_state(&self, table: TemplateTable, etag: Option<String>) {
         self.state.write().expect("lock").templates = (table, etag);
+    }
+
+    pub(crate) fn security_state(
+        &self,
+    ) -> (std::sync::Arc<floe_security::SecurityTable>, Option<String>) {
+        self.state.read().expect("lock").security.clone()
+    }
+
+    pub(crate) fn set_security_state(
+        &self,
+        table: floe_security::SecurityTable,
+        etag: Option<String>,
+    ) {
+        self.state.write().expect("lock").security = (std::sync::Arc::new(table), etag);
     }
 
     pub(crate) fn set_alias_state(&self, table: AliasTable, etag: Option<String>) {

@@ -55,6 +55,9 @@ impl Node for NodeService {
         if !req.content_type.is_empty() {
             builder = builder.header(header::CONTENT_TYPE, req.content_type.as_str());
         }
+        if !req.authorization.is_empty() {
+            builder = builder.header(header::AUTHORIZATION, req.authorization.as_str());
+        }
         let http = builder
             .header(header::CONTENT_LENGTH, req.body.len())
             .body(Body::from(req.body))

@@ -3,11 +3,13 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use bytes::Bytes;
 use floe_writer::bulk::{invalid_id, Condition};
 use floe_writer::{BulkOp, OpKind, RefreshPolicy};
 use tracing::instrument;
 
+use super::security::{authz, Caller};
 use super::{json_response, ApiError, Params, State};
 
 fn refresh_of(params: &Params) -> Result<RefreshPolicy, ApiError> {
@@ -17,9 +19,18 @@ fn refresh_of(params: &Params) -> Result<RefreshPolicy, ApiError> {
 }
 
 #[instrument(skip_all)]
-pub async fn bulk(state: State, params: Params, body: Bytes) -> Result<Response, ApiError> {
+pub async fn bulk(
+    state: State,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
-    let resp = state.writer()?.bulk(None, body, refresh).await?;
+    let deny = item_check(&state, &caller);
+    let resp = state
+        .writer()?
+        .bulk_checked(None, body, refresh, &deny)
+        .await?;
     count_items(&state, &resp);
     Ok((StatusCode::OK, axum::Json(resp)).into_response())
 }
@@ -27,14 +38,38 @@ pub async fn bulk(state: State, params: Params, body: Bytes) -> Result<Response,
 #[instrument(skip(state, params, body))]
 pub async fn bulk_index(
     state: State,
+    Extension(caller): Extension<Caller>,
     Path(index): Path<String>,
     params: Params,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let refresh = refresh_of(&params)?;
-    let resp = state.writer()?.bulk(Some(&index), body, refresh).await?;
+    let deny = item_check(&state, &caller);
+    let resp = state
+        .writer()?
+        .bulk_checked(Some(&index), body, refresh, &deny)
+        .await?;
     count_items(&state, &resp);
     Ok((StatusCode::OK, axum::Json(resp)).into_response())
+}
+
+/// Refuses bulk items on indexes the caller may not write (each fails alone with 403).
+fn item_check(
+    state: &State,
+    caller: &Caller,
+) -> impl Fn(&str, OpKind) -> Option<String> + Send + Sync {
+    let metastore = state.metastore.clone();
+    let principal = caller.0.clone();
+    move |index: &str, kind: OpKind| {
+        let p = principal.as_deref()?;
+        let action = match kind {
+            OpKind::Index | OpKind::Create => "indices:data/write/index",
+            OpKind::Delete => "indices:data/write/delete",
+            OpKind::Update => "indices:data/write/update",
+        };
+        (!authz::may_write(&metastore, p, action, index))
+            .then(|| authz::denial(p, action, Some(index)).reason)
+    }
 }
 
 fn count_items(state: &State, resp: &floe_writer::response::BulkResponse) {
@@ -83,6 +118,7 @@ async fn single(
         cond: condition_of(&params, kind)?,
         retry_on_conflict: 0,
         invalid: None,
+        denied: None,
     };
     check_id(op.id.as_deref())?;
     let (status, body) = state.writer()?.single(op, refresh).await?;
@@ -165,6 +201,7 @@ pub async fn update_doc(
         cond: condition_of(&params, OpKind::Update)?,
         retry_on_conflict,
         invalid: None,
+        denied: None,
     };
     let (status, body) = state.writer()?.single(op, refresh).await?;
     Ok(json_response(

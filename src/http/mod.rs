@@ -14,6 +14,7 @@ pub mod metrics;
 mod route;
 mod scroll;
 mod search;
+pub mod security;
 mod templates;
 
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// `[reindex] remote_allowlist`: the remote clusters `_reindex` may read from.
     pub reindex_allowlist: Vec<String>,
+    /// Authentication (credentials cache, brute-force throttle).
+    pub security: Arc<security::Security>,
 }
 
 impl AppState {
@@ -76,7 +79,7 @@ pub type Params = axum::extract::Query<HashMap<String, String>>;
 /// Builds the router of `floe standalone`.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_content_length;
-    Router::new()
+    let routes = Router::new()
         .route("/", get(cluster::root).head(cluster::root_head))
         .route("/_cluster/health", get(health::health))
         .route("/_cluster/health/{index}", get(health::health))
@@ -304,6 +307,26 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(documents::delete_doc),
         )
         .route("/{index}/_update/{id}", post(documents::update_doc))
+        .route("/_plugins/_security/health", get(security::api::health))
+        .route("/_plugins/_security/authinfo", get(security::api::authinfo))
+        .route(
+            "/_plugins/_security/api/{resource}",
+            get(security::api::list).patch(security::api::patch_all),
+        )
+        .route(
+            "/_plugins/_security/api/{resource}/{name}",
+            get(security::api::get)
+                .put(security::api::put)
+                .delete(security::api::delete)
+                .patch(security::api::patch_one),
+        )
+        .route(
+            "/_security/api_key",
+            post(security::api::create_key)
+                .put(security::api::create_key)
+                .get(security::api::list_keys)
+                .delete(security::api::revoke_keys),
+        )
         .route(
             "/{index}/_create/{id}",
             put(documents::create_with_id).post(documents::create_with_id),
@@ -328,6 +351,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             route::by_role,
+        ))
+        .with_state(state.clone());
+    // Security runs before routing: authorization may narrow a path's index expression,
+    // which the routes above then extract.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::authz::authorize,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -136,6 +136,12 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let body = match axum::body::to_bytes(req.into_body(), state.max_content_length).await {
         Ok(b) => b,
         Err(_) => {
@@ -155,6 +161,7 @@ async fn forward(
             path_and_query: path_and_query.clone(),
             body: body.to_vec(),
             content_type: content_type.clone(),
+            authorization: authorization.clone(),
         };
         match cluster.rest(node, request).await {
             Ok(answer) => {

@@ -26,11 +26,12 @@ trap cleanup EXIT
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 mkdir -p "$tmp/data" "$tmp/cache"
-RUST_LOG="${RUST_LOG:-info}" "$bin" standalone --http-addr "127.0.0.1:$port" \
+export FLOE_ADMIN_PASSWORD="py-admin-password-1"
+FLOE_INITIAL_ADMIN_PASSWORD="$FLOE_ADMIN_PASSWORD" RUST_LOG="${RUST_LOG:-info}" "$bin" standalone --http-addr "127.0.0.1:$port" \
   --data-dir "$tmp/data" --cache-dir "$tmp/cache" >"$tmp/floe.log" 2>&1 &
 floe_pid=$!
 
-# Wait (at most 60 s) for GET / to answer 200.
+# Wait (at most 60 s) for the security health check (no credentials needed) to answer 200.
 if ! python3 - "$port" "$floe_pid" <<'PY'
 import os, sys, time, urllib.request
 port, pid = sys.argv[1], int(sys.argv[2])
@@ -42,12 +43,12 @@ while time.time() < deadline:
     except OSError:
         sys.exit("floe exited during startup")
     try:
-        if opener.open("http://127.0.0.1:%s/" % port, timeout=2).status == 200:
+        if opener.open("http://127.0.0.1:%s/_plugins/_security/health" % port, timeout=2).status == 200:
             sys.exit(0)
     except Exception:
         pass
     time.sleep(0.2)
-sys.exit("floe did not answer GET / within 60 s")
+sys.exit("floe did not answer within 60 s")
 PY
 then
   echo "----- floe log -----" >&2; tail -n 100 "$tmp/floe.log" >&2

@@ -11,19 +11,27 @@ import sys
 import traceback
 
 from opensearchpy import OpenSearch, helpers
-from opensearchpy.exceptions import NotFoundError
+from opensearchpy.exceptions import AuthenticationException, AuthorizationException, NotFoundError
 
 PORT = int(os.environ["FLOE_PORT"])
 INDEX = "pylogs"
 N = 1000
 STATUSES = [200, 200, 200, 200, 200, 200, 301, 404, 404, 500]
 
-client = OpenSearch(
-    hosts=[{"host": "127.0.0.1", "port": PORT}],
-    use_ssl=False,
-    timeout=30,
-    max_retries=0,
-)
+ADMIN_PASSWORD = os.environ["FLOE_ADMIN_PASSWORD"]
+
+
+def connect(auth):
+    return OpenSearch(
+        hosts=[{"host": "127.0.0.1", "port": PORT}],
+        http_auth=auth,
+        use_ssl=False,
+        timeout=30,
+        max_retries=0,
+    )
+
+
+client = connect(("admin", ADMIN_PASSWORD))
 
 
 def doc(i):
@@ -257,6 +265,47 @@ def check_update():
     client.delete(index=INDEX, id="py-upserted", refresh=True)
 
 
+def check_security():
+    # No or wrong credentials: 401; a user limited to one index pattern: 403 elsewhere.
+    for auth in (None, ("admin", "wrong-password")):
+        try:
+            connect(auth).info()
+        except AuthenticationException:
+            pass
+        else:
+            raise AssertionError("%r was let in" % (auth,))
+    sec = client.transport.perform_request
+    r = sec("PUT", "/_plugins/_security/api/roles/py_writer", body={
+        "cluster_permissions": ["cluster_monitor"],
+        "index_permissions": [{"index_patterns": ["py-own-*"], "allowed_actions": ["crud", "create_index"]}],
+    })
+    assert r["status"] == "CREATED", r
+    r = sec("PUT", "/_plugins/_security/api/internalusers/py_user", body={
+        "password": "py-user-password", "opendistro_security_roles": ["py_writer"]})
+    assert r["status"] == "CREATED", r
+    user = connect(("py_user", "py-user-password"))
+    assert user.transport.perform_request("GET", "/_plugins/_security/authinfo")["user_name"] == "py_user"
+    user.index(index="py-own-1", id="1", body={"a": 1}, refresh=True)
+    assert user.count(index="py-own-1")["count"] == 1
+    try:
+        user.index(index=INDEX, id="x", body={"a": 1})
+    except AuthorizationException:
+        pass
+    else:
+        raise AssertionError("py_user wrote to %s" % INDEX)
+    r = helpers.bulk(user, [{"_index": INDEX, "_id": "y", "a": 1},
+                            {"_index": "py-own-1", "_id": "2", "a": 2}], raise_on_error=False,
+                     refresh=True)
+    assert r[0] == 1 and r[1][0]["index"]["status"] == 403, r
+    # A search over everything returns only what the user may read.
+    assert set(h["_index"] for h in user.search(index="*", body={"size": 100})["hits"]["hits"]) == {"py-own-1"}
+    key = user.transport.perform_request("POST", "/_security/api_key", body={"name": "py-key"})
+    keyed = OpenSearch(hosts=[{"host": "127.0.0.1", "port": PORT}],
+                       headers={"authorization": "ApiKey " + key["encoded"]}, max_retries=0)
+    assert keyed.count(index="py-own-1")["count"] == 2
+    client.indices.delete(index="py-own-1")
+
+
 def check_delete():
     r = client.indices.delete(index=INDEX)
     assert r["acknowledged"] is True, r
@@ -279,6 +328,7 @@ CHECKS = [
     check_scan_and_pit,
     check_by_query,
     check_update,
+    check_security,
     check_delete,
 ]
 

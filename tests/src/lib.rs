@@ -124,12 +124,43 @@ impl fmt::Display for Resp {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// The `Authorization` header sent with every request (`None`: anonymous).
+    auth: Option<String>,
+}
+
+/// The password of `admin` in every Floe the harness starts (`FLOE_INITIAL_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "floe-test-admin-1";
+
+/// `Basic …` for a user and password.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:9200`); ignores proxy settings.
+    /// A client for `base` (e.g. `http://127.0.0.1:9200`) logged in as `admin`; ignores
+    /// proxy settings.
     pub fn new(base: impl Into<String>) -> Self {
         Self::with_timeout(base, REQUEST_TIMEOUT)
+    }
+
+    /// A client sending no credentials (moto, or testing refusals).
+    pub fn anonymous(base: impl Into<String>) -> Self {
+        Self::new(base).with_auth(None)
+    }
+
+    /// The same client sending `authorization` instead (`None`: nothing).
+    pub fn with_auth(mut self, authorization: Option<String>) -> Self {
+        self.auth = authorization;
+        self
+    }
+
+    /// The same client logged in as `user`.
+    pub fn as_user(&self, user: &str, password: &str) -> Self {
+        self.clone().with_auth(Some(basic_auth(user, password)))
     }
 
     /// Like [`Client::new`] with another per-request timeout (fault tests want requests to a
@@ -144,6 +175,7 @@ impl Client {
         Client {
             base: base.into(),
             http,
+            auth: Some(basic_auth("admin", ADMIN_PASSWORD)),
         }
     }
 
@@ -160,6 +192,9 @@ impl Client {
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<Resp, reqwest::Error> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", auth);
+        }
         if let Some((content_type, bytes)) = body {
             req = req.header("content-type", content_type).body(bytes);
         }
@@ -350,7 +385,8 @@ impl Client {
     }
 }
 
-fn json_body(v: &Value) -> (&'static str, Vec<u8>) {
+/// A JSON request body for [`Client::send`].
+pub fn json_body(v: &Value) -> (&'static str, Vec<u8>) {
     (
         "application/json",
         serde_json::to_vec(v).expect("serialize JSON"),
@@ -526,7 +562,7 @@ impl MotoServer {
             log_path,
         };
 
-        let client = Client::new(moto.endpoint());
+        let client = Client::anonymous(moto.endpoint());
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = moto.child.try_wait() {
@@ -571,7 +607,7 @@ impl MotoServer {
 
     /// All keys in the bucket that start with `prefix` (ListObjectsV2, unsigned, all pages).
     pub async fn list_keys(&self, prefix: &str) -> Vec<String> {
-        let client = Client::new(self.endpoint());
+        let client = Client::anonymous(self.endpoint());
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         for _page in 0..1000 {
@@ -683,6 +719,8 @@ pub struct Floe {
     dir: TempDir,
     config: Option<PathBuf>,
     extra_args: Vec<String>,
+    /// `FLOE_INITIAL_ADMIN_PASSWORD` for every start (`None`: not set).
+    initial_password: Option<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -714,6 +752,18 @@ impl Floe {
         config_toml: Option<&str>,
         extra_args: &[&str],
     ) -> Self {
+        Self::start_full(role, storage, config_toml, extra_args, Some(ADMIN_PASSWORD)).await
+    }
+
+    /// [`Floe::start_role`] with `FLOE_INITIAL_ADMIN_PASSWORD` set to `initial_password`
+    /// (`None`: unset) on every start.
+    pub async fn start_full(
+        role: &str,
+        storage: Storage,
+        config_toml: Option<&str>,
+        extra_args: &[&str],
+        initial_password: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(dir.path().join("cache")).unwrap();
         let config = config_toml.map(|toml| {
@@ -729,6 +779,7 @@ impl Floe {
             dir,
             config,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            initial_password: initial_password.map(str::to_string),
             child: None,
             starts: 0,
         };
@@ -920,7 +971,12 @@ impl Floe {
             args.join(" ")
         )
         .unwrap();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        match &self.initial_password {
+            Some(p) => command.env("FLOE_INITIAL_ADMIN_PASSWORD", p),
+            None => command.env_remove("FLOE_INITIAL_ADMIN_PASSWORD"),
+        };
+        let child = command
             .args(&args)
             .env(
                 "RUST_LOG",
@@ -951,7 +1007,12 @@ impl Floe {
                     Err(e) => last = e.to_string(),
                 }
             } else {
-                match client.try_send(Method::GET, "/", None).await {
+                // The security health check needs no credentials (a Floe may have been
+                // bootstrapped with another password than the harness's).
+                match client
+                    .try_send(Method::GET, "/_plugins/_security/health", None)
+                    .await
+                {
                     Ok(r) if r.status == 200 => return,
                     Ok(r) => last = r.to_string(),
                     Err(e) => last = e.to_string(),
@@ -1524,7 +1585,7 @@ mod harness_tests {
     #[tokio::test]
     async fn moto_lists_all_pages() {
         let moto = MotoServer::start("harness").await;
-        let c = Client::new(moto.endpoint());
+        let c = Client::anonymous(moto.endpoint());
         for i in 0..1005 {
             let r = c
                 .send(

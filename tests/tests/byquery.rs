@@ -170,7 +170,7 @@ async fn reindex_from_remote() {
     let r = c
         .post(
             "/_reindex?refresh=true",
-            &json!({"source": {"remote": {"host": old.client().base_url(), "username": "u", "password": "p"},
+            &json!({"source": {"remote": {"host": old.client().base_url(), "username": "admin", "password": ADMIN_PASSWORD},
                     "index": "legacy", "size": 64, "query": {"term": {"kind": "ok"}}},
                 "dest": {"index": "migrated"}}),
         )

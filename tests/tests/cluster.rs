@@ -279,6 +279,7 @@ async fn cluster_heals_itself() {
     let traced = reqwest::Client::new()
         .post(format!("{}/_bulk", cluster.searchers[0].url()))
         .header("x-floe-trace", "trace-4f1e")
+        .header("authorization", basic_auth("admin", ADMIN_PASSWORD))
         .header("content-type", "application/x-ndjson")
         .body("{\"index\":{\"_index\":\"traced\",\"_id\":\"t1\"}}\n{\"a\":1}\n")
         .send()

@@ -152,6 +152,9 @@ pub struct BulkOp {
     /// Why the item is refused before it is applied (its metadata is invalid); it fails
     /// alone with a 400.
     pub invalid: Option<String>,
+    /// Why the caller may not perform the item (set by the REST layer's authorization); it
+    /// fails alone with a 403.
+    pub denied: Option<String>,
 }
 
 /// A bulk body that cannot be parsed at all (OpenSearch answers 400 for the whole request).
@@ -277,6 +280,7 @@ pub fn parse_bulk(body: &Bytes) -> Result<Vec<BulkOp>, BulkParseError> {
             cond,
             retry_on_conflict,
             invalid,
+            denied: None,
         });
     }
     if ops.is_empty() {

@@ -87,6 +87,7 @@ impl BulkOp {
             cond,
             retry_on_conflict: op.retry_on_conflict,
             invalid: None,
+            denied: None,
         })
     }
 }

@@ -36,7 +36,16 @@ impl Writer {
         let mut outcomes: Vec<Option<ItemOutcome>> = (0..ops.len()).map(|_| None).collect();
         // Items whose metadata is invalid fail alone.
         for (i, op) in ops.iter().enumerate() {
-            if let Some(reason) = &op.invalid {
+            if let Some(reason) = &op.denied {
+                outcomes[i] = Some(ItemOutcome::failed(
+                    op.kind,
+                    op.index.as_deref().unwrap_or_default(),
+                    op.id.as_deref().unwrap_or_default(),
+                    403,
+                    "security_exception",
+                    reason.clone(),
+                ));
+            } else if let Some(reason) = &op.invalid {
                 outcomes[i] = Some(ItemOutcome::failed(
                     op.kind,
                     op.index.as_deref().unwrap_or_default(),

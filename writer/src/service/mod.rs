@@ -476,15 +476,32 @@ impl Writer {
     }
 
     /// `POST /_bulk` and `POST /{index}/_bulk`. Returns the OpenSearch response body.
-    #[instrument(skip(self, body), fields(bytes = body.len()))]
     pub async fn bulk(
         &self,
         default_index: Option<&str>,
         body: Bytes,
         refresh: RefreshPolicy,
     ) -> Result<BulkResponse, WriterError> {
+        self.bulk_checked(default_index, body, refresh, &|_, _| None)
+            .await
+    }
+
+    /// [`Writer::bulk`] where `deny(index, kind)` may refuse items: they fail alone with a
+    /// 403 and the reason it gives (authorization of each item's index).
+    #[instrument(skip(self, body, deny), fields(bytes = body.len()))]
+    pub async fn bulk_checked(
+        &self,
+        default_index: Option<&str>,
+        body: Bytes,
+        refresh: RefreshPolicy,
+        deny: &(dyn Fn(&str, OpKind) -> Option<String> + Send + Sync),
+    ) -> Result<BulkResponse, WriterError> {
         let started = Instant::now();
-        let ops = parse_bulk(&body)?;
+        let mut ops = parse_bulk(&body)?;
+        for op in ops.iter_mut() {
+            let index = op.index.as_deref().or(default_index).unwrap_or_default();
+            op.denied = deny(index, op.kind);
+        }
         let outcomes = self
             .apply(default_index, ops, 0, refresh != RefreshPolicy::False)
             .await?;

@@ -181,6 +181,7 @@ impl Writer {
             cond: read_cond,
             retry_on_conflict: 0,
             invalid: None,
+            denied: None,
         };
         match resolution {
             Resolution::Noop => {

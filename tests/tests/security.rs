@@ -1,0 +1,476 @@
+//! Security: every route needs credentials (401 without), each action needs a permission
+//! (403 naming it and the index), users, roles, mappings and API keys live in the bucket and
+//! survive every node, and repeated failed logins from one address are refused (429).
+
+use std::time::Duration;
+
+use floe_tests::*;
+
+/// A role and a user per kind of caller: `reader` reads `logs-*`, `writer` indexes into
+/// and creates `logs-*`.
+async fn set_up_users(c: &Client) {
+    for (role, body) in [
+        (
+            "logs_reader",
+            json!({"index_permissions": [{"index_patterns": ["logs-*"], "allowed_actions": ["read"]}]}),
+        ),
+        (
+            "logs_writer",
+            json!({"index_permissions": [{"index_patterns": ["logs-*"],
+                "allowed_actions": ["index", "create_index"]}]}),
+        ),
+    ] {
+        let r = c
+            .put(&format!("/_plugins/_security/api/roles/{role}"), &body)
+            .await;
+        assert_eq!(r.status, 201, "{r}");
+        assert_eq!(r.json["status"], "CREATED", "{r}");
+    }
+    for (user, password) in [("reader", "reader-password"), ("writer", "writer-password")] {
+        let r = c
+            .put(
+                &format!("/_plugins/_security/api/internalusers/{user}"),
+                &json!({"password": password, "backend_roles": [format!("{user}s")]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r}");
+    }
+    // One by role mapping on a backend role, one by user name.
+    let r = c
+        .put(
+            "/_plugins/_security/api/rolesmapping/logs_reader",
+            &json!({"backend_roles": ["readers"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = c
+        .put(
+            "/_plugins/_security/api/rolesmapping/logs_writer",
+            &json!({"users": ["writer"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+}
+
+/// A route, its body, and the status the reader, the writer and admin get.
+type Row = (Method, &'static str, Option<Value>, u16, u16, u16);
+
+/// Without credentials → 401; with a role lacking the permission → 403; with it → success,
+/// for routes of every kind.
+async fn routes_need_credentials_and_permissions(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let admin = env.client();
+    set_up_users(&admin).await;
+    for (index, n) in [("logs-1", 3), ("secret-1", 2)] {
+        let docs = (0..n).map(|i| (format!("{i}"), json!({"n": i, "msg": "hello"})));
+        admin
+            .bulk_ok("/_bulk?refresh=true", bulk_body(index, docs))
+            .await;
+    }
+    let anon = Client::anonymous(env.floe.url());
+    let reader = admin.as_user("reader", "reader-password");
+    let writer = admin.as_user("writer", "writer-password");
+
+    // (method, path, body, reader's status, writer's status, admin's status), in order.
+    let doc = json!({"n": 9});
+    let table: Vec<Row> = vec![
+        (Method::GET, "/", None, 403, 403, 200),
+        (Method::GET, "/_cluster/health", None, 403, 403, 200),
+        (Method::GET, "/_cat/nodes", None, 403, 403, 200),
+        (Method::GET, "/logs-1/_search", None, 200, 403, 200),
+        (Method::GET, "/logs-1/_count", None, 200, 403, 200),
+        (Method::GET, "/secret-1/_search", None, 403, 403, 200),
+        (Method::GET, "/logs-1/_doc/1", None, 200, 403, 200),
+        (Method::GET, "/secret-1/_doc/1", None, 403, 403, 200),
+        // As in OpenSearch, `read` does not include mappings (`indices:admin/mappings/get`).
+        (Method::GET, "/logs-1/_mapping", None, 403, 403, 200),
+        (
+            Method::GET,
+            "/logs-1/_field_caps?fields=*",
+            None,
+            200,
+            403,
+            200,
+        ),
+        (
+            Method::PUT,
+            "/logs-1/_doc/9",
+            Some(doc.clone()),
+            403,
+            201,
+            200,
+        ),
+        (
+            Method::PUT,
+            "/secret-1/_doc/9",
+            Some(doc.clone()),
+            403,
+            403,
+            201,
+        ),
+        (Method::DELETE, "/logs-1/_doc/9", None, 403, 403, 200),
+        (Method::PUT, "/logs-new", Some(json!({})), 403, 200, 400),
+        (Method::DELETE, "/logs-new", None, 403, 403, 200),
+        (Method::POST, "/logs-1/_refresh", None, 403, 403, 200),
+        (Method::POST, "/_refresh", None, 403, 403, 200),
+        (
+            Method::PUT,
+            "/_index_template/t1",
+            Some(json!({"index_patterns": ["t1-*"]})),
+            403,
+            403,
+            200,
+        ),
+        (
+            Method::GET,
+            "/_plugins/_security/api/roles",
+            None,
+            403,
+            403,
+            200,
+        ),
+        (
+            Method::PUT,
+            "/_plugins/_security/api/internalusers/eve",
+            Some(json!({"password": "eve-password"})),
+            403,
+            403,
+            201,
+        ),
+        (
+            Method::GET,
+            "/_plugins/_security/authinfo",
+            None,
+            200,
+            200,
+            200,
+        ),
+        (Method::GET, "/_security/api_key", None, 200, 200, 200),
+    ];
+    for (method, path, body, for_reader, for_writer, for_admin) in table {
+        let send = |c: &Client| {
+            let body = body.as_ref().map(json_body);
+            let c = c.clone();
+            let method = method.clone();
+            async move { c.send(method, path, body).await }
+        };
+        let r = send(&anon).await;
+        assert_error(&r, 401, "security_exception");
+        assert!(
+            r.headers.contains_key("www-authenticate"),
+            "{method} {path}: 401 without WWW-Authenticate"
+        );
+        for (who, client, want) in [
+            ("reader", &reader, for_reader),
+            ("writer", &writer, for_writer),
+            ("admin", &admin, for_admin),
+        ] {
+            let r = send(client).await;
+            assert_eq!(r.status, want, "{who}: {method} {path}: {r}");
+            if want == 403 {
+                assert_error(&r, 403, "security_exception");
+                let reason = r.json["error"]["reason"].as_str().unwrap();
+                assert!(
+                    reason.contains("no permissions for [") && reason.contains(who),
+                    "the 403 names the action and the user: {reason}"
+                );
+            }
+        }
+    }
+    // A 403 on an index names it.
+    let r = reader.get("/secret-1/_search").await;
+    assert!(
+        r.text.contains("[indices:data/read/search] on [secret-1]"),
+        "{r}"
+    );
+
+    // Searches and listings over everything show only what the caller may read.
+    for path in [
+        "/_search?size=50",
+        "/*/_search?size=50",
+        "/_all/_search?size=50",
+    ] {
+        let r = reader.get(path).await;
+        assert_eq!(r.status, 200, "{path}: {r}");
+        let indexes: std::collections::BTreeSet<&str> = hits(&r)
+            .iter()
+            .map(|h| h["_index"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            indexes,
+            ["logs-1"].into_iter().collect(),
+            "{path} as reader: {r}"
+        );
+    }
+    let r = reader.get("/_cat/indices?h=index").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.text.trim(), "logs-1", "{r}");
+    let r = admin.get("/_cat/indices?h=index&s=index").await;
+    assert!(r.text.contains("secret-1"), "{r}");
+    assert_eq!(
+        reader.count("logs-*").await,
+        3,
+        "3 written, one added and deleted"
+    );
+
+    // Bulk items are authorized one by one.
+    let body = "{\"index\":{\"_index\":\"logs-1\",\"_id\":\"b1\"}}\n{\"n\":1}\n\
+                {\"index\":{\"_index\":\"secret-1\",\"_id\":\"b2\"}}\n{\"n\":2}\n";
+    let r = writer.post_ndjson("/_bulk", body).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["errors"], true, "{r}");
+    assert_eq!(r.json["items"][0]["index"]["status"], 201, "{r}");
+    assert_eq!(r.json["items"][1]["index"]["status"], 403, "{r}");
+    assert_eq!(
+        r.json["items"][1]["index"]["error"]["type"], "security_exception",
+        "{r}"
+    );
+    admin.refresh("secret-1").await;
+    assert_eq!(admin.count("secret-1").await, 3, "nothing else lost");
+
+    // Malformed credentials are refused like wrong ones.
+    for header in [
+        "Basic",
+        "Basic !!!",
+        "Bearer abc",
+        "Basic YWRtaW4=",
+        "ApiKey Og==",
+    ] {
+        let r = anon
+            .clone()
+            .with_auth(Some(header.to_string()))
+            .get("/")
+            .await;
+        assert_error(&r, 401, "security_exception");
+    }
+    // A wrong password and an unknown user get the same answer.
+    let wrong = admin.as_user("reader", "not-the-password").get("/").await;
+    let unknown = admin.as_user("nobody", "not-the-password").get("/").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.json, unknown.json.clone(), "{wrong} vs {unknown}");
+}
+
+/// Users, roles, mappings and an API key, made on one process, hold after every process
+/// is SIGKILLed and every local file deleted: a fresh process on the same bucket, started
+/// without the bootstrap variable, accepts the same credentials and refuses the same things.
+async fn security_survives_every_node(backend: Backend) {
+    let env = TestEnv::start(backend).await;
+    let admin = env.client();
+    set_up_users(&admin).await;
+    admin
+        .bulk_ok(
+            "/_bulk?refresh=true",
+            bulk_body("logs-1", [("1".to_string(), json!({"n": 1}))]),
+        )
+        .await;
+    // The reader's API key: limited further to `logs-1` reads.
+    let reader = admin.as_user("reader", "reader-password");
+    let r = reader
+        .post(
+            "/_security/api_key",
+            &json!({"name": "dash", "expiration": "1d", "role_descriptors": {"only": {
+                "index_permissions": [{"index_patterns": ["logs-1"], "allowed_actions": ["read"]}]}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let encoded = r.json["encoded"].as_str().unwrap().to_string();
+    let key_id = r.json["id"].as_str().unwrap().to_string();
+    let mut first = env.floe;
+    first.stop(); // SIGKILL
+    first.wipe_cache();
+    let storage = first.storage().clone();
+    drop(first);
+
+    let fresh = Floe::start_full("standalone", storage, None, &[], None).await;
+    assert!(
+        !fresh
+            .log_tail(500)
+            .contains("was created with the password"),
+        "a bucket with a security state must not be bootstrapped again"
+    );
+    let admin = fresh.client();
+    let reader = admin.as_user("reader", "reader-password");
+    let keyed = admin.clone().with_auth(Some(format!("ApiKey {encoded}")));
+    assert_eq!(admin.get("/_cluster/health").await.status, 200);
+    assert_eq!(reader.count("logs-1").await, 1);
+    assert_eq!(reader.get("/_cluster/health").await.status, 403);
+    assert_eq!(keyed.count("logs-1").await, 1);
+    let r = keyed.get("/logs-2/_search").await;
+    assert_eq!(r.status, 403, "the key is limited to logs-1: {r}");
+    let r = admin
+        .as_user("writer", "writer-password")
+        .get("/logs-1/_search")
+        .await;
+    assert_eq!(r.status, 403, "{r}");
+    let r = admin.as_user("admin", "wrong").get("/").await;
+    assert_eq!(r.status, 401);
+    // Revoking the key works on the new process, and takes effect at once.
+    let r = admin
+        .send(
+            Method::DELETE,
+            "/_security/api_key",
+            Some(json_body(&json!({"ids": [key_id]}))),
+        )
+        .await;
+    assert_eq!(r.json["invalidated_api_keys"][0], key_id.as_str(), "{r}");
+    assert_eq!(keyed.get("/logs-1/_count").await.status, 401);
+    drop(fresh); // before the bucket (env's moto or directory) goes
+}
+
+/// A first start without `FLOE_INITIAL_ADMIN_PASSWORD` prints a generated password once;
+/// repeated failed logins from one address are slowed, then refused with 429 for a while.
+#[tokio::test]
+async fn generated_password_and_brute_force() {
+    let (_dir, storage) = temp_local_storage();
+    let floe = Floe::start_full(
+        "standalone",
+        storage,
+        Some("[security]\nmax_failed_logins = 5\nblock_ms = 2000\n"),
+        &[],
+        None,
+    )
+    .await;
+    let log = floe.log_tail(200);
+    let password = log
+        .lines()
+        .skip_while(|l| !l.contains("was created with the password"))
+        .nth(2)
+        .map(str::trim)
+        .expect("the generated password is printed")
+        .to_string();
+    assert!(password.len() >= 20, "{password}");
+    let admin = floe.client().as_user("admin", &password);
+    assert_eq!(admin.get("/").await.status, 200);
+
+    let bad = floe.client().as_user("admin", "guess-guess");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(bad.get("/").await.status);
+    }
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    let refused = bad.get("/").await;
+    assert_error(&refused, 429, "security_exception");
+    assert!(refused.headers.contains_key("retry-after"), "{refused}");
+    // The block covers the address, whatever the credentials…
+    assert_eq!(admin.get("/").await.status, 429);
+    // …for a while only.
+    let back = poll_until(Duration::from_secs(10), Duration::from_millis(250), || {
+        let admin = admin.clone();
+        async move { admin.get("/").await.status == 200 }
+    })
+    .await;
+    assert!(back.is_some(), "the address stayed blocked");
+}
+
+/// A user created through one process logs in on another process on the same bucket within
+/// about a second (the metastore's change log).
+#[tokio::test]
+async fn changes_reach_other_processes() {
+    let (_dir, storage) = temp_local_storage();
+    let a = Floe::start(storage.clone(), None).await;
+    let b = Floe::start(storage, None).await;
+    let ca = a.client();
+    let on_b = b.client().as_user("late", "late-password");
+    assert_eq!(on_b.get("/_plugins/_security/authinfo").await.status, 401);
+    let r = ca
+        .put(
+            "/_plugins/_security/api/internalusers/late",
+            &json!({"password": "late-password", "opendistro_security_roles": ["readall"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let took = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let on_b = on_b.clone();
+        async move { on_b.get("/_plugins/_security/authinfo").await.status == 200 }
+    })
+    .await
+    .expect("the user never reached the other process");
+    eprintln!("a new user logged in on another process after {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let r = on_b.get("/_plugins/_security/authinfo").await;
+    assert_eq!(r.json["user_name"], "late", "{r}");
+    assert_eq!(r.json["roles"], json!(["readall"]), "{r}");
+    // Deleting the user locks it out there too.
+    let r = ca
+        .delete("/_plugins/_security/api/internalusers/late")
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let gone = poll_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let on_b = on_b.clone();
+        async move { on_b.get("/_plugins/_security/authinfo").await.status == 401 }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "a deleted user kept working on the other process"
+    );
+}
+
+/// The management API: reserved roles cannot change, weak passwords are refused, PATCH
+/// edits a record, and `[security] enabled = false` opens every route (with a warning).
+#[tokio::test]
+async fn management_api_and_turning_security_off() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/_plugins/_security/api/roles/all_access",
+            &json!({"cluster_permissions": []}),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{r}");
+    let r = c
+        .put(
+            "/_plugins/_security/api/internalusers/weak",
+            &json!({"password": "short"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+    let r = c
+        .put(
+            "/_plugins/_security/api/internalusers/pat",
+            &json!({"password": "pat-password", "backend_roles": ["a"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = c
+        .send(
+            Method::PATCH,
+            "/_plugins/_security/api/internalusers/pat",
+            Some(json_body(&json!([
+                {"op": "replace", "path": "/backend_roles", "value": ["b", "c"]}
+            ]))),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.get("/_plugins/_security/api/internalusers/pat").await;
+    assert_eq!(r.json["pat"]["backend_roles"], json!(["b", "c"]), "{r}");
+    assert_eq!(r.json["pat"]["hash"], "", "hashes are never shown: {r}");
+    let r = c
+        .as_user("pat", "pat-password")
+        .get("/_plugins/_security/authinfo")
+        .await;
+    assert_eq!(r.json["backend_roles"], json!(["b", "c"]), "{r}");
+    let r = c.get("/_plugins/_security/api/internalusers/nobody").await;
+    assert_eq!(r.status, 404, "{r}");
+    let r = c.get("/_plugins/_security/api/roles").await;
+    assert_eq!(r.json["all_access"]["reserved"], true, "{r}");
+    let r = c
+        .put(
+            "/_plugins/_security/api/rolesmapping/no_such_role",
+            &json!({"users": ["pat"]}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{r}");
+
+    let (_dir, storage) = temp_local_storage();
+    let open = Floe::start(storage, Some("[security]\nenabled = false\n")).await;
+    let anon = Client::anonymous(open.url());
+    assert_eq!(anon.get("/_cluster/health").await.status, 200);
+    assert!(open.log_tail(200).contains("SECURITY IS OFF"));
+}
+
+e2e!(
+    routes_need_credentials_and_permissions,
+    security_survives_every_node
+);
