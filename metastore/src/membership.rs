@@ -7,10 +7,12 @@
 //! can disagree for a heartbeat interval; shard leases in the bucket keep that safe (a
 //! writer cannot take a shard whose owner is still live until the owner gives it up).
 
+use floe_proto::secret::ClusterSecret;
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 
 use floe_proto::rpc::metastore_client::MetastoreClient;
 use floe_proto::rpc::metastore_server::Metastore as MetastoreRpc;
@@ -207,6 +209,8 @@ pub struct ClusterView {
     /// Bumped whenever the set of nodes changes (searcher copies may have moved).
     generation: std::sync::atomic::AtomicU64,
     last_heard: Mutex<Option<Instant>>,
+    /// Presented on every call to the metastore (see `floe_proto::secret`).
+    secret: std::sync::OnceLock<ClusterSecret>,
 }
 
 impl ClusterView {
@@ -220,7 +224,22 @@ impl ClusterView {
             metastore_url: Mutex::new(None),
             leaving: Default::default(),
             last_heard: Mutex::new(None),
+            secret: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The cluster secret this node presents to the metastore and to other nodes (set once,
+    /// before heartbeats start).
+    pub fn set_secret(&self, secret: ClusterSecret) {
+        let _ = self.secret.set(secret);
+    }
+
+    /// The cluster secret (an empty one, which no server accepts, if never set).
+    pub fn secret(&self) -> ClusterSecret {
+        self.secret
+            .get()
+            .cloned()
+            .unwrap_or_else(|| ClusterSecret::new("").expect("empty metadata is valid"))
     }
 
     pub fn me(&self) -> NodeInfo {
@@ -319,7 +338,9 @@ impl ClusterView {
         describe: impl Fn(&mut NodeInfo) + Send + 'static,
     ) {
         *self.metastore_url.lock().expect("view lock") = Some(url.clone());
-        let mut client: Option<MetastoreClient<tonic::transport::Channel>> = None;
+        let mut client: Option<
+            MetastoreClient<InterceptedService<tonic::transport::Channel, ClusterSecret>>,
+        > = None;
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
@@ -338,7 +359,10 @@ impl ClusterView {
                 match tonic::transport::Endpoint::from_shared(url.clone()) {
                     Ok(e) => {
                         let e = e.connect_timeout(interval).timeout(interval * 2);
-                        client = Some(MetastoreClient::new(e.connect_lazy()));
+                        client = Some(MetastoreClient::with_interceptor(
+                            e.connect_lazy(),
+                            self.secret(),
+                        ));
                     }
                     Err(e) => {
                         warn!("bad metastore address {url}: {e}");
@@ -502,7 +526,7 @@ impl ClusterView {
         };
         let call = async {
             let channel = endpoint.connect().await.ok()?;
-            MetastoreClient::new(channel)
+            MetastoreClient::with_interceptor(channel, self.secret())
                 .leave(LeaveRequest {
                     node_id: self.node_id(),
                 })

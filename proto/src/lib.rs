@@ -6,6 +6,7 @@
 pub mod layout;
 pub mod mapping;
 pub mod model;
+pub mod secret;
 
 /// Generated gRPC messages, clients and servers (`protos/floe.proto`).
 #[allow(clippy::all)]

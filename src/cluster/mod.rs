@@ -16,7 +16,9 @@ use floe_metastore::{ClusterView, Membership, MembershipService};
 use floe_proto::rpc::metastore_server::MetastoreServer;
 use floe_proto::rpc::node_server::NodeServer;
 use floe_proto::rpc::{NodeInfo, PlacementRules};
+use floe_proto::secret::{ClusterSecret, RequireSecret};
 use floe_writer::Writer;
+use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
 use crate::config::FloeConfig;
@@ -31,8 +33,12 @@ use peers::{ClusterPeers, MAX_MESSAGE};
 /// bucket, where every node reads and compare-and-swaps it.
 pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
     let grpc = grpc_addr(&config, role::METASTORE);
-    // The bucket is opened to fail fast on a wrong configuration.
-    let _ = open_bucket(&config).await?;
+    // The bucket holds the cluster secret every caller must present.
+    let (_, metastore) = open_bucket(&config).await?;
+    let secret = metastore
+        .cluster_secret()
+        .await
+        .context("reading the cluster secret")?;
     let rules = PlacementRules {
         awareness_zones: config.cluster.awareness_zones.clone(),
         provisioned_searchers: config.cluster.provisioned_searchers,
@@ -46,7 +52,10 @@ pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
     );
     info!(addr = %grpc, "metastore gRPC listening");
     tonic::transport::Server::builder()
-        .add_service(MetastoreServer::new(MembershipService(membership)))
+        .add_service(MetastoreServer::with_interceptor(
+            MembershipService(membership),
+            RequireSecret::new(&secret),
+        ))
         .serve_with_shutdown(grpc, shutdown_signal())
         .await
         .context("serving gRPC")?;
@@ -60,7 +69,7 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
     let writer = start_writer(&config, &storage, &metastore, &cache)?;
     let searcher = start_searcher(&metastore, cache);
     start_ism(&config, &storage, &metastore, &writer, &searcher);
-    let view = join(&config, role::WRITER, Some(writer.clone()))?;
+    let view = join(&config, &metastore, role::WRITER, Some(writer.clone())).await?;
     let peers = ClusterPeers::new(view.clone());
     writer.set_peers(peers.clone());
     tokio::spawn(
@@ -89,7 +98,7 @@ pub async fn run_writer(config: FloeConfig) -> anyhow::Result<()> {
 pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
     let (storage, metastore) = open_bucket(&config).await?;
     let searcher = start_searcher(&metastore, open_segment_cache(&config, &storage).await?);
-    let view = join(&config, role::SEARCHER, None)?;
+    let view = join(&config, &metastore, role::SEARCHER, None).await?;
     let peers = ClusterPeers::new(view.clone());
     searcher.set_fanout(Arc::new(fanout::SearchFanout {
         peers: peers.clone(),
@@ -123,8 +132,9 @@ pub async fn run_searcher(config: FloeConfig) -> anyhow::Result<()> {
 }
 
 /// Starts heartbeating to the metastore; returns the view it keeps current.
-fn join(
+async fn join(
     config: &FloeConfig,
+    metastore: &floe_metastore::Metastore,
     node_role: &str,
     writer: Option<Arc<Writer>>,
 ) -> anyhow::Result<Arc<ClusterView>> {
@@ -134,6 +144,11 @@ fn join(
         .clone()
         .context("a cluster role needs --metastore http://HOST:PORT")?;
     let view = ClusterView::new(node_info(config, node_role, grpc_addr(config, node_role)));
+    let secret = metastore
+        .cluster_secret()
+        .await
+        .context("reading the cluster secret")?;
+    view.set_secret(ClusterSecret::new(&secret).map_err(anyhow::Error::msg)?);
     let interval = Duration::from_millis(config.cluster.heartbeat_ms.max(50));
     let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
     if let Some(w) = writer {
@@ -171,12 +186,18 @@ async fn serve(
         max_body: state.max_content_length,
     };
     let grpc = grpc_addr(config, node_role);
+    let secret = state
+        .metastore
+        .cluster_secret()
+        .await
+        .context("reading the cluster secret")?;
     let server = tonic::transport::Server::builder()
-        .add_service(
+        .add_service(InterceptedService::new(
             NodeServer::new(node)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-        )
+            RequireSecret::new(&secret),
+        ))
         .serve(grpc);
     info!(addr = %grpc, "node gRPC listening");
     let grpc_task = tokio::spawn(server);

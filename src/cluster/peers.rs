@@ -10,6 +10,11 @@ use floe_metastore::membership::role;
 use floe_metastore::membership::CopyPlan;
 use floe_metastore::{ClusterView, Metastore};
 use floe_proto::rpc::node_client::NodeClient;
+use floe_proto::secret::ClusterSecret;
+use tonic::service::interceptor::InterceptedService;
+
+/// A client of another node's `Node` service, presenting the cluster secret.
+pub type NodeRpc = NodeClient<InterceptedService<Channel, ClusterSecret>>;
 use floe_proto::rpc::{
     CommitsRequest, ForwardOp, ForwardRequest, ItemResult, NodeInfo, RefreshRequest, RestRequest,
     RestResponse, ShardRef,
@@ -70,7 +75,7 @@ impl ClusterPeers {
     }
 
     /// A client for `node` (one lazily connected channel per address, reused).
-    pub fn client(&self, node: &NodeInfo) -> Result<NodeClient<Channel>, String> {
+    pub fn client(&self, node: &NodeInfo) -> Result<NodeRpc, String> {
         let addr = format!("http://{}", node.grpc_addr);
         let mut channels = self.channels.lock().expect("channels lock");
         let channel = match channels.get(&addr) {
@@ -85,7 +90,7 @@ impl ClusterPeers {
                 c
             }
         };
-        Ok(NodeClient::new(channel)
+        Ok(NodeClient::with_interceptor(channel, self.view.secret())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE))
     }

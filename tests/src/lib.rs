@@ -1067,6 +1067,18 @@ pub struct TestEnv {
     pub data_dir: Option<TempDir>,
 }
 
+/// The cluster secret nodes present to each other over gRPC, read from a local bucket (as
+/// any process with access to the bucket can).
+pub fn local_cluster_secret(storage: &Storage) -> String {
+    let Storage::Local { data_dir } = storage else {
+        panic!("local_cluster_secret needs a local bucket");
+    };
+    fs::read_to_string(data_dir.join("metastore/cluster_secret"))
+        .expect("the cluster secret is in the bucket once a node has started")
+        .trim()
+        .to_string()
+}
+
 /// A fresh local-directory storage (`--data-dir`) in a temporary directory, which is removed
 /// when the returned `TempDir` is dropped (drop it after every Floe on it). Several Floes may
 /// be started on one `Storage`.

@@ -794,8 +794,11 @@ async fn metastore_serves_many_nodes() {
     let nodes = env_u64("FLOE_SIM_NODES", 300) as usize;
     let seconds = env_u64("FLOE_SIM_SECONDS", 6);
     let (_data, storage) = temp_local_storage();
-    let metastore = Floe::start_role("metastore", storage, None, &["--node-id", "m1"]).await;
+    let metastore =
+        Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
     let pid = metastore.pid().unwrap();
+    // Simulated nodes present the cluster secret, as real ones do.
+    let secret = floe_proto::secret::ClusterSecret::new(&local_cluster_secret(&storage)).unwrap();
     let channels: Vec<tonic::transport::Channel> = (0..8)
         .map(|_| {
             tonic::transport::Endpoint::from_shared(metastore.grpc_url())
@@ -809,7 +812,10 @@ async fn metastore_serves_many_nodes() {
     let deadline = started + Duration::from_secs(seconds);
     let tasks: Vec<_> = (0..nodes)
         .map(|i| {
-            let mut client = MetastoreClient::new(channels[i % channels.len()].clone());
+            let mut client = MetastoreClient::with_interceptor(
+                channels[i % channels.len()].clone(),
+                secret.clone(),
+            );
             let (latencies, errors) = (latencies.clone(), errors.clone());
             tokio::spawn(async move {
                 let role = if i % 2 == 0 { "writer" } else { "searcher" };

@@ -474,3 +474,93 @@ e2e!(
     routes_need_credentials_and_permissions,
     security_survives_every_node
 );
+
+/// Between nodes: every gRPC call needs the cluster secret kept in the bucket. A caller
+/// without it (or with another) is refused, whatever it asks; nodes that read the bucket
+/// find each other and serve.
+#[tokio::test]
+async fn grpc_needs_the_cluster_secret() {
+    use floe_proto::rpc::metastore_client::MetastoreClient;
+    use floe_proto::rpc::node_client::NodeClient;
+    use floe_proto::rpc::{HeartbeatRequest, RestRequest};
+    use floe_proto::secret::ClusterSecret;
+
+    let (_dir, storage) = temp_local_storage();
+    let metastore =
+        Floe::start_role("metastore", storage.clone(), None, &["--node-id", "m1"]).await;
+    let url = metastore.grpc_url();
+    let writer = Floe::start_role(
+        "writer",
+        storage.clone(),
+        None,
+        &["--node-id", "w1", "--metastore", &url],
+    )
+    .await;
+    // The writer joined with the secret: the metastore lists it.
+    let c = writer.client();
+    let joined = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let c = c.clone();
+        async move { c.get("/_cat/nodes?h=name").await.text.contains("w1") }
+    })
+    .await;
+    assert!(joined.is_some(), "{}", writer.log_tail(50));
+
+    let rest = || RestRequest {
+        method: "GET".into(),
+        path_and_query: "/".into(),
+        body: Vec::new(),
+        content_type: String::new(),
+        authorization: basic_auth("admin", ADMIN_PASSWORD),
+    };
+    let channel = tonic::transport::Endpoint::from_shared(writer.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = NodeClient::new(channel.clone()).rest(rest()).await;
+    assert_eq!(
+        refused.unwrap_err().code(),
+        tonic::Code::Unauthenticated,
+        "a call without the secret (even with an admin's credentials)"
+    );
+    let wrong = ClusterSecret::new("0123456789abcdef").unwrap();
+    let refused = NodeClient::with_interceptor(channel.clone(), wrong.clone())
+        .rest(rest())
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let ms_channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = MetastoreClient::with_interceptor(ms_channel.clone(), wrong)
+        .heartbeat(HeartbeatRequest::default())
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+
+    // Whoever can read the bucket has it.
+    let secret = local_cluster_secret(&storage);
+    let right = ClusterSecret::new(secret.trim()).unwrap();
+    let answer = NodeClient::with_interceptor(channel, right)
+        .rest(rest())
+        .await
+        .expect("the secret lets the call in")
+        .into_inner();
+    assert_eq!(answer.status, 200);
+    // The forwarded request was authenticated again: without credentials it is a 401.
+    let channel = tonic::transport::Endpoint::from_shared(writer.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let right = ClusterSecret::new(secret.trim()).unwrap();
+    let answer = NodeClient::with_interceptor(channel, right)
+        .rest(RestRequest {
+            authorization: String::new(),
+            ..rest()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.status, 401);
+}
