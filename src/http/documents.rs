@@ -67,8 +67,14 @@ fn item_check(
             OpKind::Delete => "indices:data/write/delete",
             OpKind::Update => "indices:data/write/update",
         };
-        (!authz::may_write(&metastore, p, action, index))
-            .then(|| authz::denial(p, action, Some(index)).reason)
+        let missing = if !authz::may_write(&metastore, p, action, index) {
+            Some(action)
+        } else if kind != OpKind::Delete {
+            authz::creation_denied(&metastore, p, index)
+        } else {
+            None
+        };
+        missing.map(|action| authz::denial(p, action, Some(index)).reason)
     }
 }
 

@@ -3,12 +3,13 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use floe_searcher::{SearchParams, StoredDoc};
 use serde_json::{json, Value};
 use tracing::instrument;
 
+use super::security::{authz, Caller};
 use super::{empty, json_body, json_response, ApiError, Params, State};
 
 pub(super) fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
@@ -217,6 +218,7 @@ async fn mget_one(state: &State, index: &str, id: &str, params: &Params) -> Valu
 /// index in the path, `{"ids": [...]}`.
 async fn mget_run(
     state: &State,
+    caller: &Caller,
     default: Option<&str>,
     params: &Params,
     body: &Bytes,
@@ -259,25 +261,40 @@ async fn mget_run(
             "Validation Failed: 1: no documents to get;",
         ));
     }
-    let docs =
-        futures::future::join_all(wanted.iter().map(|(i, id)| mget_one(state, i, id, params)))
-            .await;
+    // Each document is authorized on its own index: a forbidden one is an error entry.
+    let docs = futures::future::join_all(wanted.iter().map(|(i, id)| async move {
+        if let Some(p) = caller.principal() {
+            const GET: &str = "indices:data/read/get";
+            if !authz::may_write(&state.metastore, p, GET, i) {
+                let e = authz::denial(p, GET, Some(i));
+                return json!({"_index": i, "_id": id, "error": e.body()["error"]});
+            }
+        }
+        mget_one(state, i, id, params).await
+    }))
+    .await;
     Ok(Json(json!({"docs": docs})))
 }
 
 #[instrument(skip_all)]
-pub async fn mget_all(state: State, params: Params, body: Bytes) -> Result<Json<Value>, ApiError> {
-    mget_run(&state, None, &params, &body).await
+pub async fn mget_all(
+    state: State,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    mget_run(&state, &caller, None, &params, &body).await
 }
 
 #[instrument(skip(state, params, body))]
 pub async fn mget(
     state: State,
+    Extension(caller): Extension<Caller>,
     Path(index): Path<String>,
     params: Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    mget_run(&state, Some(&index), &params, &body).await
+    mget_run(&state, &caller, Some(&index), &params, &body).await
 }
 
 /// `GET /{index}/_source/{id}`: the document's source alone.
@@ -309,6 +326,7 @@ pub async fn head_source(state: State, path: Path<(String, String)>, params: Par
 /// each answers on its own (a failed one is an `error` entry with its `status`).
 async fn msearch_run(
     state: &State,
+    caller: &Caller,
     default: Option<&str>,
     params: &Params,
     body: &Bytes,
@@ -359,10 +377,30 @@ async fn msearch_run(
                 );
             }
         }
+        // Each search is authorized on its own indexes (narrowed like a `_search`).
+        let index = match caller.principal() {
+            Some(principal) => {
+                const SEARCH: &str = "indices:data/read/search";
+                match authz::check_expression(&state.metastore, principal, SEARCH, &index, true) {
+                    Ok(None) => Ok(index),
+                    Ok(Some(narrowed)) => Ok(narrowed),
+                    Err(name) => Err(authz::denial(principal, SEARCH, Some(&name))),
+                }
+            }
+            None => Ok(index),
+        };
         searches.push((index, p, body));
     }
     let responses =
         futures::future::join_all(searches.into_iter().map(|(index, p, body)| async move {
+            let index = match index {
+                Ok(i) => i,
+                Err(e) => {
+                    let mut v = e.body();
+                    v["status"] = json!(e.status.as_u16());
+                    return v;
+                }
+            };
             let params = axum::extract::Query(p);
             let bytes = Bytes::from(body.to_string());
             match run(state, &index, &params, &bytes, false).await {
@@ -386,20 +424,22 @@ async fn msearch_run(
 #[instrument(skip_all)]
 pub async fn msearch_all(
     state: State,
+    Extension(caller): Extension<Caller>,
     params: Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    msearch_run(&state, None, &params, &body).await
+    msearch_run(&state, &caller, None, &params, &body).await
 }
 
 #[instrument(skip(state, params, body))]
 pub async fn msearch(
     state: State,
+    Extension(caller): Extension<Caller>,
     Path(index): Path<String>,
     params: Params,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    msearch_run(&state, Some(&index), &params, &body).await
+    msearch_run(&state, &caller, Some(&index), &params, &body).await
 }
 
 /// `GET|POST [/{index}]/_field_caps?fields=`: each field's type across the indexes.

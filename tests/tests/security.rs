@@ -52,6 +52,40 @@ async fn set_up_users(c: &Client) {
     assert_eq!(r.status, 201, "{r}");
 }
 
+/// Every (method, path) the REST router declares (read from `src/http/mod.rs`, so a route
+/// added later is covered too), with path parameters filled in.
+fn every_route() -> Vec<(Method, String)> {
+    let source = include_str!("../../src/http/mod.rs");
+    let mut out = Vec::new();
+    for chunk in source.split(".route(").skip(1) {
+        let Some(path) = chunk.split('"').nth(1) else {
+            continue;
+        };
+        let path = path
+            .replace("{index}", "logs-1")
+            .replace("{id}", "1")
+            .replace("{name}", "x")
+            .replace("{metric}", "docs")
+            .replace("{block}", "write")
+            .replace("{new_index}", "logs-2")
+            .replace("{resource}", "roles");
+        let methods = chunk.split(".route_layer").next().unwrap_or(chunk);
+        for (token, method) in [
+            ("get(", Method::GET),
+            ("post(", Method::POST),
+            ("put(", Method::PUT),
+            ("delete(", Method::DELETE),
+            ("head(", Method::HEAD),
+            ("patch(", Method::PATCH),
+        ] {
+            if methods.contains(token) {
+                out.push((method, path.clone()));
+            }
+        }
+    }
+    out
+}
+
 /// A route, its body, and the status the reader, the writer and admin get.
 type Row = (Method, &'static str, Option<Value>, u16, u16, u16);
 
@@ -147,6 +181,17 @@ async fn routes_need_credentials_and_permissions(backend: Backend) {
         ),
         (Method::GET, "/_security/api_key", None, 200, 200, 200),
     ];
+    // Every route of the router refuses an anonymous caller.
+    let routes = every_route();
+    assert!(routes.len() > 100, "{} routes found", routes.len());
+    for (method, path) in routes {
+        let r = anon.send(method.clone(), &path, None).await;
+        if path == "/_plugins/_security/health" {
+            assert_eq!(r.status, 200, "{r}");
+            continue;
+        }
+        assert_eq!(r.status, 401, "{method} {path} without credentials: {r}");
+    }
     for (method, path, body, for_reader, for_writer, for_admin) in table {
         let send = |c: &Client| {
             let body = body.as_ref().map(json_body);
@@ -227,6 +272,68 @@ async fn routes_need_credentials_and_permissions(backend: Backend) {
     );
     admin.refresh("secret-1").await;
     assert_eq!(admin.count("secret-1").await, 3, "nothing else lost");
+
+    // Multi-search and multi-get: each search and each document on its own indexes.
+    let body = "{\"index\":\"logs-1\"}\n{}\n{\"index\":\"secret-1\"}\n{}\n{\"index\":\"*\"}\n{\"size\":50}\n";
+    let r = reader.post_ndjson("/_msearch", body).await;
+    assert_eq!(r.status, 200, "{r}");
+    let responses = r.json["responses"].as_array().unwrap();
+    assert_eq!(responses[0]["status"], 200, "{r}");
+    assert_eq!(responses[1]["status"], 403, "{r}");
+    assert_eq!(responses[1]["error"]["type"], "security_exception", "{r}");
+    let seen: std::collections::BTreeSet<&str> = responses[2]["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["_index"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, ["logs-1"].into_iter().collect(), "{r}");
+    let r = reader
+        .post(
+            "/_mget",
+            &json!({"docs": [{"_index": "logs-1", "_id": "0"}, {"_index": "secret-1", "_id": "0"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["docs"][0]["found"], true, "{r}");
+    assert_eq!(
+        r.json["docs"][1]["error"]["type"], "security_exception",
+        "{r}"
+    );
+    assert!(r.json["docs"][1].get("_source").is_none(), "{r}");
+
+    // Writing into a new index creates it: `index` alone is not enough.
+    let r = admin
+        .put(
+            "/_plugins/_security/api/roles/logs_indexer",
+            &json!({"index_permissions": [{"index_patterns": ["logs-*"], "allowed_actions": ["index"]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = admin
+        .put(
+            "/_plugins/_security/api/internalusers/indexer",
+            &json!({"password": "indexer-password", "opendistro_security_roles": ["logs_indexer"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let indexer = admin.as_user("indexer", "indexer-password");
+    let r = indexer.put("/logs-1/_doc/i1", &json!({"n": 1})).await;
+    assert_eq!(r.status, 201, "an existing index: {r}");
+    let r = indexer
+        .put("/logs-brand-new/_doc/i1", &json!({"n": 1}))
+        .await;
+    assert_error(&r, 403, "security_exception");
+    assert!(r.text.contains("indices:admin/create"), "{r}");
+    let r = indexer
+        .post_ndjson(
+            "/_bulk",
+            "{\"index\":{\"_index\":\"logs-brand-new\"}}\n{\"n\":1}\n",
+        )
+        .await;
+    assert_eq!(r.json["items"][0]["index"]["status"], 403, "{r}");
+    assert_eq!(admin.get("/logs-brand-new").await.status, 404);
+    admin.refresh("logs-1").await;
 
     // Malformed credentials are refused like wrong ones.
     for header in [

@@ -690,3 +690,89 @@ pub async fn revoke_keys(
         "previously_invalidated_api_keys": before, "error_count": 0}))
     .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON of any shape, biased towards the keys the security API reads.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            let key = prop_oneof![
+                Just("password".to_string()),
+                Just("hash".to_string()),
+                Just("backend_roles".to_string()),
+                Just("attributes".to_string()),
+                Just("opendistro_security_roles".to_string()),
+                Just("cluster_permissions".to_string()),
+                Just("index_permissions".to_string()),
+                Just("index_patterns".to_string()),
+                Just("allowed_actions".to_string()),
+                Just("users".to_string()),
+                "[a-z_]{1,8}",
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Any body, for any kind and name: a record or a reason, never a panic; a new
+        /// user is never stored without a password hash, and never with a weak password.
+        #[test]
+        fn arbitrary_bodies_never_panic_or_store_a_user_without_a_hash(
+            body in arb_json(),
+            name in prop_oneof![Just("bob".to_string()), ".{0,10}"],
+            exists in any::<bool>(),
+        ) {
+            for kind in [Kind::Users, Kind::Roles, Kind::Mappings] {
+                let outcome = record(kind, &name, body.clone(), exists);
+                if let (Kind::Users, Ok(Record::User(hash, _))) = (kind, &outcome) {
+                    if !exists {
+                        prop_assert!(hash.as_deref().is_some_and(|h| h.starts_with("$argon2")));
+                    }
+                    if let Some(p) = body.get("password").and_then(Value::as_str) {
+                        prop_assert!(password::weakness(&name, p).is_none());
+                    }
+                }
+                if outcome.is_ok() {
+                    prop_assert!(is_valid_name(&name));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_get_body_put_back_keeps_the_password() {
+        let user = User {
+            hash: password::hash("original-password"),
+            backend_roles: vec!["a".into()],
+            ..User::default()
+        };
+        match record(Kind::Users, "bob", user_view(&user), true) {
+            Ok(Record::User(None, u)) => assert_eq!(u.backend_roles, vec!["a".to_string()]),
+            _ => panic!("a shown user must be accepted back unchanged"),
+        }
+        assert!(record(Kind::Users, "bob", user_view(&user), false).is_err());
+        assert!(record(Kind::Roles, "r", json!({"cluster_permissions": "x"}), false).is_err());
+        assert!(record(
+            Kind::Users,
+            "a/b",
+            json!({"password": "long enough"}),
+            false
+        )
+        .is_err());
+    }
+}

@@ -79,12 +79,11 @@ pub fn classify(method: &Method, path: &str) -> Need {
             _ => Need::Anyone, // closing by id: the id is the secret
         },
         "_search" | "_count" => all("indices:data/read/search"),
-        // Body lines may name any index: allowed for callers who may search every index.
-        "_msearch" => index("indices:data/read/msearch", "*", Place::Prefix, false),
+        // Each search, each document, each bulk item is checked by the handler.
+        "_msearch" | "_mget" => Need::Anyone,
         "_field_caps" => all("indices:admin/mappings/fields/get"),
         "_validate" => all("indices:admin/validate/query"),
         "_mapping" => index("indices:admin/mappings/get", "*", Place::Prefix, true),
-        "_mget" => index("indices:data/read/mget", "*", Place::Prefix, false),
         // Each bulk item is checked on its own index by the handler.
         "_bulk" | "_analyze" | "_security" => Need::Anyone,
         "_refresh" => index("indices:admin/refresh", "*", Place::Prefix, false),
@@ -176,14 +175,13 @@ fn index_endpoint(method: &Method, expr: &str, rest: &[&str]) -> Need {
             read("indices:data/read/point_in_time/create")
         }
         "_search" | "_count" => read("indices:data/read/search"),
-        // Body lines may name other indexes than the path.
-        "_msearch" => index("indices:data/read/msearch", "*", Place::Prefix, false),
+        // Body lines may name other indexes than the path: the handler checks each.
+        "_msearch" | "_mget" => Need::Anyone,
         "_search_shards" => read("indices:admin/shards/search_shards"),
         "_doc" | "_source" if get => on("indices:data/read/get"),
         "_doc" if *method == Method::DELETE => on("indices:data/write/delete"),
         "_doc" | "_create" => on("indices:data/write/index"),
         "_update" => on("indices:data/write/update"),
-        "_mget" => index("indices:data/read/mget", "*", Place::Prefix, false),
         "_bulk" => on("indices:data/write/bulk"),
         "_explain" => on("indices:data/read/explain"),
         "_refresh" => on("indices:admin/refresh"),
@@ -229,6 +227,15 @@ pub fn may_write(metastore: &Metastore, p: &Principal, action: &str, name: &str)
         }
         None => may(p, action, name, &aliases),
     }
+}
+
+/// Writing into an index that does not exist creates it, which needs `indices:admin/create`
+/// on it as well (as in OpenSearch). Returns the action missing, if one is.
+pub fn creation_denied(metastore: &Metastore, p: &Principal, name: &str) -> Option<&'static str> {
+    const CREATE: &str = "indices:admin/create";
+    let exists =
+        metastore.get_index(name).is_some() || metastore.aliases().aliases.contains_key(name);
+    (!exists && !p.permissions.index_allows(CREATE, name)).then_some(CREATE)
 }
 
 /// Checks an index expression. `Ok(None)`: allowed as is; `Ok(Some(expr))`: allowed once
@@ -320,6 +327,17 @@ pub async fn authorize(
             place,
             narrow,
         } => match check_expression(&state.metastore, &principal, action, &expr, narrow) {
+            Ok(None)
+                if matches!(
+                    action,
+                    "indices:data/write/index" | "indices:data/write/update"
+                ) =>
+            {
+                match creation_denied(&state.metastore, &principal, &expr) {
+                    Some(create) => forbidden(&principal, create, Some(&expr)),
+                    None => next.run(req).await,
+                }
+            }
             Ok(None) => next.run(req).await,
             Ok(Some(narrowed)) => {
                 let path = with_expression(req.uri().path(), place, &narrowed);
