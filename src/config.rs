@@ -93,6 +93,39 @@ impl Default for SecurityConfig {
     }
 }
 
+/// `[tls]`: HTTPS for the REST API and TLS for gRPC between nodes (rustls), from PEM files.
+/// Off unless `cert_file` and `key_file` are set. `ca_file` is what nodes trust when they
+/// call each other (the CA that signed the other nodes' certificates).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// (certificate chain, private key) in PEM, when TLS is on.
+    pub fn identity(&self) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Ok(Some((
+                std::fs::read(c).with_context(|| format!("reading {}", c.display()))?,
+                std::fs::read(k).with_context(|| format!("reading {}", k.display()))?,
+            ))),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("[tls] needs both cert_file and key_file"),
+        }
+    }
+
+    /// The CA certificate (PEM) nodes trust, when set.
+    pub fn ca(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.ca_file
+            .as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+            .transpose()
+    }
+}
+
 /// Everything `floe standalone` needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -112,6 +145,7 @@ pub struct FloeConfig {
     pub cluster: ClusterConfig,
     pub reindex: ReindexConfig,
     pub security: SecurityConfig,
+    pub tls: TlsConfig,
     /// `text` (default) or `json` (one object per line, for log collectors).
     pub log_format: String,
 }
@@ -201,6 +235,7 @@ impl Default for FloeConfig {
             cluster: ClusterConfig::default(),
             reindex: ReindexConfig::default(),
             security: SecurityConfig::default(),
+            tls: TlsConfig::default(),
             log_format: "text".into(),
         }
     }
@@ -284,6 +319,15 @@ pub struct ConfigFlags {
     /// Authentication and authorization (`[security] enabled`; default true).
     #[arg(long, env = "FLOE_SECURITY_ENABLED")]
     pub security_enabled: Option<bool>,
+    /// PEM certificate chain for HTTPS and gRPC over TLS (`[tls] cert_file`).
+    #[arg(long, env = "FLOE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (`[tls] key_file`).
+    #[arg(long, env = "FLOE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate nodes trust when calling each other (`[tls] ca_file`).
+    #[arg(long, env = "FLOE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl FloeConfig {
@@ -344,6 +388,15 @@ impl FloeConfig {
         }
         if let Some(on) = flags.security_enabled {
             config.security.enabled = on;
+        }
+        if let Some(p) = &flags.tls_cert {
+            config.tls.cert_file = Some(p.clone());
+        }
+        if let Some(p) = &flags.tls_key {
+            config.tls.key_file = Some(p.clone());
+        }
+        if let Some(p) = &flags.tls_ca {
+            config.tls.ca_file = Some(p.clone());
         }
         if let Some(f) = &flags.log_format {
             config.log_format = f.clone();

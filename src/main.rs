@@ -50,6 +50,9 @@ fn main() -> anyhow::Result<()> {
     };
     let config = config::FloeConfig::load(flags)?;
     init_logs(&config.log_format)?;
+    // More than one rustls crypto provider is linked in (the S3 client's and ours): name the
+    // one TLS uses, once, before any TLS is set up.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let node_id = config.node_id();
     // Every line carries the node id: each runtime thread (and this one) stays inside a
     // `node` span for its whole life.

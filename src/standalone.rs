@@ -244,16 +244,32 @@ pub async fn serve_http(
     app: axum::Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Some((cert, key)) = config.tls.identity()? {
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
+            .await
+            .context("loading the TLS certificate and key")?;
+        let handle = axum_server::Handle::new();
+        let stopping = handle.clone();
+        tokio::spawn(async move {
+            stop.await;
+            stopping.graceful_shutdown(Some(Duration::from_secs(30)));
+        });
+        info!(addr = %config.http.addr, "HTTPS listening");
+        axum_server::bind_rustls(config.http.addr, tls)
+            .handle(handle)
+            .serve(app)
+            .await
+            .with_context(|| format!("serving HTTPS on {}", config.http.addr))?;
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("binding {}", config.http.addr))?;
     info!(addr = %config.http.addr, "HTTP listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop)
-    .await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await?;
     Ok(())
 }
 

@@ -211,6 +211,8 @@ pub struct ClusterView {
     last_heard: Mutex<Option<Instant>>,
     /// Presented on every call to the metastore (see `floe_proto::secret`).
     secret: std::sync::OnceLock<ClusterSecret>,
+    /// TLS for calls to other nodes, when the cluster runs gRPC over TLS.
+    tls: std::sync::OnceLock<tonic::transport::ClientTlsConfig>,
 }
 
 impl ClusterView {
@@ -225,7 +227,34 @@ impl ClusterView {
             leaving: Default::default(),
             last_heard: Mutex::new(None),
             secret: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Calls to other nodes go over TLS with this configuration (set once, at start).
+    pub fn set_tls(&self, tls: tonic::transport::ClientTlsConfig) {
+        let _ = self.tls.set(tls);
+    }
+
+    /// The scheme and endpoint settings for a call to `addr` (`host:port`).
+    pub fn endpoint(&self, addr: &str) -> Result<tonic::transport::Endpoint, String> {
+        let url = match self.tls.get() {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        };
+        self.endpoint_of(url)
+    }
+
+    /// An endpoint for a full URL (the metastore's, as configured), with TLS when on.
+    pub fn endpoint_of(&self, url: String) -> Result<tonic::transport::Endpoint, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| format!("{url}: {e}"))?;
+        match self.tls.get() {
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("TLS for {url}: {e}")),
+            None => Ok(endpoint),
+        }
     }
 
     /// The cluster secret this node presents to the metastore and to other nodes (set once,
@@ -356,7 +385,7 @@ impl ClusterView {
                 me.clone()
             };
             if client.is_none() {
-                match tonic::transport::Endpoint::from_shared(url.clone()) {
+                match self.endpoint_of(url.clone()) {
                     Ok(e) => {
                         let e = e.connect_timeout(interval).timeout(interval * 2);
                         client = Some(MetastoreClient::with_interceptor(
@@ -521,7 +550,7 @@ impl ClusterView {
         let Some(url) = self.metastore_url.lock().expect("view lock").clone() else {
             return;
         };
-        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url) else {
+        let Ok(endpoint) = self.endpoint_of(url) else {
             return;
         };
         let call = async {

@@ -19,6 +19,7 @@ use floe_proto::rpc::{NodeInfo, PlacementRules};
 use floe_proto::secret::{ClusterSecret, RequireSecret};
 use floe_writer::Writer;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tracing::info;
 
 use crate::config::FloeConfig;
@@ -51,7 +52,7 @@ pub async fn run_metastore(config: FloeConfig) -> anyhow::Result<()> {
         rules,
     );
     info!(addr = %grpc, "metastore gRPC listening");
-    tonic::transport::Server::builder()
+    grpc_server(&config)?
         .add_service(MetastoreServer::with_interceptor(
             MembershipService(membership),
             RequireSecret::new(&secret),
@@ -149,6 +150,9 @@ async fn join(
         .await
         .context("reading the cluster secret")?;
     view.set_secret(ClusterSecret::new(&secret).map_err(anyhow::Error::msg)?);
+    if let Some(tls) = grpc_client_tls(config)? {
+        view.set_tls(tls);
+    }
     let interval = Duration::from_millis(config.cluster.heartbeat_ms.max(50));
     let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
     if let Some(w) = writer {
@@ -191,7 +195,7 @@ async fn serve(
         .cluster_secret()
         .await
         .context("reading the cluster secret")?;
-    let server = tonic::transport::Server::builder()
+    let server = grpc_server(config)?
         .add_service(InterceptedService::new(
             NodeServer::new(node)
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -212,6 +216,29 @@ async fn serve(
     serve_http(config, app, stop).await?;
     grpc_task.abort();
     Ok(())
+}
+
+/// A gRPC server, over TLS when `[tls]` has a certificate.
+fn grpc_server(config: &FloeConfig) -> anyhow::Result<tonic::transport::Server> {
+    let builder = tonic::transport::Server::builder();
+    Ok(match config.tls.identity()? {
+        Some((cert, key)) => builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .context("gRPC TLS configuration")?,
+        None => builder,
+    })
+}
+
+/// How this node calls others over gRPC: TLS trusting `[tls] ca_file` when TLS is on.
+fn grpc_client_tls(config: &FloeConfig) -> anyhow::Result<Option<ClientTlsConfig>> {
+    if config.tls.identity()?.is_none() {
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new();
+    if let Some(ca) = config.tls.ca()? {
+        tls = tls.ca_certificate(Certificate::from_pem(ca));
+    }
+    Ok(Some(tls))
 }
 
 /// The gRPC listen address: configured, else 127.0.0.1 on the role's port (metastore

@@ -20,7 +20,7 @@ use floe_proto::rpc::{
     RestResponse, ShardRef,
 };
 use floe_writer::Peers;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::warn;
 
 /// Largest gRPC message between nodes (a forwarded `_bulk` is as large as the request).
@@ -76,12 +76,14 @@ impl ClusterPeers {
 
     /// A client for `node` (one lazily connected channel per address, reused).
     pub fn client(&self, node: &NodeInfo) -> Result<NodeRpc, String> {
-        let addr = format!("http://{}", node.grpc_addr);
+        let addr = node.grpc_addr.clone();
         let mut channels = self.channels.lock().expect("channels lock");
         let channel = match channels.get(&addr) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(addr.clone())
+                let c = self
+                    .view
+                    .endpoint(&addr)
                     .map_err(|e| format!("bad gRPC address of [{}]: {e}", node.node_id))?
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(120))

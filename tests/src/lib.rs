@@ -147,6 +147,24 @@ impl Client {
         Self::with_timeout(base, REQUEST_TIMEOUT)
     }
 
+    /// A client of an HTTPS server whose certificate `ca_pem` (PEM) signed.
+    pub fn trusting(base: impl Into<String>, ca_pem: &[u8]) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(ca_pem).expect("a PEM certificate"),
+            )
+            .build()
+            .expect("build reqwest client");
+        Client {
+            base: base.into(),
+            http,
+            auth: Some(basic_auth("admin", ADMIN_PASSWORD)),
+        }
+    }
+
     /// A client sending no credentials (moto, or testing refusals).
     pub fn anonymous(base: impl Into<String>) -> Self {
         Self::new(base).with_auth(None)
@@ -721,6 +739,8 @@ pub struct Floe {
     extra_args: Vec<String>,
     /// `FLOE_INITIAL_ADMIN_PASSWORD` for every start (`None`: not set).
     initial_password: Option<String>,
+    /// With `[tls]` on: the CA certificate (PEM) clients of this process trust.
+    tls_ca: Option<Vec<u8>>,
     child: Option<Child>,
     starts: u32,
 }
@@ -780,11 +800,50 @@ impl Floe {
             config,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             initial_password: initial_password.map(str::to_string),
+            tls_ca: None,
             child: None,
             starts: 0,
         };
         floe.spawn_and_wait().await;
         floe
+    }
+
+    /// [`Floe::start_role`] with TLS on (`config_toml` has a `[tls]` section): its clients
+    /// use `https://` and trust `ca_pem`.
+    pub async fn start_tls(
+        role: &str,
+        storage: Storage,
+        config_toml: &str,
+        extra_args: &[&str],
+        ca_pem: &[u8],
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("cache")).unwrap();
+        let config = dir.path().join("floe.toml");
+        fs::write(&config, config_toml).unwrap();
+        let mut floe = Floe {
+            storage,
+            role: role.to_string(),
+            grpc_port: free_port(),
+            port: free_port(),
+            dir,
+            config: Some(config),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            initial_password: Some(ADMIN_PASSWORD.to_string()),
+            tls_ca: Some(ca_pem.to_vec()),
+            child: None,
+            starts: 0,
+        };
+        floe.spawn_and_wait().await;
+        floe
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -793,17 +852,20 @@ impl Floe {
 
     /// The gRPC address clients of this node use, e.g. `http://127.0.0.1:PORT`.
     pub fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.grpc_port)
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
     }
 
     /// A client for this process (the port stays the same across restarts).
     pub fn client(&self) -> Client {
-        Client::new(self.url())
+        match &self.tls_ca {
+            Some(ca) => Client::trusting(self.url(), ca),
+            None => Client::new(self.url()),
+        }
     }
 
     /// The local cache directory (`--cache-dir`).

@@ -671,3 +671,96 @@ async fn grpc_needs_the_cluster_secret() {
         .into_inner();
     assert_eq!(answer.status, 401);
 }
+
+/// A CA, and a certificate it signed for 127.0.0.1 and localhost: (CA PEM, cert PEM, key PEM).
+fn test_certificates() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+/// With `[tls]`: the REST API answers over HTTPS only, and nodes reach each other over gRPC
+/// with TLS (a writer joins the metastore and serves); plain connections are refused.
+#[tokio::test]
+async fn tls_for_http_and_grpc() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates();
+    for (name, pem) in [("ca.pem", &ca), ("cert.pem", &cert), ("key.pem", &key)] {
+        std::fs::write(certs.path().join(name), pem).unwrap();
+    }
+    let config = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nca_file = {:?}\n",
+        certs.path().join("cert.pem"),
+        certs.path().join("key.pem"),
+        certs.path().join("ca.pem")
+    );
+    let (_dir, storage) = temp_local_storage();
+    let metastore = Floe::start_tls(
+        "metastore",
+        storage.clone(),
+        &config,
+        &["--node-id", "m1"],
+        ca.as_bytes(),
+    )
+    .await;
+    let url = metastore.grpc_url();
+    assert!(url.starts_with("https://"), "{url}");
+    let writer = Floe::start_tls(
+        "writer",
+        storage.clone(),
+        &config,
+        &["--node-id", "w1", "--metastore", &url],
+        ca.as_bytes(),
+    )
+    .await;
+    let c = writer.client();
+    assert!(c.base_url().starts_with("https://"));
+    // The writer joined over gRPC with TLS, and serves over HTTPS.
+    let joined = poll_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let c = c.clone();
+        async move { c.get("/_cat/nodes?h=name").await.text.contains("w1") }
+    })
+    .await;
+    assert!(joined.is_some(), "{}", writer.log_tail(60));
+    c.bulk_ok(
+        "/_bulk?refresh=true",
+        bulk_body("tls-logs", [("1".to_string(), json!({"n": 1}))]),
+    )
+    .await;
+    assert_eq!(c.count("tls-logs").await, 1);
+    // Plain HTTP to the same port gets no answer; a client that does not trust the CA
+    // cannot connect.
+    let plain = Client::new(format!("http://127.0.0.1:{}", writer.port()));
+    assert!(
+        plain
+            .try_send(Method::GET, "/", None)
+            .await
+            .map_or(true, |r| r.status != 200),
+        "plain HTTP was answered"
+    );
+    let untrusting = Client::new(writer.url());
+    assert!(untrusting.try_send(Method::GET, "/", None).await.is_err());
+    // gRPC without TLS is refused at the connection.
+    let plain_grpc = tonic::transport::Endpoint::from_shared(format!(
+        "http://127.0.0.1:{}",
+        url.rsplit(':').next().unwrap()
+    ))
+    .unwrap()
+    .connect_timeout(Duration::from_secs(2))
+    .timeout(Duration::from_secs(2));
+    let refused = match plain_grpc.connect().await {
+        Err(_) => true,
+        Ok(channel) => floe_proto::rpc::metastore_client::MetastoreClient::new(channel)
+            .heartbeat(floe_proto::rpc::HeartbeatRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "plain gRPC was answered");
+}

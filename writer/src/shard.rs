@@ -958,6 +958,10 @@ impl ShardWriter {
                     refused = Some(e);
                 }
             }
+            // A refresh that ran while the merge did may have committed (and cleared the
+            // dirty flag) before the merged segment existed: mark it again, so the caller's
+            // next refresh publishes the merge.
+            self.state.lock().expect("shard lock").dirty = true;
             match refused {
                 None => continue, // merged: check the count again
                 Some(e) if attempt == ATTEMPTS => return Err(e.into()),
