@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use floe_metastore::{matches_pattern, AliasAction, AliasSpec, MetastoreError};
 use serde_json::{json, Map, Value};
 use tracing::instrument;
 
 use super::cat::table;
+use super::security::{authz, Caller};
 use super::{empty, json_body, ApiError, Params, State};
 
 fn list(expr: &str) -> Vec<String> {
@@ -38,11 +39,56 @@ async fn apply(state: &State, actions: &[AliasAction]) -> Result<Json<Value>, Ap
 
 /// `POST /_aliases`.
 #[instrument(skip(state, body))]
-pub async fn update(state: State, body: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn update(
+    state: State,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let body =
         json_body(&body)?.ok_or_else(|| ApiError::bad_request("request body is required"))?;
     let actions = AliasAction::parse_request(&body)?;
+    if let Some(p) = caller.principal() {
+        authorize_actions(&state, p, &actions)?;
+    }
     apply(&state, &actions).await
+}
+
+/// Each action needs its permission on every index it names (wildcards: every index they
+/// match) and on the alias names: `indices:admin/aliases`, or `indices:admin/delete` for
+/// `remove_index`.
+fn authorize_actions(
+    state: &State,
+    p: &floe_security::Principal,
+    actions: &[AliasAction],
+) -> Result<(), ApiError> {
+    const ALIASES: &str = "indices:admin/aliases";
+    const DELETE: &str = "indices:admin/delete";
+    let check = |action: &'static str, names: &[String]| -> Result<(), ApiError> {
+        for name in names {
+            authz::check_expression(&state.metastore, p, action, name, false)
+                .map_err(|n| authz::denial(p, action, Some(&n)))?;
+        }
+        Ok(())
+    };
+    for action in actions {
+        match action {
+            AliasAction::Add {
+                indexes, aliases, ..
+            }
+            | AliasAction::Remove {
+                indexes, aliases, ..
+            } => {
+                check(ALIASES, indexes)?;
+                for alias in aliases {
+                    if !p.permissions.index_allows(ALIASES, alias) {
+                        return Err(authz::denial(p, ALIASES, Some(alias)));
+                    }
+                }
+            }
+            AliasAction::RemoveIndex { indexes } => check(DELETE, indexes)?,
+        }
+    }
+    Ok(())
 }
 
 /// `PUT|POST /{index}/_alias/{name}`: the body (optional) holds filter, routing, ....

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tracing::{instrument, warn};
 
+use super::security::{authz, Caller};
 use super::{json_body, json_response, ApiError, AppState, Params, State};
 use crate::byquery::{Action, Job, JobError, Source, Summary};
 
@@ -136,7 +138,12 @@ pub async fn update_by_query(
 }
 
 #[instrument(skip_all)]
-pub async fn reindex(state: State, params: Params, body: Bytes) -> Result<Response, ApiError> {
+pub async fn reindex(
+    state: State,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body = json_body(&body)?;
     let b = body
         .as_ref()
@@ -155,6 +162,21 @@ pub async fn reindex(state: State, params: Params, body: Bytes) -> Result<Respon
         .as_str()
         .ok_or_else(|| ApiError::bad_request("[dest.index] is required"))?
         .to_string();
+    // The caller reads the source (a local one) and writes (maybe creates) the destination.
+    if let Some(p) = caller.principal() {
+        if src.get("remote").is_none() {
+            const SEARCH: &str = "indices:data/read/search";
+            authz::check_expression(&state.metastore, p, SEARCH, &index, false)
+                .map_err(|name| authz::denial(p, SEARCH, Some(&name)))?;
+        }
+        const INDEX: &str = "indices:data/write/index";
+        if !authz::may_write(&state.metastore, p, INDEX, &dest) {
+            return Err(authz::denial(p, INDEX, Some(&dest)));
+        }
+        if let Some(create) = authz::creation_denied(&state.metastore, p, &dest) {
+            return Err(authz::denial(p, create, Some(&dest)));
+        }
+    }
     let create = match b["dest"]["op_type"].as_str() {
         None | Some("index") => false,
         Some("create") => true,

@@ -335,6 +335,46 @@ async fn routes_need_credentials_and_permissions(backend: Backend) {
     assert_eq!(admin.get("/logs-brand-new").await.status, 404);
     admin.refresh("logs-1").await;
 
+    // Alias changes and reindexing: checked on every index and alias they name.
+    let r = admin
+        .put(
+            "/_plugins/_security/api/roles/logs_admin",
+            &json!({"index_permissions": [{"index_patterns": ["logs-*"],
+                "allowed_actions": ["read", "index", "create_index", "manage_aliases"]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = admin
+        .put(
+            "/_plugins/_security/api/internalusers/ladmin",
+            &json!({"password": "ladmin-password", "opendistro_security_roles": ["logs_admin"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let ladmin = admin.as_user("ladmin", "ladmin-password");
+    let alias =
+        |index: &str, alias: &str| json!({"actions": [{"add": {"index": index, "alias": alias}}]});
+    for (body, want) in [
+        (alias("logs-1", "logs-all"), 200),
+        (alias("secret-1", "logs-x"), 403),
+        (alias("logs-1", "secret-alias"), 403),
+        (alias("logs-*", "logs-every"), 200),
+    ] {
+        let r = ladmin.post("/_aliases", &body).await;
+        assert_eq!(r.status, want, "{body}: {r}");
+    }
+    let reindex = |from: &str, to: &str| json!({"source": {"index": from}, "dest": {"index": to}});
+    for (body, want) in [
+        (reindex("logs-1", "logs-copy"), 200),
+        (reindex("secret-1", "logs-copy2"), 403),
+        (reindex("logs-1", "secret-copy"), 403),
+    ] {
+        let r = ladmin.post("/_reindex?refresh=true", &body).await;
+        assert_eq!(r.status, want, "{body}: {r}");
+    }
+    assert_eq!(admin.get("/secret-copy").await.status, 404);
+    assert_eq!(admin.get("/logs-copy2").await.status, 404);
+
     // Malformed credentials are refused like wrong ones.
     for header in [
         "Basic",

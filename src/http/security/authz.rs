@@ -116,14 +116,15 @@ pub fn classify(method: &Method, path: &str) -> Need {
             Need::Cluster("cluster:monitor/stats")
         }
         "_alias" | "_aliases" if get => Need::Cluster("indices:admin/aliases/get"),
-        "_aliases" => index("indices:admin/aliases", "*", Place::Prefix, false),
+        // Each action is checked on its indexes and aliases by the handler.
+        "_aliases" => Need::Anyone,
         "_index_template" | "_template" | "_component_template" => Need::Cluster(if get {
             "indices:admin/index_template/get"
         } else {
             "indices:admin/index_template/put"
         }),
-        // Reads one index and writes another, named in the body: every index.
-        "_reindex" => index("indices:data/write/reindex", "*", Place::Prefix, false),
+        // Reads one index and writes another, named in the body: the handler checks both.
+        "_reindex" => Need::Anyone,
         "_resolve" => Need::Cluster("indices:admin/resolve/index"),
         "_plugins" if second == "_ism" => Need::Cluster(if get {
             "cluster:admin/opendistro/ism/get"
