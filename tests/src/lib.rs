@@ -784,6 +784,46 @@ impl Floe {
         extra_args: &[&str],
         initial_password: Option<&str>,
     ) -> Self {
+        Self::launch(
+            role,
+            storage,
+            config_toml,
+            extra_args,
+            initial_password,
+            None,
+        )
+        .await
+    }
+
+    /// [`Floe::start_role`] with TLS on (`config_toml` has a `[tls]` section): its clients
+    /// use `https://` and trust `ca_pem`.
+    pub async fn start_tls(
+        role: &str,
+        storage: Storage,
+        config_toml: &str,
+        extra_args: &[&str],
+        ca_pem: &[u8],
+    ) -> Self {
+        let password = Some(ADMIN_PASSWORD);
+        Self::launch(
+            role,
+            storage,
+            Some(config_toml),
+            extra_args,
+            password,
+            Some(ca_pem),
+        )
+        .await
+    }
+
+    async fn launch(
+        role: &str,
+        storage: Storage,
+        config_toml: Option<&str>,
+        extra_args: &[&str],
+        initial_password: Option<&str>,
+        tls_ca: Option<&[u8]>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(dir.path().join("cache")).unwrap();
         let config = config_toml.map(|toml| {
@@ -800,37 +840,7 @@ impl Floe {
             config,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             initial_password: initial_password.map(str::to_string),
-            tls_ca: None,
-            child: None,
-            starts: 0,
-        };
-        floe.spawn_and_wait().await;
-        floe
-    }
-
-    /// [`Floe::start_role`] with TLS on (`config_toml` has a `[tls]` section): its clients
-    /// use `https://` and trust `ca_pem`.
-    pub async fn start_tls(
-        role: &str,
-        storage: Storage,
-        config_toml: &str,
-        extra_args: &[&str],
-        ca_pem: &[u8],
-    ) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        fs::create_dir_all(dir.path().join("cache")).unwrap();
-        let config = dir.path().join("floe.toml");
-        fs::write(&config, config_toml).unwrap();
-        let mut floe = Floe {
-            storage,
-            role: role.to_string(),
-            grpc_port: free_port(),
-            port: free_port(),
-            dir,
-            config: Some(config),
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-            initial_password: Some(ADMIN_PASSWORD.to_string()),
-            tls_ca: Some(ca_pem.to_vec()),
+            tls_ca: tls_ca.map(<[u8]>::to_vec),
             child: None,
             starts: 0,
         };

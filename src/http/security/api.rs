@@ -238,6 +238,22 @@ fn record(kind: Kind, name: &str, body: Value, exists: bool) -> Result<Record, S
     }
 }
 
+/// [`record`] off the async workers (hashing a password takes tens of milliseconds); a
+/// refusal is the 400 to answer.
+async fn build(kind: Kind, name: &str, body: Value, exists: bool) -> Result<Record, Response> {
+    let name = name.to_string();
+    match tokio::task::spawn_blocking(move || record(kind, &name, body, exists)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(why)) => Err(bad(why)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "exception",
+            e.to_string(),
+        )
+        .into_response()),
+    }
+}
+
 /// Drops the read-only flags GET shows, so a GET body can be PUT back.
 fn strip_flags(v: &mut Value) {
     if let Some(o) = v.as_object_mut() {
@@ -330,22 +346,9 @@ pub async fn put(
         _ => return bad("Request body required and must be a JSON object"),
     };
     let known = exists(&state.metastore.security().0, kind, &name);
-    let rec = match tokio::task::spawn_blocking({
-        let name = name.clone();
-        move || record(kind, &name, body, known)
-    })
-    .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(why)) => return bad(why),
-        Err(e) => {
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "exception",
-                e.to_string(),
-            )
-            .into_response()
-        }
+    let rec = match build(kind, &name, body, known).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
     };
     match store(&state, kind, vec![(name.clone(), rec)]).await {
         Ok(created) if created[0] => {
@@ -468,22 +471,9 @@ async fn patch(
             return r;
         }
         let known = exists(&table, kind, &n);
-        let built = tokio::task::spawn_blocking({
-            let n = n.clone();
-            move || record(kind, &n, v, known)
-        })
-        .await;
-        match built {
-            Ok(Ok(r)) => records.push((n, r)),
-            Ok(Err(why)) => return bad(why),
-            Err(e) => {
-                return ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "exception",
-                    e.to_string(),
-                )
-                .into_response()
-            }
+        match build(kind, &n, v, known).await {
+            Ok(r) => records.push((n, r)),
+            Err(resp) => return resp,
         }
     }
     match store(&state, kind, records).await {
