@@ -322,10 +322,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/_security/api_key",
-            post(security::api::create_key)
-                .put(security::api::create_key)
-                .get(security::api::list_keys)
-                .delete(security::api::revoke_keys),
+            post(security::api_keys::create)
+                .put(security::api_keys::create)
+                .get(security::api_keys::list)
+                .delete(security::api_keys::revoke),
         )
         .route(
             "/{index}/_create/{id}",

@@ -1,6 +1,6 @@
 //! The security management API in the shape of OpenSearch's security plugin
-//! (`/_plugins/_security/api/{internalusers,roles,rolesmapping}`, `authinfo`, `health`) and
-//! API keys (`/_security/api_key`). Every change is one compare-and-swap of the security
+//! (`/_plugins/_security/api/{internalusers,roles,rolesmapping}`, `authinfo`, `health`;
+//! API keys are in `api_keys.rs`). Every change is one compare-and-swap of the security
 //! record; every node applies it within a poll interval of the metastore's change log.
 
 use std::collections::BTreeMap;
@@ -9,15 +9,15 @@ use axum::extract::{ConnectInfo, Path};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use floe_metastore::{now_millis, MetastoreError};
+use floe_metastore::MetastoreError;
 use floe_security::model::{reserved_role, RESERVED_ROLES};
-use floe_security::{credentials, password, ApiKey, Role, RoleMapping, SecurityTable, User};
+use floe_security::{password, Role, RoleMapping, SecurityTable, User};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tracing::{info, instrument};
 
 use super::Caller;
-use crate::http::{ApiError, Params, State};
+use crate::http::{ApiError, State};
 
 /// The plugin's own reply shape: `{"status": "...", "message": "..."}`.
 fn reply(status: StatusCode, message: impl Into<String>) -> Response {
@@ -519,166 +519,6 @@ pub async fn health(state: State) -> Response {
         "DISABLED"
     };
     Json(json!({"message": null, "mode": "strict", "status": status})).into_response()
-}
-
-/// The body of `POST /_security/api_key`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewKey {
-    name: String,
-    #[serde(default)]
-    expiration: Option<String>,
-    #[serde(default)]
-    role_descriptors: Option<BTreeMap<String, Role>>,
-    #[serde(default)]
-    metadata: Option<Value>,
-}
-
-/// Whether the caller may see and revoke every user's keys (not only their own).
-fn manages_all_keys(caller: &Caller) -> bool {
-    caller.principal().is_none_or(|p| {
-        p.permissions
-            .cluster_allows("cluster:admin/opendistro_security/apikey/manage")
-    })
-}
-
-/// `POST /_security/api_key`: a key acting as the caller, optionally limited further.
-#[instrument(skip(state, caller, body))]
-pub async fn create_key(
-    state: State,
-    Extension(caller): Extension<Caller>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let Some(p) = caller.principal() else {
-        return Err(ApiError::bad_request(
-            "API keys need security to be turned on",
-        ));
-    };
-    if p.api_key.is_some() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "security_exception",
-            "an API key cannot create API keys",
-        ));
-    }
-    let req: NewKey = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid API key request: {e}")))?;
-    let _ = req.metadata;
-    if req.name.is_empty() || req.name.len() > 256 {
-        return Err(ApiError::bad_request("[name] must be 1 to 256 characters"));
-    }
-    let now = now_millis();
-    let expires_ms = match &req.expiration {
-        None => None,
-        Some(e) => Some(
-            now + floe_proto::model::parse_time_value(e)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("failed to parse [{e}] as a time value"))
-                })?
-                .as_millis() as i64,
-        ),
-    };
-    let (id, secret, encoded) = credentials::new_api_key();
-    let key = ApiKey {
-        name: req.name.clone(),
-        hash: credentials::secret_hash(&secret),
-        owner: p.user.clone(),
-        created_ms: now,
-        expires_ms,
-        invalidated: false,
-        role_descriptors: req.role_descriptors,
-    };
-    state
-        .metastore
-        .update_security(|t| {
-            t.api_keys.insert(id.clone(), key.clone());
-            Ok(())
-        })
-        .await?;
-    info!(id, owner = p.user, "API key created");
-    let mut out = json!({"id": id, "name": req.name, "api_key": secret, "encoded": encoded});
-    if let Some(e) = expires_ms {
-        out["expiration"] = json!(e);
-    }
-    Ok(Json(out).into_response())
-}
-
-/// `GET /_security/api_key?id=&name=&username=`: keys (the caller's own, unless they
-/// manage every key).
-pub async fn list_keys(
-    state: State,
-    Extension(caller): Extension<Caller>,
-    params: Params,
-) -> Response {
-    let all = manages_all_keys(&caller);
-    let me = caller.principal().map(|p| p.user.clone());
-    let table = state.metastore.security().0;
-    let keys: Vec<Value> = table
-        .api_keys
-        .iter()
-        .filter(|(_, k)| all || Some(&k.owner) == me.as_ref())
-        .filter(|(id, _)| params.get("id").is_none_or(|want| want == *id))
-        .filter(|(_, k)| params.get("name").is_none_or(|want| *want == k.name))
-        .filter(|(_, k)| params.get("username").is_none_or(|want| *want == k.owner))
-        .map(|(id, k)| {
-            json!({"id": id, "name": k.name, "creation": k.created_ms,
-                "expiration": k.expires_ms, "invalidated": k.invalidated,
-                "username": k.owner, "realm": "internal"})
-        })
-        .collect();
-    Json(json!({ "api_keys": keys })).into_response()
-}
-
-#[derive(Deserialize)]
-struct Revoke {
-    #[serde(default)]
-    ids: Vec<String>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-/// `DELETE /_security/api_key` with `{"ids": [...]}` or `{"name": ...}`: revokes keys.
-pub async fn revoke_keys(
-    state: State,
-    Extension(caller): Extension<Caller>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
-    let req: Revoke = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))?;
-    let mut ids = req.ids;
-    ids.extend(req.id);
-    if ids.is_empty() && req.name.is_none() {
-        return Err(ApiError::bad_request(
-            "one of [ids], [id] or [name] is required",
-        ));
-    }
-    let all = manages_all_keys(&caller);
-    let me = caller.principal().map(|p| p.user.clone());
-    let (revoked, before) = state
-        .metastore
-        .update_security(|t| {
-            let mut revoked = Vec::new();
-            let mut before = Vec::new();
-            for (id, k) in t.api_keys.iter_mut() {
-                let named = ids.contains(id) || req.name.as_ref() == Some(&k.name);
-                if !named || !(all || Some(&k.owner) == me.as_ref()) {
-                    continue;
-                }
-                if k.invalidated {
-                    before.push(id.clone());
-                } else {
-                    k.invalidated = true;
-                    revoked.push(id.clone());
-                }
-            }
-            Ok((revoked, before))
-        })
-        .await?;
-    Ok(Json(json!({"invalidated_api_keys": revoked,
-        "previously_invalidated_api_keys": before, "error_count": 0}))
-    .into_response())
 }
 
 #[cfg(test)]

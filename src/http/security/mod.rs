@@ -5,6 +5,7 @@
 //! within a poll interval and no node failure can lose it.
 
 pub mod api;
+pub mod api_keys;
 pub mod authz;
 mod throttle;
 
