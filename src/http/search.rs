@@ -40,6 +40,21 @@ pub(super) fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
 }
 
 /// `_search` and `_count`, on an index expression (empty: every index).
+/// A search over a point in time names no index; authorization may have narrowed the
+/// empty expression of `/_search` to `*,-a,-b` for a caller who may not read some indexes.
+/// The point in time was authorized when it was opened, so that expression is dropped.
+fn unnarrowed_for_pit<'a>(expr: &'a str, body: Option<&Value>) -> &'a str {
+    let has_pit = body.is_some_and(|b| b.get("pit").is_some());
+    let narrowed = expr
+        .strip_prefix("*,")
+        .is_some_and(|rest| rest.split(',').all(|p| p.starts_with('-')));
+    if has_pit && narrowed {
+        ""
+    } else {
+        expr
+    }
+}
+
 async fn run(
     state: &State,
     expr: &str,
@@ -48,6 +63,7 @@ async fn run(
     count: bool,
 ) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
+    let expr = unnarrowed_for_pit(expr, body.as_ref());
     let scroll = params.get("scroll").filter(|_| !count).cloned();
     let params_raw = params;
     let params = params_of(params)?;

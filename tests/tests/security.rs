@@ -273,6 +273,22 @@ async fn routes_need_credentials_and_permissions(backend: Backend) {
     admin.refresh("secret-1").await;
     assert_eq!(admin.count("secret-1").await, 3, "nothing else lost");
 
+    // A point in time over a wildcard holds only what the caller may read, and is searched
+    // through `/_search` like any other.
+    let r = reader
+        .post_empty("/*/_search/point_in_time?keep_alive=1m")
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let pit = r.json["pit_id"].as_str().unwrap().to_string();
+    let r = reader
+        .post("/_search", &json!({"size": 50, "pit": {"id": pit}}))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert!(
+        hits(&r).iter().all(|h| h["_index"] == "logs-1") && !hits(&r).is_empty(),
+        "{r}"
+    );
+
     // Multi-search and multi-get: each search and each document on its own indexes.
     let body = "{\"index\":\"logs-1\"}\n{}\n{\"index\":\"secret-1\"}\n{}\n{\"index\":\"*\"}\n{\"size\":50}\n";
     let r = reader.post_ndjson("/_msearch", body).await;
