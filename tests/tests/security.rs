@@ -413,6 +413,95 @@ async fn routes_need_credentials_and_permissions(backend: Backend) {
     assert_eq!(wrong.json, unknown.json.clone(), "{wrong} vs {unknown}");
 }
 
+/// Routes any authenticated caller may call: what they do is checked per item (bulk
+/// items, searches of an `_msearch`, documents of an `_mget`, alias actions, the indexes of
+/// a reindex), or they concern the caller alone (API keys, authinfo, a scroll or point in
+/// time named by its id).
+const CHECKED_PER_ITEM: [&str; 14] = [
+    "/_bulk",
+    "/_mget",
+    "/logs-1/_mget",
+    "/_msearch",
+    "/logs-1/_msearch",
+    "/_aliases",
+    "/_reindex",
+    "/_analyze",
+    "/_search/scroll",
+    "/_search/scroll/1",
+    "/_search/point_in_time",
+    "/_security/api_key",
+    "/_plugins/_security/authinfo",
+    "/_plugins/_security/health",
+];
+
+/// Routes over every index: they answer with what the caller may read (here: nothing).
+const NARROWED: [&str; 7] = [
+    "/_search",
+    "/_count",
+    "/_cat/indices",
+    "/_cat/count",
+    "/_mapping",
+    "/_field_caps",
+    "/_validate/query",
+];
+
+/// Over every route the router declares: no credentials → 401; a user without roles → 403
+/// (except the routes checked per item, which never answer 401 or 500 to them); `admin`
+/// → neither 401 nor 403, and never 500.
+#[tokio::test]
+async fn every_route_is_guarded() {
+    let env = TestEnv::start(Backend::Local).await;
+    let admin = env.client();
+    admin
+        .bulk_ok(
+            "/_bulk?refresh=true",
+            bulk_body("logs-1", [("1".to_string(), json!({"n": 1}))]),
+        )
+        .await;
+    let r = admin
+        .put(
+            "/_plugins/_security/api/internalusers/nobody",
+            &json!({"password": "nobody-password"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let anon = Client::anonymous(env.floe.url());
+    let nobody = admin.as_user("nobody", "nobody-password");
+    let routes = every_route();
+    for (method, path) in &routes {
+        let r = anon.send(method.clone(), path, None).await;
+        if path != "/_plugins/_security/health" {
+            assert_eq!(r.status, 401, "anonymous {method} {path}: {r}");
+        }
+        let r = nobody.send(method.clone(), path, None).await;
+        if NARROWED.contains(&path.as_str()) {
+            assert!(
+                ![401, 403].contains(&r.status) && r.status < 500,
+                "nobody {method} {path}: {r}"
+            );
+            assert!(!r.text.contains("logs-1"), "nobody {method} {path}: {r}");
+        } else if CHECKED_PER_ITEM.contains(&path.as_str()) {
+            assert!(
+                ![401, 500].contains(&r.status),
+                "nobody {method} {path}: {r}"
+            );
+        } else {
+            assert_eq!(r.status, 403, "nobody {method} {path}: {r}");
+            if *method != Method::HEAD {
+                assert_error(&r, 403, "security_exception");
+            }
+        }
+    }
+    // Admin last: some of these delete what they name.
+    for (method, path) in &routes {
+        let r = admin.send(method.clone(), path, None).await;
+        // (A 403 that is not security's, such as a write block set by `_block`, is fine.)
+        let denied =
+            r.status == 401 || (r.status == 403 && r.json["error"]["type"] == "security_exception");
+        assert!(!denied && r.status < 500, "admin {method} {path}: {r}");
+    }
+}
+
 /// Users, roles, mappings and an API key, made on one process, hold after every process
 /// is SIGKILLed and every local file deleted: a fresh process on the same bucket, started
 /// without the bootstrap variable, accepts the same credentials and refuses the same things.
