@@ -18,10 +18,11 @@ pub enum QueryAst {
         /// `operator: and` — every token must match (default: any).
         and: bool,
     },
-    /// Tokens in order, adjacent.
+    /// Tokens in order, adjacent, or within `slop` moves of it.
     MatchPhrase {
         field: String,
         query: String,
+        slop: u32,
     },
     /// Exact value (not analyzed).
     Term {

@@ -160,9 +160,21 @@ fn parse_kind(kind: &str, body: &Value) -> Result<QueryAst, SearchError> {
                     false,
                 ),
             };
+            let slop = match v {
+                Value::Object(o) => match o.get("slop") {
+                    None => 0,
+                    Some(s) => s
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            parsing(format!("[{kind}] [slop] must be a non-negative integer"))
+                        })?,
+                },
+                _ => 0,
+            };
             let field = field.clone();
             Ok(match kind {
-                "match_phrase" => QueryAst::MatchPhrase { field, query },
+                "match_phrase" => QueryAst::MatchPhrase { field, query, slop },
                 "match_phrase_prefix" => QueryAst::MatchPhrasePrefix { field, query },
                 _ => QueryAst::Match { field, query, and },
             })

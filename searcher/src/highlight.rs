@@ -220,7 +220,7 @@ fn collect(q: &QueryAst, analyzer: &mut TextAnalyzer, out: &mut Vec<Matcher>) {
         });
     };
     match q {
-        QueryAst::Match { field, query, .. } | QueryAst::MatchPhrase { field, query } => {
+        QueryAst::Match { field, query, .. } | QueryAst::MatchPhrase { field, query, .. } => {
             tokens(field, query, false, out)
         }
         QueryAst::MatchPhrasePrefix { field, query } => tokens(field, query, true, out),

@@ -62,7 +62,8 @@ enum Tok {
     Plus,
     Minus,
     Colon,
-    Quoted(String),
+    /// A phrase, and its slop (`"a b"~2`: up to 2 moves between the words).
+    Quoted(String, u32),
     Word(Word),
     Range(RangeTok),
 }
@@ -172,7 +173,23 @@ fn quoted(chars: &[(usize, char)], start: usize) -> Result<(Tok, usize)> {
     loop {
         match chars.get(i).map(|&(_, c)| c) {
             None => return Err(unterminated),
-            Some('"') => return Ok((Tok::Quoted(text), i + 1 - start)),
+            Some('"') => {
+                // `"…"~N`: a proximity search (slop N).
+                let mut end = i + 1;
+                let mut slop = 0u32;
+                if chars.get(end).map(|&(_, c)| c) == Some('~') {
+                    let digits: String = chars[end + 1..]
+                        .iter()
+                        .map(|&(_, c)| c)
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    if let Ok(n) = digits.parse::<u32>() {
+                        slop = n;
+                        end += 1 + digits.len();
+                    }
+                }
+                return Ok((Tok::Quoted(text, slop), end - start));
+            }
             Some('\\') => {
                 let Some(&(_, e)) = chars.get(i + 1) else {
                     return Err(unterminated);
@@ -253,7 +270,7 @@ fn comparison(chars: &[(usize, char)], start: usize) -> Result<(Tok, usize)> {
         _ => word(chars, at, true)?,
     };
     let value = match tok {
-        Tok::Quoted(s) => s,
+        Tok::Quoted(s, _) => s,
         Tok::Word(w) if len > 0 => w.text,
         _ => return Err(expected("a value after the comparison", chars[start].0)),
     };
@@ -384,7 +401,11 @@ impl Parser<'_> {
     fn value(&self, field: Option<&str>, off: usize, tok: Tok) -> Result<QueryAst> {
         let name = field.unwrap_or(self.default_field).to_string();
         Ok(match tok {
-            Tok::Quoted(query) => QueryAst::MatchPhrase { field: name, query },
+            Tok::Quoted(query, slop) => QueryAst::MatchPhrase {
+                field: name,
+                query,
+                slop,
+            },
             Tok::Word(w) => word_query(field, name, w),
             Tok::Range(RangeTok { gt, gte, lt, lte }) => QueryAst::Range {
                 field: name,
@@ -525,6 +546,7 @@ mod tests {
         QueryAst::MatchPhrase {
             field: field.into(),
             query: query.into(),
+            slop: 0,
         }
     }
     fn all(must: Vec<QueryAst>) -> QueryAst {

@@ -47,8 +47,8 @@ impl<'a> Translator<'a> {
             QueryAst::Match { field, query, and } => {
                 self.on_fields(field, |t, f| t.match_query(f, query, *and))?
             }
-            QueryAst::MatchPhrase { field, query } => {
-                self.on_fields(field, |t, f| t.phrase_query(f, query))?
+            QueryAst::MatchPhrase { field, query, slop } => {
+                self.on_fields(field, |t, f| t.phrase_query(f, query, *slop))?
             }
             QueryAst::Term { field, value } => {
                 self.term_values(field, std::slice::from_ref(value))?
@@ -301,9 +301,14 @@ impl<'a> Translator<'a> {
         &mut self,
         r: &ResolvedField,
         text: &str,
+        slop: u32,
     ) -> Result<Box<dyn Query>, SearchError> {
         match self.analyzed(r, text) {
-            Ok(terms) => Ok(Box::new(PhraseQuery::new(terms))),
+            Ok(terms) => {
+                let mut phrase = PhraseQuery::new(terms);
+                phrase.set_slop(slop);
+                Ok(Box::new(phrase))
+            }
             Err(done) => done,
         }
     }

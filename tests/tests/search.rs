@@ -826,6 +826,23 @@ async fn query_breadth(backend: Backend) {
         v(&[]),
         "order matters"
     );
+    // Phrase slop: "quick … jumps" has two words between them.
+    assert_eq!(
+        ids(json!({"match_phrase": {"msg": {"query": "quick jumps", "slop": 1}}})).await,
+        v(&[])
+    );
+    assert_eq!(
+        ids(json!({"match_phrase": {"msg": {"query": "quick jumps", "slop": 2}}})).await,
+        v(&["0", "1", "2", "3", "4", "5"])
+    );
+    assert_eq!(
+        ids(json!({"query_string": {"query": "msg:\"brown jumps\"~1 AND tag:t1"}})).await,
+        v(&["1", "4"])
+    );
+    assert_eq!(
+        ids(json!({"query_string": {"query": "msg:\"brown jumps\""}})).await,
+        v(&[])
+    );
     assert_eq!(
         ids(json!({"bool": {"should": [{"term": {"tag": "t1"}}, {"term": {"n": 1}}, {"term": {"n": 3}}], "minimum_should_match": "66%"}})).await,
         v(&["1", "3", "4"]),
