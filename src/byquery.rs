@@ -7,6 +7,7 @@
 //! changed meanwhile is a version conflict (counted and skipped with `conflicts=proceed`,
 //! otherwise the job stops), never a lost write.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,8 @@ pub struct Summary {
     pub batches: u64,
     pub failures: Vec<Value>,
     pub took_ms: u64,
+    /// Stopped by `POST /_tasks/{id}/_cancel` before the end.
+    pub canceled: bool,
 }
 
 impl Summary {
@@ -115,6 +118,9 @@ impl Summary {
         }
         if kind == "reindex" {
             v["created"] = json!(self.created);
+        }
+        if self.canceled {
+            v["canceled"] = json!("by user request");
         }
         v
     }
@@ -155,6 +161,18 @@ impl Job {
         searcher: Arc<SearchService>,
         writer: Arc<Writer>,
     ) -> Result<Summary, JobError> {
+        self.run_cancellable(searcher, writer, &AtomicBool::new(false))
+            .await
+    }
+
+    /// [`Job::run`], stopping between batches once `cancel` is set (what was written
+    /// stays; the summary says `canceled`).
+    pub async fn run_cancellable(
+        &self,
+        searcher: Arc<SearchService>,
+        writer: Arc<Writer>,
+        cancel: &AtomicBool,
+    ) -> Result<Summary, JobError> {
         let started = Instant::now();
         let mut summary = Summary::default();
         let (mut scan, mut page, total) = self.open(searcher).await?;
@@ -162,6 +180,10 @@ impl Job {
         let mut done = 0u64;
         let mut touched: Vec<String> = Vec::new();
         while !page.is_empty() {
+            if cancel.load(Ordering::Acquire) {
+                summary.canceled = true;
+                break;
+            }
             if let Some(max) = self.max_docs {
                 page.truncate((max - done).min(page.len() as u64) as usize);
             }

@@ -252,8 +252,12 @@ async fn run(
         let id = task.id();
         put_task(&state, &id, task.record(&Summary::default(), None)).await?;
         let background = state.clone();
+        let cancel = watch_cancel(state.clone(), id.clone());
         tokio::spawn(async move {
-            let record = match job.run(searcher, writer).await {
+            let outcome = job.run_cancellable(searcher, writer, &cancel).await;
+            // Ends the watcher.
+            cancel.store(true, std::sync::atomic::Ordering::Release);
+            let record = match outcome {
                 Ok(summary) => task.record(&summary, Some(Ok(summary.to_json(kind)))),
                 Err(e) => task.record(
                     &Summary::default(),
@@ -297,7 +301,7 @@ impl Task {
                 "status": status.to_json(self.kind), "description": self.kind,
                 "start_time_in_millis": self.started_ms,
                 "running_time_in_nanos": (now_ms() - self.started_ms).max(0) * 1_000_000,
-                "cancellable": false},
+                "cancellable": true},
         });
         match done {
             Some(Ok(response)) => v["response"] = response,
@@ -320,6 +324,64 @@ async fn put_task(state: &AppState, id: &str, record: Value) -> Result<(), ApiEr
         .put(&task_key(id), Bytes::from(record.to_string()))
         .await
         .map_err(|e| ApiError::from(floe_metastore::MetastoreError::from(e)))
+}
+
+fn cancel_key(id: &str) -> String {
+    format!("tasks/{}.cancel", id.replace(':', "_"))
+}
+
+/// A flag set once `POST /_tasks/{id}/_cancel` (on any node) left its marker in the bucket;
+/// checked every 250 ms until the job ends (which sets the flag itself).
+fn watch_cancel(state: Arc<AppState>, id: String) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::Ordering;
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watched = flag.clone();
+    tokio::spawn(async move {
+        while !watched.load(Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if state.storage.get(&cancel_key(&id)).await.is_ok() {
+                watched.store(true, Ordering::Release);
+            }
+        }
+    });
+    flag
+}
+
+/// `POST /_tasks/{id}/_cancel`: the running job stops after its current batch.
+#[instrument(skip(state))]
+pub async fn cancel_task(state: State, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let record: Value = match state.storage.get(&task_key(&id)).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        Err(floe_storage::StorageError::NotFound(_)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "resource_not_found_exception",
+                format!("task [{id}] is not found"),
+            ))
+        }
+        Err(e) => return Err(ApiError::from(floe_metastore::MetastoreError::from(e))),
+    };
+    let node = record["task"]["node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if record["completed"] == json!(true) {
+        return Ok(json_response(
+            StatusCode::OK,
+            json!({"nodes": {}, "node_failures": []}),
+        ));
+    }
+    state
+        .storage
+        .put(&cancel_key(&id), Bytes::from_static(b"{}"))
+        .await
+        .map_err(|e| ApiError::from(floe_metastore::MetastoreError::from(e)))?;
+    let mut task = record["task"].clone();
+    task["cancelled"] = json!(true);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"nodes": {node.clone(): {"name": node, "tasks": {id: task}}}}),
+    ))
 }
 
 /// `GET /_tasks/{id}`.

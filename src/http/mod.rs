@@ -200,6 +200,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/{index}/_update_by_query", post(byquery::update_by_query))
         .route("/_reindex", post(byquery::reindex))
         .route("/_tasks/{id}", get(byquery::get_task))
+        .route("/_tasks/{id}/_cancel", post(byquery::cancel_task))
         .route(
             "/{index}/_bulk",
             post(documents::bulk_index).put(documents::bulk_index),

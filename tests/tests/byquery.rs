@@ -150,6 +150,53 @@ async fn by_query(backend: Backend) {
         404,
         "resource_not_found_exception",
     );
+    // A task can be cancelled: it stops after its current batch; what it wrote stays.
+    let many = (0..2000).map(|i| (format!("c{i}"), doc(i)));
+    c.bulk_ok("/_bulk?refresh=true", bulk_body("bq-cancel", many))
+        .await;
+    let r = c
+        .post(
+            "/bq-cancel/_update_by_query?wait_for_completion=false&scroll_size=1",
+            &json!({"script": {"source": "ctx._source.hits += 1"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let task = r.json["task"].as_str().unwrap().to_string();
+    let r = c.post_empty(&format!("/_tasks/{task}/_cancel")).await;
+    assert_eq!(r.status, 200, "{r}");
+    let node = task.split(':').next().unwrap();
+    assert_eq!(
+        r.json["nodes"][node]["tasks"][&task]["cancelled"], true,
+        "{r}"
+    );
+    let done = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let c = c.clone();
+        let path = format!("/_tasks/{task}");
+        async move { c.get(&path).await.json["completed"] == json!(true) }
+    })
+    .await;
+    assert!(done.is_some(), "the cancelled task never completed");
+    let r = c.get(&format!("/_tasks/{task}")).await;
+    assert_eq!(r.json["response"]["canceled"], "by user request", "{r}");
+    let updated = r.json["response"]["updated"].as_u64().unwrap();
+    assert!(updated < 2000, "stopped early: {r}");
+    c.refresh("bq-cancel").await;
+    let r = c
+        .search(
+            "bq-cancel",
+            &json!({"size": 0, "query": {"term": {"hits": 1}}, "track_total_hits": true}),
+        )
+        .await;
+    assert_eq!(
+        r.json["hits"]["total"]["value"].as_u64().unwrap(),
+        updated,
+        "exactly what the task reported is written: {r}"
+    );
+    assert_error(
+        &c.post_empty("/_tasks/nope:1/_cancel").await,
+        404,
+        "resource_not_found_exception",
+    );
     let r = c
         .post("/bq/_delete_by_query?conflicts=maybe", &json!({}))
         .await;

@@ -112,6 +112,7 @@ pub fn classify(method: &Method, path: &str) -> Need {
             "stats" => Need::Cluster("cluster:monitor/stats"),
             _ => Need::Cluster("cluster:monitor/allocation/explain"),
         },
+        "_tasks" if !get => Need::Cluster("cluster:admin/tasks/cancel"),
         "_nodes" | "_stats" | "_floe" | "metrics" | "_search_shards" | "_tasks" => {
             Need::Cluster("cluster:monitor/stats")
         }
