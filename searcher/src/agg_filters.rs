@@ -1,4 +1,5 @@
-//! The `filter`, `filters` and `missing` aggregations, with OpenSearch's query DSL.
+//! The `filter`, `filters` and `missing` aggregations, with OpenSearch's query DSL, and
+//! `percentile_ranks` (computed exactly from range filters).
 //!
 //! tantivy's `filter` aggregation builds its query through a registered [`QueryBuilder`];
 //! Floe's ([`DslFilter`]) carries the DSL and the index's mappings and translates them like
@@ -22,6 +23,8 @@ use crate::SearchError;
 
 /// Prefix of the sibling aggregations one `filters` becomes.
 const FILTERS_PREFIX: &str = "__floe_filters";
+/// Prefix of the sibling aggregations one `percentile_ranks` becomes.
+const RANKS_PREFIX: &str = "__floe_ranks";
 
 /// A filter in OpenSearch's DSL, translated against the index it runs on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,9 +67,20 @@ struct Split {
     keyed: bool,
 }
 
-/// The `filters` aggregations a request had split.
+/// One `percentile_ranks`: a `value_count` of the field and one `filter` (`lte` value) per
+/// value, as siblings; the rank of a value is the share of values at or below it.
+#[derive(Clone, Debug)]
+struct Ranks {
+    path: Vec<String>,
+    name: String,
+    field: String,
+    values: Vec<f64>,
+    keyed: bool,
+}
+
+/// The `filters` and `percentile_ranks` aggregations a request had split.
 #[derive(Clone, Debug, Default)]
-pub struct Splits(Vec<Split>);
+pub struct Splits(Vec<Split>, Vec<Ranks>);
 
 /// At the receiving node: `missing` → `filter`, `filters` → sibling `filter`s.
 pub fn rewrite(aggs: &mut Value) -> Result<Splits, SearchError> {
@@ -96,6 +110,22 @@ fn walk(aggs: &mut Value, path: &mut Vec<String>, out: &mut Splits) -> Result<()
             }
         }
         path.pop();
+        if let Some(ranks) = agg.get("percentile_ranks").cloned() {
+            let ranks = split_ranks(&ranks, path, &name)?;
+            obj.remove(&name);
+            obj.insert(
+                format!("{RANKS_PREFIX}.{name}.count"),
+                json!({"value_count": {"field": ranks.field}}),
+            );
+            for (i, v) in ranks.values.iter().enumerate() {
+                obj.insert(
+                    format!("{RANKS_PREFIX}.{name}.{i}"),
+                    json!({"filter": {"range": {ranks.field.clone(): {"lte": v}}}}),
+                );
+            }
+            out.1.push(ranks);
+            continue;
+        }
         let Some(filters) = agg.get("filters").cloned() else {
             continue;
         };
@@ -134,6 +164,30 @@ fn walk(aggs: &mut Value, path: &mut Vec<String>, out: &mut Splits) -> Result<()
     Ok(())
 }
 
+/// Checks a `percentile_ranks` body: `field`, and `values` (numbers).
+fn split_ranks(body: &Value, path: &[String], name: &str) -> Result<Ranks, SearchError> {
+    let field = body.get("field").and_then(Value::as_str).ok_or_else(|| {
+        SearchError::Parsing(format!("[percentile_ranks] [{name}] requires [field]"))
+    })?;
+    let values: Vec<f64> = body
+        .get("values")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if values.is_empty() {
+        return Err(SearchError::Parsing(format!(
+            "[percentile_ranks] [{name}] requires [values]: a list of numbers"
+        )));
+    }
+    Ok(Ranks {
+        path: path.to_vec(),
+        name: name.to_string(),
+        field: field.to_string(),
+        values,
+        keyed: body.get("keyed").and_then(Value::as_bool).unwrap_or(true),
+    })
+}
+
 /// Before tantivy parses aggregations: every `filter` body (DSL) becomes a [`DslFilter`]
 /// for `mappings` (at the merging node any mappings do: the query is never built there).
 /// Returns the aggregations with those bodies taken out of reach of field renaming.
@@ -160,11 +214,51 @@ pub fn to_builders(aggs: &mut Value, layout_version: u32, mappings: &Mappings) {
     }
 }
 
-/// After the merge: each split `filters` gathered back into its buckets.
+/// After the merge: each split `filters` gathered back into its buckets, each split
+/// `percentile_ranks` into its values.
 pub fn restore(result: &mut Value, splits: &Splits) {
     for s in &splits.0 {
         for_each_level(result, &s.path, &mut |level| gather(level, s));
     }
+    for r in &splits.1 {
+        for_each_level(result, &r.path, &mut |level| gather_ranks(level, r));
+    }
+}
+
+/// The siblings of one split `percentile_ranks` in `level`, as its `values`.
+fn gather_ranks(node: &mut Value, r: &Ranks) {
+    let Some(obj) = node.as_object_mut() else {
+        return;
+    };
+    let total = obj
+        .remove(&format!("{RANKS_PREFIX}.{}.count", r.name))
+        .and_then(|c| c["value"].as_f64())
+        .unwrap_or(0.0);
+    let mut keyed = Map::new();
+    let mut list = Vec::new();
+    for (i, v) in r.values.iter().enumerate() {
+        let below = obj
+            .remove(&format!("{RANKS_PREFIX}.{}.{i}", r.name))
+            .and_then(|b| b["doc_count"].as_f64())
+            .unwrap_or(0.0);
+        let rank = if total > 0.0 {
+            json!((100.0 * below / total).min(100.0))
+        } else {
+            Value::Null
+        };
+        let key = format!("{v:?}");
+        if r.keyed {
+            keyed.insert(key, rank);
+        } else {
+            list.push(json!({"key": v, "value": rank}));
+        }
+    }
+    let values = if r.keyed {
+        Value::Object(keyed)
+    } else {
+        Value::Array(list)
+    };
+    obj.insert(r.name.clone(), json!({ "values": values }));
 }
 
 /// The sibling `filter`s of one split `filters`, in `level` (an object holding them),

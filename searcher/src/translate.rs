@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use floe_proto::layout::{ResolvedField, ShardLayout};
 use floe_proto::mapping::{parse_date, FieldType, Mappings};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tantivy::query::{
     AllQuery, AutomatonWeight, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery,
     EmptyQuery, EnableScoring, ExistsQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery,
@@ -547,12 +547,26 @@ impl<'a> Translator<'a> {
                 "range queries on text field [{field}] are not supported; use [{field}.keyword]"
             )));
         }
+        // On integer fields a fractional bound is rounded inwards, as OpenSearch does
+        // (`lte: 14.5` → `lte: 14`, `gt: 14.5` → `gte: 15`).
+        let fraction = |v: &Value| {
+            v.as_f64()
+                .filter(|f| r.kind == FieldType::Long && f.fract() != 0.0 && f.is_finite())
+        };
         let lower = match (gt, gte) {
+            (Some(v), _) | (None, Some(v)) if fraction(v).is_some() => {
+                let up = json!(fraction(v).unwrap_or_default().ceil() as i64);
+                Bound::Included(self.typed_term(&r, &up)?)
+            }
             (Some(v), _) => Bound::Excluded(self.typed_term(&r, v)?),
             (None, Some(v)) => Bound::Included(self.typed_term(&r, v)?),
             _ => Bound::Unbounded,
         };
         let upper = match (lt, lte) {
+            (Some(v), _) | (None, Some(v)) if fraction(v).is_some() => {
+                let down = json!(fraction(v).unwrap_or_default().floor() as i64);
+                Bound::Included(self.typed_term(&r, &down)?)
+            }
             (Some(v), _) => Bound::Excluded(self.typed_term(&r, v)?),
             (None, Some(v)) => Bound::Included(self.typed_term(&r, v)?),
             _ => Bound::Unbounded,

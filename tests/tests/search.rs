@@ -962,6 +962,28 @@ async fn filter_aggs(backend: Backend) {
         .await;
     let a = &r.json["aggregations"];
     assert_eq!(a["one"]["doc_count"], 5, "{r}");
+    // percentile_ranks: the share of values at or below each value (n = 0..29), also per
+    // bucket and as a list.
+    let r3 = c
+        .search(
+            "fa",
+            &json!({"size": 0, "aggs": {
+                "ranks": {"percentile_ranks": {"field": "n", "values": [5, 14.5, 100]}},
+                "by": {"terms": {"field": "tag", "order": {"_key": "asc"}},
+                    "aggs": {"r": {"percentile_ranks": {"field": "n", "values": [10], "keyed": false}}}}
+            }}),
+        )
+        .await;
+    assert_eq!(r3.status, 200, "{r3}");
+    let ranks = &r3.json["aggregations"]["ranks"]["values"];
+    assert_eq!(ranks["5.0"], 20.0, "6 of 30: {r3}");
+    assert_eq!(ranks["14.5"], 50.0, "{r3}");
+    assert_eq!(ranks["100.0"], 100.0, "{r3}");
+    // t0 holds 3, 6, 9, 12, 18, 21, 24, 27 (multiples of 3 without those of 5): 3 of 8 ≤ 10.
+    let t0 = &r3.json["aggregations"]["by"]["buckets"][0];
+    assert_eq!(t0["key"], "t0", "{r3}");
+    assert_eq!(t0["r"]["values"][0]["key"], 10.0, "{r3}");
+    assert_eq!(t0["r"]["values"][0]["value"], 37.5, "{r3}");
     // `meta` comes back on its aggregation; too many buckets is a 400 that says so.
     let r2 = c
         .search(
