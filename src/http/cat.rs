@@ -7,7 +7,7 @@ use axum::Json;
 use floe_metastore::membership::role;
 use serde_json::{json, Value};
 
-use super::cluster::human_bytes;
+use super::cluster::cat_bytes;
 use super::{ApiError, Params, State};
 use crate::cluster::peers::Primary;
 
@@ -190,7 +190,7 @@ pub async fn cat_nodes(state: State, params: Params) -> Result<Response, ApiErro
                 n.role.clone(),
                 n.zone.clone(),
                 n.http_addr.clone(),
-                human_bytes(n.rss_bytes),
+                cat_bytes(n.rss_bytes, &params),
                 format!("{:.2}", n.load_1m),
                 uptime,
             ]
@@ -210,7 +210,7 @@ pub async fn cat_shards(state: State, params: Params) -> Result<Response, ApiErr
         for shard in 0..meta.settings.number_of_shards {
             let commit = meta.shards.get(&shard);
             let docs = commit.map_or(0, |c| c.num_docs).to_string();
-            let store = human_bytes(commit.map_or(0, |c| c.size_bytes));
+            let store = cat_bytes(commit.map_or(0, |c| c.size_bytes), &params);
             for (primary, state_name, node) in placement.copies(&state, meta, shard) {
                 rows.push(vec![
                     meta.name.clone(),
@@ -507,7 +507,7 @@ fn segments_table(state: &State, expr: &str, params: &Params) -> Result<Response
                     commit.generation.to_string(),
                     (max_doc - deleted.min(max_doc)).to_string(),
                     deleted.to_string(),
-                    human_bytes(size),
+                    cat_bytes(size, params),
                     "true".to_string(),
                 ]);
             }

@@ -35,6 +35,21 @@ pub async fn root_head() -> Response {
     empty(StatusCode::OK)
 }
 
+/// A byte count as `_cat` shows it: `bytes=b|kb|mb|gb|tb|pb` gives whole units (as
+/// OpenSearch), otherwise a human-readable size.
+pub(super) fn cat_bytes(n: u64, params: &Params) -> String {
+    let shift = match params.get("bytes").map(String::as_str) {
+        Some("b") => 0,
+        Some("kb") => 10,
+        Some("mb") => 20,
+        Some("gb") => 30,
+        Some("tb") => 40,
+        Some("pb") => 50,
+        _ => return human_bytes(n),
+    };
+    (n >> shift).to_string()
+}
+
 pub(super) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["b", "kb", "mb", "gb", "tb"];
     let mut v = n as f64;
@@ -74,12 +89,7 @@ pub async fn cat_indices(
     let rows: Vec<Vec<String>> = indexes
         .iter()
         .map(|m| {
-            // `bytes=b`: plain byte counts, as OpenSearch.
-            let size = if params.get("bytes").map(String::as_str) == Some("b") {
-                m.size_bytes().to_string()
-            } else {
-                human_bytes(m.size_bytes())
-            };
+            let size = cat_bytes(m.size_bytes(), &params);
             vec![
                 "green".into(),
                 if m.settings.closed { "close" } else { "open" }.into(),

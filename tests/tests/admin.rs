@@ -223,6 +223,35 @@ async fn stats_close_cat_params(backend: Backend) {
     c.bulk_ok("/_bulk?refresh=true", logs_bulk("logs-b", 30..40))
         .await;
 
+    // `bytes=` units on every `_cat` that shows sizes: whole units, consistent.
+    let b = c
+        .get("/_cat/shards?h=index,shard,store&bytes=b&format=json&s=index,shard")
+        .await;
+    let kb = c
+        .get("/_cat/shards?h=index,shard,store&bytes=kb&format=json&s=index,shard")
+        .await;
+    assert_eq!(b.status, 200, "{b}");
+    for (x, y) in b
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(kb.json.as_array().unwrap())
+    {
+        let bytes: u64 = x["store"].as_str().unwrap().parse().unwrap();
+        let kbytes: u64 = y["store"].as_str().unwrap().parse().unwrap();
+        assert_eq!(bytes / 1024, kbytes, "{b} {kb}");
+    }
+    let seg = c.get("/_cat/segments?h=size&bytes=b&format=json").await;
+    assert!(
+        seg.json[0]["size"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 0,
+        "{seg}"
+    );
     let r = c
         .get("/_cat/indices?h=index,docs.count&s=docs.count:desc&format=json")
         .await;
