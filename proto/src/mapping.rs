@@ -37,6 +37,9 @@ pub struct FieldMapping {
     /// Date `format`, when not the default (`epoch_second` reads numbers as seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// `null_value`: indexed in place of an explicit `null` (the `_source` keeps `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_value: Option<Value>,
 }
 
 impl FieldMapping {
@@ -55,6 +58,7 @@ impl FieldMapping {
             keyword_subfield: None,
             fields: BTreeMap::new(),
             format: None,
+            null_value: None,
         }
     }
 
@@ -466,8 +470,16 @@ fn parse_field(path: &str, def: &Value) -> Result<Option<FieldMapping>, MappingE
             .get("format")
             .and_then(Value::as_str)
             .map(str::to_string),
+        null_value: def.get("null_value").filter(|v| !v.is_null()).cloned(),
         ..FieldMapping::of(kind)
     };
+    if let Some(v) = &fm.null_value {
+        if matches!(v, Value::Object(_) | Value::Array(_)) {
+            return Err(MappingError::Invalid(format!(
+                "[null_value] of field [{path}] must be a single value"
+            )));
+        }
+    }
     if let Some(Value::Object(subs)) = def.get("fields") {
         for (name, sub) in subs {
             let sub_path = format!("{path}.{name}");
@@ -491,6 +503,9 @@ fn leaf_json(fm: &FieldMapping) -> Value {
     let mut leaf = json!({"type": fm.type_name});
     if let Some(f) = &fm.format {
         leaf["format"] = json!(f);
+    }
+    if let Some(n) = &fm.null_value {
+        leaf["null_value"] = n.clone();
     }
     let mut subs = Map::new();
     if let Some(ignore_above) = fm.keyword_subfield {
@@ -521,7 +536,16 @@ fn infer_for(path: &str, value: &Value) -> Option<FieldMapping> {
 /// Calls `f(path, value)` for each leaf of a JSON object, flattening nested objects into
 /// dotted paths. Array elements are visited one by one under the array's path.
 pub fn for_each_leaf(obj: &Map<String, Value>, f: &mut impl FnMut(&str, &Value)) {
-    fn walk(prefix: &mut String, value: &Value, f: &mut impl FnMut(&str, &Value)) {
+    walk_leaves(obj, false, f)
+}
+
+/// [`for_each_leaf`], visiting explicit `null`s too (for `null_value`).
+pub fn for_each_leaf_or_null(obj: &Map<String, Value>, f: &mut impl FnMut(&str, &Value)) {
+    walk_leaves(obj, true, f)
+}
+
+fn walk_leaves(obj: &Map<String, Value>, nulls: bool, f: &mut impl FnMut(&str, &Value)) {
+    fn walk(prefix: &mut String, value: &Value, nulls: bool, f: &mut impl FnMut(&str, &Value)) {
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
@@ -530,16 +554,16 @@ pub fn for_each_leaf(obj: &Map<String, Value>, f: &mut impl FnMut(&str, &Value))
                         prefix.push('.');
                     }
                     prefix.push_str(k);
-                    walk(prefix, v, f);
+                    walk(prefix, v, nulls, f);
                     prefix.truncate(len);
                 }
             }
             Value::Array(items) => {
                 for item in items {
-                    walk(prefix, item, f);
+                    walk(prefix, item, nulls, f);
                 }
             }
-            Value::Null => {}
+            Value::Null if !nulls => {}
             leaf => f(prefix, leaf),
         }
     }
@@ -547,7 +571,7 @@ pub fn for_each_leaf(obj: &Map<String, Value>, f: &mut impl FnMut(&str, &Value))
     for (k, v) in obj {
         prefix.clear();
         prefix.push_str(k);
-        walk(&mut prefix, v, f);
+        walk(&mut prefix, v, nulls, f);
     }
 }
 

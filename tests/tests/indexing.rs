@@ -373,3 +373,64 @@ e2e!(
     index_and_update_doc,
     refresh_interval
 );
+
+/// `null_value`: an explicit `null` is indexed as the mapping's value (searchable, counted
+/// by aggregations) while `_source` keeps the `null`; a missing field stays missing.
+#[tokio::test]
+async fn null_value_stands_in_for_nulls() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/nv",
+            &json!({"mappings": {"properties": {
+                "status": {"type": "keyword", "null_value": "NULL"},
+                "code": {"type": "long", "null_value": -1},
+                "bad": {"type": "keyword", "null_value": {"an": "object"}}}}}),
+        )
+        .await;
+    assert_error(&r, 400, "mapper_parsing_exception");
+    let r = c
+        .put(
+            "/nv",
+            &json!({"mappings": {"properties": {
+                "status": {"type": "keyword", "null_value": "NULL"},
+                "code": {"type": "long", "null_value": -1}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let docs = [
+        ("1", json!({"status": null, "code": null})),
+        ("2", json!({"status": "ok", "code": 200})),
+        ("3", json!({"other": 1})),
+    ];
+    c.bulk_ok(
+        "/_bulk?refresh=true",
+        bulk_body("nv", docs.iter().map(|(i, d)| (i.to_string(), d.clone()))),
+    )
+    .await;
+    let r = c
+        .search("nv", &json!({"query": {"term": {"status": "NULL"}}}))
+        .await;
+    assert_eq!(hit_ids(&r), vec!["1"], "{r}");
+    assert_eq!(hits(&r)[0]["_source"]["status"], Value::Null, "{r}");
+    let r = c
+        .search("nv", &json!({"query": {"range": {"code": {"lt": 0}}}}))
+        .await;
+    assert_eq!(hit_ids(&r), vec!["1"], "{r}");
+    let r = c
+        .search(
+            "nv",
+            &json!({"size": 0, "query": {"bool": {"must_not": {"exists": {"field": "status"}}}}}),
+        )
+        .await;
+    assert_eq!(
+        r.json["hits"]["total"]["value"], 1,
+        "only the missing one: {r}"
+    );
+    let r = c.get("/nv/_mapping").await;
+    assert_eq!(
+        r.json["nv"]["mappings"]["properties"]["status"]["null_value"], "NULL",
+        "{r}"
+    );
+}

@@ -2,7 +2,7 @@
 //! against the index mapping (a string in a `long` field fails with `mapper_parsing_exception`).
 
 use floe_proto::layout::{is_timestamp, ShardLayout};
-use floe_proto::mapping::{for_each_leaf, parse_date, FieldMapping, FieldType, Mappings};
+use floe_proto::mapping::{for_each_leaf_or_null, parse_date, FieldMapping, FieldType, Mappings};
 use serde_json::{Map, Value};
 use tantivy::schema::OwnedValue;
 use tantivy::{DateTime, TantivyDocument};
@@ -44,13 +44,19 @@ impl<'a> DocBuilder<'a> {
         let mut timestamp = None;
         let mut timestamps = Vec::new();
         let mut err = None;
-        for_each_leaf(source, &mut |path, value| {
+        for_each_leaf_or_null(source, &mut |path, value| {
             if err.is_some() {
                 return;
             }
             // Unmapped fields (dynamic: false) stay in _source only.
             let Some(fm) = self.mappings.get(path) else {
                 return;
+            };
+            // An explicit null is indexed as the field's `null_value`, if it has one.
+            let value = match (value, &fm.null_value) {
+                (Value::Null, Some(substitute)) => substitute,
+                (Value::Null, None) => return,
+                (v, _) => v,
             };
             // Multi-fields: the same value again under `<path>.<name>`, with their mapping.
             for (name, sub) in &fm.fields {
