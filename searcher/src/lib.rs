@@ -38,4 +38,5 @@ mod warm;
 pub use error::SearchError;
 pub use leaf::{Fanout, LeafRequest, Partial, ShardFailure, ShardTarget};
 pub use prefetch::Serves;
+pub use resolve::expression_parts;
 pub use search::{SearchParams, SearchService, StoredDoc};

@@ -84,6 +84,19 @@ fn is_hidden(m: &IndexMeta) -> bool {
 
 /// [`resolve`], with wildcards also matching hidden indexes when `hidden`
 /// (`expand_wildcards=hidden|all`); a pattern starting with `.` always does.
+/// The parts of an index expression (`a,b*,-c`); an empty one or `_all` is `*`.
+pub fn expression_parts(expr: &str) -> Vec<&str> {
+    let expr = expr.trim();
+    if expr.is_empty() || expr == "_all" {
+        vec!["*"]
+    } else {
+        expr.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+}
+
 pub fn resolve_expanding(
     expr: &str,
     all: &[IndexMeta],
@@ -92,15 +105,7 @@ pub fn resolve_expanding(
     hidden: bool,
 ) -> Result<Vec<Resolved>, SearchError> {
     let mut out: Vec<Reach> = Vec::new();
-    let expr = expr.trim();
-    let parts: Vec<&str> = if expr.is_empty() || expr == "_all" {
-        vec!["*"]
-    } else {
-        expr.split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect()
-    };
+    let parts = expression_parts(expr);
     let index = |name: &str| all.iter().find(|m| m.name == name);
     for part in parts {
         if let Some(excluded) = part.strip_prefix('-') {

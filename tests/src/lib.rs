@@ -149,20 +149,8 @@ impl Client {
 
     /// A client of an HTTPS server whose certificate `ca_pem` (PEM) signed.
     pub fn trusting(base: impl Into<String>, ca_pem: &[u8]) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .no_proxy()
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(ca_pem).expect("a PEM certificate"),
-            )
-            .build()
-            .expect("build reqwest client");
-        Client {
-            base: base.into(),
-            http,
-            auth: Some(basic_auth("admin", ADMIN_PASSWORD)),
-        }
+        let ca = reqwest::Certificate::from_pem(ca_pem).expect("a PEM certificate");
+        Self::built(base, REQUEST_TIMEOUT, Some(ca))
     }
 
     /// A client sending no credentials (moto, or testing refusals).
@@ -184,15 +172,20 @@ impl Client {
     /// Like [`Client::new`] with another per-request timeout (fault tests want requests to a
     /// killed process to give up sooner).
     pub fn with_timeout(base: impl Into<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        Self::built(base, timeout, None)
+    }
+
+    fn built(base: impl Into<String>, timeout: Duration, ca: Option<reqwest::Certificate>) -> Self {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
-            .no_proxy()
-            .build()
-            .expect("build reqwest client");
+            .no_proxy();
+        if let Some(ca) = ca {
+            builder = builder.add_root_certificate(ca);
+        }
         Client {
             base: base.into(),
-            http,
+            http: builder.build().expect("build reqwest client"),
             auth: Some(basic_auth("admin", ADMIN_PASSWORD)),
         }
     }

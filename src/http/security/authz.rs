@@ -251,14 +251,7 @@ pub fn check_expression(
 ) -> Result<Option<String>, String> {
     let aliases = metastore.aliases();
     let indexes = metastore.list_indexes();
-    let parts: Vec<&str> = if expr.is_empty() || expr == "_all" {
-        vec!["*"]
-    } else {
-        expr.split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect()
-    };
+    let parts = floe_searcher::expression_parts(expr);
     let mut matched: BTreeSet<String> = BTreeSet::new();
     for part in &parts {
         if let Some(excluded) = part.strip_prefix('-') {
