@@ -38,6 +38,11 @@ impl RequireSecret {
     pub fn new(secret: &str) -> RequireSecret {
         RequireSecret(secret.as_bytes().into())
     }
+
+    /// Requires the secret a node presents itself.
+    pub fn matching(secret: &ClusterSecret) -> RequireSecret {
+        RequireSecret(secret.0.as_bytes().into())
+    }
 }
 
 fn same(a: &[u8], b: &[u8]) -> bool {

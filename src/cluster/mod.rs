@@ -190,17 +190,14 @@ async fn serve(
         max_body: state.max_content_length,
     };
     let grpc = grpc_addr(config, node_role);
-    let secret = state
-        .metastore
-        .cluster_secret()
-        .await
-        .context("reading the cluster secret")?;
+    // The secret `join` read from the bucket: the one this node presents, and requires.
+    let require = RequireSecret::matching(&view.secret());
     let server = grpc_server(config)?
         .add_service(InterceptedService::new(
             NodeServer::new(node)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            RequireSecret::new(&secret),
+            require,
         ))
         .serve(grpc);
     info!(addr = %grpc, "node gRPC listening");

@@ -170,10 +170,11 @@ pub async fn reindex(
                 .map_err(|name| authz::denial(p, SEARCH, Some(&name)))?;
         }
         const INDEX: &str = "indices:data/write/index";
-        if !authz::may_write(&state.metastore, p, INDEX, &dest) {
+        let aliases = state.metastore.aliases();
+        if !authz::may_use(p, INDEX, &dest, &aliases) {
             return Err(authz::denial(p, INDEX, Some(&dest)));
         }
-        if let Some(create) = authz::creation_denied(&state.metastore, p, &dest) {
+        if let Some(create) = authz::creation_denied(&state.metastore, p, &dest, &aliases) {
             return Err(authz::denial(p, create, Some(&dest)));
         }
     }

@@ -1,5 +1,8 @@
 //! Writes: `_bulk`, `_doc`, `_create`, `_update`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -54,27 +57,40 @@ pub async fn bulk_index(
 }
 
 /// Refuses bulk items on indexes the caller may not write (each fails alone with 403).
+/// The alias table is read once per request and each (index, action) decided once: a
+/// bulk of thousands of items names a handful of indexes.
 fn item_check(
     state: &State,
     caller: &Caller,
 ) -> impl Fn(&str, OpKind) -> Option<String> + Send + Sync {
     let metastore = state.metastore.clone();
     let principal = caller.0.clone();
+    let aliases = principal.as_ref().map(|_| metastore.aliases());
+    let decided: Mutex<HashMap<(String, &'static str), Option<String>>> = Mutex::default();
     move |index: &str, kind: OpKind| {
-        let p = principal.as_deref()?;
+        let (p, aliases) = (principal.as_deref()?, aliases.as_ref()?);
         let action = match kind {
             OpKind::Index | OpKind::Create => "indices:data/write/index",
             OpKind::Delete => "indices:data/write/delete",
             OpKind::Update => "indices:data/write/update",
         };
-        let missing = if !authz::may_write(&metastore, p, action, index) {
+        let key = (index.to_string(), action);
+        if let Some(known) = decided.lock().expect("decisions lock").get(&key) {
+            return known.clone();
+        }
+        let missing = if !authz::may_use(p, action, index, aliases) {
             Some(action)
         } else if kind != OpKind::Delete {
-            authz::creation_denied(&metastore, p, index)
+            authz::creation_denied(&metastore, p, index, aliases)
         } else {
             None
         };
-        missing.map(|action| authz::denial(p, action, Some(index)).reason)
+        let reason = missing.map(|action| authz::denial(p, action, Some(index)).reason);
+        decided
+            .lock()
+            .expect("decisions lock")
+            .insert(key, reason.clone());
+        reason
     }
 }
 

@@ -278,10 +278,12 @@ async fn mget_run(
         ));
     }
     // Each document is authorized on its own index: a forbidden one is an error entry.
+    let aliases = caller.principal().map(|_| state.metastore.aliases());
+    let aliases = &aliases;
     let docs = futures::future::join_all(wanted.iter().map(|(i, id)| async move {
-        if let Some(p) = caller.principal() {
+        if let (Some(p), Some(aliases)) = (caller.principal(), aliases) {
             const GET: &str = "indices:data/read/get";
-            if !authz::may_write(&state.metastore, p, GET, i) {
+            if !authz::may_use(p, GET, i, aliases) {
                 let e = authz::denial(p, GET, Some(i));
                 return json!({"_index": i, "_id": id, "error": e.body()["error"]});
             }

@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use floe_metastore::Metastore;
+use floe_metastore::{AliasTable, Metastore};
 use floe_security::permissions::glob;
 use floe_security::Principal;
 
@@ -211,7 +211,7 @@ fn index_endpoint(method: &Method, expr: &str, rest: &[&str]) -> Need {
 
 /// Whether `p` may perform `action` on index `name`: named by a pattern, or through an
 /// alias of it that a pattern names.
-fn may(p: &Principal, action: &str, name: &str, aliases: &floe_metastore::AliasTable) -> bool {
+fn may(p: &Principal, action: &str, name: &str, aliases: &AliasTable) -> bool {
     p.permissions.index_allows(action, name)
         || aliases
             .aliases
@@ -219,24 +219,29 @@ fn may(p: &Principal, action: &str, name: &str, aliases: &floe_metastore::AliasT
             .any(|(alias, of)| of.contains_key(name) && p.permissions.index_allows(action, alias))
 }
 
-/// Whether `p` may perform `action` on the index or alias `name` (for bulk items).
-pub fn may_write(metastore: &Metastore, p: &Principal, action: &str, name: &str) -> bool {
-    let aliases = metastore.aliases();
+/// Whether `p` may perform `action` on the index or alias `name`: an alias is allowed
+/// when named by a pattern or when all its indexes are. `aliases` is the alias table,
+/// read once by the caller for all the names it checks.
+pub fn may_use(p: &Principal, action: &str, name: &str, aliases: &AliasTable) -> bool {
     match aliases.aliases.get(name) {
         Some(of) => {
             p.permissions.index_allows(action, name)
-                || of.keys().all(|i| may(p, action, i, &aliases))
+                || of.keys().all(|i| may(p, action, i, aliases))
         }
-        None => may(p, action, name, &aliases),
+        None => may(p, action, name, aliases),
     }
 }
 
 /// Writing into an index that does not exist creates it, which needs `indices:admin/create`
 /// on it as well (as in OpenSearch). Returns the action missing, if one is.
-pub fn creation_denied(metastore: &Metastore, p: &Principal, name: &str) -> Option<&'static str> {
+pub fn creation_denied(
+    metastore: &Metastore,
+    p: &Principal,
+    name: &str,
+    aliases: &AliasTable,
+) -> Option<&'static str> {
     const CREATE: &str = "indices:admin/create";
-    let exists =
-        metastore.get_index(name).is_some() || metastore.aliases().aliases.contains_key(name);
+    let exists = aliases.aliases.contains_key(name) || metastore.get_index(name).is_some();
     (!exists && !p.permissions.index_allows(CREATE, name)).then_some(CREATE)
 }
 
@@ -267,7 +272,7 @@ pub fn check_expression(
             for (_, of) in aliases.aliases.iter().filter(|(a, _)| glob(part, a)) {
                 matched.extend(of.keys().cloned());
             }
-        } else if !may_write(metastore, p, action, part) {
+        } else if !may_use(p, action, part, &aliases) {
             return Err(part.to_string());
         }
     }
@@ -328,7 +333,8 @@ pub async fn authorize(
                     "indices:data/write/index" | "indices:data/write/update"
                 ) =>
             {
-                match creation_denied(&state.metastore, &principal, &expr) {
+                let aliases = state.metastore.aliases();
+                match creation_denied(&state.metastore, &principal, &expr, &aliases) {
                     Some(create) => forbidden(&principal, create, Some(&expr)),
                     None => next.run(req).await,
                 }

@@ -83,15 +83,16 @@ impl Security {
 
     /// Who `authorization` (a header value) is.
     async fn verify(&self, authorization: &[u8]) -> Result<Arc<Principal>, AuthError> {
-        let creds = credentials::parse(authorization).ok_or(AuthError::Invalid)?;
         let key = credentials::secret_hash(&String::from_utf8_lossy(authorization));
         let (table, version) = self.metastore.security();
         let now = floe_metastore::now_millis();
+        // Only headers that parsed and verified are cached: a hit needs neither again.
         if let Some(v) = self.verified.get(&key) {
             if v.version == version && v.until_ms.is_none_or(|u| u > now) {
                 return Ok(v.principal);
             }
         }
+        let creds = credentials::parse(authorization).ok_or(AuthError::Invalid)?;
         let until_ms = match &creds {
             credentials::Credentials::ApiKey { id, .. } => {
                 table.api_keys.get(id).and_then(|k| k.expires_ms)
