@@ -1007,6 +1007,7 @@ mod tests {
             epoch,
             translog_checkpoint: 0,
             segment_times: Default::default(),
+            date_bounds: Default::default(),
         }
     }
 

@@ -17,5 +17,6 @@ pub mod rpc {
 pub use layout::ShardLayout;
 pub use mapping::{FieldType, Mappings};
 pub use model::{
-    IndexMeta, IndexSettings, NodeSessionRecord, SegmentFile, ShardCommit, ShardOwner, ShardRecord,
+    DateBounds, IndexMeta, IndexSettings, NodeSessionRecord, SegmentFile, ShardCommit, ShardOwner,
+    ShardRecord,
 };

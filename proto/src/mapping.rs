@@ -322,6 +322,18 @@ impl Mappings {
         out
     }
 
+    /// Paths of the `date` fields kept in the keyword field's columns (every date field but
+    /// the `@timestamp` of the typed column): the writer records their bounds per commit.
+    pub fn date_fields(&self) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|(path, fm)| {
+                fm.kind == FieldType::Date && !crate::layout::is_timestamp(path, fm.kind)
+            })
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
     /// The mapping of `path`: a field, or a multi-field of one (`title.raw`).
     pub fn get(&self, path: &str) -> Option<&FieldMapping> {
         if let Some(fm) = self.fields.get(path) {

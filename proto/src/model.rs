@@ -258,6 +258,21 @@ pub struct ShardCommit {
     /// skips the segment without reading it. Segments not listed are always searched.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub segment_times: BTreeMap<String, (i64, i64)>,
+    /// Bounds (ms) of every other date field, by field path: a query that requires such a
+    /// field in a range skips the shards and segments that cannot hold a match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub date_bounds: BTreeMap<String, DateBounds>,
+}
+
+/// Where the values of one date field lie in a commit (ms, inclusive; possibly a little
+/// wider than the values). Segments not listed are always searched.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DateBounds {
+    pub min: i64,
+    pub max: i64,
+    /// Bounds per segment uuid.
+    #[serde(default)]
+    pub segments: BTreeMap<String, (i64, i64)>,
 }
 
 impl ShardCommit {
@@ -266,6 +281,16 @@ impl ShardCommit {
         match (self.min_timestamp, self.max_timestamp) {
             (Some(min), Some(max)) => min <= to && from <= max,
             _ => true,
+        }
+    }
+
+    /// Whether documents of this commit may have `field` (a date field other than the
+    /// `@timestamp` of [`Self::may_hold_times`]) in `[from, to]` (ms, inclusive). A commit
+    /// with no bounds for it (an older commit, or no document has it) may.
+    pub fn may_hold_dates(&self, field: &str, from: i64, to: i64) -> bool {
+        match self.date_bounds.get(field) {
+            Some(b) => b.min <= to && from <= b.max,
+            None => true,
         }
     }
 }

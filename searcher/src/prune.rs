@@ -1,8 +1,8 @@
-//! Pruning before reading: a query that requires `@timestamp` to lie in a range skips the
-//! shards (commit bounds) and segments (per-segment bounds in the commit) that cannot hold
-//! such documents, without fetching anything of them.
+//! Pruning before reading: a query that requires `@timestamp` (or any other date field) to
+//! lie in a range skips the shards (commit bounds) and segments (per-segment bounds in the
+//! commit) that cannot hold such documents, without fetching anything of them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use floe_proto::layout::TIMESTAMP_PATH;
 use floe_proto::ShardCommit;
@@ -17,8 +17,27 @@ use crate::translate::date_value;
 /// ranges on `@timestamp` in required places (the top, `must`, `filter`) are intersected.
 /// Bounds are widened to whole milliseconds, so nothing that matches is ever left out.
 pub fn time_range(ast: &QueryAst) -> Option<(i64, i64)> {
-    let (mut from, mut to) = (i64::MIN, i64::MAX);
-    let mut found = false;
+    required_ranges(ast).remove(TIMESTAMP_PATH)
+}
+
+/// Required ranges on other fields whose bounds read as dates, by field: checked against
+/// the date bounds of commits and segments ([`floe_proto::DateBounds`]), which only date
+/// fields have, so a numeric field's range here never prunes anything.
+pub fn date_ranges(ast: &QueryAst) -> DateRanges {
+    let mut ranges = required_ranges(ast);
+    ranges.remove(TIMESTAMP_PATH);
+    ranges
+}
+
+/// Required intervals (ms, inclusive) by field.
+pub type DateRanges = BTreeMap<String, (i64, i64)>;
+
+/// Every field's interval (ms, inclusive) that every match must lie in: ranges in required
+/// places (the top, `must`, `filter`) intersected per field. A field with a bound that does
+/// not read as a date is left out (the query reports the error, or it is not a date).
+fn required_ranges(ast: &QueryAst) -> DateRanges {
+    let mut out = DateRanges::new();
+    let mut unreadable = HashSet::new();
     let mut visit = vec![ast];
     while let Some(q) = visit.pop() {
         match q {
@@ -28,25 +47,52 @@ pub fn time_range(ast: &QueryAst) -> Option<(i64, i64)> {
                 gte,
                 lt,
                 lte,
-            } if field == TIMESTAMP_PATH => {
+            } => {
                 let ms = |v: &Option<serde_json::Value>| -> Option<Option<i64>> {
                     match v {
                         None => Some(None),
                         Some(v) => date_value(v).map(|ns| Some(ns.div_euclid(1_000_000))),
                     }
                 };
-                // A bound that does not parse: no pruning (the query reports the error).
-                let lower = ms(gt)?.or(ms(gte)?);
-                let upper = ms(lt)?.or(ms(lte)?);
-                found = true;
-                from = from.max(lower.unwrap_or(i64::MIN));
-                to = to.min(upper.unwrap_or(i64::MAX));
+                let bounds = (|| Some((ms(gt)?.or(ms(gte)?), ms(lt)?.or(ms(lte)?))))();
+                let Some((lower, upper)) = bounds else {
+                    unreadable.insert(field.clone());
+                    continue;
+                };
+                let (from, to) = out.entry(field.clone()).or_insert((i64::MIN, i64::MAX));
+                *from = (*from).max(lower.unwrap_or(i64::MIN));
+                *to = (*to).min(upper.unwrap_or(i64::MAX));
             }
             QueryAst::Bool { must, filter, .. } => visit.extend(must.iter().chain(filter)),
             _ => {}
         }
     }
-    found.then_some((from, to))
+    out.retain(|field, _| !unreadable.contains(field));
+    out
+}
+
+/// Whether `commit` may hold documents matching every range of `dates`.
+pub fn may_hold(commit: &ShardCommit, dates: &DateRanges) -> bool {
+    dates
+        .iter()
+        .all(|(field, (from, to))| commit.may_hold_dates(field, *from, *to))
+}
+
+/// Uuids of the segments of `commit` whose bounds of a field in `dates` miss its range.
+pub fn segments_outside_dates(commit: &ShardCommit, dates: &DateRanges) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for (field, (from, to)) in dates {
+        if let Some(bounds) = commit.date_bounds.get(field) {
+            out.extend(
+                bounds
+                    .segments
+                    .iter()
+                    .filter(|(_, (min, max))| max < from || to < min)
+                    .map(|(uuid, _)| uuid.clone()),
+            );
+        }
+    }
+    out
 }
 
 /// Uuids of the segments of `commit` whose `@timestamp` bounds miss `[from, to]`.
@@ -129,6 +175,56 @@ mod tests {
         };
         assert_eq!(time_range(&other), None);
         assert_eq!(time_range(&range(Some("not a date"), None)), None);
+    }
+
+    #[test]
+    fn other_date_fields_get_their_own_ranges() {
+        let on = |field: &str, gte: serde_json::Value| QueryAst::Range {
+            field: field.into(),
+            gt: None,
+            gte: Some(gte),
+            lt: None,
+            lte: None,
+        };
+        let q = QueryAst::Bool {
+            must: vec![on("created", json!("2021-01-01"))],
+            should: vec![on("updated", json!("2021-01-01"))],
+            filter: vec![
+                on("@timestamp", json!(0)),
+                on("created", json!("2022-01-01")),
+            ],
+            must_not: vec![],
+            minimum_should_match: None,
+        };
+        let dates = date_ranges(&q);
+        // Two required ranges on `created` intersect; `updated` is optional; `@timestamp`
+        // has its own path.
+        assert_eq!(dates.len(), 1, "{dates:?}");
+        assert_eq!(dates["created"], (1_640_995_200_000, i64::MAX));
+        assert_eq!(time_range(&q), Some((0, i64::MAX)));
+        // A bound that is not a date leaves the field out.
+        assert!(date_ranges(&on("name", json!("abc"))).is_empty());
+
+        let mut commit: ShardCommit = serde_json::from_value(json!({
+            "generation": 1, "tantivy_meta": "{}", "files": [], "num_docs": 3, "size_bytes": 0,
+            "min_timestamp": null, "max_timestamp": null,
+            "date_bounds": {"created": {"min": 0, "max": 300, "segments": {"old": [0, 99], "new": [200, 300]}}},
+        }))
+        .unwrap();
+        let want = |from, to| DateRanges::from([("created".to_string(), (from, to))]);
+        assert!(may_hold(&commit, &want(250, 400)));
+        assert!(!may_hold(&commit, &want(301, 400)));
+        assert_eq!(
+            segments_outside_dates(&commit, &want(100, 250)),
+            HashSet::from(["old".to_string()])
+        );
+        // Fields without bounds (older commits, or no document has them) are searched.
+        assert!(may_hold(
+            &commit,
+            &DateRanges::from([("other".to_string(), (0, 1))])
+        ));
+        commit.date_bounds.clear();
+        assert!(may_hold(&commit, &want(301, 400)));
     }
 
     #[test]

@@ -18,13 +18,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use floe_metastore::{Metastore, NodeSession};
 use floe_proto::layout::{ShardLayout, SEQ_NO_FIELD, VERSION_FIELD};
-use floe_proto::{IndexMeta, SegmentFile, ShardCommit};
+use floe_proto::{DateBounds, IndexMeta, SegmentFile, ShardCommit};
 use floe_storage::{Storage, StorageError};
 use futures::{StreamExt, TryStreamExt};
 use tantivy::directory::Directory;
 use tantivy::index::{SegmentComponent, SegmentId};
 use tantivy::indexer::IndexWriterOptions;
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DateTime, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -1002,7 +1002,11 @@ impl ShardWriter {
 
     /// Commits applied operations locally and uploads new segment files to the bucket.
     /// Returns `None` when there was nothing to commit.
-    pub async fn prepare_commit(self: &Arc<Self>) -> Result<Option<PreparedCommit>, WriterError> {
+    /// `date_fields`: paths of the index's date fields, whose bounds go into the commit.
+    pub async fn prepare_commit(
+        self: &Arc<Self>,
+        date_fields: &[String],
+    ) -> Result<Option<PreparedCommit>, WriterError> {
         let epoch = self.epoch;
         let (min_ts, max_ts, checkpoint, writer) = {
             let st = self.state.lock().expect("shard lock");
@@ -1084,6 +1088,7 @@ impl ShardWriter {
                 epoch,
                 translog_checkpoint: checkpoint,
                 segment_times: self.segment_times(),
+                date_bounds: self.date_bounds(date_fields),
             },
         }))
     }
@@ -1111,6 +1116,42 @@ impl ShardWriter {
                 ))
             })
             .collect()
+    }
+
+    /// Bounds (ms) of the other date fields (columns of dates in the keyword field), per
+    /// field path and per segment, from the column stats: searchers skip shards and
+    /// segments whose bounds miss a query's required range on such a field.
+    fn date_bounds(&self, date_fields: &[String]) -> BTreeMap<String, DateBounds> {
+        let mut out: BTreeMap<String, DateBounds> = BTreeMap::new();
+        let searcher = self.reader.searcher();
+        for path in date_fields {
+            let column_name = format!("{}.{path}", floe_proto::layout::KEYWORD_FIELD);
+            for segment in searcher.segment_readers() {
+                let Ok(Some(column)) = segment.fast_fields().column_opt::<DateTime>(&column_name)
+                else {
+                    continue;
+                };
+                if column.values.num_vals() == 0 {
+                    continue;
+                }
+                // Whole milliseconds around the values: never narrower than they are.
+                let (min, max) = (
+                    column.min_value().into_timestamp_millis() - 1,
+                    column.max_value().into_timestamp_millis() + 1,
+                );
+                let bounds = out.entry(path.clone()).or_insert(DateBounds {
+                    min,
+                    max,
+                    segments: BTreeMap::new(),
+                });
+                bounds.min = bounds.min.min(min);
+                bounds.max = bounds.max.max(max);
+                bounds
+                    .segments
+                    .insert(segment.segment_id().uuid_string(), (min, max));
+            }
+        }
+        out
     }
 
     /// The object key of a file already uploaded (by this writer or an earlier commit).

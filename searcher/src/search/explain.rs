@@ -25,7 +25,7 @@ impl SearchService {
         );
         let mut only = meta.clone();
         only.shards.retain(|s, _| *s == shard_no);
-        let (only, shards) = self.open_shards(only, None).await?;
+        let (only, shards) = self.open_shards(only, None, &Default::default()).await?;
         let layout = ShardLayout::of(&only.settings);
         let query = Translator::new(layout, &only.mappings).translate(&req.query)?;
         let id_term = Term::from_field_text(layout.id, id);

@@ -486,6 +486,7 @@ impl SearchService {
         let (ts_hists, generic_aggs) = split_aggs(&req, leaf.ts_fast);
         let ts_intervals: Vec<i64> = ts_hists.iter().map(|h| h.interval_ms).collect();
         let time = prune::time_range(&req.query);
+        let dates = prune::date_ranges(&req.query);
         let pit = match &leaf.pit {
             Some(id) => Some(
                 self.pits
@@ -502,7 +503,7 @@ impl SearchService {
             // collected (a newer commit replaced it), re-read the shard records and retry.
             let (meta, opened_shards) = match &pit {
                 Some(pit) => self.open_pinned(meta, pit).await?,
-                None => self.open_shards(meta, time).await?,
+                None => self.open_shards(meta, time, &dates).await?,
             };
             let meta = Arc::new(meta);
             // Named through filtered aliases: only documents their filters match.
@@ -537,11 +538,15 @@ impl SearchService {
                 let window = commit.and_then(|c| {
                     TimeWindow::for_shard(&sort, c, limit, ShardLayout::of(&meta.settings).ts)
                 });
-                // Segments outside the time range match nothing and are not read.
-                let skip = match (time, commit) {
+                // Segments outside the time range (or another required date range) match
+                // nothing and are not read.
+                let mut skip = match (time, commit) {
                     (Some(range), Some(c)) => prune::segments_outside(c, range),
                     _ => Default::default(),
                 };
+                if let Some(c) = commit {
+                    skip.extend(prune::segments_outside_dates(c, &dates));
+                }
                 // Paging: hits only after the cursor; counts and aggregations over all.
                 let hits_query: Option<Arc<dyn Query>> = if paging {
                     let mut translator =
@@ -944,12 +949,16 @@ impl SearchService {
         &self,
         meta: IndexMeta,
         time: Option<(i64, i64)>,
+        dates: &prune::DateRanges,
     ) -> Result<(IndexMeta, Vec<crate::shards::OpenShard>), SearchError> {
-        // Shards whose documents all lie outside the query's time range are never opened.
+        // Shards whose documents all lie outside the query's time range (or another
+        // required date range) are never opened.
         let targeted: Vec<u32> = meta.shards.keys().copied().collect();
         let keep = |mut m: IndexMeta| {
             m.shards.retain(|s, c| {
-                targeted.contains(s) && time.is_none_or(|(from, to)| c.may_hold_times(from, to))
+                targeted.contains(s)
+                    && time.is_none_or(|(from, to)| c.may_hold_times(from, to))
+                    && prune::may_hold(c, dates)
             });
             m
         };

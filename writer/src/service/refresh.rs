@@ -114,8 +114,13 @@ impl Writer {
         writer: &Arc<ShardWriter>,
     ) -> Result<bool, WriterError> {
         let _guard = writer.refresh_lock.lock().await;
+        let date_fields = self
+            .metastore
+            .get_index(name)
+            .map(|m| m.mappings.date_fields())
+            .unwrap_or_default();
         let Some(prepared) = writer
-            .prepare_commit()
+            .prepare_commit(&date_fields)
             .await
             .inspect_err(|_| writer.mark_dirty())?
         else {
