@@ -8,9 +8,9 @@ use floe_proto::layout::TIMESTAMP_PATH;
 use floe_proto::ShardCommit;
 use tantivy::collector::Collector;
 use tantivy::query::{EnableScoring, Query};
-use tantivy::Searcher;
 
 use crate::ast::QueryAst;
+use crate::shards::OpenShard;
 use crate::translate::date_value;
 
 /// The `@timestamp` interval (ms, inclusive) every match must lie in, when the query says:
@@ -105,20 +105,23 @@ pub fn segments_outside(commit: &ShardCommit, (from, to): (i64, i64)) -> HashSet
         .collect()
 }
 
-/// `searcher.search(query, collector)` over the segments not in `skip`. Skipped segments
-/// are neither scored nor collected (a sort column, say, is never opened on them), so
-/// nothing of them is read. Scores use the statistics of the whole shard, as unpruned.
+/// `searcher.search(query, collector)` on `shard` over the segments not in `skip`. Skipped
+/// segments are neither scored nor collected (a sort column, say, is never opened on them),
+/// so nothing of them is read. Scores use the statistics of the whole shard, as unpruned
+/// (document frequencies remembered per shard generation).
 pub fn search<C: Collector>(
-    searcher: &Searcher,
+    shard: &OpenShard,
     query: &dyn Query,
     collector: &C,
     skip: &HashSet<String>,
 ) -> tantivy::Result<C::Fruit> {
+    let searcher = &shard.searcher;
+    let stats = shard.stats.provider(searcher);
     if skip.is_empty() {
-        return searcher.search(query, collector);
+        return searcher.search_with_statistics_provider(query, collector, &stats);
     }
     let scoring = if collector.requires_scoring() {
-        EnableScoring::enabled_from_searcher(searcher)
+        EnableScoring::enabled_from_statistics_provider(&stats, searcher)
     } else {
         EnableScoring::disabled_from_searcher(searcher)
     };

@@ -5,8 +5,14 @@
 //! queries' dictionary walks, say) is still read, only on demand.
 //!
 //! Runs on a blocking thread: opening a field's term dictionary may read synchronously.
+//!
+//! A term warmed in a segment a moment ago is not warmed again ([`WarmedTerms`]): on a warm
+//! searcher the lookup would only repeat the search's own (a term-dictionary lookup
+//! decompresses a block; it was a fifth of a warm term query's CPU, a third of it warm-up's).
+//! Should its blocks have been evicted since, the search reads them on demand.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures::future::{try_join_all, BoxFuture};
 use tantivy::query::Query;
@@ -26,11 +32,30 @@ pub struct WarmNeeds {
     pub columns: Vec<String>,
 }
 
+/// How long a warmed term counts as warm.
+const WARM_FOR: Duration = Duration::from_secs(30);
+
+/// Terms recently warmed, by segment: (segment uuid, serialized term, with positions).
+#[derive(Clone)]
+pub struct WarmedTerms(moka::sync::Cache<(String, Term, bool), ()>);
+
+impl Default for WarmedTerms {
+    fn default() -> Self {
+        WarmedTerms(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(WARM_FOR)
+                .build(),
+        )
+    }
+}
+
 /// Fetches what `query` will read from every segment of `searcher`, concurrently.
 pub fn warm_up(
     searcher: &Searcher,
     query: &dyn Query,
     needs: &WarmNeeds,
+    warmed: &WarmedTerms,
 ) -> Result<(), SearchError> {
     let mut terms: Vec<(Term, bool)> = Vec::new();
     query.query_terms(&mut |term, positions| terms.push((term.clone(), positions)));
@@ -40,12 +65,19 @@ pub fn warm_up(
         if needs.skip.contains(&segment.segment_id().uuid_string()) {
             continue;
         }
+        let uuid = segment.segment_id().uuid_string();
         for (term, positions) in &terms {
+            let key = (uuid.clone(), term.clone(), *positions);
+            if warmed.0.contains_key(&key) {
+                continue;
+            }
             // Opening the dictionary only reads what the segment's hot cache holds.
             let inverted = segment.inverted_index(term.field())?;
-            let (term, positions) = (term.clone(), *positions);
+            let (term, positions, warmed) = (term.clone(), *positions, warmed.clone());
             fetches.push(Box::pin(async move {
-                inverted.warm_postings(&term, positions).await.map(|_| ())
+                inverted.warm_postings(&term, positions).await?;
+                warmed.0.insert(key, ());
+                Ok(())
             }));
         }
         if needs.scoring {

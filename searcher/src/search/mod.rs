@@ -23,7 +23,7 @@ use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery};
 use tantivy::schema::{OwnedValue, Value as _};
 use tantivy::Term;
-use tantivy::{DocAddress, Order, Searcher, TantivyDocument};
+use tantivy::{DocAddress, Order, TantivyDocument};
 use tracing::instrument;
 
 use crate::after::{after_query, AfterKey, Position};
@@ -45,7 +45,7 @@ use crate::shards::{OpenShard, ShardReaders};
 use crate::sort::LenientSort;
 use crate::top_hits;
 use crate::translate::Translator;
-use crate::warm::{warm_up, WarmNeeds};
+use crate::warm::{warm_up, WarmNeeds, WarmedTerms};
 use crate::SearchError;
 
 /// URL parameters of `_search` / `_count`.
@@ -141,6 +141,8 @@ pub struct SearchService {
     pub(crate) metastore: Arc<Metastore>,
     pub(crate) readers: ShardReaders,
     shard_searches: Arc<tokio::sync::Semaphore>,
+    /// Terms warm-up fetched a moment ago (not looked up again).
+    warmed: WarmedTerms,
     /// The other searchers of a cluster (none in standalone).
     fanout: std::sync::OnceLock<Arc<dyn Fanout>>,
     /// Points in time (and scrolls), kept in the bucket.
@@ -181,6 +183,7 @@ impl SearchService {
             metastore,
             readers: ShardReaders::new(cache),
             shard_searches: Arc::new(tokio::sync::Semaphore::new(SHARD_SEARCHES)),
+            warmed: WarmedTerms::default(),
             fanout: Default::default(),
         }
     }
@@ -597,6 +600,7 @@ impl SearchService {
                     .acquire_owned()
                     .await
                     .map_err(|e| SearchError::Internal(e.to_string()))?;
+                let warmed = self.warmed.clone();
                 tasks.push(tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     let run = || -> Result<ShardResult, SearchError> {
@@ -644,7 +648,8 @@ impl SearchService {
                     // What it will read is fetched concurrently first, then it runs. (Not
                     // tried from memory first: some paths read a failed column open as "no
                     // column", which would answer wrongly instead of failing.)
-                    let res = warm_up(&shard.searcher, query.as_ref(), &needs).and_then(|_| run());
+                    let res = warm_up(&shard.searcher, query.as_ref(), &needs, &warmed)
+                        .and_then(|_| run());
                     (meta, shard, res)
                 }));
             }
@@ -700,7 +705,6 @@ impl SearchService {
             .skip(leaf.skip)
             .take(leaf.take)
             .collect();
-        let docs = self.page_documents(&page, &opened).await?;
         let shape = HitShape {
             fields: req.fields.clone(),
             highlight: req
@@ -714,67 +718,8 @@ impl SearchService {
             by_score,
             sort_keys: orders.len(),
         };
-        // Fast-field reads (`_version`, `_seq_no`) may block on the bucket: not on async workers.
-        partial.hits = tokio::task::spawn_blocking(move || {
-            page.into_iter()
-                .zip(docs)
-                .map(|(c, doc)| {
-                    let shard = &opened[c.shard];
-                    let hit = render_hit(&shape, &shard.searcher, &c, doc)?;
-                    Ok(PartialHit {
-                        keys: c.keys.iter().map(WireKey::from).collect(),
-                        tiebreak: (
-                            c.index.name.clone(),
-                            shard.shard,
-                            c.addr.segment_ord,
-                            c.addr.doc_id,
-                        ),
-                        hit,
-                    })
-                })
-                .collect::<Result<Vec<_>, SearchError>>()
-        })
-        .await
-        .map_err(|e| SearchError::Internal(e.to_string()))??;
+        partial.hits = page_hits(page, opened, shape).await?;
         Ok(partial)
-    }
-
-    /// The stored documents of a page of hits. First in one blocking task from memory only
-    /// (warm: tantivy's cache of decompressed blocks answers); the ones that would need the
-    /// bucket then concurrently with async reads, so a cold doc store costs one round.
-    async fn page_documents(
-        &self,
-        page: &[Candidate],
-        opened: &[OpenShard],
-    ) -> Result<Vec<TantivyDocument>, SearchError> {
-        let wanted: Vec<(Searcher, DocAddress)> = page
-            .iter()
-            .map(|c| (opened[c.shard].searcher.clone(), c.addr))
-            .collect();
-        let cached = {
-            let wanted = wanted.clone();
-            tokio::task::spawn_blocking(move || {
-                floe_cache::without_fetching(|| {
-                    wanted
-                        .iter()
-                        .map(|(s, a)| s.doc::<TantivyDocument>(*a).ok())
-                        .collect::<Vec<_>>()
-                })
-            })
-            .await
-            .map_err(|e| SearchError::Internal(e.to_string()))?
-        };
-        // The rest asynchronously: no blocking thread waits on the bucket (reading from a
-        // local-directory bucket itself needs blocking threads).
-        futures::future::try_join_all(wanted.into_iter().zip(cached).map(
-            |((searcher, addr), doc)| async move {
-                match doc {
-                    Some(doc) => Ok(doc),
-                    None => Ok(searcher.doc_async::<TantivyDocument>(addr).await?),
-                }
-            },
-        ))
-        .await
     }
 
     /// The indexes of `targets` as known here, each holding only the targeted shards. An

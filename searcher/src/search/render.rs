@@ -3,6 +3,93 @@
 
 use super::*;
 
+/// What the first, memory-only step of [`page_hits`] ended with.
+enum PageStep {
+    Rendered(Result<Vec<PartialHit>, SearchError>),
+    /// Some stored documents are not in memory: the page and the documents that were.
+    Missing(
+        Vec<Candidate>,
+        Vec<OpenShard>,
+        HitShape,
+        Vec<Option<TantivyDocument>>,
+    ),
+}
+
+/// The rendered hits of a page. Warm, one blocking step reads the stored documents from
+/// memory (tantivy's cache of decompressed blocks) and renders them. Otherwise the missing
+/// documents are fetched concurrently with async reads (a cold doc store costs one round;
+/// no blocking thread waits on the bucket) and the page is rendered in a second blocking
+/// step (rendering reads `_version`/`_seq_no` columns, which may block on the bucket).
+pub(super) async fn page_hits(
+    page: Vec<Candidate>,
+    opened: Vec<OpenShard>,
+    shape: HitShape,
+) -> Result<Vec<PartialHit>, SearchError> {
+    if page.is_empty() {
+        return Ok(Vec::new());
+    }
+    let joined = |e: tokio::task::JoinError| SearchError::Internal(e.to_string());
+    let first = tokio::task::spawn_blocking(move || {
+        let docs: Vec<Option<TantivyDocument>> = floe_cache::without_fetching(|| {
+            page.iter()
+                .map(|c| opened[c.shard].searcher.doc::<TantivyDocument>(c.addr).ok())
+                .collect()
+        });
+        if docs.iter().all(Option::is_some) {
+            let docs = docs.into_iter().flatten().collect();
+            PageStep::Rendered(render_page(&shape, &opened, page, docs))
+        } else {
+            PageStep::Missing(page, opened, shape, docs)
+        }
+    })
+    .await
+    .map_err(joined)?;
+    let (page, opened, shape, docs) = match first {
+        PageStep::Rendered(hits) => return hits,
+        PageStep::Missing(page, opened, shape, docs) => (page, opened, shape, docs),
+    };
+    let docs = futures::future::try_join_all(page.iter().zip(docs).map(|(c, doc)| {
+        let searcher = opened[c.shard].searcher.clone();
+        let addr = c.addr;
+        async move {
+            match doc {
+                Some(doc) => Ok::<_, SearchError>(doc),
+                None => Ok(searcher.doc_async::<TantivyDocument>(addr).await?),
+            }
+        }
+    }))
+    .await?;
+    tokio::task::spawn_blocking(move || render_page(&shape, &opened, page, docs))
+        .await
+        .map_err(joined)?
+}
+
+/// The page's hits with their stored documents, as the leaf answers them.
+fn render_page(
+    shape: &HitShape,
+    opened: &[OpenShard],
+    page: Vec<Candidate>,
+    docs: Vec<TantivyDocument>,
+) -> Result<Vec<PartialHit>, SearchError> {
+    page.into_iter()
+        .zip(docs)
+        .map(|(c, doc)| {
+            let shard = &opened[c.shard];
+            let hit = render_hit(shape, &shard.searcher, &c, doc)?;
+            Ok(PartialHit {
+                keys: c.keys.iter().map(WireKey::from).collect(),
+                tiebreak: (
+                    c.index.name.clone(),
+                    shard.shard,
+                    c.addr.segment_ord,
+                    c.addr.doc_id,
+                ),
+                hit,
+            })
+        })
+        .collect()
+}
+
 /// `"profile": true`: what this search cost the segment cache here (the counters are
 /// process-wide: searches running at the same time are counted too; leaves on other
 /// searchers are not).

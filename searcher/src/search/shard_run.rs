@@ -149,8 +149,7 @@ pub(super) fn run_shard(
     let (hits, (count, hist), aggs): (Hits, (usize, Option<Counts>), _) = match sort.len() {
         0 | 1 => {
             let c = wanted.then(|| top.order_by(first));
-            let (h, (n, hc), a) =
-                prune::search(&shard.searcher, query, &(c, counting, agg_collector), skip)?;
+            let (h, (n, hc), a) = prune::search(shard, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
@@ -162,8 +161,7 @@ pub(super) fn run_shard(
         }
         2 => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)))));
-            let (h, (n, hc), a) =
-                prune::search(&shard.searcher, query, &(c, counting, agg_collector), skip)?;
+            let (h, (n, hc), a) = prune::search(shard, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
@@ -175,8 +173,7 @@ pub(super) fn run_shard(
         }
         _ => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)), key(sort.get(2)))));
-            let (h, (n, hc), a) =
-                prune::search(&shard.searcher, query, &(c, counting, agg_collector), skip)?;
+            let (h, (n, hc), a) = prune::search(shard, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
