@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Every scenario, in order: baseline, ingest, storage, ingest-async, freshness, query,
-    /// memory.
+    /// memory, recovery.
     All,
     /// One scenario (and whatever it needs first).
     #[command(flatten)]

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod ingest_async;
 pub mod memory;
 pub mod query;
+pub mod recovery;
 pub mod storage;
 
 /// A scenario, also the subcommand that runs it alone.
@@ -36,6 +37,8 @@ pub enum Scenario {
     Query,
     /// Peak RSS of Floe after ingest and after queries.
     Memory,
+    /// Time to green after a SIGKILL with the cache wiped (ingests first).
+    Recovery,
 }
 
 /// "This cannot be measured here", as opposed to "this failed".
@@ -52,8 +55,9 @@ impl std::error::Error for Skip {}
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them: storage right after ingest (its request
-    /// counts cover the main index only), then the other indexes' scenarios, memory last (it reports what ingest and queries left behind).
-    pub const ALL: [Scenario; 7] = [
+    /// counts cover the main index only), then the other indexes' scenarios, memory (it reports what
+    /// ingest and queries left behind), recovery last (it restarts Floe).
+    pub const ALL: [Scenario; 8] = [
         Scenario::Baseline,
         Scenario::Ingest,
         Scenario::Storage,
@@ -61,6 +65,7 @@ impl Scenario {
         Scenario::Freshness,
         Scenario::Query,
         Scenario::Memory,
+        Scenario::Recovery,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +77,7 @@ impl Scenario {
             Scenario::Freshness => "freshness",
             Scenario::Query => "query",
             Scenario::Memory => "memory",
+            Scenario::Recovery => "recovery",
         }
     }
 
@@ -84,6 +90,7 @@ impl Scenario {
             Scenario::Freshness => freshness::run(ctx).await,
             Scenario::Query => query::run(ctx).await,
             Scenario::Memory => memory::run(ctx).await,
+            Scenario::Recovery => recovery::run(ctx).await,
         }
     }
 }
