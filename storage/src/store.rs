@@ -12,7 +12,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig, UpdateVersion,
+    RetryConfig, UpdateVersion, WriteMultipart,
 };
 
 use crate::config::StorageConfig;
@@ -52,6 +52,9 @@ impl StorageError {
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Parts of one multipart upload sent at once.
+pub const PARALLEL_PARTS: usize = 4;
 
 /// A bucket plus key prefix. Cheap to clone; keys are `/`-separated and relative to the prefix.
 #[derive(Clone, Debug)]
@@ -220,6 +223,70 @@ impl Storage {
     /// Create-only write (`If-None-Match: *`): `AlreadyExists` if the key exists. Returns the ETag.
     pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<String> {
         self.put_mode(key, data, PutMode::Create).await
+    }
+
+    /// Create-only upload of a local file, streamed in parts of `part_size` bytes (a
+    /// multipart upload, [`PARALLEL_PARTS`] parts in flight): the file is never held in memory
+    /// whole, and objects over S3's 5 GiB limit for one PUT can be written. `AlreadyExists`
+    /// if the key exists, checked first: completing a multipart upload is not create-only on
+    /// every backend, so this is for keys that only the caller writes (a writer
+    /// incarnation's own segment keys). The file is read by offset: a handle opened before
+    /// its file was deleted still reads it.
+    pub async fn put_file_if_absent(
+        &self,
+        key: &str,
+        file: std::fs::File,
+        len: u64,
+        part_size: usize,
+    ) -> Result<()> {
+        let path = self.path(key);
+        match self.store.head(&path).await {
+            Ok(_) => return Err(StorageError::AlreadyExists(key.to_string())),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.failed(Op::Put, key, e)),
+        }
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.failed(Op::Put, key, e))?;
+        let mut write = WriteMultipart::new_with_chunk_size(upload, part_size);
+        let file = Arc::new(file);
+        let mut offset = 0;
+        while offset < len {
+            let n = part_size.min((len - offset) as usize);
+            let f = file.clone();
+            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
+                let mut buf = vec![0u8; n];
+                std::os::unix::fs::FileExt::read_exact_at(&*f, &mut buf, offset)?;
+                Ok(Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| StorageError::Backend(e.to_string()));
+            let part = match read {
+                Ok(Ok(part)) => part,
+                Ok(Err(e)) => {
+                    let _ = write.abort().await;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    let _ = write.abort().await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = write.wait_for_capacity(PARALLEL_PARTS).await {
+                let _ = write.abort().await;
+                return Err(self.failed(Op::Put, key, e));
+            }
+            write.put(part);
+            self.counters.wrote(n);
+            offset += n as u64;
+        }
+        write
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed(Op::Put, key, e))
     }
 
     /// Compare-and-swap (`If-Match: etag`): `PreconditionFailed` if the object changed since

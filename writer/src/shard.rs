@@ -219,11 +219,26 @@ const PARALLEL_UPLOADS: usize = 4;
 /// Committed files copied at once by a shard's hydration.
 const HYDRATE_PARALLEL: usize = 4;
 
-/// One file of a commit snapshot: its bytes only when it is not in the bucket yet.
+/// New segment files larger than this are streamed to the bucket in parts from the local
+/// file (never held in memory whole: a merge may write files of gigabytes); smaller ones are
+/// read and sent with one create-only PUT.
+const STREAM_ABOVE: u64 = 64 << 20;
+
+/// Part size of a streamed upload.
+const UPLOAD_PART: usize = 16 << 20;
+
+/// What of a snapshot's file is still to be uploaded.
+enum Upload {
+    Bytes(Bytes),
+    /// An open handle (it still reads the file if a merge deletes it meanwhile).
+    File(std::fs::File),
+}
+
+/// One file of a commit snapshot: its content only when it is not in the bucket yet.
 struct SnapshotFile {
     name: String,
     len: u64,
-    bytes: Option<Bytes>,
+    upload: Option<Upload>,
 }
 
 /// What a refresh produced, ready to publish.
@@ -1056,8 +1071,8 @@ impl ShardWriter {
         // New files go up a few at a time; the list keeps the snapshot's order.
         let listed: Vec<SegmentFile> = futures::stream::iter(files)
             .map(|f| async move {
-                let object = match &f.bytes {
-                    Some(bytes) => self.upload(&f.name, bytes).await?,
+                let object = match f.upload {
+                    Some(content) => self.upload(&f.name, f.len, content).await?,
                     None => self.uploaded_object(&f.name)?,
                 };
                 Ok::<_, WriterError>(SegmentFile {
@@ -1166,8 +1181,7 @@ impl ShardWriter {
 
     /// Uploads one segment file (unless already in the bucket) create-only under a key of
     /// this epoch, which no other owner writes. Returns its object key.
-    async fn upload(&self, name: &str, bytes: &Bytes) -> Result<String, WriterError> {
-        let len = bytes.len() as u64;
+    async fn upload(&self, name: &str, len: u64, content: Upload) -> Result<String, WriterError> {
         if let Some((object, l)) = self.uploaded.lock().expect("uploaded lock").get(name) {
             if *l == len {
                 return Ok(object.clone());
@@ -1175,8 +1189,22 @@ impl ShardWriter {
         }
         let object = format!("{:010}/{name}", self.epoch);
         let key = format!("{}/segments/{object}", self.spec.prefix);
-        match self.ctx.storage.put_if_absent(&key, bytes.clone()).await {
-            Ok(_) => {}
+        let put = match content {
+            Upload::Bytes(bytes) => self
+                .ctx
+                .storage
+                .put_if_absent(&key, bytes)
+                .await
+                .map(|_| ()),
+            Upload::File(file) => {
+                self.ctx
+                    .storage
+                    .put_file_if_absent(&key, file, len, UPLOAD_PART)
+                    .await
+            }
+        };
+        match put {
+            Ok(()) => {}
             // This epoch's own earlier upload of the same file (a retry or a re-commit of
             // the same bytes): reuse it. Different bytes under the same name: refuse.
             Err(StorageError::AlreadyExists(_)) => {
@@ -1358,7 +1386,7 @@ impl ShardWriter {
                         out.push(SnapshotFile {
                             name,
                             len,
-                            bytes: None,
+                            upload: None,
                         });
                         continue;
                     }
@@ -1369,14 +1397,16 @@ impl ShardWriter {
                 let len = file.metadata()?.len();
                 // Segment files never change once written: one already in the bucket is not
                 // read again (a refresh costs the new bytes, not the shard's size).
-                let bytes = if known == Some(len) {
+                let upload = if known == Some(len) {
                     None
+                } else if len > STREAM_ABOVE {
+                    Some(Upload::File(file))
                 } else {
                     let mut buf = Vec::with_capacity(len as usize);
                     std::io::Read::read_to_end(&mut file, &mut buf)?;
-                    Some(Bytes::from(buf))
+                    Some(Upload::Bytes(Bytes::from(buf)))
                 };
-                out.push(SnapshotFile { name, len, bytes });
+                out.push(SnapshotFile { name, len, upload });
             }
         }
         // The meta we publish describes exactly the files we took.
@@ -1404,7 +1434,7 @@ impl ShardWriter {
                     Some((_, len)) => out.push(SnapshotFile {
                         name,
                         len: *len,
-                        bytes: None,
+                        upload: None,
                     }),
                     None => {
                         missing.insert(uuid);
@@ -1420,7 +1450,7 @@ impl ShardWriter {
         out.extend(built.into_iter().map(|(uuid, bytes)| SnapshotFile {
             name: floe_cache::hot_cache_name(&uuid),
             len: bytes.len() as u64,
-            bytes: Some(bytes),
+            upload: Some(Upload::Bytes(bytes)),
         }));
         Ok(out)
     }
