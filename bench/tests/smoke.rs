@@ -37,7 +37,8 @@ fn smoke_run_produces_every_scenario() {
             "ingest-async",
             "freshness",
             "query",
-            "memory"
+            "memory",
+            "recovery"
         ]
     );
     for s in json["scenarios"].as_array().unwrap() {

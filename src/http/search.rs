@@ -36,6 +36,17 @@ pub(super) fn params_of(p: &Params) -> Result<SearchParams, ApiError> {
         routing: p.get("routing").cloned(),
         expand_wildcards: p.get("expand_wildcards").cloned(),
         allow_no_indices: p.get("allow_no_indices").map(|v| v != "false"),
+        terminate_after: p
+            .get("terminate_after")
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Failed to parse int parameter [terminate_after] with value [{v}]"
+                    ))
+                })
+            })
+            .transpose()?,
+        timeout: p.get("timeout").cloned(),
     })
 }
 

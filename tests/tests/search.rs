@@ -1288,7 +1288,63 @@ async fn pipeline_aggs(backend: Backend) {
     }
 }
 
+/// `terminate_after` and `timeout` (body or URL): each shard stops collecting at the limit
+/// and the response says so (`terminated_early`, `timed_out`); hits, count and
+/// aggregations all cover the same documents. Bad values are 400s.
+async fn search_limits(backend: Backend) {
+    let (_env, c) = loaded(backend).await;
+    let body = json!({
+        "query": {"match_all": {}},
+        "terminate_after": 10,
+        "size": 50,
+        "aggs": {"n": {"value_count": {"field": "status"}}},
+    });
+    let r = c.search("logs", &body).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(total_hits(&r), 10, "{r}");
+    assert_eq!(hits(&r).len(), 10, "{r}");
+    assert_eq!(r.json["terminated_early"], json!(true), "{r}");
+    assert_eq!(r.json["aggregations"]["n"]["value"], json!(10.0), "{r}");
+    assert_eq!(r.json["timed_out"], json!(false), "{r}");
+    // A limit above the matches: everything, not terminated early.
+    let r = c
+        .get("/logs/_search?terminate_after=100000&q=status:200")
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(total_hits(&r), expected(|_, d| status(d) == 200), "{r}");
+    assert_eq!(r.json["terminated_early"], json!(false), "{r}");
+    // Without it, the field is absent, as in OpenSearch.
+    let r = c.search("logs", &json!({"query": {"match_all": {}}})).await;
+    assert!(r.json.get("terminated_early").is_none(), "{r}");
+    // A timeout already passed when the shard starts: nothing collected, `timed_out`.
+    let r = c
+        .search(
+            "logs",
+            &json!({"query": {"match_all": {}}, "timeout": "1nanos"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json["timed_out"], json!(true), "{r}");
+    assert!(total_hits(&r) < N as u64, "{r}");
+    // A generous one changes nothing.
+    let r = c.get("/logs/_search?timeout=30s&size=0").await;
+    assert_eq!(r.json["timed_out"], json!(false), "{r}");
+    assert_eq!(total_hits(&r), N as u64, "{r}");
+    assert_error(
+        &c.post("/logs/_search", &json!({"terminate_after": 0}))
+            .await,
+        400,
+        "illegal_argument_exception",
+    );
+    assert_error(
+        &c.post("/logs/_search", &json!({"timeout": "soon"})).await,
+        400,
+        "parsing_exception",
+    );
+}
+
 e2e!(
+    search_limits,
     pipeline_aggs,
     fields_validate_analyze,
     filter_aggs,

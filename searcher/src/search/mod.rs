@@ -37,6 +37,7 @@ use crate::histogram::{
     split as split_histograms, Counts, TsHistogramCollector,
 };
 use crate::leaf::{Fanout, LeafRequest, Partial, PartialHit, ShardFailure, ShardTarget, WireKey};
+use crate::limits::{LimitQuery, Limits, Stopped};
 use crate::pipeline;
 use crate::prune;
 use crate::query_string::parse_query_string;
@@ -69,6 +70,12 @@ pub struct SearchParams {
     /// `allow_no_indices=false`: a wildcard that matches nothing is a 404.
     #[serde(default)]
     pub allow_no_indices: Option<bool>,
+    /// `terminate_after`: documents collected per shard at most.
+    #[serde(default)]
+    pub terminate_after: Option<u64>,
+    /// `timeout` (`50ms`, `2s`): shards stop collecting when it has passed.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// One sort criterion. Up to [`MAX_SORT_KEYS`] are applied, in order.
@@ -106,6 +113,10 @@ struct Request {
     highlight: Option<Value>,
     /// `fields` and `docvalue_fields`.
     fields: Vec<crate::fields::FieldRequest>,
+    /// `terminate_after`.
+    terminate_after: Option<u64>,
+    /// `timeout`.
+    timeout: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +143,8 @@ struct ShardResult {
     aggs: Option<IntermediateAggregationResults>,
     /// Fast `@timestamp` histograms, in the order of the request's.
     hist: Option<Counts>,
+    /// Whether `terminate_after` or `timeout` cut it short.
+    stopped: Stopped,
 }
 
 /// Shard searches running at once (each holds a blocking thread that may wait on a read).
@@ -485,6 +498,10 @@ impl SearchService {
         targets: Vec<ShardTarget>,
     ) -> Result<Partial, SearchError> {
         let req = self.parse_request(leaf.body.as_ref(), &leaf.params)?;
+        let limits = Limits {
+            max_docs: req.terminate_after,
+            deadline: req.timeout.map(|t| Instant::now() + t),
+        };
         let limit = leaf.skip + leaf.take;
         let (ts_hists, generic_aggs) = split_aggs(&req, leaf.ts_fast);
         let ts_intervals: Vec<i64> = ts_hists.iter().map(|h| h.interval_ms).collect();
@@ -573,6 +590,7 @@ impl SearchService {
                 let (query, sort, aggs, meta) =
                     (query.clone(), sort.clone(), aggs.clone(), meta.clone());
                 let scan_all = limit == 0
+                    && limits.is_none()
                     && matches!(ast, QueryAst::MatchAll)
                     && aggs.tantivy.is_none()
                     && !aggs.ts_intervals.is_empty();
@@ -617,6 +635,7 @@ impl SearchService {
                                     count,
                                     aggs: None,
                                     hist: Some(counts),
+                                    stopped: Stopped::default(),
                                 });
                             }
                         }
@@ -624,7 +643,7 @@ impl SearchService {
                         match (&hits_query, &window) {
                             (Some(hq), _) => {
                                 let mut all = if counting {
-                                    run_shard(&shard, &skip, q, &sort, 0, aggs)?
+                                    run_shard(&shard, &skip, q, &sort, 0, aggs, limits)?
                                 } else {
                                     ShardResult::default()
                                 };
@@ -635,14 +654,16 @@ impl SearchService {
                                     &sort,
                                     limit,
                                     ShardAggs::default(),
+                                    limits,
                                 )?;
                                 all.hits = after.hits;
+                                all.stopped.merge(after.stopped);
                                 Ok(all)
                             }
                             (None, Some(w)) => {
-                                run_shard_windowed(&shard, &skip, q, &sort, limit, aggs, w)
+                                run_shard_windowed(&shard, &skip, q, &sort, limit, aggs, w, limits)
                             }
-                            (None, None) => run_shard(&shard, &skip, q, &sort, limit, aggs),
+                            (None, None) => run_shard(&shard, &skip, q, &sort, limit, aggs, limits),
                         }
                     };
                     // What it will read is fetched concurrently first, then it runs. (Not
@@ -663,6 +684,8 @@ impl SearchService {
                 .map_err(|e| SearchError::Internal(e.to_string()))?;
             let res = res?;
             partial.count += res.count as u64;
+            partial.terminated_early |= res.stopped.terminated_early;
+            partial.timed_out |= res.stopped.timed_out;
             partial.hist.extend(res.hist);
             if let Some(a) = res.aggs {
                 match &mut partial.aggs {
@@ -801,8 +824,13 @@ impl SearchService {
         let mut hist_parts: Vec<Counts> = Vec::new();
         let mut hits: Vec<(Vec<OwnedValue>, PartialHit)> = Vec::new();
         let mut max_score: Option<f32> = None;
+        let mut stopped = Stopped::default();
         for p in partials {
             total += p.count;
+            stopped.merge(Stopped {
+                terminated_early: p.terminated_early,
+                timed_out: p.timed_out,
+            });
             hist_parts.extend(p.hist);
             if let Some(a) = p.aggs {
                 match &mut merged_aggs {
@@ -845,10 +873,13 @@ impl SearchService {
         };
         let mut response = json!({
             "took": started.elapsed().as_millis() as u64,
-            "timed_out": false,
+            "timed_out": stopped.timed_out,
             "_shards": {"total": total_shards, "successful": total_shards - failed, "skipped": 0, "failed": failed},
             "hits": {"total": {"value": value, "relation": relation}, "max_score": max_score, "hits": hits},
         });
+        if req.terminate_after.is_some() {
+            response["terminated_early"] = json!(stopped.terminated_early);
+        }
         if !failures.is_empty() {
             response["_shards"]["failures"] = failures
                 .iter()

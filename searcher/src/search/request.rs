@@ -221,6 +221,44 @@ impl SearchService {
                 )))
             }
         };
+        let terminate_after = match params
+            .terminate_after
+            .map(|n| json!(n))
+            .or(body.get("terminate_after").cloned())
+        {
+            None | Some(Value::Null) => None,
+            Some(v) => match v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            {
+                Some(0) | None => {
+                    return Err(SearchError::IllegalArgument(format!(
+                        "terminateAfter must be > 0, got [{v}]"
+                    )))
+                }
+                n => n,
+            },
+        };
+        let timeout = match params
+            .timeout
+            .clone()
+            .map(Value::String)
+            .or(body.get("timeout").cloned())
+        {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => {
+                Some(floe_proto::model::parse_time_value(&s).ok_or_else(|| {
+                    parsing(format!(
+                        "failed to parse setting [timeout] with value [{s}] as a time value"
+                    ))
+                })?)
+            }
+            Some(other) => {
+                return Err(parsing(format!(
+                    "failed to parse setting [timeout] with value [{other}] as a time value"
+                )))
+            }
+        };
         let mut fields = crate::fields::parse(body.get("fields"))?;
         fields.extend(crate::fields::parse(body.get("docvalue_fields"))?);
         // `stored_fields` without `_source`: no source (Floe stores no other fields).
@@ -230,6 +268,8 @@ impl SearchService {
             source
         };
         Ok(Request {
+            terminate_after,
+            timeout,
             fields,
             highlight: body.get("highlight").cloned(),
             search_after,

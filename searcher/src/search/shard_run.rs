@@ -71,6 +71,7 @@ impl TimeWindow {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run_shard_windowed(
     shard: &OpenShard,
     skip: &HashSet<String>,
@@ -79,8 +80,9 @@ pub(super) fn run_shard_windowed(
     limit: usize,
     aggs: ShardAggs,
     window: &TimeWindow,
+    limits: Limits,
 ) -> Result<ShardResult, SearchError> {
-    let totals = run_shard(shard, skip, query, sort, 0, aggs)?;
+    let mut totals = run_shard(shard, skip, query, sort, 0, aggs, limits)?;
     let mut span = window.first_span_ms;
     while span < window.max_ms - window.min_ms {
         let found = run_shard(
@@ -90,7 +92,9 @@ pub(super) fn run_shard_windowed(
             sort,
             limit,
             ShardAggs::default(),
+            limits,
         )?;
+        totals.stopped.merge(found.stopped);
         if found.hits.len() >= limit {
             return Ok(ShardResult {
                 hits: found.hits,
@@ -99,7 +103,16 @@ pub(super) fn run_shard_windowed(
         }
         span = span.saturating_mul(16);
     }
-    let all = run_shard(shard, skip, query, sort, limit, ShardAggs::default())?;
+    let all = run_shard(
+        shard,
+        skip,
+        query,
+        sort,
+        limit,
+        ShardAggs::default(),
+        limits,
+    )?;
+    totals.stopped.merge(all.stopped);
     Ok(ShardResult {
         hits: all.hits,
         ..totals
@@ -107,6 +120,7 @@ pub(super) fn run_shard_windowed(
 }
 
 /// One shard's top-k, count and aggregations; segments in `skip` (pruned) are not read.
+/// `limits` (`terminate_after`, `timeout`) may end it early, over everything it collects.
 pub(super) fn run_shard(
     shard: &OpenShard,
     skip: &HashSet<String>,
@@ -114,7 +128,13 @@ pub(super) fn run_shard(
     sort: &[SortBy],
     limit: usize,
     aggs: ShardAggs,
+    limits: Limits,
 ) -> Result<ShardResult, SearchError> {
+    let limited = (!limits.is_none()).then(|| LimitQuery::new(query.box_clone(), limits));
+    let query: &dyn Query = match &limited {
+        Some(l) => l,
+        None => query,
+    };
     let key = |k: Option<&SortBy>| match k {
         Some(SortBy::Score) => (LenientSort::score(), ComparatorEnum::from(Order::Desc)),
         Some(SortBy::Field { column, order, .. }) => {
@@ -189,6 +209,7 @@ pub(super) fn run_shard(
         count,
         aggs,
         hist,
+        stopped: limited.map(|l| l.stopped()).unwrap_or_default(),
     })
 }
 
