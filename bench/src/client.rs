@@ -149,6 +149,17 @@ impl Client {
         .await
     }
 
+    /// Bytes of `index`'s published commits (`_cat/indices` `store.size`).
+    pub async fn index_bytes(&self, index: &str) -> anyhow::Result<u64> {
+        let cat = self
+            .get_json(&format!("/_cat/indices/{index}?format=json&bytes=b"))
+            .await?;
+        Ok(cat[0]["store.size"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Waits until `GET /` answers 200, for at most `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let started = std::time::Instant::now();

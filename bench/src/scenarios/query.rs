@@ -200,13 +200,7 @@ async fn cold_runs(
         .and_then(|f| f.process.as_mut())
         .context("floe process")?;
     let base = ctx.baseline.as_ref().context("baseline index")?;
-    let cat = client
-        .get_json(&format!("/_cat/indices/{INDEX}?format=json&bytes=b"))
-        .await?;
-    let index_bytes = cat[0]["store.size"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let index_bytes = client.index_bytes(INDEX).await?;
     let mut out = Vec::new();
     for q in queries {
         let body = floe_body(q);

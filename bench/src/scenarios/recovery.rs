@@ -27,13 +27,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Figure>> {
     let Some(process) = floe.process.as_mut() else {
         return Err(Skip("a --url Floe cannot be killed by the harness".into()).into());
     };
-    let cat = client
-        .get_json(&format!("/_cat/indices/{INDEX}?format=json&bytes=b"))
-        .await?;
-    let index_bytes: u64 = cat[0]["store.size"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let index_bytes = client.index_bytes(INDEX).await?;
 
     let killed = Instant::now();
     process.restart_cold(&client).await?;

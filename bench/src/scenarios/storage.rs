@@ -27,13 +27,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Figure>> {
     let client = ctx.floe().await?.client.clone();
     let stats = client.get_json("/_floe/stats").await?;
     let per_million = |key: &str| stats["storage"][key].as_f64().unwrap_or(0.0) * 1e6 / docs;
-    let cat = client
-        .get_json(&format!("/_cat/indices/{INDEX}?format=json&bytes=b"))
-        .await?;
-    let live: f64 = cat[0]["store.size"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
+    let live = client.index_bytes(INDEX).await? as f64;
     let base = ctx
         .baseline_stats()
         .map(|b| b.size_on_disk as f64 / b.raw_bytes.max(1) as f64);
