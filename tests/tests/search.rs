@@ -1313,6 +1313,10 @@ async fn search_limits(backend: Backend) {
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(total_hits(&r), expected(|_, d| status(d) == 200), "{r}");
     assert_eq!(r.json["terminated_early"], json!(false), "{r}");
+    // `_count` too.
+    let r = c.get("/logs/_count?terminate_after=7").await;
+    assert_eq!(r.json["count"], json!(7), "{r}");
+    assert_eq!(r.json["terminated_early"], json!(true), "{r}");
     // Without it, the field is absent, as in OpenSearch.
     let r = c.search("logs", &json!({"query": {"match_all": {}}})).await;
     assert!(r.json.get("terminated_early").is_none(), "{r}");

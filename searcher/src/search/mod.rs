@@ -977,7 +977,11 @@ impl SearchService {
         params.size = Some(0);
         params.track_total_hits = Some("true".into());
         let res = self.search(expr, Some(&body), &params).await?;
-        Ok(json!({"count": res["hits"]["total"]["value"], "_shards": res["_shards"]}))
+        let mut out = json!({"count": res["hits"]["total"]["value"], "_shards": res["_shards"]});
+        if let Some(terminated) = res.get("terminated_early") {
+            out["terminated_early"] = terminated.clone();
+        }
+        Ok(out)
     }
 
     /// `GET /{index}/_doc/{id}` as of the last refresh, or `None`.
