@@ -278,21 +278,21 @@ pub struct DateBounds {
 impl ShardCommit {
     /// Whether documents of this commit may lie in `[from, to]` (ms, inclusive).
     pub fn may_hold_times(&self, from: i64, to: i64) -> bool {
-        match (self.min_timestamp, self.max_timestamp) {
-            (Some(min), Some(max)) => min <= to && from <= max,
-            _ => true,
-        }
+        may_overlap(self.min_timestamp.zip(self.max_timestamp), from, to)
     }
 
     /// Whether documents of this commit may have `field` (a date field other than the
     /// `@timestamp` of [`Self::may_hold_times`]) in `[from, to]` (ms, inclusive). A commit
     /// with no bounds for it (an older commit, or no document has it) may.
     pub fn may_hold_dates(&self, field: &str, from: i64, to: i64) -> bool {
-        match self.date_bounds.get(field) {
-            Some(b) => b.min <= to && from <= b.max,
-            None => true,
-        }
+        let bounds = self.date_bounds.get(field).map(|b| (b.min, b.max));
+        may_overlap(bounds, from, to)
     }
+}
+
+/// Whether values within `bounds` (inclusive; unknown: anything) may lie in `[from, to]`.
+fn may_overlap(bounds: Option<(i64, i64)>, from: i64, to: i64) -> bool {
+    bounds.is_none_or(|(min, max)| min <= to && from <= max)
 }
 
 #[cfg(test)]

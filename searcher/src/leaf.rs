@@ -94,12 +94,9 @@ pub struct Partial {
     pub aggs: Option<IntermediateAggregationResults>,
     /// Fast `@timestamp` histograms, one entry per shard.
     pub hist: Vec<Counts>,
-    /// A shard stopped at `terminate_after`.
-    #[serde(default)]
-    pub terminated_early: bool,
-    /// A shard stopped at `timeout`.
-    #[serde(default)]
-    pub timed_out: bool,
+    /// Whether a shard stopped at `terminate_after` or `timeout`.
+    #[serde(default, flatten)]
+    pub stopped: crate::limits::Stopped,
 }
 
 /// Shards no searcher could answer for (the response is partial).

@@ -22,7 +22,7 @@ mod fields;
 mod highlight;
 mod histogram;
 pub mod leaf;
-mod limits;
+pub mod limits;
 mod pipeline;
 mod pit;
 mod prefetch;

@@ -31,8 +31,9 @@ impl Limits {
     }
 }
 
-/// Which limit ended a shard's search early.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which limit ended a shard's search early (also what a leaf answers, in its JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Stopped {
     pub terminated_early: bool,
     pub timed_out: bool,
@@ -258,6 +259,21 @@ mod tests {
         );
         assert_eq!(searcher.search(&q, &Count).unwrap(), 1_000);
         assert_eq!(q.stopped(), Stopped::default());
+    }
+
+    #[test]
+    fn a_leaf_answer_carries_what_stopped_it() {
+        let mut partial = crate::leaf::Partial::default();
+        partial.stopped.timed_out = true;
+        let json = serde_json::to_value(&partial).unwrap();
+        assert_eq!(json["timed_out"], serde_json::json!(true), "{json}");
+        assert_eq!(json["terminated_early"], serde_json::json!(false), "{json}");
+        let back: crate::leaf::Partial = serde_json::from_value(json).unwrap();
+        assert_eq!(back.stopped, partial.stopped);
+        // A leaf that says nothing about it (an older node) stopped at nothing.
+        let old = serde_json::json!({"hits": [], "count": 3, "max_score": null, "aggs": null, "hist": []});
+        let back: crate::leaf::Partial = serde_json::from_value(old).unwrap();
+        assert_eq!(back.stopped, Stopped::default());
     }
 
     #[test]

@@ -20,22 +20,16 @@ pub fn time_range(ast: &QueryAst) -> Option<(i64, i64)> {
     required_ranges(ast).remove(TIMESTAMP_PATH)
 }
 
-/// Required ranges on other fields whose bounds read as dates, by field: checked against
-/// the date bounds of commits and segments ([`floe_proto::DateBounds`]), which only date
-/// fields have, so a numeric field's range here never prunes anything.
-pub fn date_ranges(ast: &QueryAst) -> DateRanges {
-    let mut ranges = required_ranges(ast);
-    ranges.remove(TIMESTAMP_PATH);
-    ranges
-}
-
 /// Required intervals (ms, inclusive) by field.
 pub type DateRanges = BTreeMap<String, (i64, i64)>;
 
 /// Every field's interval (ms, inclusive) that every match must lie in: ranges in required
 /// places (the top, `must`, `filter`) intersected per field. A field with a bound that does
 /// not read as a date is left out (the query reports the error, or it is not a date).
-fn required_ranges(ast: &QueryAst) -> DateRanges {
+/// `@timestamp`'s entry is checked against the commit's time bounds; the others against
+/// the date bounds of commits and segments ([`floe_proto::DateBounds`]), which only date
+/// fields have, so a numeric field's range here never prunes anything.
+pub fn required_ranges(ast: &QueryAst) -> DateRanges {
     let mut out = DateRanges::new();
     let mut unreadable = HashSet::new();
     let mut visit = vec![ast];
@@ -81,28 +75,28 @@ pub fn may_hold(commit: &ShardCommit, dates: &DateRanges) -> bool {
 /// Uuids of the segments of `commit` whose bounds of a field in `dates` miss its range.
 pub fn segments_outside_dates(commit: &ShardCommit, dates: &DateRanges) -> HashSet<String> {
     let mut out = HashSet::new();
-    for (field, (from, to)) in dates {
+    for (field, range) in dates {
         if let Some(bounds) = commit.date_bounds.get(field) {
-            out.extend(
-                bounds
-                    .segments
-                    .iter()
-                    .filter(|(_, (min, max))| max < from || to < min)
-                    .map(|(uuid, _)| uuid.clone()),
-            );
+            out.extend(outside(&bounds.segments, *range));
         }
     }
     out
 }
 
 /// Uuids of the segments of `commit` whose `@timestamp` bounds miss `[from, to]`.
-pub fn segments_outside(commit: &ShardCommit, (from, to): (i64, i64)) -> HashSet<String> {
-    commit
-        .segment_times
+pub fn segments_outside(commit: &ShardCommit, range: (i64, i64)) -> HashSet<String> {
+    outside(&commit.segment_times, range).collect()
+}
+
+/// The segments whose bounds (ms, by uuid) miss `[from, to]`.
+fn outside(
+    segments: &BTreeMap<String, (i64, i64)>,
+    (from, to): (i64, i64),
+) -> impl Iterator<Item = String> + '_ {
+    segments
         .iter()
-        .filter(|(_, (min, max))| *max < from || to < *min)
+        .filter(move |(_, (min, max))| *max < from || to < *min)
         .map(|(uuid, _)| uuid.clone())
-        .collect()
 }
 
 /// `searcher.search(query, collector)` on `shard` over the segments not in `skip`. Skipped
@@ -199,14 +193,14 @@ mod tests {
             must_not: vec![],
             minimum_should_match: None,
         };
-        let dates = date_ranges(&q);
-        // Two required ranges on `created` intersect; `updated` is optional; `@timestamp`
-        // has its own path.
-        assert_eq!(dates.len(), 1, "{dates:?}");
+        let dates = required_ranges(&q);
+        // Two required ranges on `created` intersect; `updated` is optional.
+        assert_eq!(dates.len(), 2, "{dates:?}");
         assert_eq!(dates["created"], (1_640_995_200_000, i64::MAX));
+        assert_eq!(dates[TIMESTAMP_PATH], (0, i64::MAX));
         assert_eq!(time_range(&q), Some((0, i64::MAX)));
         // A bound that is not a date leaves the field out.
-        assert!(date_ranges(&on("name", json!("abc"))).is_empty());
+        assert!(required_ranges(&on("name", json!("abc"))).is_empty());
 
         let mut commit: ShardCommit = serde_json::from_value(json!({
             "generation": 1, "tantivy_meta": "{}", "files": [], "num_docs": 3, "size_bytes": 0,

@@ -82,8 +82,6 @@ fn is_hidden(m: &IndexMeta) -> bool {
     m.name.starts_with('.') || m.settings.hidden
 }
 
-/// [`resolve`], with wildcards also matching hidden indexes when `hidden`
-/// (`expand_wildcards=hidden|all`); a pattern starting with `.` always does.
 /// The parts of an index expression (`a,b*,-c`); an empty one or `_all` is `*`.
 pub fn expression_parts(expr: &str) -> Vec<&str> {
     let expr = expr.trim();
@@ -97,6 +95,8 @@ pub fn expression_parts(expr: &str) -> Vec<&str> {
     }
 }
 
+/// [`resolve`], with wildcards also matching hidden indexes when `hidden`
+/// (`expand_wildcards=hidden|all`); a pattern starting with `.` always does.
 pub fn resolve_expanding(
     expr: &str,
     all: &[IndexMeta],

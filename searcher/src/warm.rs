@@ -35,7 +35,7 @@ pub struct WarmNeeds {
 /// How long a warmed term counts as warm.
 const WARM_FOR: Duration = Duration::from_secs(30);
 
-/// Terms recently warmed, by segment: (segment uuid, serialized term, with positions).
+/// Terms recently warmed, by segment: (segment uuid, term, with positions).
 #[derive(Clone)]
 pub struct WarmedTerms(moka::sync::Cache<(String, Term, bool), ()>);
 
@@ -62,10 +62,10 @@ pub fn warm_up(
     let fields: HashSet<Field> = terms.iter().map(|(t, _)| t.field()).collect();
     let mut fetches: Vec<BoxFuture<'static, std::io::Result<()>>> = Vec::new();
     for segment in searcher.segment_readers() {
-        if needs.skip.contains(&segment.segment_id().uuid_string()) {
+        let uuid = segment.segment_id().uuid_string();
+        if needs.skip.contains(&uuid) {
             continue;
         }
-        let uuid = segment.segment_id().uuid_string();
         for (term, positions) in &terms {
             let key = (uuid.clone(), term.clone(), *positions);
             if warmed.0.contains_key(&key) {

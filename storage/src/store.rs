@@ -262,13 +262,10 @@ impl Storage {
                 Ok(Bytes::from(buf))
             })
             .await
-            .map_err(|e| StorageError::Backend(e.to_string()));
+            .map_err(|e| StorageError::Backend(e.to_string()))
+            .and_then(|read| read.map_err(StorageError::from));
             let part = match read {
-                Ok(Ok(part)) => part,
-                Ok(Err(e)) => {
-                    let _ = write.abort().await;
-                    return Err(e.into());
-                }
+                Ok(part) => part,
                 Err(e) => {
                     let _ = write.abort().await;
                     return Err(e);

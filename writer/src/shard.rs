@@ -1017,10 +1017,11 @@ impl ShardWriter {
 
     /// Commits applied operations locally and uploads new segment files to the bucket.
     /// Returns `None` when there was nothing to commit.
-    /// `date_fields`: paths of the index's date fields, whose bounds go into the commit.
+    /// `date_fields` gives the paths of the index's date fields, whose bounds go into the
+    /// commit (asked only when there is something to commit).
     pub async fn prepare_commit(
         self: &Arc<Self>,
-        date_fields: &[String],
+        date_fields: impl FnOnce() -> Vec<String>,
     ) -> Result<Option<PreparedCommit>, WriterError> {
         let epoch = self.epoch;
         let (min_ts, max_ts, checkpoint, writer) = {
@@ -1103,7 +1104,7 @@ impl ShardWriter {
                 epoch,
                 translog_checkpoint: checkpoint,
                 segment_times: self.segment_times(),
-                date_bounds: self.date_bounds(date_fields),
+                date_bounds: self.date_bounds(&date_fields()),
             },
         }))
     }
@@ -1117,14 +1118,7 @@ impl ShardWriter {
             .segment_readers()
             .iter()
             .filter_map(|segment| {
-                let column = segment
-                    .fast_fields()
-                    .date(floe_proto::layout::TIMESTAMP_FIELD)
-                    .ok()?;
-                if column.values.num_vals() == 0 {
-                    return None;
-                }
-                let (min, max) = (column.min_value(), column.max_value());
+                let (min, max) = date_column_bounds(segment, floe_proto::layout::TIMESTAMP_FIELD)?;
                 Some((
                     segment.segment_id().uuid_string(),
                     (min.into_timestamp_millis(), max.into_timestamp_millis()),
@@ -1142,17 +1136,14 @@ impl ShardWriter {
         for path in date_fields {
             let column_name = format!("{}.{path}", floe_proto::layout::KEYWORD_FIELD);
             for segment in searcher.segment_readers() {
-                let Ok(Some(column)) = segment.fast_fields().column_opt::<DateTime>(&column_name)
-                else {
+                let Some((min, max)) = date_column_bounds(segment, &column_name) else {
                     continue;
                 };
-                if column.values.num_vals() == 0 {
-                    continue;
-                }
-                // Whole milliseconds around the values: never narrower than they are.
+                // Whole milliseconds around the values (kept in nanoseconds here): never
+                // narrower than they are.
                 let (min, max) = (
-                    column.min_value().into_timestamp_millis() - 1,
-                    column.max_value().into_timestamp_millis() + 1,
+                    min.into_timestamp_millis() - 1,
+                    max.into_timestamp_millis() + 1,
                 );
                 let bounds = out.entry(path.clone()).or_insert(DateBounds {
                     min,
@@ -1667,6 +1658,16 @@ impl Drop for ShardWriter {
         self.ctx.pool.clear_buffered(self.key());
         self.scratch.close();
     }
+}
+
+/// The smallest and largest value of the date column `name` in `segment`, from the column's
+/// stats; `None` when the segment holds no such value.
+fn date_column_bounds(
+    segment: &tantivy::SegmentReader,
+    name: &str,
+) -> Option<(DateTime, DateTime)> {
+    let column = segment.fast_fields().column_opt::<DateTime>(name).ok()??;
+    (column.values.num_vals() > 0).then(|| (column.min_value(), column.max_value()))
 }
 
 /// Applies the batches to tantivy in sequence order (off the async threads) and answers.

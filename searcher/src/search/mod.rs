@@ -505,8 +505,10 @@ impl SearchService {
         let limit = leaf.skip + leaf.take;
         let (ts_hists, generic_aggs) = split_aggs(&req, leaf.ts_fast);
         let ts_intervals: Vec<i64> = ts_hists.iter().map(|h| h.interval_ms).collect();
-        let time = prune::time_range(&req.query);
-        let dates = prune::date_ranges(&req.query);
+        // Required date ranges: `@timestamp`'s against the commits' time bounds, the
+        // others against their date bounds.
+        let mut dates = prune::required_ranges(&req.query);
+        let time = dates.remove(floe_proto::layout::TIMESTAMP_PATH);
         let pit = match &leaf.pit {
             Some(id) => Some(
                 self.pits
@@ -684,8 +686,7 @@ impl SearchService {
                 .map_err(|e| SearchError::Internal(e.to_string()))?;
             let res = res?;
             partial.count += res.count as u64;
-            partial.terminated_early |= res.stopped.terminated_early;
-            partial.timed_out |= res.stopped.timed_out;
+            partial.stopped.merge(res.stopped);
             partial.hist.extend(res.hist);
             if let Some(a) = res.aggs {
                 match &mut partial.aggs {
@@ -827,10 +828,7 @@ impl SearchService {
         let mut stopped = Stopped::default();
         for p in partials {
             total += p.count;
-            stopped.merge(Stopped {
-                terminated_early: p.terminated_early,
-                timed_out: p.timed_out,
-            });
+            stopped.merge(p.stopped);
             hist_parts.extend(p.hist);
             if let Some(a) = p.aggs {
                 match &mut merged_aggs {

@@ -114,13 +114,15 @@ impl Writer {
         writer: &Arc<ShardWriter>,
     ) -> Result<bool, WriterError> {
         let _guard = writer.refresh_lock.lock().await;
-        let date_fields = self
-            .metastore
-            .get_index(name)
-            .map(|m| m.mappings.date_fields())
-            .unwrap_or_default();
+        // Read only when there is something to commit: an idle shard's refresh costs nothing.
+        let date_fields = || {
+            self.metastore
+                .get_index(name)
+                .map(|m| m.mappings.date_fields())
+                .unwrap_or_default()
+        };
         let Some(prepared) = writer
-            .prepare_commit(&date_fields)
+            .prepare_commit(date_fields)
             .await
             .inspect_err(|_| writer.mark_dirty())?
         else {
