@@ -584,14 +584,14 @@ async fn calendar_histograms(backend: Backend) {
             .put(
                 &format!("/{index}"),
                 &json!({"settings": {"number_of_shards": shards},
-                    "mappings": {"properties": {"@timestamp": {"type": "date"}, "service": {"type": "keyword"}}}}),
+                    "mappings": {"properties": {"@timestamp": {"type": "date"}, "created": {"type": "date"}, "service": {"type": "keyword"}}}}),
             )
             .await;
         assert_eq!(r.status, 200, "{r}");
         let body = docs.iter().enumerate().map(|(i, (t, s, n))| {
             (
                 format!("c{i}"),
-                json!({"@timestamp": t, "service": s, "n": n}),
+                json!({"@timestamp": t, "created": t, "service": s, "n": n}),
             )
         });
         c.bulk_ok("/_bulk?refresh=true", bulk_body(index, body))
@@ -610,11 +610,18 @@ async fn calendar_histograms(backend: Backend) {
             })
             .collect()
     };
-    for index in ["cal1", "cal3"] {
+    // Any date field, not only `@timestamp`, gets calendar months (its bounds come from the
+    // commits' date bounds).
+    for (index, field) in [
+        ("cal1", "@timestamp"),
+        ("cal3", "@timestamp"),
+        ("cal1", "created"),
+        ("cal3", "created"),
+    ] {
         let r = c
             .search(
                 index,
-                &json!({"size": 0, "aggs": {"m": {"date_histogram": {"field": "@timestamp", "calendar_interval": "month"}}}}),
+                &json!({"size": 0, "aggs": {"m": {"date_histogram": {"field": field, "calendar_interval": "month"}}}}),
             )
             .await;
         assert_eq!(r.status, 200, "{r}");
@@ -638,9 +645,9 @@ async fn calendar_histograms(backend: Backend) {
             .search(
                 index,
                 &json!({"size": 0,
-                    "query": {"range": {"@timestamp": {"gte": "2024-03-30T00:00:00Z", "lt": "2024-04-01T00:00:00Z"}}},
-                    "aggs": {"d": {"date_histogram": {"field": "@timestamp", "calendar_interval": "day", "time_zone": "Europe/Paris"}},
-                        "m": {"date_histogram": {"field": "@timestamp", "calendar_interval": "1M", "time_zone": "Europe/Paris", "min_doc_count": 1}}}}),
+                    "query": {"range": {field: {"gte": "2024-03-30T00:00:00Z", "lt": "2024-04-01T00:00:00Z"}}},
+                    "aggs": {"d": {"date_histogram": {"field": field, "calendar_interval": "day", "time_zone": "Europe/Paris"}},
+                        "m": {"date_histogram": {"field": field, "calendar_interval": "1M", "time_zone": "Europe/Paris", "min_doc_count": 1}}}}),
             )
             .await;
         assert_eq!(

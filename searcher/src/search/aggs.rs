@@ -4,17 +4,15 @@
 use super::*;
 pub(super) use crate::agg_path::{for_each_at, visit};
 
-/// The time range (ms) of `field`'s values in the targeted shards, narrowed by the query:
-/// known for `@timestamp`, whose range every commit records.
+/// The time range (ms) of a date `field`'s values in the targeted shards, narrowed by the
+/// query: from the commits' `@timestamp` range or their bounds of other date fields.
 pub(super) fn time_bounds(
     field: &str,
     query: &QueryAst,
     indexes: &[IndexMeta],
     targets: &[ShardTarget],
 ) -> Option<(i64, i64)> {
-    if field != floe_proto::layout::TIMESTAMP_PATH {
-        return None;
-    }
+    let is_ts = field == floe_proto::layout::TIMESTAMP_PATH;
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     let mut known = true;
     for t in targets {
@@ -22,19 +20,29 @@ pub(super) fn time_bounds(
             .iter()
             .find(|m| m.uuid == t.uuid)
             .and_then(|m| m.shards.get(&t.shard));
-        match commit {
-            Some(c) if c.num_docs == 0 => {}
-            Some(c) => match (c.min_timestamp, c.max_timestamp) {
-                (Some(min), Some(max)) => {
-                    lo = lo.min(min);
-                    hi = hi.max(max);
-                }
-                _ => known = false,
+        let bounds = match commit {
+            None => continue,
+            Some(c) if c.num_docs == 0 => continue,
+            Some(c) if is_ts => c.min_timestamp.zip(c.max_timestamp),
+            // No entry beside others: no values of the field here. No entries at all:
+            // a commit from before date bounds were recorded, so unknown.
+            Some(c) if c.date_bounds.is_empty() => None,
+            Some(c) => match c.date_bounds.get(field) {
+                Some(b) => Some((b.min, b.max)),
+                None => continue,
             },
-            None => {}
+        };
+        match bounds {
+            Some((min, max)) => {
+                lo = lo.min(min);
+                hi = hi.max(max);
+            }
+            None => known = false,
         }
     }
-    let query_range = prune::time_range(query).filter(|(f, t)| *f > i64::MIN && *t < i64::MAX);
+    let query_range = prune::required_ranges(query)
+        .remove(field)
+        .filter(|(f, t)| *f > i64::MIN && *t < i64::MAX);
     match (known && lo <= hi, query_range) {
         (true, Some((f, t))) => Some((lo.max(f), hi.min(t))).filter(|(a, b)| a <= b),
         (true, None) => Some((lo, hi)),
