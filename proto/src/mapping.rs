@@ -40,6 +40,32 @@ pub struct FieldMapping {
     /// `null_value`: indexed in place of an explicit `null` (the `_source` keeps `null`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub null_value: Option<Value>,
+    /// `index: false`: no inverted index. Other types are still searched through their
+    /// column (as OpenSearch does with doc values); a `text` field is not searchable.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub index: bool,
+    /// `doc_values: false`: no column, so no sorting or aggregations on the field.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub doc_values: bool,
+    /// `fielddata: true` on a `text` field: its tokens also go into a column, so the field
+    /// can be aggregated and sorted on (by token), as OpenSearch's field data allows.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fielddata: bool,
+    /// `scaled_float`'s `scaling_factor`: values are rounded to a multiple of its inverse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_factor: Option<serde_json::Number>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl FieldMapping {
@@ -59,6 +85,46 @@ impl FieldMapping {
             fields: BTreeMap::new(),
             format: None,
             null_value: None,
+            index: true,
+            doc_values: true,
+            fielddata: false,
+            scaling_factor: None,
+        }
+    }
+
+    /// Why `new` cannot replace this mapping of the same field (`PUT _mapping`), if it
+    /// cannot: the parameters that decide how values were indexed are fixed.
+    pub fn conflict(&self, path: &str, new: &FieldMapping) -> Option<String> {
+        if self.kind != new.kind {
+            return Some(format!(
+                "mapper [{path}] cannot be changed from type [{}] to [{}]",
+                self.type_name, new.type_name
+            ));
+        }
+        let fixed = [
+            ("index", json!(self.index), json!(new.index)),
+            ("doc_values", json!(self.doc_values), json!(new.doc_values)),
+            ("fielddata", json!(self.fielddata), json!(new.fielddata)),
+            (
+                "scaling_factor",
+                json!(self.scaling_factor),
+                json!(new.scaling_factor),
+            ),
+        ];
+        fixed.into_iter().find(|(_, a, b)| a != b).map(|(name, a, b)| {
+            format!("Mapper for [{path}] conflicts with existing mapper:\n\tCannot update parameter [{name}] from [{a}] to [{b}]")
+        })
+    }
+
+    /// `scaled_float`: the value as indexed (rounded to the scaling factor).
+    pub fn scaled(&self, v: f64) -> f64 {
+        match self
+            .scaling_factor
+            .as_ref()
+            .and_then(serde_json::Number::as_f64)
+        {
+            Some(f) if f > 0.0 => (v * f).round() / f,
+            _ => v,
         }
     }
 
@@ -483,8 +549,30 @@ fn parse_field(path: &str, def: &Value) -> Result<Option<FieldMapping>, MappingE
             .and_then(Value::as_str)
             .map(str::to_string),
         null_value: def.get("null_value").filter(|v| !v.is_null()).cloned(),
+        index: flag(path, def, "index", true)?,
+        doc_values: flag(path, def, "doc_values", true)?,
+        fielddata: flag(path, def, "fielddata", false)?,
+        scaling_factor: match def.get("scaling_factor") {
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|f| f > 0.0) => Some(n.clone()),
+            Some(other) => {
+                return Err(MappingError::Invalid(format!(
+                    "[scaling_factor] of field [{path}] must be a positive number, got [{other}]"
+                )))
+            }
+            None if type_name == "scaled_float" => {
+                return Err(MappingError::Invalid(format!(
+                    "Field [scaling_factor] is required for field [{path}] of type [scaled_float]"
+                )))
+            }
+            None => None,
+        },
         ..FieldMapping::of(kind)
     };
+    if fm.fielddata && kind != FieldType::Text {
+        return Err(MappingError::Invalid(format!(
+            "unknown parameter [fielddata] on mapper [{path}] of type [{type_name}]"
+        )));
+    }
     if let Some(v) = &fm.null_value {
         if matches!(v, Value::Object(_) | Value::Array(_)) {
             return Err(MappingError::Invalid(format!(
@@ -510,9 +598,33 @@ fn parse_field(path: &str, def: &Value) -> Result<Option<FieldMapping>, MappingE
     Ok(Some(fm))
 }
 
+/// A boolean mapping parameter (`true`/`false`, or their strings, as OpenSearch takes).
+fn flag(path: &str, def: &Value, name: &str, default: bool) -> Result<bool, MappingError> {
+    match def.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+        Some(other) => Err(MappingError::Invalid(format!(
+            "Failed to parse value [{other}] as only [true] or [false] are allowed for [{name}] of field [{path}]"
+        ))),
+    }
+}
+
 /// The `properties` entry of one field, as `GET _mapping` shows it.
 fn leaf_json(fm: &FieldMapping) -> Value {
     let mut leaf = json!({"type": fm.type_name});
+    if !fm.index {
+        leaf["index"] = json!(false);
+    }
+    if !fm.doc_values {
+        leaf["doc_values"] = json!(false);
+    }
+    if fm.fielddata {
+        leaf["fielddata"] = json!(true);
+    }
+    if let Some(f) = &fm.scaling_factor {
+        leaf["scaling_factor"] = json!(f);
+    }
     if let Some(f) = &fm.format {
         leaf["format"] = json!(f);
     }

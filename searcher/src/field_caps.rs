@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use floe_metastore::matches_pattern;
-use floe_proto::mapping::FieldType;
+use floe_proto::layout::{Home, ShardLayout};
+use floe_proto::mapping::FieldMapping;
 use floe_proto::IndexMeta;
 use serde_json::{json, Map, Value};
 
@@ -35,18 +36,29 @@ fn fields_of(meta: &IndexMeta) -> BTreeMap<String, Caps> {
             (name.to_string(), *searchable, *aggregatable),
         );
     }
+    let layout = ShardLayout::of(&meta.settings);
+    // As the layout keeps the field: searchable unless in `_source` only, aggregatable with
+    // a column (text: only with `fielddata`).
+    let caps = |path: &str, fm: &FieldMapping| -> Caps {
+        let (searchable, aggregatable) = match layout.home(fm) {
+            Home::SourceOnly => (false, false),
+            Home::IndexOnly => (true, false),
+            Home::Text => (
+                true,
+                layout.fielddata_column(&meta.mappings, path).is_some(),
+            ),
+            Home::Keyword | Home::ColumnOnly => (true, true),
+        };
+        (fm.type_name.clone(), searchable, aggregatable)
+    };
     for (path, fm) in &meta.mappings.fields {
-        let aggregatable = fm.kind != FieldType::Text;
-        out.insert(path.clone(), (fm.type_name.clone(), true, aggregatable));
+        out.insert(path.clone(), caps(path, fm));
         if fm.keyword_subfield.is_some() {
             out.insert(format!("{path}.keyword"), ("keyword".into(), true, true));
         }
         for (name, sub) in &fm.fields {
-            let aggregatable = sub.kind != FieldType::Text;
-            out.insert(
-                format!("{path}.{name}"),
-                (sub.type_name.clone(), true, aggregatable),
-            );
+            let sub_path = format!("{path}.{name}");
+            out.insert(sub_path.clone(), caps(&sub_path, sub));
         }
         let mut parent = path.as_str();
         while let Some((p, _)) = parent.rsplit_once('.') {

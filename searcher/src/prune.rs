@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use floe_proto::layout::TIMESTAMP_PATH;
 use floe_proto::ShardCommit;
 use tantivy::collector::Collector;
 use tantivy::query::{EnableScoring, Query};
@@ -12,13 +11,6 @@ use tantivy::query::{EnableScoring, Query};
 use crate::ast::QueryAst;
 use crate::shards::OpenShard;
 use crate::translate::date_value;
-
-/// The `@timestamp` interval (ms, inclusive) every match must lie in, when the query says:
-/// ranges on `@timestamp` in required places (the top, `must`, `filter`) are intersected.
-/// Bounds are widened to whole milliseconds, so nothing that matches is ever left out.
-pub fn time_range(ast: &QueryAst) -> Option<(i64, i64)> {
-    required_ranges(ast).remove(TIMESTAMP_PATH)
-}
 
 /// Required intervals (ms, inclusive) by field.
 pub type DateRanges = BTreeMap<String, (i64, i64)>;
@@ -135,6 +127,12 @@ pub fn search<C: Collector>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use floe_proto::layout::TIMESTAMP_PATH;
+
+    /// The `@timestamp` interval every match must lie in.
+    fn time_range(ast: &QueryAst) -> Option<(i64, i64)> {
+        required_ranges(ast).remove(TIMESTAMP_PATH)
+    }
     use serde_json::json;
 
     fn range(gte: Option<&str>, lt: Option<&str>) -> QueryAst {

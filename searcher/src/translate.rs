@@ -7,8 +7,8 @@ use floe_proto::mapping::{parse_date, FieldType, Mappings};
 use serde_json::{json, Value};
 use tantivy::query::{
     AllQuery, AutomatonWeight, BooleanQuery, BoostQuery, ConstScoreQuery, DisjunctionMaxQuery,
-    EmptyQuery, EnableScoring, ExistsQuery, FuzzyTermQuery, Occur, PhrasePrefixQuery, PhraseQuery,
-    Query, RangeQuery, TermQuery, Weight,
+    EmptyQuery, EnableScoring, ExistsQuery, FuzzyTermQuery, InvertedIndexRangeQuery, Occur,
+    PhrasePrefixQuery, PhraseQuery, Query, RangeQuery, TermQuery, Weight,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
@@ -64,12 +64,20 @@ impl<'a> Translator<'a> {
                 lt,
                 lte,
             } => self.range(field, gt, gte, lt, lte)?,
-            QueryAst::Exists { field } => match self.resolve(field) {
+            QueryAst::Exists { field } => match self.resolve(field)? {
                 None => Box::new(EmptyQuery),
+                // No column: any term of the field.
+                Some(r) if r.index_only => {
+                    let (lo, hi) = self.extremes(&r)?;
+                    Box::new(InvertedIndexRangeQuery::new(
+                        Bound::Included(lo),
+                        Bound::Included(hi),
+                    ))
+                }
                 Some(r) => {
                     // Text fields have no column; their `.keyword` sub-field does.
                     let column = if r.kind == FieldType::Text {
-                        match self.resolve(&format!("{field}.keyword")) {
+                        match self.resolve(&format!("{field}.keyword"))? {
                             Some(sub) => sub.column_name(),
                             None => format!("k.{field}.keyword"),
                         }
@@ -195,8 +203,15 @@ impl<'a> Translator<'a> {
         })
     }
 
-    fn resolve(&self, field: &str) -> Option<ResolvedField> {
-        self.layout.resolve(self.mappings, field)
+    /// The field's place in the layout (`None`: unmapped, matches nothing); an error for a
+    /// field kept in `_source` only (`index: false`), as OpenSearch answers.
+    fn resolve(&self, field: &str) -> Result<Option<ResolvedField>, SearchError> {
+        match self.layout.resolve(self.mappings, field) {
+            Some(r) if !r.searchable => Err(shard_error(format!(
+                "failed to create query: Cannot search on field [{field}] since it is not indexed."
+            ))),
+            r => Ok(r),
+        }
     }
 
     /// Applies `f` to one field, or to every searchable field for `*` (OR-ed).
@@ -215,7 +230,9 @@ impl<'a> Translator<'a> {
                 .collect();
             let mut should = Vec::new();
             for name in names {
-                let r = self.resolve(&name).expect("mapped field resolves");
+                let Ok(Some(r)) = self.resolve(&name) else {
+                    continue; // not searchable
+                };
                 // Lenient, as query_string on `*`: skip fields the text cannot be a value of.
                 if let Ok(q) = f(self, &r) {
                     should.push((Occur::Should, q));
@@ -227,7 +244,7 @@ impl<'a> Translator<'a> {
                 Box::new(BooleanQuery::new(should))
             });
         }
-        match self.resolve(field) {
+        match self.resolve(field)? {
             Some(r) => f(self, &r),
             None if field == "_id" => Err(shard_error("use a term or ids query on [_id]")),
             None => Ok(Box::new(EmptyQuery)),
@@ -431,7 +448,14 @@ impl<'a> Translator<'a> {
 
     /// An exact (unanalyzed) value of a field, typed by its mapping.
     fn exact(&mut self, r: &ResolvedField, value: &Value) -> Result<Box<dyn Query>, SearchError> {
-        let term = self.typed_term(r, value)?;
+        // `scaled_float`: the value as it was indexed (rounded).
+        let scaled = match (r.kind, self.mappings.get(&r.path), value.as_f64()) {
+            (FieldType::Double, Some(fm), Some(v)) if fm.scaling_factor.is_some() => {
+                Some(json!(fm.scaled(v)))
+            }
+            _ => None,
+        };
+        let term = self.typed_term(r, scaled.as_ref().unwrap_or(value))?;
         if r.column_only {
             // `_ts` and `kc` are columns without an inverted index: an exact value is a
             // one-value range on the column.
@@ -517,7 +541,7 @@ impl<'a> Translator<'a> {
                     IndexRecordOption::Basic,
                 ))
             } else {
-                match self.resolve(field) {
+                match self.resolve(field)? {
                     None => Box::new(EmptyQuery),
                     Some(r) => self.exact(&r, v)?,
                 }
@@ -539,7 +563,7 @@ impl<'a> Translator<'a> {
         lt: &Option<Value>,
         lte: &Option<Value>,
     ) -> Result<Box<dyn Query>, SearchError> {
-        let Some(r) = self.resolve(field) else {
+        let Some(r) = self.resolve(field)? else {
             return Ok(Box::new(EmptyQuery));
         };
         if r.kind == FieldType::Text {
@@ -571,10 +595,37 @@ impl<'a> Translator<'a> {
             (None, Some(v)) => Bound::Included(self.typed_term(&r, v)?),
             _ => Bound::Unbounded,
         };
+        if r.index_only {
+            // No column (`doc_values: false`): a range of terms, bounded on both sides so
+            // that it stays within the field's path and type.
+            let (lo, hi) = self.extremes(&r)?;
+            let lower = match lower {
+                Bound::Unbounded => Bound::Included(lo),
+                b => b,
+            };
+            let upper = match upper {
+                Bound::Unbounded => Bound::Included(hi),
+                b => b,
+            };
+            return Ok(Box::new(InvertedIndexRangeQuery::new(lower, upper)));
+        }
         if matches!((&lower, &upper), (Bound::Unbounded, Bound::Unbounded)) {
             return Ok(Box::new(ExistsQuery::new(r.column_name(), false)));
         }
         Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+
+    /// The lowest and highest terms a field's values can have (by its type).
+    fn extremes(&self, r: &ResolvedField) -> Result<(Term, Term), SearchError> {
+        let (lo, hi) = match r.kind {
+            FieldType::Text | FieldType::Keyword => (json!(""), json!("\u{10FFFF}\u{10FFFF}")),
+            FieldType::Long => (json!(i64::MIN), json!(i64::MAX)),
+            FieldType::Double => (json!(f64::MIN), json!(f64::MAX)),
+            FieldType::Boolean => (json!(false), json!(true)),
+            // Years 1 and 9999.
+            FieldType::Date => (json!(-62_135_596_800_000i64), json!(253_402_300_799_999i64)),
+        };
+        Ok((self.typed_term(r, &lo)?, self.typed_term(r, &hi)?))
     }
 }
 

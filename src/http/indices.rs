@@ -159,13 +159,8 @@ pub async fn put_mapping(
     })?;
     for m in existing(&state, &index)? {
         for (path, fm) in &new.fields {
-            if let Some(old) = m.mappings.get(path) {
-                if old.kind != fm.kind {
-                    return Err(ApiError::bad_request(format!(
-                        "mapper [{path}] cannot be changed from type [{}] to [{}]",
-                        old.type_name, fm.type_name
-                    )));
-                }
+            if let Some(reason) = m.mappings.get(path).and_then(|old| old.conflict(path, fm)) {
+                return Err(ApiError::bad_request(reason));
             }
         }
         let sets_dynamic = body.get("dynamic").is_some();

@@ -434,3 +434,208 @@ async fn null_value_stands_in_for_nulls() {
         "{r}"
     );
 }
+
+/// Mapping parameters that decide how a field is kept: `index: false` (searched through its
+/// column; a text field is not searchable), `doc_values: false` (searchable, no sorting or
+/// aggregations), `fielddata: true` (a text field aggregated by token), `scaled_float`
+/// (values rounded to the scaling factor). Expected answers follow OpenSearch's semantics.
+#[tokio::test]
+async fn mapping_parameters_are_applied() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/mp",
+            &json!({"mappings": {"properties": {"price": {"type": "scaled_float"}}}}),
+        )
+        .await;
+    assert_error(&r, 400, "mapper_parsing_exception");
+    let r = c
+        .put(
+            "/mp",
+            &json!({"settings": {"number_of_shards": 2}, "mappings": {"properties": {
+                "code": {"type": "keyword", "index": false},
+                "tag": {"type": "keyword", "doc_values": false},
+                "n": {"type": "long", "doc_values": false},
+                "note": {"type": "text", "index": false},
+                "secret": {"type": "keyword", "index": false, "doc_values": false},
+                "body": {"type": "text", "fielddata": true},
+                "price": {"type": "scaled_float", "scaling_factor": 100}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let docs = [
+        (
+            "1",
+            json!({"code": "A", "tag": "x", "n": 5, "note": "hello world", "secret": "s1",
+                     "body": "The quick fox", "price": 1.234}),
+        ),
+        (
+            "2",
+            json!({"code": "B", "tag": "y", "n": 10, "note": "hello there", "secret": "s2",
+                     "body": "quick brown dog", "price": 2.346}),
+        ),
+        (
+            "3",
+            json!({"code": "A", "tag": "x", "n": 15, "body": "Lazy dog", "price": 0.001}),
+        ),
+    ];
+    c.bulk_ok(
+        "/_bulk?refresh=true",
+        bulk_body("mp", docs.iter().map(|(i, d)| (i.to_string(), d.clone()))),
+    )
+    .await;
+    let ids = |r: &Resp| {
+        let mut ids = hit_ids(r);
+        ids.sort();
+        ids
+    };
+    let found = |q: Value| {
+        let c = &c;
+        async move { ids(&c.search("mp", &json!({"query": q})).await) }
+    };
+    // index: false, with doc values: answered from the column.
+    assert_eq!(found(json!({"term": {"code": "A"}})).await, ["1", "3"]);
+    assert_eq!(found(json!({"range": {"code": {"gte": "B"}}})).await, ["2"]);
+    // doc_values: false: terms, ranges and exists from the inverted index.
+    assert_eq!(found(json!({"term": {"tag": "x"}})).await, ["1", "3"]);
+    assert_eq!(
+        found(json!({"range": {"n": {"gte": 10}}})).await,
+        ["2", "3"]
+    );
+    assert_eq!(
+        found(json!({"range": {"n": {"gt": 5, "lte": 12}}})).await,
+        ["2"]
+    );
+    assert_eq!(
+        found(json!({"exists": {"field": "n"}})).await,
+        ["1", "2", "3"]
+    );
+    assert_eq!(found(json!({"prefix": {"tag": "y"}})).await, ["2"]);
+    // ... but no sorting or aggregations.
+    for body in [
+        json!({"aggs": {"t": {"terms": {"field": "tag"}}}}),
+        json!({"sort": [{"n": "asc"}]}),
+    ] {
+        let r = c.post("/mp/_search", &body).await;
+        assert_eq!(r.status, 400, "{r}");
+        assert!(r.to_string().contains("Use doc values instead"), "{r}");
+    }
+    // Kept in _source only: not searchable.
+    for q in [
+        json!({"match": {"note": "hello"}}),
+        json!({"term": {"secret": "s1"}}),
+    ] {
+        let r = c.post("/mp/_search", &json!({"query": q})).await;
+        assert_error(&r, 400, "query_shard_exception");
+        assert!(r.to_string().contains("since it is not indexed"), "{r}");
+    }
+    // A query on every field skips them instead.
+    let r = c
+        .search(
+            "mp",
+            &json!({"query": {"query_string": {"query": "hello"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(hit_ids(&r), Vec::<String>::new(), "{r}");
+    // fielddata: terms by token, across both shards.
+    let r = c
+        .search(
+            "mp",
+            &json!({"size": 0, "aggs": {"w": {"terms": {"field": "body", "size": 3}},
+                "c": {"terms": {"field": "code"}}}}),
+        )
+        .await;
+    let buckets = |name: &str| -> Vec<(String, u64)> {
+        r.json["aggregations"][name]["buckets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{r}"))
+            .iter()
+            .map(|b| {
+                (
+                    b["key"].as_str().unwrap().to_string(),
+                    b["doc_count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        buckets("w"),
+        [
+            ("dog".to_string(), 2),
+            ("quick".to_string(), 2),
+            ("brown".to_string(), 1)
+        ],
+        "{r}"
+    );
+    assert_eq!(
+        buckets("c"),
+        [("A".to_string(), 2), ("B".to_string(), 1)],
+        "{r}"
+    );
+    // scaled_float: values as indexed (rounded to 1/100); _source as sent.
+    let r = c
+        .search(
+            "mp",
+            &json!({"size": 0, "aggs": {"s": {"sum": {"field": "price"}}, "m": {"max": {"field": "price"}}}}),
+        )
+        .await;
+    let sum = r.json["aggregations"]["s"]["value"].as_f64().unwrap();
+    assert!((sum - 3.58).abs() < 1e-9, "{r}");
+    assert_eq!(r.json["aggregations"]["m"]["value"], json!(2.35), "{r}");
+    assert_eq!(found(json!({"term": {"price": 1.234}})).await, ["1"]);
+    assert_eq!(found(json!({"term": {"price": 1.23}})).await, ["1"]);
+    assert_eq!(
+        found(json!({"range": {"price": {"gt": 1.23}}})).await,
+        ["2"]
+    );
+    let r = c.get("/mp/_doc/1").await;
+    assert_eq!(r.json["_source"]["price"], json!(1.234), "{r}");
+    // What Dashboards reads.
+    let r = c.get("/mp/_field_caps?fields=*").await;
+    let caps = |f: &str| {
+        let (ty, caps) = r.json["fields"][f]
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .unwrap_or_else(|| panic!("{f}: {r}"));
+        (
+            ty.clone(),
+            caps["searchable"].clone(),
+            caps["aggregatable"].clone(),
+        )
+    };
+    for (field, ty, searchable, aggregatable) in [
+        ("code", "keyword", true, true),
+        ("tag", "keyword", true, false),
+        ("note", "text", false, false),
+        ("secret", "keyword", false, false),
+        ("body", "text", true, true),
+        ("price", "scaled_float", true, true),
+    ] {
+        assert_eq!(
+            caps(field),
+            (ty.to_string(), json!(searchable), json!(aggregatable)),
+            "{field}"
+        );
+    }
+    // The mapping shows the parameters; they cannot change afterwards.
+    let r = c.get("/mp/_mapping").await;
+    let props = &r.json["mp"]["mappings"]["properties"];
+    assert_eq!(props["code"]["index"], json!(false), "{r}");
+    assert_eq!(props["tag"]["doc_values"], json!(false), "{r}");
+    assert_eq!(props["body"]["fielddata"], json!(true), "{r}");
+    assert_eq!(props["price"]["scaling_factor"], json!(100), "{r}");
+    let r = c
+        .put(
+            "/mp/_mapping",
+            &json!({"properties": {"tag": {"type": "keyword"}}}),
+        )
+        .await;
+    assert_error(&r, 400, "illegal_argument_exception");
+    assert!(
+        r.to_string()
+            .contains("Cannot update parameter [doc_values]"),
+        "{r}"
+    );
+}

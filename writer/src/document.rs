@@ -1,7 +1,7 @@
 //! Turns a JSON document into a tantivy document of the shard layout, checking each value
 //! against the index mapping (a string in a `long` field fails with `mapper_parsing_exception`).
 
-use floe_proto::layout::{is_timestamp, ShardLayout};
+use floe_proto::layout::{is_timestamp, Home, ShardLayout};
 use floe_proto::mapping::{for_each_leaf_or_null, parse_date, FieldMapping, FieldType, Mappings};
 use serde_json::{Map, Value};
 use tantivy::schema::OwnedValue;
@@ -38,9 +38,7 @@ impl<'a> DocBuilder<'a> {
         raw_source: &[u8],
         source: &Map<String, Value>,
     ) -> Result<BuiltDoc, MapperParsingError> {
-        let mut text: Vec<(String, OwnedValue)> = Vec::new();
-        let mut kw: Vec<(String, OwnedValue)> = Vec::new();
-        let mut kc: Vec<(String, OwnedValue)> = Vec::new();
+        let mut out = Homes::default();
         let mut timestamp = None;
         let mut timestamps = Vec::new();
         let mut err = None;
@@ -60,32 +58,33 @@ impl<'a> DocBuilder<'a> {
             };
             // Multi-fields: the same value again under `<path>.<name>`, with their mapping.
             for (name, sub) in &fm.fields {
-                match convert(sub, value) {
-                    Ok(Converted::Text(s)) => {
-                        text.push((format!("{path}.{name}"), OwnedValue::Str(s)))
-                    }
-                    Ok(Converted::Kw(v)) => kw.push((format!("{path}.{name}"), v)),
-                    Err(_) => {}
+                if let Ok(v) = convert(sub, value) {
+                    let home = self.layout.home(sub);
+                    out.push(home, format!("{path}.{name}"), v);
                 }
             }
             match convert(fm, value) {
-                Ok(Converted::Text(s)) => {
-                    if let Some(limit) = fm.keyword_subfield {
-                        if s.chars().count() <= limit as usize {
-                            let sub = (format!("{path}.keyword"), OwnedValue::Str(s.clone()));
-                            match self.layout.kc {
-                                Some(_) => kc.push(sub),
-                                None => kw.push(sub),
-                            }
-                        }
-                    }
-                    text.push((path.to_string(), OwnedValue::Str(s)));
-                }
-                Ok(Converted::Kw(OwnedValue::Date(d))) if is_timestamp(path, fm.kind) => {
+                Ok(OwnedValue::Date(d)) if is_timestamp(path, fm.kind) => {
                     timestamp = Some(d.into_timestamp_nanos());
                     timestamps.push(d);
                 }
-                Ok(Converted::Kw(v)) => kw.push((path.to_string(), v)),
+                Ok(v) => {
+                    if let OwnedValue::Str(s) = &v {
+                        if let Some(limit) = fm.keyword_subfield {
+                            if s.chars().count() <= limit as usize {
+                                let home = match self.layout.kc {
+                                    Some(_) => Home::ColumnOnly,
+                                    None => Home::Keyword,
+                                };
+                                out.push(home, format!("{path}.keyword"), v.clone());
+                            }
+                        }
+                        if fm.fielddata && fm.kind == FieldType::Text {
+                            out.fielddata.push((path.to_string(), v.clone()));
+                        }
+                    }
+                    out.push(self.layout.home(fm), path.to_string(), v);
+                }
                 Err(reason) => {
                     err = Some(MapperParsingError(format!(
                         "failed to parse field [{path}] of type [{}] in document with id '{id}'. Preview of field's value: '{}'",
@@ -101,14 +100,17 @@ impl<'a> DocBuilder<'a> {
         let mut doc = TantivyDocument::default();
         doc.add_text(self.layout.id, id);
         doc.add_bytes(self.layout.source, raw_source);
-        if !text.is_empty() {
-            doc.add_field_value(self.layout.text, &OwnedValue::Object(text));
-        }
-        if !kw.is_empty() {
-            doc.add_field_value(self.layout.kw, &OwnedValue::Object(kw));
-        }
-        if let (Some(field), false) = (self.layout.kc, kc.is_empty()) {
-            doc.add_field_value(field, &OwnedValue::Object(kc));
+        let homes = [
+            (Some(self.layout.text), out.text),
+            (Some(self.layout.kw), out.kw),
+            (self.layout.kc, out.kc),
+            (self.layout.kn, out.kn),
+            (self.layout.tf, out.fielddata),
+        ];
+        for (field, values) in homes {
+            if let (Some(field), false) = (field, values.is_empty()) {
+                doc.add_field_value(field, &OwnedValue::Object(values));
+            }
         }
         for d in timestamps {
             doc.add_date(self.layout.ts, d);
@@ -117,9 +119,26 @@ impl<'a> DocBuilder<'a> {
     }
 }
 
-enum Converted {
-    Text(String),
-    Kw(OwnedValue),
+/// A document's values by the JSON field that keeps them ([`Home`]).
+#[derive(Default)]
+struct Homes {
+    text: Vec<(String, OwnedValue)>,
+    kw: Vec<(String, OwnedValue)>,
+    kc: Vec<(String, OwnedValue)>,
+    kn: Vec<(String, OwnedValue)>,
+    fielddata: Vec<(String, OwnedValue)>,
+}
+
+impl Homes {
+    fn push(&mut self, home: Home, path: String, value: OwnedValue) {
+        match home {
+            Home::Text => self.text.push((path, value)),
+            Home::Keyword => self.kw.push((path, value)),
+            Home::ColumnOnly => self.kc.push((path, value)),
+            Home::IndexOnly => self.kn.push((path, value)),
+            Home::SourceOnly => {}
+        }
+    }
 }
 
 fn preview(v: &Value) -> String {
@@ -130,7 +149,7 @@ fn preview(v: &Value) -> String {
     s.chars().take(40).collect()
 }
 
-fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
+fn convert(fm: &FieldMapping, value: &Value) -> Result<OwnedValue, String> {
     let as_text = || match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -138,10 +157,7 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
         _ => None,
     };
     match fm.kind {
-        FieldType::Text => as_text().map(Converted::Text).ok_or_default(),
-        FieldType::Keyword => as_text()
-            .map(|s| Converted::Kw(OwnedValue::Str(s)))
-            .ok_or_default(),
+        FieldType::Text | FieldType::Keyword => as_text().map(OwnedValue::Str).ok_or_default(),
         FieldType::Long => {
             let n = match value {
                 Value::Number(n) => n
@@ -150,7 +166,7 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
                 Value::String(s) => s.trim().parse::<i64>().ok(),
                 _ => None,
             };
-            n.map(|n| Converted::Kw(OwnedValue::I64(n))).ok_or_default()
+            n.map(OwnedValue::I64).ok_or_default()
         }
         FieldType::Double => {
             let n = match value {
@@ -158,7 +174,7 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
                 Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
                 _ => None,
             };
-            n.map(|n| Converted::Kw(OwnedValue::F64(n))).ok_or_default()
+            n.map(|n| OwnedValue::F64(fm.scaled(n))).ok_or_default()
         }
         FieldType::Boolean => {
             let b = match value {
@@ -167,8 +183,7 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
                 Value::String(s) if s == "false" || s.is_empty() => Some(false),
                 _ => None,
             };
-            b.map(|b| Converted::Kw(OwnedValue::Bool(b)))
-                .ok_or_default()
+            b.map(OwnedValue::Bool).ok_or_default()
         }
         FieldType::Date => {
             // `format: epoch_second`: numbers are seconds, not milliseconds.
@@ -184,7 +199,7 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<Converted, String> {
                     .map(|s| s.saturating_mul(1_000_000_000)),
                 _ => parse_date(value),
             };
-            ns.map(|ns| Converted::Kw(OwnedValue::Date(DateTime::from_timestamp_nanos(ns))))
+            ns.map(|ns| OwnedValue::Date(DateTime::from_timestamp_nanos(ns)))
                 .ok_or_default()
         }
     }

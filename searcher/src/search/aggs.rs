@@ -87,13 +87,8 @@ pub(super) fn rewrite_aggs(
                 }
                 if key == "field" {
                     if let Some(name) = child.as_str() {
-                        let column = match layout.resolve(&meta.mappings, name) {
-                            Some(r) if r.kind == FieldType::Text => {
-                                return Err(SearchError::IllegalArgument(fielddata_error(name)))
-                            }
-                            Some(r) => r.column_name(),
-                            None => format!("k.{name}"),
-                        };
+                        let column = column_for(layout, &meta.mappings, name)?
+                            .unwrap_or_else(|| format!("k.{name}"));
                         *child = Value::String(column);
                     }
                 } else {

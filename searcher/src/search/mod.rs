@@ -783,20 +783,12 @@ impl SearchService {
             sort.push(match key {
                 SortBy::Score => SortBy::Score,
                 SortBy::Field { name, order, .. } => {
-                    match ShardLayout::of(&meta.settings).resolve(&meta.mappings, name) {
-                        Some(r) if r.kind == FieldType::Text => {
-                            return Err(SearchError::IllegalArgument(fielddata_error(name)))
-                        }
-                        Some(r) => SortBy::Field {
-                            name: name.clone(),
-                            column: r.column_name(),
-                            order: *order,
-                        },
-                        None => SortBy::Field {
-                            name: name.clone(),
-                            column: NO_COLUMN.to_string(),
-                            order: *order,
-                        },
+                    let layout = ShardLayout::of(&meta.settings);
+                    SortBy::Field {
+                        name: name.clone(),
+                        column: column_for(layout, &meta.mappings, name)?
+                            .unwrap_or_else(|| NO_COLUMN.to_string()),
+                        order: *order,
                     }
                 }
             });

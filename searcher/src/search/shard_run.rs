@@ -236,7 +236,33 @@ pub(super) fn after_keys(sort: &[SortBy], values: Option<&[Value]>) -> Vec<After
         .collect()
 }
 
-pub(super) fn fielddata_error(name: &str) -> String {
+/// The column that sorting and aggregations on `name` read (`None`: unmapped), or why the
+/// field has none: a text field without `fielddata`, or a field without doc values.
+pub(super) fn column_for(
+    layout: &ShardLayout,
+    mappings: &floe_proto::mapping::Mappings,
+    name: &str,
+) -> Result<Option<String>, SearchError> {
+    match layout.resolve(mappings, name) {
+        Some(r) if r.kind == FieldType::Text => layout
+            .fielddata_column(mappings, name)
+            .map(Some)
+            .ok_or_else(|| SearchError::IllegalArgument(fielddata_error(name))),
+        Some(r) if r.index_only || !r.searchable => {
+            let type_name = mappings
+                .get(name)
+                .map(|fm| fm.type_name.as_str())
+                .unwrap_or("keyword");
+            Err(SearchError::IllegalArgument(format!(
+                "Can't load fielddata on [{name}] because fielddata is unsupported on fields of type [{type_name}]. Use doc values instead."
+            )))
+        }
+        Some(r) => Ok(Some(r.column_name())),
+        None => Ok(None),
+    }
+}
+
+fn fielddata_error(name: &str) -> String {
     format!(
         "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{name}] in order to load field data by uninverting the inverted index."
     )
