@@ -183,10 +183,22 @@ async fn lookup(
                 seq_no: pending.seq_no,
                 primary_term: pending.primary_term,
                 source: serde_json::from_slice(&source).unwrap_or(Value::Null),
+                routing: pending.routing,
             }));
         }
     }
     Ok(state.searcher.get_doc(index, id).await?)
+}
+
+/// A found document as `GET _doc` and `_mget` render it.
+fn found_doc(index: &str, id: &str, doc: StoredDoc) -> Value {
+    let mut out = json!({"_index": index, "_id": id, "_version": doc.version,
+        "_seq_no": doc.seq_no, "_primary_term": doc.primary_term, "found": true});
+    if let Some(routing) = doc.routing {
+        out["_routing"] = json!(routing);
+    }
+    out["_source"] = doc.source;
+    out
 }
 
 #[instrument(skip(state, params))]
@@ -198,11 +210,7 @@ pub async fn get_doc(
     let (index, routing) = concrete_index(&state, &index)?;
     Ok(
         match lookup(&state, (&index, routing.as_deref()), &id, &params).await? {
-            Some(doc) => json_response(
-                StatusCode::OK,
-                json!({"_index": index, "_id": id, "_version": doc.version, "_seq_no": doc.seq_no,
-                "_primary_term": doc.primary_term, "found": true, "_source": doc.source}),
-            ),
+            Some(doc) => json_response(StatusCode::OK, found_doc(&index, &id, doc)),
             None => json_response(
                 StatusCode::NOT_FOUND,
                 json!({"_index": index, "_id": id, "found": false}),
@@ -233,9 +241,7 @@ async fn mget_one(state: &State, index: &str, id: &str, params: &Params) -> Valu
         Err(e) => return json!({"_index": index, "_id": id, "error": e.body()["error"]}),
     };
     match lookup(state, (&index, routing.as_deref()), id, params).await {
-        Ok(Some(doc)) => json!({"_index": index, "_id": id, "_version": doc.version,
-            "_seq_no": doc.seq_no, "_primary_term": doc.primary_term, "found": true,
-            "_source": doc.source}),
+        Ok(Some(doc)) => found_doc(&index, id, doc),
         Ok(None) => json!({"_index": index, "_id": id, "found": false}),
         Err(e) => json!({"_index": index, "_id": id, "error": e.body()["error"]}),
     }

@@ -234,3 +234,61 @@ async fn optimistic_concurrency(backend: Backend) {
 }
 
 e2e!(update_api, optimistic_concurrency);
+
+/// Custom routing is kept with the document: `GET _doc` (realtime and refreshed), `_mget`
+/// and search hits show `_routing`, also after a SIGKILL whose unrefreshed writes come back
+/// from the translog; documents written without routing show none.
+#[tokio::test]
+async fn routing_is_stored_and_shown() {
+    let mut env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put("/rt", &json!({"settings": {"number_of_shards": 3}}))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c.put("/rt/_doc/1?routing=user1", &json!({"v": 1})).await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = c
+        .post_ndjson(
+            "/_bulk",
+            "{\"index\":{\"_index\":\"rt\",\"_id\":\"2\",\"routing\":\"user2\"}}\n{\"v\":2}\n{\"index\":{\"_index\":\"rt\",\"_id\":\"3\"}}\n{\"v\":3}\n",
+        )
+        .await;
+    assert_eq!(r.json["errors"], json!(false), "{r}");
+    // Realtime, before any refresh.
+    let r = c.get("/rt/_doc/1?routing=user1").await;
+    assert_eq!(r.json["_routing"], json!("user1"), "{r}");
+    // Killed before a refresh: the translog brings the writes and their routing back.
+    env.floe.stop();
+    env.floe.start_again().await;
+    let c = env.client();
+    c.refresh_within("rt", std::time::Duration::from_secs(30))
+        .await;
+    let r = c
+        .search(
+            "rt",
+            &json!({"query": {"match_all": {}}, "sort": [{"v": "asc"}]}),
+        )
+        .await;
+    let routing: Vec<Value> = hits(&r).iter().map(|h| h["_routing"].clone()).collect();
+    assert_eq!(
+        routing,
+        [json!("user1"), json!("user2"), Value::Null],
+        "{r}"
+    );
+    let r = c.get("/rt/_doc/2?routing=user2&realtime=false").await;
+    assert_eq!(
+        (r.json["found"].clone(), r.json["_routing"].clone()),
+        (json!(true), json!("user2")),
+        "{r}"
+    );
+    let r = c.get("/rt/_doc/3").await;
+    assert!(r.json.get("_routing").is_none(), "{r}");
+    let r = c
+        .post(
+            "/_mget",
+            &json!({"docs": [{"_index": "rt", "_id": "1", "routing": "user1"}]}),
+        )
+        .await;
+    assert_eq!(r.json["docs"][0]["_routing"], json!("user1"), "{r}");
+}

@@ -426,6 +426,7 @@ mod tests {
             id: format!("id{seq}"),
             source: Some(Bytes::from_static(b"{\"a\":1}")),
             cond: None,
+            routing: None,
         }
     }
 

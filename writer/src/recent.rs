@@ -118,6 +118,7 @@ mod tests {
             seq_no: seq,
             primary_term: 1,
             source: Some(bytes::Bytes::from_static(b"{}")),
+            routing: None,
         }
     }
 

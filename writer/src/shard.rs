@@ -103,6 +103,8 @@ pub struct PreparedOp {
     pub check_existing: bool,
     /// Applied only if the live version of `id` meets it (409 otherwise).
     pub cond: Option<Condition>,
+    /// Custom routing it was written with: stored (`_routing` in answers) and logged.
+    pub routing: Option<String>,
 }
 
 /// Why one operation failed: (HTTP status, OpenSearch error type, reason).
@@ -125,6 +127,8 @@ pub struct RecentWrite {
     pub primary_term: u64,
     /// `None` once deleted.
     pub source: Option<Bytes>,
+    /// Custom routing the document was written with.
+    pub routing: Option<String>,
 }
 
 /// The live version of a document: what a [`Condition`] is checked against.
@@ -502,6 +506,7 @@ impl ShardWriter {
                     doc,
                     check_existing: true,
                     cond: op.cond,
+                    routing: op.routing,
                 };
                 let shard = self.clone();
                 let seq = op.seq;
@@ -708,11 +713,17 @@ impl ShardWriter {
             .get_first(self.layout.source)
             .and_then(|v| v.as_bytes().map(Bytes::copy_from_slice))
             .unwrap_or_default();
+        let routing = self
+            .layout
+            .routing
+            .and_then(|f| doc.get_first(f))
+            .and_then(|v| v.as_str().map(str::to_string));
         Ok(Some(RecentWrite {
             version: live.version,
             seq_no: live.seq_no,
             primary_term: live.primary_term,
             source: Some(source),
+            routing,
         }))
     }
 
@@ -877,6 +888,7 @@ impl ShardWriter {
                         seq_no: seq,
                         primary_term: term,
                         source: None,
+                        routing: None,
                     },
                 );
                 st.dirty = true;
@@ -906,6 +918,9 @@ impl ShardWriter {
                 let version = next_version(previous);
                 let mut doc: TantivyDocument = built.doc;
                 doc.add_u64(self.layout.version, version);
+                if let (Some(field), Some(routing)) = (self.layout.routing, &op.routing) {
+                    doc.add_text(field, routing);
+                }
                 doc.add_u64(
                     self.layout.seq_no,
                     floe_proto::layout::pack_seq_no(seq, term),
@@ -921,6 +936,7 @@ impl ShardWriter {
                     seq_no: seq,
                     primary_term: term,
                     source: Some(op.source.unwrap_or_default()),
+                    routing: op.routing,
                 };
                 if op.check_existing || op.cond.is_some() {
                     st.recent.put(op.id, write);
@@ -1636,6 +1652,7 @@ fn log_entries(batches: &[Batch], seq0: u64) -> Vec<LoggedOp> {
             id: op.id.clone(),
             source: op.source.clone(),
             cond: op.cond,
+            routing: op.routing.clone(),
         })
         .collect()
 }

@@ -27,6 +27,8 @@ pub struct LoggedOp {
     pub id: String,
     pub source: Option<Bytes>,
     pub cond: Option<Condition>,
+    /// Custom routing (stored with the document, so replay stores it again).
+    pub routing: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +42,8 @@ struct Line<'a> {
     if_primary_term: Option<u64>,
     version: Option<u64>,
     version_type: Option<&'a str>,
+    #[serde(default)]
+    routing: Option<String>,
 }
 
 /// A translog object: its key and the sequence numbers it covers.
@@ -97,6 +101,14 @@ pub fn encode(ops: &[LoggedOp]) -> Bytes {
             ),
             None => {}
         }
+        if let Some(routing) = &op.routing {
+            out.extend_from_slice(b",\"routing\":");
+            out.extend_from_slice(
+                serde_json::to_string(routing)
+                    .expect("string serializes")
+                    .as_bytes(),
+            );
+        }
         if let Some(src) = &op.source {
             out.extend_from_slice(b",\"source\":");
             out.extend_from_slice(src);
@@ -133,6 +145,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<LoggedOp>, WriterError> {
             id: l.id,
             source: l.source.map(|r| Bytes::copy_from_slice(r.get().as_bytes())),
             cond,
+            routing: l.routing,
         });
     }
     Ok(ops)
@@ -280,6 +293,7 @@ mod tests {
                     seq_no: 3,
                     primary_term: 2,
                 }),
+                routing: Some("user\"1".into()),
             },
             LoggedOp {
                 seq: 8,
@@ -290,6 +304,7 @@ mod tests {
                     version: 9,
                     gte: true,
                 }),
+                routing: None,
             },
         ];
         assert_eq!(decode(&encode(&ops)).unwrap(), ops);
@@ -309,6 +324,7 @@ mod tests {
             id: seq.to_string(),
             source: None,
             cond: None,
+            routing: None,
         };
         t.append(&[op(5), op(6)]).await.unwrap();
         t.append(&[op(0), op(1)]).await.unwrap();

@@ -986,6 +986,7 @@ impl SearchService {
             seq_no: h["_seq_no"].as_u64().unwrap_or(0),
             primary_term: h["_primary_term"].as_u64().unwrap_or(1),
             source: h["_source"].clone(),
+            routing: h["_routing"].as_str().map(str::to_string),
         }))
     }
 }
@@ -997,6 +998,8 @@ pub struct StoredDoc {
     pub seq_no: u64,
     pub primary_term: u64,
     pub source: Value,
+    /// The custom routing it was written with.
+    pub routing: Option<String>,
 }
 
 /// What each rendered hit carries besides `_index`, `_id` and `_score`.

@@ -117,6 +117,13 @@ pub(super) fn render_hit(
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
     let mut hit = json!({"_index": c.index.name, "_id": id, "_score": if shape.by_score { json!(c.score) } else { Value::Null }});
+    if let Some(routing) = layout
+        .routing
+        .and_then(|f| doc.get_first(f))
+        .and_then(|v| v.as_str())
+    {
+        hit["_routing"] = json!(routing);
+    }
     if !matches!(shape.source, SourceFilter::None)
         || shape.highlight.is_some()
         || !shape.fields.is_empty()

@@ -363,6 +363,7 @@ async fn build_documents(
                         doc: None,
                         check_existing: true,
                         cond: op.cond,
+                        routing: None,
                     }),
                     (_, Some(Err(reason))) => {
                         Err((400, "mapper_parsing_exception", reason.clone()))
@@ -383,6 +384,7 @@ async fn build_documents(
                                 doc: Some(built),
                                 check_existing: !op.generated_id || op.cond.is_some(),
                                 cond: op.cond,
+                                routing: op.routing.clone(),
                             }),
                         }
                     }
