@@ -3,6 +3,7 @@
 //! `searcher` can all depend on it without cycles. The gRPC services roles use to talk to
 //! each other are generated from `protos/floe.proto` into [`rpc`].
 
+pub mod date_format;
 pub mod layout;
 pub mod mapping;
 pub mod model;

@@ -568,6 +568,11 @@ fn parse_field(path: &str, def: &Value) -> Result<Option<FieldMapping>, MappingE
         },
         ..FieldMapping::of(kind)
     };
+    if let (Some(spec), FieldType::Date) = (&fm.format, kind) {
+        crate::date_format::DateFormat::parse(spec).map_err(|e| {
+            MappingError::Invalid(format!("Error parsing [format] on field [{path}]: {e}"))
+        })?;
+    }
     if fm.fielddata && kind != FieldType::Text {
         return Err(MappingError::Invalid(format!(
             "unknown parameter [fielddata] on mapper [{path}] of type [{type_name}]"

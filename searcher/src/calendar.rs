@@ -74,7 +74,7 @@ fn unit_of(interval: &str) -> Option<Unit> {
 }
 
 /// `time_zone`: a name from the time zone database or an offset (`+02:00`, `-5`).
-fn zone_of(s: &str) -> Result<TimeZone, SearchError> {
+pub(crate) fn zone_of(s: &str) -> Result<TimeZone, SearchError> {
     if matches!(s, "UTC" | "Z" | "utc" | "GMT") {
         return Ok(TimeZone::UTC);
     }

@@ -252,7 +252,25 @@ fn parse_kind(kind: &str, body: &Value) -> Result<QueryAst, SearchError> {
             let o = v
                 .as_object()
                 .ok_or_else(|| parsing("[range] query malformed"))?;
-            let get = |k: &str| o.get(k).filter(|v| !v.is_null()).cloned();
+            // `format`: string bounds in that date format are read here (date math, which
+            // it does not read, is left as it is).
+            let format = o.get("format").and_then(Value::as_str);
+            if let Some(spec) = format {
+                floe_proto::date_format::DateFormat::parse(spec).map_err(parsing)?;
+            }
+            let get = |k: &str| {
+                let v = o.get(k).filter(|v| !v.is_null())?;
+                let read = format
+                    .zip(v.as_str())
+                    .and_then(|(spec, s)| {
+                        floe_proto::date_format::with_format(spec, |f| f.read_str(s))
+                    })
+                    .flatten();
+                Some(match read {
+                    Some(ns) => Value::String(floe_proto::mapping::format_date(ns)),
+                    None => v.clone(),
+                })
+            };
             // Legacy `from`/`to` with include_lower/include_upper.
             let (mut gte, mut lte) = (get("gte"), get("lte"));
             if let Some(from) = get("from") {

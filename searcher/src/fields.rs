@@ -4,7 +4,8 @@
 //! (`epoch_millis`, `epoch_second`, or ISO-8601 with milliseconds by default); multi-fields
 //! (`title.raw`) answer with their parent's values.
 
-use floe_proto::mapping::{format_date, parse_date, FieldType, Mappings};
+use floe_proto::date_format::with_format;
+use floe_proto::mapping::{format_date, FieldMapping, FieldType, Mappings};
 use serde_json::{Map, Value};
 
 use crate::SearchError;
@@ -66,17 +67,23 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
     }
 }
 
-fn render_date(v: &Value, format: Option<&str>) -> Value {
-    let Some(ns) = parse_date(v) else {
+/// A date from `_source` (read in the mapping's `format`) written in the requested format,
+/// else in the mapping's, else as ISO 8601.
+fn render_date(v: &Value, mapped: Option<&str>, requested: Option<&str>) -> Value {
+    let Some(ns) = floe_proto::date_format::read_date(mapped, v) else {
         return v.clone();
     };
     let ms = ns.div_euclid(1_000_000);
-    match format {
-        Some("epoch_millis") => Value::String(ms.to_string()),
-        Some("epoch_second") => Value::String(ms.div_euclid(1000).to_string()),
-        _ => Value::String(format_date(ns)),
-    }
+    requested
+        .or(mapped)
+        .and_then(|spec| with_format(spec, |f| f.write(ms, &jiff::tz::TimeZone::UTC)))
+        .map(Value::String)
+        .unwrap_or_else(|| Value::String(format_date(ns)))
 }
+
+/// The mapping of `.keyword` sub-fields.
+static KEYWORD: std::sync::LazyLock<FieldMapping> =
+    std::sync::LazyLock::new(|| FieldMapping::of(FieldType::Keyword));
 
 /// The `fields` section of a hit (empty when nothing matched).
 pub fn collect(
@@ -87,7 +94,7 @@ pub fn collect(
     let mut values = Vec::new();
     leaves("", source, &mut values);
     // Each mapped path with its values; multi-fields take their parent's.
-    let mut by_path: Vec<(String, FieldType, Vec<Value>)> = Vec::new();
+    let mut by_path: Vec<(String, &FieldMapping, Vec<Value>)> = Vec::new();
     for (path, fm) in &mappings.fields {
         let vals: Vec<Value> = values
             .iter()
@@ -98,23 +105,23 @@ pub fn collect(
             continue;
         }
         if fm.keyword_subfield.is_some() {
-            by_path.push((format!("{path}.keyword"), FieldType::Keyword, vals.clone()));
+            by_path.push((format!("{path}.keyword"), &KEYWORD, vals.clone()));
         }
         for (name, sub) in &fm.fields {
-            by_path.push((format!("{path}.{name}"), sub.kind, vals.clone()));
+            by_path.push((format!("{path}.{name}"), sub, vals.clone()));
         }
-        by_path.push((path.clone(), fm.kind, vals));
+        by_path.push((path.clone(), fm, vals));
     }
     let mut out = Map::new();
     for req in requests {
-        for (path, kind, vals) in &by_path {
+        for (path, fm, vals) in &by_path {
             if out.contains_key(path) || !floe_metastore::matches_pattern(&req.pattern, path) {
                 continue;
             }
             let rendered: Vec<Value> = vals
                 .iter()
-                .map(|v| match kind {
-                    FieldType::Date => render_date(v, req.format.as_deref()),
+                .map(|v| match fm.kind {
+                    FieldType::Date => render_date(v, fm.format.as_deref(), req.format.as_deref()),
                     _ => v.clone(),
                 })
                 .collect();

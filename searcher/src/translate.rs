@@ -467,12 +467,30 @@ impl<'a> Translator<'a> {
         Ok(Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
     }
 
+    /// A date value for field `r`: in the mapping's `format` first (`dd/MM/yyyy`), else as
+    /// ISO 8601, epoch millis or date math (`now-1h`).
+    fn date_ns(&self, r: &ResolvedField, value: &Value) -> Option<i64> {
+        let path = if r.is_json() {
+            r.path.as_str()
+        } else {
+            floe_proto::layout::TIMESTAMP_PATH
+        };
+        let spec = self.mappings.get(path).and_then(|fm| fm.format.as_deref());
+        spec.and_then(|spec| {
+            floe_proto::date_format::with_format(spec, |f| {
+                (!f.is_default()).then(|| f.read(value)).flatten()
+            })
+            .flatten()
+        })
+        .or_else(|| date_value(value))
+    }
+
     fn typed_term(&self, r: &ResolvedField, value: &Value) -> Result<Term, SearchError> {
         let bad = || {
             shard_error(format!("failed to create query: [{value}] is not a valid value for field [{}] of type [{:?}]", r.path, r.kind).to_lowercase())
         };
         if !r.is_json() {
-            let ns = date_value(value).ok_or_else(bad)?;
+            let ns = self.date_ns(r, value).ok_or_else(bad)?;
             let date = DateTime::from_timestamp_nanos(ns)
                 .truncate(tantivy::schema::DateTimePrecision::Milliseconds);
             return Ok(Term::from_field_date(r.field, date));
@@ -517,7 +535,7 @@ impl<'a> Translator<'a> {
                 term.append_type_and_fast_value(b);
             }
             FieldType::Date => {
-                let ns = date_value(value).ok_or_else(bad)?;
+                let ns = self.date_ns(r, value).ok_or_else(bad)?;
                 term.append_type_and_fast_value(DateTime::from_timestamp_nanos(ns));
             }
         }

@@ -639,3 +639,117 @@ async fn mapping_parameters_are_applied() {
         "{r}"
     );
 }
+
+/// Date `format` in mappings: values are read in the format (and refused outside it), range
+/// bounds on the field too (or in the query's own `format`), and dates are written back in
+/// a histogram's `format` and as `fields` in the mapping's or the requested format.
+#[tokio::test]
+async fn custom_date_formats() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/df",
+            &json!({"mappings": {"properties": {"d": {"type": "date", "format": "yyyy-qq"}}}}),
+        )
+        .await;
+    assert_error(&r, 400, "mapper_parsing_exception");
+    let r = c
+        .put(
+            "/df",
+            &json!({"mappings": {"properties": {
+                "day": {"type": "date", "format": "dd/MM/yyyy"},
+                "at": {"type": "date", "format": "yyyy-MM-dd HH:mm:ss||epoch_second"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let r = c
+        .post_ndjson(
+            "/_bulk?refresh=true",
+            [
+                r#"{"index":{"_index":"df","_id":"1"}}"#,
+                r#"{"day":"05/03/2024","at":"2024-03-05 10:20:30"}"#,
+                r#"{"index":{"_index":"df","_id":"2"}}"#,
+                r#"{"day":"31/12/2023","at":1709900000}"#,
+                r#"{"index":{"_index":"df","_id":"3"}}"#,
+                r#"{"day":"2024-03-05"}"#,
+                "",
+            ]
+            .join("\n"),
+        )
+        .await;
+    let items = &r.json["items"];
+    assert_eq!(items[0]["index"]["status"], 201, "{r}");
+    assert_eq!(items[1]["index"]["status"], 201, "{r}");
+    assert_eq!(
+        items[2]["index"]["error"]["type"], "mapper_parsing_exception",
+        "ISO is not dd/MM/yyyy: {r}"
+    );
+    let found = |q: Value| {
+        let c = &c;
+        async move {
+            let mut ids = hit_ids(&c.search("df", &json!({"query": q})).await);
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        found(json!({"range": {"day": {"gte": "01/03/2024"}}})).await,
+        ["1"]
+    );
+    assert_eq!(found(json!({"term": {"day": "31/12/2023"}})).await, ["2"]);
+    // ISO and date math still read as bounds.
+    assert_eq!(
+        found(json!({"range": {"day": {"lt": "2024-01-01"}}})).await,
+        ["2"]
+    );
+    assert_eq!(
+        found(json!({"range": {"at": {"lt": "2024-03-06 00:00:00"}}})).await,
+        ["1"]
+    );
+    // 1709900000 s = 2024-03-08T12:13:20Z; the query's own format.
+    assert_eq!(
+        found(json!({"range": {"at": {"gte": "2024/03/07", "format": "yyyy/MM/dd"}}})).await,
+        ["2"]
+    );
+    let r = c
+        .search(
+            "df",
+            &json!({"size": 0, "aggs": {"m": {"date_histogram": {"field": "day",
+                "calendar_interval": "month", "format": "yyyy-MM"}}}}),
+        )
+        .await;
+    let keys: Vec<(String, u64)> = r.json["aggregations"]["m"]["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|b| {
+            (
+                b["key_as_string"].as_str().unwrap().to_string(),
+                b["doc_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("2023-12".to_string(), 1),
+            ("2024-01".to_string(), 0),
+            ("2024-02".to_string(), 0),
+            ("2024-03".to_string(), 1)
+        ],
+        "{r}"
+    );
+    let r = c
+        .search(
+            "df",
+            &json!({"query": {"ids": {"values": ["1"]}},
+                "fields": ["day", {"field": "at", "format": "epoch_millis"}]}),
+        )
+        .await;
+    let fields = &hits(&r)[0]["fields"];
+    assert_eq!(fields["day"], json!(["05/03/2024"]), "{r}");
+    assert_eq!(fields["at"], json!(["1709634030000"]), "{r}");
+    let r = c.search("df", &json!({"sort": [{"at": "desc"}]})).await;
+    assert_eq!(hit_ids(&r), ["2", "1"], "{r}");
+}

@@ -2,7 +2,7 @@
 //! against the index mapping (a string in a `long` field fails with `mapper_parsing_exception`).
 
 use floe_proto::layout::{is_timestamp, Home, ShardLayout};
-use floe_proto::mapping::{for_each_leaf_or_null, parse_date, FieldMapping, FieldType, Mappings};
+use floe_proto::mapping::{for_each_leaf_or_null, FieldMapping, FieldType, Mappings};
 use serde_json::{Map, Value};
 use tantivy::schema::OwnedValue;
 use tantivy::{DateTime, TantivyDocument};
@@ -186,19 +186,8 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<OwnedValue, String> {
             b.map(OwnedValue::Bool).ok_or_default()
         }
         FieldType::Date => {
-            // `format: epoch_second`: numbers are seconds, not milliseconds.
-            let seconds = fm
-                .format
-                .as_deref()
-                .is_some_and(|f| f.split("||").next() == Some("epoch_second"));
-            let ns = match value {
-                Value::Number(n) if seconds => n.as_f64().map(|s| (s * 1e9) as i64),
-                Value::String(s) if seconds && s.bytes().all(|b| b.is_ascii_digit()) => s
-                    .parse::<i64>()
-                    .ok()
-                    .map(|s| s.saturating_mul(1_000_000_000)),
-                _ => parse_date(value),
-            };
+            // Read with the mapping's `format` (custom patterns, `epoch_second`, ...).
+            let ns = floe_proto::date_format::read_date(fm.format.as_deref(), value);
             ns.map(|ns| OwnedValue::Date(DateTime::from_timestamp_nanos(ns)))
                 .ok_or_default()
         }

@@ -188,14 +188,21 @@ pub(super) fn restore_meta(result: &mut Value, metas: &[(Vec<String>, Value)]) {
     }
 }
 
-/// `format` of date histograms (tantivy takes none), taken out of the request: (path,
-/// format).
-pub(super) fn extract_formats(aggs: &mut Value) -> Vec<(Vec<String>, String)> {
+/// `format` of a date histogram (tantivy takes none), taken out of the request: where the
+/// histogram is, the format, and its `time_zone`.
+pub(super) type HistogramFormat = (Vec<String>, String, Option<String>);
+
+/// The date histograms' formats, taken out of the request.
+pub(super) fn extract_formats(aggs: &mut Value) -> Vec<HistogramFormat> {
     let mut out = Vec::new();
     let _ = visit::<()>(aggs, &mut |path, agg| {
         if let Some(dh) = agg.get_mut("date_histogram").and_then(Value::as_object_mut) {
             if let Some(Value::String(f)) = dh.remove("format") {
-                out.push((path.to_vec(), f));
+                let tz = dh
+                    .get("time_zone")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                out.push((path.to_vec(), f, tz));
             }
         }
         Ok(())
@@ -203,10 +210,17 @@ pub(super) fn extract_formats(aggs: &mut Value) -> Vec<(Vec<String>, String)> {
     out
 }
 
-/// `key_as_string` in each histogram's `format`: `epoch_millis` and `epoch_second` as
-/// numbers in text; other formats keep the ISO form.
-pub(super) fn restore_formats(result: &mut Value, formats: &[(Vec<String>, String)]) {
-    for (path, format) in formats {
+/// `key_as_string` of each histogram's buckets in its `format` (`epoch_millis`,
+/// `yyyy-MM-dd`, …), in its time zone.
+pub(super) fn restore_formats(result: &mut Value, formats: &[HistogramFormat]) {
+    for (path, spec, tz) in formats {
+        let Ok(format) = floe_proto::date_format::DateFormat::parse(spec) else {
+            continue;
+        };
+        let tz = tz
+            .as_deref()
+            .and_then(|z| crate::calendar::zone_of(z).ok())
+            .unwrap_or(jiff::tz::TimeZone::UTC);
         for_each_at(result, path, &mut |agg| {
             let Some(Value::Array(buckets)) = agg.get_mut("buckets") else {
                 return;
@@ -215,12 +229,7 @@ pub(super) fn restore_formats(result: &mut Value, formats: &[(Vec<String>, Strin
                 let Some(key) = b.get("key").and_then(Value::as_i64) else {
                     continue;
                 };
-                let text = match format.split("||").next().unwrap_or_default() {
-                    "epoch_millis" => key.to_string(),
-                    "epoch_second" => key.div_euclid(1000).to_string(),
-                    _ => continue,
-                };
-                b["key_as_string"] = Value::String(text);
+                b["key_as_string"] = Value::String(format.write(key, &tz));
             }
         });
     }
