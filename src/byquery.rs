@@ -131,12 +131,15 @@ impl Summary {
     }
 }
 
-/// One page of the source: (index, id, routing-free seq_no/primary_term, source) per hit.
+/// One hit of a page of the source.
 struct Hit {
     index: String,
     id: String,
     seq: Option<(u64, u64)>,
     source: Map<String, Value>,
+    /// The custom routing it was written with: its writes go to the same shard (and a
+    /// copy keeps it, as `dest.routing: keep` does).
+    routing: Option<String>,
 }
 
 /// The scroll over the source.
@@ -298,7 +301,7 @@ impl Job {
                 index: Some(index.to_string()),
                 id: Some(hit.id.clone()),
                 generated_id: false,
-                routing: None,
+                routing: hit.routing.clone(),
                 source,
                 cond,
                 retry_on_conflict: 0,
@@ -494,6 +497,7 @@ fn parse_page(r: &Value) -> Result<(Vec<Hit>, u64, Option<String>), JobError> {
             id: h["_id"].as_str().unwrap_or_default().to_string(),
             seq: h["_seq_no"].as_u64().zip(h["_primary_term"].as_u64()),
             source: h["_source"].as_object().cloned().unwrap_or_default(),
+            routing: h["_routing"].as_str().map(str::to_string),
         })
         .collect();
     Ok((hits, total, r["_scroll_id"].as_str().map(str::to_string)))

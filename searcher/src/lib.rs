@@ -21,6 +21,7 @@ pub mod field_caps;
 mod fields;
 mod highlight;
 mod histogram;
+mod ip;
 pub mod leaf;
 pub mod limits;
 mod pipeline;

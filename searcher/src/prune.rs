@@ -10,7 +10,7 @@ use tantivy::query::{EnableScoring, Query};
 
 use crate::ast::QueryAst;
 use crate::shards::OpenShard;
-use crate::translate::date_value;
+use crate::translate::{date_value, date_value_rounding_up};
 
 /// Required intervals (ms, inclusive) by field.
 pub type DateRanges = BTreeMap<String, (i64, i64)>;
@@ -34,13 +34,22 @@ pub fn required_ranges(ast: &QueryAst) -> DateRanges {
                 lt,
                 lte,
             } => {
-                let ms = |v: &Option<serde_json::Value>| -> Option<Option<i64>> {
+                // Rounded as the query rounds them: up for `gt` and `lte`.
+                let ms = |v: &Option<serde_json::Value>, up: bool| -> Option<Option<i64>> {
                     match v {
                         None => Some(None),
+                        Some(v) if up => {
+                            date_value_rounding_up(v).map(|ns| Some(ns.div_euclid(1_000_000)))
+                        }
                         Some(v) => date_value(v).map(|ns| Some(ns.div_euclid(1_000_000))),
                     }
                 };
-                let bounds = (|| Some((ms(gt)?.or(ms(gte)?), ms(lt)?.or(ms(lte)?))))();
+                let bounds = (|| {
+                    Some((
+                        ms(gt, true)?.or(ms(gte, false)?),
+                        ms(lt, false)?.or(ms(lte, true)?),
+                    ))
+                })();
                 let Some((lower, upper)) = bounds else {
                     unreadable.insert(field.clone());
                     continue;

@@ -448,6 +448,30 @@ impl<'a> Translator<'a> {
 
     /// An exact (unanalyzed) value of a field, typed by its mapping.
     fn exact(&mut self, r: &ResolvedField, value: &Value) -> Result<Box<dyn Query>, SearchError> {
+        if self.is_ip(r) {
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            return match crate::ip::term(&text)? {
+                crate::ip::IpTerm::Exact(ip) => self.exact_term(r, &Value::String(ip)),
+                crate::ip::IpTerm::Pattern(p) => self.regexp(r, &p),
+            };
+        }
+        self.exact_term(r, value)
+    }
+
+    /// Whether `r` is an `ip` field (addresses as canonical keywords, see [`crate::ip`]).
+    fn is_ip(&self, r: &ResolvedField) -> bool {
+        self.mappings
+            .get(&r.path)
+            .is_some_and(|fm| fm.type_name == "ip")
+    }
+
+    fn exact_term(
+        &mut self,
+        r: &ResolvedField,
+        value: &Value,
+    ) -> Result<Box<dyn Query>, SearchError> {
         // `scaled_float`: the value as it was indexed (rounded).
         let scaled = match (r.kind, self.mappings.get(&r.path), value.as_f64()) {
             (FieldType::Double, Some(fm), Some(v)) if fm.scaling_factor.is_some() => {
@@ -589,6 +613,23 @@ impl<'a> Translator<'a> {
                 "range queries on text field [{field}] are not supported; use [{field}.keyword]"
             )));
         }
+        if self.is_ip(&r) {
+            return self.ip_range(&r, gt, gte, lt, lte);
+        }
+        // Date math rounding goes up for `gt` and `lte` (`lte: now/d` is all of today).
+        let rounded_up = |v: &Option<Value>| -> Option<Value> {
+            let v = v.as_ref()?;
+            let math = v
+                .as_str()
+                .is_some_and(|s| s.starts_with("now") || s.contains("||"));
+            match date_value_rounding_up(v) {
+                Some(ns) if math && r.kind == FieldType::Date => {
+                    Some(Value::String(floe_proto::mapping::format_date(ns)))
+                }
+                _ => Some(v.clone()),
+            }
+        };
+        let (gt, lte) = (&rounded_up(gt), &rounded_up(lte));
         // On integer fields a fractional bound is rounded inwards, as OpenSearch does
         // (`lte: 14.5` → `lte: 14`, `gt: 14.5` → `gte: 15`).
         let fraction = |v: &Value| {
@@ -631,6 +672,33 @@ impl<'a> Translator<'a> {
             return Ok(Box::new(ExistsQuery::new(r.column_name(), false)));
         }
         Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+
+    /// A range on an `ip` field (IPv4): exclusive bounds become the next (previous) address.
+    fn ip_range(
+        &mut self,
+        r: &ResolvedField,
+        gt: &Option<Value>,
+        gte: &Option<Value>,
+        lt: &Option<Value>,
+        lte: &Option<Value>,
+    ) -> Result<Box<dyn Query>, SearchError> {
+        let v4 =
+            |v: &Value| crate::ip::v4(&v.as_str().map_or_else(|| v.to_string(), str::to_string));
+        let lo = match (gt, gte) {
+            (Some(v), _) => v4(v)?.checked_add(1),
+            (None, Some(v)) => Some(v4(v)?),
+            _ => Some(0),
+        };
+        let hi = match (lt, lte) {
+            (Some(v), _) => v4(v)?.checked_sub(1),
+            (None, Some(v)) => Some(v4(v)?),
+            _ => Some(u32::MAX),
+        };
+        match lo.zip(hi).and_then(|(lo, hi)| crate::ip::range(lo, hi)) {
+            Some(pattern) => self.regexp(r, &pattern),
+            None => Ok(Box::new(EmptyQuery)),
+        }
     }
 
     /// The lowest and highest terms a field's values can have (by its type).
@@ -681,39 +749,78 @@ impl Query for JsonRegexQuery {
     }
 }
 
-/// A date from a query: any format documents accept, plus `now` with `+`/`-` offsets
-/// (`now-15m`) and rounding (`now/d`) as in OpenSearch date math.
+/// A date bound: ISO 8601, epoch millis, or date math (`now-1d/d`,
+/// `2024-01-01||+1M/M`) with calendar units in UTC. Rounding (`/d`) goes down to the start of
+/// the unit; see [`date_value_rounding_up`] for `gt` and `lte` bounds.
 pub fn date_value(value: &Value) -> Option<i64> {
+    date_value_rounding(value, false)
+}
+
+/// [`date_value`] with rounding up to the last millisecond of the unit, as OpenSearch rounds
+/// `gt` and `lte` bounds (`lte: now/d` takes in all of today).
+pub fn date_value_rounding_up(value: &Value) -> Option<i64> {
+    date_value_rounding(value, true)
+}
+
+fn date_value_rounding(value: &Value, up: bool) -> Option<i64> {
     if let Some(s) = value.as_str() {
         if let Some(rest) = s.strip_prefix("now") {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()?
                 .as_nanos() as i64;
-            return date_math(now, rest);
+            return date_math(now, rest, up);
         }
         if let Some((base, math)) = s.split_once("||") {
-            return date_math(parse_date(&Value::String(base.to_string()))?, math);
+            return date_math(parse_date(&Value::String(base.to_string()))?, math, up);
         }
     }
     parse_date(value)
 }
 
-fn unit_nanos(unit: char) -> Option<i64> {
-    let s = 1_000_000_000i64;
+/// One date math unit as a span of `n` of it.
+fn unit_span(unit: char, n: i64) -> Option<jiff::Span> {
+    let span = jiff::Span::new();
     Some(match unit {
-        's' => s,
-        'm' => 60 * s,
-        'h' | 'H' => 3600 * s,
-        'd' => 86_400 * s,
-        'w' => 7 * 86_400 * s,
-        'M' => 30 * 86_400 * s,
-        'y' => 365 * 86_400 * s,
+        'y' => span.try_years(n).ok()?,
+        'M' => span.try_months(n).ok()?,
+        'w' => span.try_weeks(n).ok()?,
+        'd' => span.try_days(n).ok()?,
+        'h' | 'H' => span.try_hours(n).ok()?,
+        'm' => span.try_minutes(n).ok()?,
+        's' => span.try_seconds(n).ok()?,
         _ => return None,
     })
 }
 
-fn date_math(mut t: i64, mut expr: &str) -> Option<i64> {
+/// The start of the `unit` holding `z` (weeks start on Monday).
+fn round_down(z: &jiff::ZonedDateTime, unit: char) -> Option<jiff::ZonedDateTime> {
+    let with = z.with().subsec_nanosecond(0);
+    Some(match unit {
+        'y' => z.first_of_year().ok()?.start_of_day().ok()?,
+        'M' => z.first_of_month().ok()?.start_of_day().ok()?,
+        'w' => {
+            let back = z.weekday().to_monday_zero_offset() as i64;
+            z.checked_sub(unit_span('d', back)?)
+                .ok()?
+                .start_of_day()
+                .ok()?
+        }
+        'd' => z.start_of_day().ok()?,
+        'h' | 'H' => with.minute(0).second(0).build().ok()?,
+        'm' => with.second(0).build().ok()?,
+        's' => with.build().ok()?,
+        _ => return None,
+    })
+}
+
+/// Applies date math (`-1d`, `+2M`, `/d`) to `t` (ns). With `up`, a final rounding goes to
+/// the last millisecond of its unit instead of the first.
+fn date_math(t: i64, mut expr: &str, up: bool) -> Option<i64> {
+    let mut z = jiff::Timestamp::from_nanosecond(t as i128)
+        .ok()?
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    let mut last_rounding = None;
     while !expr.is_empty() {
         let op = expr.chars().next()?;
         expr = &expr[1..];
@@ -727,21 +834,32 @@ fn date_math(mut t: i64, mut expr: &str) -> Option<i64> {
                 } else {
                     expr[..digits].parse().ok()?
                 };
-                let unit = expr[digits..].chars().next()?;
-                let d = n * unit_nanos(unit)?;
-                t = if op == '+' { t + d } else { t - d };
+                let span = unit_span(expr[digits..].chars().next()?, n)?;
+                z = if op == '+' {
+                    z.checked_add(span).ok()?
+                } else {
+                    z.checked_sub(span).ok()?
+                };
                 expr = &expr[digits + 1..];
+                last_rounding = None;
             }
             '/' => {
                 let unit = expr.chars().next()?;
-                let u = unit_nanos(unit)?;
-                t = t.div_euclid(u) * u;
+                z = round_down(&z, unit)?;
                 expr = &expr[1..];
+                last_rounding = Some(unit);
             }
             _ => return None,
         }
     }
-    Some(t)
+    if let (true, Some(unit)) = (up, last_rounding) {
+        z = z
+            .checked_add(unit_span(unit, 1)?)
+            .ok()?
+            .checked_sub(jiff::Span::new().milliseconds(1))
+            .ok()?;
+    }
+    Some(z.timestamp().as_nanosecond() as i64)
 }
 
 fn glob(pattern: &str, name: &str) -> bool {
@@ -785,6 +903,42 @@ mod tests {
             parse_date(&json!("2024-01-01"))
         );
         assert!(date_value(&json!("now-1h")).is_some());
+        // Calendar units: months and years are not fixed lengths; weeks start on Monday.
+        let at = |s: &str| parse_date(&json!(s)).unwrap();
+        for (math, down, up) in [
+            (
+                "2024-01-31T10:30:00Z||+1M",
+                "2024-02-29T10:30:00Z",
+                "2024-02-29T10:30:00Z",
+            ),
+            (
+                "2024-03-15T10:30:00Z||/M",
+                "2024-03-01T00:00:00Z",
+                "2024-03-31T23:59:59.999Z",
+            ),
+            (
+                "2024-03-15T10:30:00Z||/w",
+                "2024-03-11T00:00:00Z",
+                "2024-03-17T23:59:59.999Z",
+            ),
+            (
+                "2024-03-15T10:30:00Z||-1y/y",
+                "2023-01-01T00:00:00Z",
+                "2023-12-31T23:59:59.999Z",
+            ),
+            (
+                "2024-03-15T10:30:00Z||/d+1h",
+                "2024-03-15T01:00:00Z",
+                "2024-03-15T01:00:00Z",
+            ),
+        ] {
+            assert_eq!(date_value(&json!(math)), Some(at(down)), "{math}");
+            assert_eq!(
+                date_value_rounding_up(&json!(math)),
+                Some(at(up)),
+                "{math} up"
+            );
+        }
     }
 
     #[test]

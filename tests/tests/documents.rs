@@ -291,4 +291,44 @@ async fn routing_is_stored_and_shown() {
         )
         .await;
     assert_eq!(r.json["docs"][0]["_routing"], json!("user1"), "{r}");
+    // By-query jobs write each document where its routing put it: updated in place, not
+    // copied to the shard of its id; deleted where it is.
+    let r = c
+        .post(
+            "/rt/_update_by_query?refresh=true",
+            &json!({"query": {"term": {"v": 1}}, "script": {"source": "ctx._source.v = 10"}}),
+        )
+        .await;
+    assert_eq!(r.json["updated"], 1, "{r}");
+    let r = c
+        .post(
+            "/rt/_delete_by_query?refresh=true",
+            &json!({"query": {"term": {"v": 2}}}),
+        )
+        .await;
+    assert_eq!(r.json["deleted"], 1, "{r}");
+    let r = c
+        .search(
+            "rt",
+            &json!({"query": {"match_all": {}}, "sort": [{"v": "asc"}]}),
+        )
+        .await;
+    let left: Vec<(Value, Value, Value)> = hits(&r)
+        .iter()
+        .map(|h| {
+            (
+                h["_id"].clone(),
+                h["_routing"].clone(),
+                h["_source"]["v"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [
+            (json!("3"), Value::Null, json!(3)),
+            (json!("1"), json!("user1"), json!(10))
+        ],
+        "{r}"
+    );
 }

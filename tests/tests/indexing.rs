@@ -712,6 +712,24 @@ async fn custom_date_formats() {
         found(json!({"range": {"at": {"gte": "2024/03/07", "format": "yyyy/MM/dd"}}})).await,
         ["2"]
     );
+    // Date math rounds down for gte/lt and up for gt/lte, as OpenSearch does.
+    for (op, expected) in [
+        ("lte", vec!["1"]),
+        ("gt", vec!["2"]),
+        ("gte", vec!["1", "2"]),
+        ("lt", vec![]),
+    ] {
+        let bound = if op == "gte" {
+            "2024-03-05T23:00:00Z||/d"
+        } else {
+            "2024-03-05T00:00:00Z||/d"
+        };
+        assert_eq!(
+            found(json!({"range": {"at": {op: bound}}})).await,
+            expected,
+            "{op} {bound}"
+        );
+    }
     let r = c
         .search(
             "df",
@@ -752,4 +770,118 @@ async fn custom_date_formats() {
     assert_eq!(fields["at"], json!(["1709634030000"]), "{r}");
     let r = c.search("df", &json!({"sort": [{"at": "desc"}]})).await;
     assert_eq!(hit_ids(&r), ["2", "1"], "{r}");
+}
+
+/// `ip` fields: addresses are kept in canonical form (an IPv4-mapped IPv6 address is its
+/// IPv4 one), terms take an address or a CIDR block, ranges are by address order.
+#[tokio::test]
+async fn ip_fields_take_cidr_blocks_and_ranges() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/ips",
+            &json!({"settings": {"number_of_shards": 2},
+                "mappings": {"properties": {"client": {"type": "ip"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    let addresses = [
+        "10.0.0.1",
+        "10.0.1.200",
+        "192.168.16.5",
+        "::ffff:192.168.31.1",
+        "2001:db8::1",
+        "9.255.255.255",
+    ];
+    c.bulk_ok(
+        "/_bulk?refresh=true",
+        bulk_body(
+            "ips",
+            addresses
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ((i + 1).to_string(), json!({"client": a}))),
+        ),
+    )
+    .await;
+    let r = c
+        .put("/ips/_doc/bad", &json!({"client": "not-an-ip"}))
+        .await;
+    assert_error(&r, 400, "mapper_parsing_exception");
+    let found = |q: Value| {
+        let c = &c;
+        async move {
+            let mut ids = hit_ids(&c.search("ips", &json!({"query": q, "size": 20})).await);
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        found(json!({"term": {"client": "10.0.0.0/8"}})).await,
+        ["1", "2"]
+    );
+    assert_eq!(
+        found(json!({"term": {"client": "192.168.16.0/20"}})).await,
+        ["3", "4"]
+    );
+    assert_eq!(
+        found(json!({"term": {"client": "192.168.31.1"}})).await,
+        ["4"]
+    );
+    assert_eq!(
+        found(json!({"term": {"client": "2001:0db8:0:0::1"}})).await,
+        ["5"]
+    );
+    assert_eq!(
+        found(json!({"terms": {"client": ["10.0.0.1/32", "9.0.0.0/8"]}})).await,
+        ["1", "6"]
+    );
+    assert_eq!(
+        found(json!({"range": {"client": {"gte": "10.0.0.2", "lte": "192.168.16.5"}}})).await,
+        ["2", "3"]
+    );
+    assert_eq!(
+        found(json!({"range": {"client": {"gt": "9.255.255.255", "lt": "10.0.1.200"}}})).await,
+        ["1"]
+    );
+    assert_eq!(
+        found(json!({"query_string": {"query": "client:\"10.0.0.0/8\""}})).await,
+        ["1", "2"]
+    );
+    let r = c
+        .search(
+            "ips",
+            &json!({"size": 0, "aggs": {"c": {"terms": {"field": "client", "size": 10}}}}),
+        )
+        .await;
+    let mut keys: Vec<String> = r.json["aggregations"]["c"]["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|b| b["key"].as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "10.0.0.1",
+            "10.0.1.200",
+            "192.168.16.5",
+            "192.168.31.1",
+            "2001:db8::1",
+            "9.255.255.255"
+        ],
+        "{r}"
+    );
+    for (q, ty) in [
+        (json!({"term": {"client": "nope"}}), "query_shard_exception"),
+        (
+            json!({"term": {"client": "2001:db8::/32"}}),
+            "illegal_argument_exception",
+        ),
+    ] {
+        let r = c.post("/ips/_search", &json!({"query": q})).await;
+        assert_error(&r, 400, ty);
+    }
 }

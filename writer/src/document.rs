@@ -157,6 +157,12 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<OwnedValue, String> {
         _ => None,
     };
     match fm.kind {
+        // Addresses in canonical text (`::ffff:1.2.3.4` → `1.2.3.4`): what queries look for.
+        FieldType::Keyword if fm.type_name == "ip" => value
+            .as_str()
+            .and_then(|s| s.trim().parse::<std::net::IpAddr>().ok())
+            .map(|ip| OwnedValue::Str(ip.to_canonical().to_string()))
+            .ok_or_else(|| format!(" ('{}' is not an IP string literal.)", preview(value))),
         FieldType::Text | FieldType::Keyword => as_text().map(OwnedValue::Str).ok_or_default(),
         FieldType::Long => {
             let n = match value {
