@@ -1,10 +1,15 @@
 //! `highlight`: the parts of a hit's text fields that the query matched, wrapped in tags.
 //!
-//! Like OpenSearch's plain highlighter: the field's text (from `_source`) is analyzed as
-//! it was indexed, the tokens the query names (terms, phrase terms, prefixes, wildcards,
-//! fuzzy terms) are wrapped in `pre_tags`/`post_tags`, and the text is cut into fragments of
-//! about `fragment_size` characters at token boundaries, of which the first
-//! `number_of_fragments` that hold a match are returned (`0`: the whole field).
+//! The field's text (from `_source`) is analyzed as it was indexed and the tokens the query
+//! names (terms, phrase terms, prefixes, wildcards, fuzzy terms) are wrapped in
+//! `pre_tags`/`post_tags`. How the text is cut into fragments follows the highlighter
+//! `type` (`number_of_fragments: 0`: the whole field, for both):
+//! - `unified` (OpenSearch's default): passages of whole sentences, as many as fit in
+//!   `fragment_size` characters from a sentence holding a match (a longer sentence is cut
+//!   at a token boundary); the `number_of_fragments` passages with the most matches, in
+//!   text order (`order: score`: best first);
+//! - `plain`: consecutive pieces of about `fragment_size` characters cut at token
+//!   boundaries, the first `number_of_fragments` that hold a match.
 
 use floe_proto::mapping::{FieldType, Mappings};
 use serde_json::{Map, Value};
@@ -39,6 +44,10 @@ struct FieldSpec {
     number_of_fragments: usize,
     pre: String,
     post: String,
+    /// `type: unified` (sentence passages) rather than `plain`.
+    unified: bool,
+    /// `order: score`: passages with the most matches first.
+    by_score: bool,
 }
 
 /// A request's `highlight`, ready to apply to hits.
@@ -84,6 +93,19 @@ impl Highlighter {
         };
         let fragment_size = num(o.get("fragment_size"), 100);
         let number_of_fragments = num(o.get("number_of_fragments"), 5);
+        let unified = |v: Option<&Value>, default: bool| match v.and_then(Value::as_str) {
+            None => Ok(default),
+            Some("unified") => Ok(true),
+            Some("plain") => Ok(false),
+            Some(other) => Err(SearchError::IllegalArgument(format!(
+                "highlighter type [{other}] is not supported by Floe (use unified or plain)"
+            ))),
+        };
+        let top_unified = unified(o.get("type"), true)?;
+        let score = |v: Option<&Value>, default: bool| {
+            v.and_then(Value::as_str).map_or(default, |o| o == "score")
+        };
+        let top_score = score(o.get("order"), false);
         let entries: Vec<(String, Value)> = match o.get("fields") {
             Some(Value::Object(f)) => f.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             Some(Value::Array(a)) => a
@@ -95,18 +117,22 @@ impl Highlighter {
         };
         let fields = entries
             .into_iter()
-            .map(|(pattern, opts)| FieldSpec {
-                pattern,
-                fragment_size: num(opts.get("fragment_size"), fragment_size),
-                number_of_fragments: num(opts.get("number_of_fragments"), number_of_fragments),
-                pre: opts
-                    .get("pre_tags")
-                    .map_or_else(|| pre.clone(), |v| tag(Some(v), &pre)),
-                post: opts
-                    .get("post_tags")
-                    .map_or_else(|| post.clone(), |v| tag(Some(v), &post)),
+            .map(|(pattern, opts)| {
+                Ok(FieldSpec {
+                    unified: unified(opts.get("type"), top_unified)?,
+                    by_score: score(opts.get("order"), top_score),
+                    pattern,
+                    fragment_size: num(opts.get("fragment_size"), fragment_size),
+                    number_of_fragments: num(opts.get("number_of_fragments"), number_of_fragments),
+                    pre: opts
+                        .get("pre_tags")
+                        .map_or_else(|| pre.clone(), |v| tag(Some(v), &pre)),
+                    post: opts
+                        .get("post_tags")
+                        .map_or_else(|| post.clone(), |v| tag(Some(v), &post)),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, SearchError>>()?;
         let mut matchers = Vec::new();
         collect(query, &mut analyzer(), &mut matchers);
         Ok(Highlighter {
@@ -381,6 +407,12 @@ fn fragments(text: &str, analyzed: bool, matchers: &[&Matcher], spec: &FieldSpec
     if spec.number_of_fragments == 0 {
         return vec![render(0, text.len())];
     }
+    if spec.unified && analyzed {
+        return passages(text, &tokens, spec)
+            .into_iter()
+            .map(|(from, to)| render(from, to).trim().to_string())
+            .collect();
+    }
     // Consecutive pieces of about `fragment_size` characters, cut between tokens.
     let mut out = Vec::new();
     let mut start = 0;
@@ -404,6 +436,78 @@ fn fragments(text: &str, analyzed: bool, matchers: &[&Matcher], spec: &FieldSpec
         start = end + 1;
     }
     out
+}
+
+/// The unified highlighter's passages (byte ranges): from each sentence holding a match not
+/// yet shown, whole sentences while they fit in `fragment_size`; the best
+/// `number_of_fragments` by matches.
+fn passages(text: &str, tokens: &[(usize, usize, bool)], spec: &FieldSpec) -> Vec<(usize, usize)> {
+    // Sentence ends: after `.`, `!` or `?` followed by whitespace, and at line breaks.
+    let mut ends = Vec::new();
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let next_space = bytes.get(i + 1).is_none_or(|n| n.is_ascii_whitespace());
+        if b == b'\n' || (matches!(b, b'.' | b'!' | b'?') && next_space) {
+            ends.push(i + 1);
+        }
+    }
+    if ends.last() != Some(&text.len()) {
+        ends.push(text.len());
+    }
+    let mut sentences = Vec::with_capacity(ends.len());
+    let mut start = 0;
+    for end in ends {
+        if end > start {
+            sentences.push((start, end));
+        }
+        start = end;
+    }
+    let hits_in = |from: usize, to: usize| {
+        tokens
+            .iter()
+            .filter(|t| t.2 && t.0 >= from && t.1 <= to)
+            .count()
+    };
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < sentences.len() {
+        let (from, first_end) = sentences[i];
+        if hits_in(from, first_end) == 0 {
+            i += 1;
+            continue;
+        }
+        let mut to = first_end;
+        if to - from > spec.fragment_size {
+            // One long sentence: from its first match, cut after the token that reaches
+            // `fragment_size`.
+            let from = tokens
+                .iter()
+                .find(|t| t.2 && t.0 >= from && t.1 <= first_end)
+                .map_or(from, |t| t.0);
+            let cut = tokens
+                .iter()
+                .find(|t| t.0 >= from && t.1 - from >= spec.fragment_size)
+                .map_or(first_end, |t| t.1.min(first_end));
+            out.push((from, cut, hits_in(from, cut)));
+            i += 1;
+            continue;
+        }
+        i += 1;
+        while i < sentences.len() && sentences[i].1 - from <= spec.fragment_size {
+            to = sentences[i].1;
+            i += 1;
+        }
+        out.push((from, to, hits_in(from, to)));
+    }
+    // The best passages (most matches; earlier first among equals), then in text order
+    // unless `order: score`.
+    let mut best: Vec<usize> = (0..out.len()).collect();
+    best.sort_by_key(|&k| (std::cmp::Reverse(out[k].2), k));
+    best.truncate(spec.number_of_fragments);
+    if !spec.by_score {
+        best.sort();
+    }
+    best.into_iter().map(|k| (out[k].0, out[k].1)).collect()
 }
 
 #[cfg(test)]
@@ -430,7 +534,7 @@ mod tests {
             json!({"msg": ["The quick brown <em>FOX</em> jumps over the lazy dog"], "tag": ["<em>a-b</em>"]})
         );
         let h = Highlighter::new(
-            &json!({"pre_tags": ["["], "post_tags": ["]"], "fields": {"msg": {"fragment_size": 12, "number_of_fragments": 2}}}),
+            &json!({"pre_tags": ["["], "post_tags": ["]"], "type": "plain", "fields": {"msg": {"fragment_size": 12, "number_of_fragments": 2}}}),
             &parse_query(&json!({"bool": {"should": [
                 {"query_string": {"query": "msg:(qu* OR d?g)"}},
                 {"fuzzy": {"msg": "lazzy"}}
@@ -449,6 +553,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(none.highlight(&src, &mappings()), None);
+    }
+
+    #[test]
+    fn unified_passages_are_whole_sentences() {
+        let text = "The quick brown fox. It jumps over the lazy dog! Nothing here. A fox again? \
+                    And a very long sentence about nothing much at all that ends with a fox.";
+        let src = json!({"msg": text});
+        let q = parse_query(&json!({"match": {"msg": "fox"}})).unwrap();
+        let h = |spec: Value| {
+            Highlighter::new(&spec, &q)
+                .unwrap()
+                .highlight(&src, &mappings())
+        };
+        assert_eq!(
+            h(json!({"fields": {"msg": {"fragment_size": 30}}})).unwrap(),
+            json!({"msg": [
+                "The quick brown <em>fox</em>.",
+                "A <em>fox</em> again?",
+                "<em>fox</em>."
+            ]})
+        );
+        // Sentences are joined while they fit.
+        assert_eq!(
+            h(json!({"fields": {"msg": {"fragment_size": 50, "number_of_fragments": 1}}})).unwrap(),
+            json!({"msg": ["The quick brown <em>fox</em>. It jumps over the lazy dog!"]})
+        );
+        // The passage with the most matches, first when ordered by score.
+        let q2 = parse_query(&json!({"match": {"msg": "fox lazy dog"}})).unwrap();
+        let h2 = Highlighter::new(
+            &json!({"order": "score", "fields": {"msg": {"fragment_size": 30, "number_of_fragments": 2}}}),
+            &q2,
+        )
+        .unwrap();
+        assert_eq!(
+            h2.highlight(&src, &mappings()).unwrap(),
+            json!({"msg": [
+                "It jumps over the <em>lazy</em> <em>dog</em>!",
+                "The quick brown <em>fox</em>."
+            ]})
+        );
+        assert!(Highlighter::new(&json!({"type": "fvh", "fields": {"msg": {}}}), &q).is_err());
     }
 
     #[test]
