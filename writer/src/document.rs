@@ -164,11 +164,27 @@ fn convert(fm: &FieldMapping, value: &Value) -> Result<OwnedValue, String> {
             .map(|ip| OwnedValue::Str(ip.to_canonical().to_string()))
             .ok_or_else(|| format!(" ('{}' is not an IP string literal.)", preview(value))),
         FieldType::Text | FieldType::Keyword => as_text().map(OwnedValue::Str).ok_or_default(),
+        // Floe keeps `unsigned_long` in a signed column: values past 2^63 - 1 are refused
+        // rather than wrapped or clamped.
+        FieldType::Long if fm.type_name == "unsigned_long" => {
+            let n = match value {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| " (not an unsigned long)".to_string())?;
+            i64::try_from(n).map(OwnedValue::I64).map_err(|_| {
+                " (Floe keeps unsigned_long values up to 9223372036854775807)".to_string()
+            })
+        }
         FieldType::Long => {
             let n = match value {
-                Value::Number(n) => n
-                    .as_i64()
-                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                // Whole floats in range only: `1e30` is out of range, not `i64::MAX`.
+                Value::Number(n) => n.as_i64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.2e18)
+                        .map(|f| f as i64)
+                }),
                 Value::String(s) => s.trim().parse::<i64>().ok(),
                 _ => None,
             };
@@ -256,6 +272,28 @@ mod tests {
             "{}",
             err.0
         );
+        // Out of range: refused, never clamped.
+        let mut m = Mappings::from_opensearch(
+            &json!({"properties": {"n": {"type": "long"}, "u": {"type": "unsigned_long"}}}),
+        )
+        .unwrap();
+        m.dynamic = floe_proto::mapping::Dynamic::Strict;
+        for bad in [
+            json!({"n": 1e30}),
+            json!({"u": -1}),
+            json!({"u": 18_446_744_073_709_551_615u64}),
+        ] {
+            assert!(
+                DocBuilder::new(&layout, &m)
+                    .build("9", b"{}", bad.as_object().unwrap())
+                    .is_err(),
+                "{bad}"
+            );
+        }
+        let ok = json!({"n": 4e18, "u": "9223372036854775807"});
+        assert!(DocBuilder::new(&layout, &m)
+            .build("9", b"{}", ok.as_object().unwrap())
+            .is_ok());
         // Numeric strings are coerced, as OpenSearch does.
         let ok = json!({"status": "404"});
         assert!(DocBuilder::new(&layout, &m)
