@@ -310,10 +310,15 @@ impl ClusterView {
             .map(|t| t.elapsed())
     }
 
-    /// The writer that owns `shard` of index `uuid`: the live writer ranking first for it.
+    /// The writer that owns `shard` of index `uuid` ([`place_writer`]).
     pub fn writer_for(&self, uuid: &str, shard: u32) -> Option<NodeInfo> {
-        let key = format!("{uuid}/{shard}");
-        rank(&self.with_role(role::WRITER), &key).into_iter().next()
+        let zones = self
+            .rules
+            .read()
+            .expect("view lock")
+            .awareness_zones
+            .clone();
+        place_writer(&self.with_role(role::WRITER), &zones, uuid, shard)
     }
 
     /// Live searchers in the order they should serve `key` (same key, same order on every
@@ -570,6 +575,40 @@ impl ClusterView {
 }
 
 /// Nodes ordered by their rendezvous score for `key` (highest first).
+/// The writer of `shard` of index `uuid`, zone-aware: with writers in several zones, an
+/// index's shards go round the zones in turn (from a per-index starting zone, so one-shard
+/// indexes spread too), so each zone holds an equal share of every index, as OpenSearch's
+/// forced awareness spreads copies; within its zone a shard goes to the writer ranking
+/// first for it (rendezvous hashing: a writer joining or leaving moves only shards it gains
+/// or held). The zones are `awareness_zones` when configured — then a zone losing all its
+/// writers moves only its own shards, to the live writers ranking first for them — else
+/// the zones of the live writers. One zone (or none set): plain rendezvous hashing.
+pub fn place_writer(
+    writers: &[NodeInfo],
+    awareness_zones: &[String],
+    uuid: &str,
+    shard: u32,
+) -> Option<NodeInfo> {
+    let key = format!("{uuid}/{shard}");
+    let mut zones: Vec<&str> = if awareness_zones.is_empty() {
+        writers.iter().map(|w| w.zone.as_str()).collect()
+    } else {
+        awareness_zones.iter().map(String::as_str).collect()
+    };
+    zones.sort_unstable();
+    zones.dedup();
+    if zones.len() > 1 {
+        let start = murmur3::murmur3_32(&mut Cursor::new(uuid.as_bytes()), 0x5eed)
+            .expect("hashing from memory cannot fail") as usize;
+        let zone = zones[(start + shard as usize) % zones.len()];
+        let in_zone: Vec<NodeInfo> = writers.iter().filter(|w| w.zone == zone).cloned().collect();
+        if let Some(w) = rank(&in_zone, &key).into_iter().next() {
+            return Some(w);
+        }
+    }
+    rank(writers, &key).into_iter().next()
+}
+
 fn rank(nodes: &[NodeInfo], key: &str) -> Vec<NodeInfo> {
     let mut scored: Vec<(u128, &NodeInfo)> = nodes
         .iter()
@@ -630,6 +669,61 @@ mod tests {
         ]);
         assert!(!rx.has_changed().unwrap());
         assert_eq!(view.searchers_for("k").len(), 2);
+    }
+
+    #[test]
+    fn writers_take_an_equal_share_of_each_index_per_zone() {
+        let w = |id: &str, zone: &str| NodeInfo {
+            zone: zone.into(),
+            ..node(id, role::WRITER)
+        };
+        let writers = vec![w("a1", "a"), w("a2", "a"), w("b1", "b")];
+        let owners = |writers: &[NodeInfo], zones: &[String], uuid: &str, n: u32| -> Vec<String> {
+            (0..n)
+                .map(|s| place_writer(writers, zones, uuid, s).unwrap().node_id)
+                .collect()
+        };
+        for uuid in ["idx-1", "idx-2", "idx-3"] {
+            let placed = owners(&writers, &[], uuid, 10);
+            let in_b = placed.iter().filter(|o| *o == "b1").count();
+            assert_eq!(in_b, 5, "{uuid}: {placed:?}");
+            // Zone b lost: only its shards move, to zone a.
+            let after = owners(&writers[..2], &[], uuid, 10);
+            for (before, now) in placed.iter().zip(&after) {
+                if before != "b1" {
+                    assert_eq!(before, now, "{uuid}");
+                }
+            }
+        }
+        // One-shard indexes spread over the zones too.
+        let single: Vec<String> = (0..200)
+            .map(|i| {
+                place_writer(&writers, &[], &format!("i{i}"), 0)
+                    .unwrap()
+                    .node_id
+            })
+            .collect();
+        let in_b = single.iter().filter(|o| *o == "b1").count();
+        assert!((70..130).contains(&in_b), "{in_b} of 200 in zone b");
+        // Configured zones: zone c's writer gets a third; when it is gone only its shards
+        // move (with the live zones only, a and b would split everything anew).
+        let zones = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let mut with_c = writers.clone();
+        with_c.push(w("c1", "c"));
+        let full = owners(&with_c, &zones, "idx-1", 9);
+        assert_eq!(full.iter().filter(|o| *o == "c1").count(), 3, "{full:?}");
+        let without_c = owners(&writers, &zones, "idx-1", 9);
+        for (before, now) in full.iter().zip(&without_c) {
+            if before != "c1" {
+                assert_eq!(before, now, "{full:?} → {without_c:?}");
+            }
+        }
+        // Writers without zones: plain rendezvous, as before.
+        let plain = vec![node("w1", role::WRITER), node("w2", role::WRITER)];
+        assert_eq!(
+            place_writer(&plain, &[], "u", 3).unwrap().node_id,
+            rank(&plain, "u/3")[0].node_id
+        );
     }
 
     fn searcher(id: &str, zone: &str) -> NodeInfo {

@@ -362,7 +362,7 @@ pub async fn allocation_explain(state: State, body: bytes::Bytes) -> Result<Resp
             _ if writers.is_empty() => ("unassigned", "no writer is live".to_string()),
             Primary::Gone(o) => ("unassigned", format!("its writer [{o}] is gone; [{placed}] takes it over once that writer's session lapses")),
             Primary::Owned(o) if *o != placed => ("started", format!("owned by [{o}], moving to [{placed}] (the writer ranking first for it)")),
-            _ => ("started", format!("placed on [{placed}], the live writer ranking first for it (rendezvous hashing)")),
+            _ => ("started", format!("placed on [{placed}], the live writer ranking first for it in its zone (zone share, then rendezvous hashing)")),
         };
         let owner = match primary {
             Primary::Owned(o) | Primary::Gone(o) => Some(o),
