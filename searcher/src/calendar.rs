@@ -252,7 +252,25 @@ fn rewrite_one(
     if min > max {
         (min, max) = (max, min);
     }
-    let starts = boundaries(min, max, unit, &tz)?;
+    // `offset` (`+6h`, `-1d`) moves every bucket start by that much.
+    let offset = match dh.get("offset") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => {
+            let (sign, len) = match s.strip_prefix('-') {
+                Some(rest) => (-1, rest),
+                None => (1, s.strip_prefix('+').unwrap_or(s)),
+            };
+            let len = floe_proto::model::parse_time_value(len)
+                .ok_or_else(|| bad(format!("failed to parse [offset] of [{s}]")))?;
+            sign * len.as_millis() as i64
+        }
+        Some(other) => return Err(bad(format!("failed to parse [offset] of [{other}]"))),
+    };
+    let starts: Vec<i64> = boundaries(min - offset, max - offset, unit, &tz)?
+        .into_iter()
+        .map(|start| start + offset)
+        .collect();
     let ranges: Vec<Value> = starts
         .windows(2)
         .map(|w| json!({"from": to_bound(w[0]), "to": to_bound(w[1])}))

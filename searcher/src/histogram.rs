@@ -339,14 +339,18 @@ pub fn render(h: &TsHistogram, counts: &Dense) -> Value {
     json!({ "buckets": buckets })
 }
 
-/// `2024-05-01T10:00:00Z`, as tantivy renders histogram keys. Written by hand: with
+/// `2024-05-01T10:00:00.000Z`, as OpenSearch renders histogram keys. Written by hand: with
 /// thousands of buckets, format descriptions cost more than counting the documents.
 fn format_date_secs(ms: i64) -> String {
     match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
         Ok(t) => {
             let (y, m, d) = t.to_calendar_date();
             let (h, mi, s) = t.to_hms();
-            format!("{y:04}-{:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z", m as u8)
+            let millis = ms.rem_euclid(1000);
+            format!(
+                "{y:04}-{:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z",
+                m as u8
+            )
         }
         Err(_) => format_date(ms * 1_000_000),
     }
@@ -411,7 +415,7 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert_eq!(b[1]["doc_count"], 0);
         assert_eq!(b[2]["key"], 120_000);
-        assert_eq!(b[0]["key_as_string"], "1970-01-01T00:00:00Z");
+        assert_eq!(b[0]["key_as_string"], "1970-01-01T00:00:00.000Z");
         let h1 = TsHistogram {
             min_doc_count: 1,
             ..h

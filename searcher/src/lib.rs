@@ -33,6 +33,7 @@ mod resolve;
 mod search;
 pub mod shards;
 mod sort;
+mod time_blocks;
 mod top_hits;
 pub mod translate;
 mod warm;

@@ -433,6 +433,25 @@ pub fn hits(r: &Resp) -> &Vec<Value> {
         .unwrap_or_else(|| panic!("no hits.hits: {r}"))
 }
 
+/// (`key_field` as text, `doc_count`) of each bucket of the top-level aggregation `agg`
+/// (`key_field`: `key` or `key_as_string`).
+pub fn buckets(r: &Resp, agg: &str, key_field: &str) -> Vec<(String, u64)> {
+    r.json["aggregations"][agg]["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no buckets in aggregation {agg}: {r}"))
+        .iter()
+        .map(|b| {
+            let key = &b[key_field];
+            (
+                key.as_str().map_or_else(|| key.to_string(), str::to_string),
+                b["doc_count"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("no doc_count: {r}")),
+            )
+        })
+        .collect()
+}
+
 /// The `_id`s of the hits, in order.
 pub fn hit_ids(r: &Resp) -> Vec<String> {
     hits(r)

@@ -547,21 +547,8 @@ async fn mapping_parameters_are_applied() {
                 "c": {"terms": {"field": "code"}}}}),
         )
         .await;
-    let buckets = |name: &str| -> Vec<(String, u64)> {
-        r.json["aggregations"][name]["buckets"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{r}"))
-            .iter()
-            .map(|b| {
-                (
-                    b["key"].as_str().unwrap().to_string(),
-                    b["doc_count"].as_u64().unwrap(),
-                )
-            })
-            .collect()
-    };
     assert_eq!(
-        buckets("w"),
+        buckets(&r, "w", "key"),
         [
             ("dog".to_string(), 2),
             ("quick".to_string(), 2),
@@ -570,7 +557,7 @@ async fn mapping_parameters_are_applied() {
         "{r}"
     );
     assert_eq!(
-        buckets("c"),
+        buckets(&r, "c", "key"),
         [("A".to_string(), 2), ("B".to_string(), 1)],
         "{r}"
     );
@@ -737,19 +724,8 @@ async fn custom_date_formats() {
                 "calendar_interval": "month", "format": "yyyy-MM"}}}}),
         )
         .await;
-    let keys: Vec<(String, u64)> = r.json["aggregations"]["m"]["buckets"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"))
-        .iter()
-        .map(|b| {
-            (
-                b["key_as_string"].as_str().unwrap().to_string(),
-                b["doc_count"].as_u64().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        keys,
+        buckets(&r, "m", "key_as_string"),
         [
             ("2023-12".to_string(), 1),
             ("2024-01".to_string(), 0),
@@ -855,11 +831,9 @@ async fn ip_fields_take_cidr_blocks_and_ranges() {
             &json!({"size": 0, "aggs": {"c": {"terms": {"field": "client", "size": 10}}}}),
         )
         .await;
-    let mut keys: Vec<String> = r.json["aggregations"]["c"]["buckets"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"))
-        .iter()
-        .map(|b| b["key"].as_str().unwrap().to_string())
+    let mut keys: Vec<String> = buckets(&r, "c", "key")
+        .into_iter()
+        .map(|(k, _)| k)
         .collect();
     keys.sort();
     assert_eq!(

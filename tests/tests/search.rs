@@ -545,7 +545,7 @@ async fn date_histogram_paths_agree(backend: Backend) {
     assert_eq!(got, want);
     assert_eq!(
         fast.json["aggregations"]["per"]["buckets"][0]["key_as_string"],
-        json!("2024-05-01T00:00:00Z")
+        json!("2024-05-01T00:00:00.000Z")
     );
     // With a query: the collector path, against tantivy's again.
     let q = json!({"term": {"status": 404}});
@@ -1369,3 +1369,102 @@ e2e!(
     sort_by_timestamp_large,
     date_histogram_paths_agree
 );
+
+/// Aggregation options tantivy computes and Floe passes through or rewrites: `percentiles`,
+/// `extended_stats`, `show_term_doc_count_error`, and `offset` on date histograms (fixed
+/// intervals, and calendar intervals through the exact-boundary rewrite). Expected values
+/// from the documents: n = 1..10 at 00:00..09:00 on 2024-01-01.
+#[tokio::test]
+async fn aggregation_options() {
+    let env = TestEnv::start(Backend::Local).await;
+    let c = env.client();
+    let r = c
+        .put(
+            "/ao",
+            &json!({"settings": {"number_of_shards": 2},
+                "mappings": {"properties": {"@timestamp": {"type": "date"}, "n": {"type": "long"},
+                    "service": {"type": "keyword"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    c.bulk_ok(
+        "/_bulk?refresh=true",
+        bulk_body(
+            "ao",
+            (1..=10).map(|n: i64| {
+                (
+                    n.to_string(),
+                    json!({"@timestamp": format!("2024-01-01T{:02}:00:00Z", n - 1), "n": n,
+                        "service": if n % 2 == 1 { "a" } else { "b" }}),
+                )
+            }),
+        ),
+    )
+    .await;
+    let r = c
+        .search(
+            "ao",
+            &json!({"size": 0, "aggs": {
+                "x": {"extended_stats": {"field": "n"}},
+                "p": {"percentiles": {"field": "n", "percents": [50, 100]}},
+                "s": {"terms": {"field": "service", "show_term_doc_count_error": true}},
+                "six": {"date_histogram": {"field": "@timestamp", "fixed_interval": "6h", "offset": "+3h"}},
+                "m": {"date_histogram": {"field": "@timestamp", "calendar_interval": "month", "offset": "+6h"}}}}),
+        )
+        .await;
+    let aggs = &r.json["aggregations"];
+    let x = &aggs["x"];
+    assert_eq!(
+        (
+            x["count"].as_u64(),
+            x["min"].as_f64(),
+            x["max"].as_f64(),
+            x["sum"].as_f64()
+        ),
+        (Some(10), Some(1.0), Some(10.0), Some(55.0)),
+        "{r}"
+    );
+    assert!((x["avg"].as_f64().unwrap() - 5.5).abs() < 1e-9, "{r}");
+    assert!(
+        (x["sum_of_squares"].as_f64().unwrap() - 385.0).abs() < 1e-9,
+        "{r}"
+    );
+    assert!((x["variance"].as_f64().unwrap() - 8.25).abs() < 1e-9, "{r}");
+    assert!(
+        (x["std_deviation"].as_f64().unwrap() - 8.25f64.sqrt()).abs() < 1e-9,
+        "{r}"
+    );
+    // Percentiles are estimated (OpenSearch: t-digest; tantivy: a sketch within 1%).
+    let p50 = aggs["p"]["values"]["50.0"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{r}"));
+    let p100 = aggs["p"]["values"]["100.0"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!((4.9..=6.1).contains(&p50), "{r}");
+    assert!((9.8..=10.2).contains(&p100), "{r}");
+    for b in aggs["s"]["buckets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+    {
+        assert_eq!(b["doc_count"], 5, "{r}");
+        assert_eq!(b["doc_count_error_upper_bound"], 0, "{r}");
+    }
+    assert_eq!(
+        buckets(&r, "six", "key_as_string"),
+        [
+            ("2023-12-31T21:00:00.000Z".to_string(), 3),
+            ("2024-01-01T03:00:00.000Z".to_string(), 6),
+            ("2024-01-01T09:00:00.000Z".to_string(), 1)
+        ],
+        "{r}"
+    );
+    assert_eq!(
+        buckets(&r, "m", "key_as_string"),
+        [
+            ("2023-12-01T06:00:00.000Z".to_string(), 6),
+            ("2024-01-01T06:00:00.000Z".to_string(), 4)
+        ],
+        "{r}"
+    );
+}

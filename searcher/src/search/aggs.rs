@@ -135,7 +135,8 @@ pub(super) fn rewrite_for_parse(aggs: &Value) -> Value {
 }
 
 /// tantivy renders aggregations almost as OpenSearch does; close the gaps: histogram keys
-/// are integers (epoch millis) and `terms` results carry `doc_count_error_upper_bound`.
+/// are integers (epoch millis) with dates shown to the millisecond
+/// (`2024-05-01T10:00:00.000Z`), and `terms` results carry `doc_count_error_upper_bound`.
 pub(super) fn restore_agg_shapes(v: &mut Value) {
     if let Value::Object(o) = v {
         if o.contains_key("key_as_string") {
@@ -145,6 +146,17 @@ pub(super) fn restore_agg_shapes(v: &mut Value) {
                 .filter(|k| k.fract() == 0.0)
             {
                 o.insert("key".into(), json!(k as i64));
+                // tantivy's `…:00Z` (seconds) for a date key.
+                let seconds_only = o
+                    .get("key_as_string")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.len() == 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T');
+                if seconds_only {
+                    o.insert(
+                        "key_as_string".into(),
+                        json!(floe_proto::mapping::format_date(k as i64 * 1_000_000)),
+                    );
+                }
             }
         }
         if o.contains_key("buckets")
@@ -192,45 +204,78 @@ pub(super) fn restore_meta(result: &mut Value, metas: &[(Vec<String>, Value)]) {
 /// histogram is, the format, and its `time_zone`.
 pub(super) type HistogramFormat = (Vec<String>, String, Option<String>);
 
-/// The date histograms' formats, taken out of the request.
-pub(super) fn extract_formats(aggs: &mut Value) -> Vec<HistogramFormat> {
-    let mut out = Vec::new();
-    let _ = visit::<()>(aggs, &mut |path, agg| {
-        if let Some(dh) = agg.get_mut("date_histogram").and_then(Value::as_object_mut) {
-            if let Some(Value::String(f)) = dh.remove("format") {
-                let tz = dh
-                    .get("time_zone")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                out.push((path.to_vec(), f, tz));
-            }
-        }
-        Ok(())
-    });
-    out
+/// How results are shown beyond what tantivy renders, read from the request: date
+/// histograms' `format`, and the `terms` that asked for `show_term_doc_count_error`
+/// (tantivy gives the aggregation's error; OpenSearch shows it on every bucket too).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Presentation {
+    formats: Vec<HistogramFormat>,
+    term_errors: Vec<Vec<String>>,
 }
 
-/// `key_as_string` of each histogram's buckets in its `format` (`epoch_millis`,
-/// `yyyy-MM-dd`, …), in its time zone.
-pub(super) fn restore_formats(result: &mut Value, formats: &[HistogramFormat]) {
-    for (path, spec, tz) in formats {
-        let Ok(format) = floe_proto::date_format::DateFormat::parse(spec) else {
-            continue;
-        };
-        let tz = tz
-            .as_deref()
-            .and_then(|z| crate::calendar::zone_of(z).ok())
-            .unwrap_or(jiff::tz::TimeZone::UTC);
-        for_each_at(result, path, &mut |agg| {
-            let Some(Value::Array(buckets)) = agg.get_mut("buckets") else {
-                return;
-            };
-            for b in buckets {
-                let Some(key) = b.get("key").and_then(Value::as_i64) else {
-                    continue;
-                };
-                b["key_as_string"] = Value::String(format.write(key, &tz));
+impl Presentation {
+    /// Reads (and takes the `format`s out of) the request's aggregations.
+    pub(super) fn extract(aggs: &mut Value) -> Presentation {
+        let mut out = Presentation::default();
+        let _ = visit::<()>(aggs, &mut |path, agg| {
+            if let Some(dh) = agg.get_mut("date_histogram").and_then(Value::as_object_mut) {
+                if let Some(Value::String(f)) = dh.remove("format") {
+                    let tz = dh
+                        .get("time_zone")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    out.formats.push((path.to_vec(), f, tz));
+                }
             }
+            if agg["terms"]["show_term_doc_count_error"] == json!(true) {
+                out.term_errors.push(path.to_vec());
+            }
+            Ok(())
         });
+        out
+    }
+
+    /// Applies it to the merged result.
+    pub(super) fn restore(&self, result: &mut Value) {
+        self.restore_formats(result);
+        for path in &self.term_errors {
+            for_each_at(result, path, &mut |agg| {
+                // The aggregation's bound holds for each of its buckets.
+                let error = agg
+                    .get("doc_count_error_upper_bound")
+                    .cloned()
+                    .unwrap_or(json!(0));
+                if let Some(Value::Array(buckets)) = agg.get_mut("buckets") {
+                    for b in buckets {
+                        b["doc_count_error_upper_bound"] = error.clone();
+                    }
+                }
+            });
+        }
+    }
+
+    /// `key_as_string` of each histogram's buckets in its `format` (`epoch_millis`,
+    /// `yyyy-MM-dd`, …), in its time zone.
+    fn restore_formats(&self, result: &mut Value) {
+        for (path, spec, tz) in &self.formats {
+            let Ok(format) = floe_proto::date_format::DateFormat::parse(spec) else {
+                continue;
+            };
+            let tz = tz
+                .as_deref()
+                .and_then(|z| crate::calendar::zone_of(z).ok())
+                .unwrap_or(jiff::tz::TimeZone::UTC);
+            for_each_at(result, path, &mut |agg| {
+                let Some(Value::Array(buckets)) = agg.get_mut("buckets") else {
+                    return;
+                };
+                for b in buckets {
+                    let Some(key) = b.get("key").and_then(Value::as_i64) else {
+                        continue;
+                    };
+                    b["key_as_string"] = Value::String(format.write(key, &tz));
+                }
+            });
+        }
     }
 }

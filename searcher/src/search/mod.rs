@@ -11,7 +11,6 @@ use floe_proto::layout::ShardLayout;
 use floe_proto::mapping::FieldType;
 use floe_proto::IndexMeta;
 use serde_json::{json, Map, Value};
-use std::ops::Bound;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::intermediate_agg_result::IntermediateAggregationResults;
 use tantivy::aggregation::{
@@ -20,7 +19,7 @@ use tantivy::aggregation::{
 use tantivy::collector::sort_key::ComparatorEnum;
 use tantivy::collector::{Count, TopDocs};
 
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery};
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query};
 use tantivy::schema::{OwnedValue, Value as _};
 use tantivy::Term;
 use tantivy::{DocAddress, Order, TantivyDocument};
@@ -362,7 +361,7 @@ impl SearchService {
                 // `meta` first: the rewrites below may replace the aggregations carrying it.
                 let meta = (
                     extract_meta(aggs),
-                    extract_formats(aggs),
+                    Presentation::extract(aggs),
                     top_hits::extract(aggs)?,
                 );
                 let bounds = |field: &str| time_bounds(field, &req.query, &indexes, &targets);
@@ -419,7 +418,7 @@ impl SearchService {
             calendar::restore(aggs, &rewrites.0);
             pipeline::apply(aggs, &rewrites.2)?;
             restore_meta(aggs, &rewrites.3 .0);
-            restore_formats(aggs, &rewrites.3 .1);
+            rewrites.3 .1.restore(aggs);
         }
         if !rewrites.3 .2.is_empty() {
             self.top_hits(expr, body.as_ref(), params, &mut response, &rewrites.3 .2)

@@ -46,20 +46,17 @@ impl TimeWindow {
         })
     }
 
-    /// `query` restricted to the slice `span_ms` wide at the sort's end of the time range.
+    /// `query` restricted to the slice `span_ms` wide at the sort's end of the time range
+    /// (found through per-block bounds of the column, [`crate::time_blocks`]).
     pub(super) fn restrict(&self, query: &dyn Query, span_ms: i64) -> Box<dyn Query> {
-        let term = |ms: i64| {
-            Term::from_field_date(self.field, tantivy::DateTime::from_timestamp_millis(ms))
+        let (from, to) = match self.order {
+            Order::Desc => (self.max_ms - span_ms, i64::MAX),
+            Order::Asc => (i64::MIN, self.min_ms + span_ms),
         };
-        let range = match self.order {
-            Order::Desc => RangeQuery::new(
-                Bound::Included(term(self.max_ms - span_ms)),
-                Bound::Unbounded,
-            ),
-            Order::Asc => RangeQuery::new(
-                Bound::Unbounded,
-                Bound::Included(term(self.min_ms + span_ms)),
-            ),
+        let range = crate::time_blocks::TimeSliceQuery {
+            field: self.field,
+            from,
+            to,
         };
         Box::new(BooleanQuery::new(vec![
             (Occur::Must, query.box_clone()),
