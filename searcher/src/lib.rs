@@ -15,6 +15,7 @@ mod agg_path;
 pub mod analyze;
 pub mod ast;
 mod calendar;
+mod date_math;
 pub mod dsl;
 mod error;
 pub mod field_caps;
