@@ -1408,6 +1408,8 @@ async fn aggregation_options() {
                 "x": {"extended_stats": {"field": "n"}},
                 "p": {"percentiles": {"field": "n", "percents": [50, 100]}},
                 "s": {"terms": {"field": "service", "show_term_doc_count_error": true}},
+                "inc": {"terms": {"field": "service", "include": "a.*"}},
+                "exc": {"terms": {"field": "service", "exclude": ["a"]}},
                 "six": {"date_histogram": {"field": "@timestamp", "fixed_interval": "6h", "offset": "+3h"}},
                 "m": {"date_histogram": {"field": "@timestamp", "calendar_interval": "month", "offset": "+6h"}}}}),
         )
@@ -1450,6 +1452,8 @@ async fn aggregation_options() {
         assert_eq!(b["doc_count"], 5, "{r}");
         assert_eq!(b["doc_count_error_upper_bound"], 0, "{r}");
     }
+    assert_eq!(buckets(&r, "inc", "key"), [("a".to_string(), 5)], "{r}");
+    assert_eq!(buckets(&r, "exc", "key"), [("b".to_string(), 5)], "{r}");
     assert_eq!(
         buckets(&r, "six", "key_as_string"),
         [
