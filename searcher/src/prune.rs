@@ -103,21 +103,16 @@ fn outside(
 /// `searcher.search(query, collector)` on `shard` over the segments not in `skip`. Skipped
 /// segments are neither scored nor collected (a sort column, say, is never opened on them),
 /// so nothing of them is read. Scores use the statistics of the whole shard, as unpruned
-/// (document frequencies remembered per shard generation). With `parallel`, segments run
-/// on the shared search pool; without, one after another on this thread: for a top-k
-/// without aggregations, handing segments to pool threads and waking them costs more than
-/// it saves (measured on 1M documents in 2 segments, warm, 2 cores: term 1.40 → 1.24-1.35
-/// ms, `match` 1.05-1.15 → 0.91-0.93 ms sequentially, while aggregations took 1.5x longer).
+/// (document frequencies remembered per shard generation).
 pub fn search<C: Collector>(
     shard: &OpenShard,
     query: &dyn Query,
     collector: &C,
     skip: &HashSet<String>,
-    parallel: bool,
 ) -> tantivy::Result<C::Fruit> {
     let searcher = &shard.searcher;
     let stats = shard.stats.provider(searcher);
-    if skip.is_empty() && parallel {
+    if skip.is_empty() {
         return searcher.search_with_statistics_provider(query, collector, &stats);
     }
     let scoring = if collector.requires_scoring() {
@@ -131,14 +126,10 @@ pub fn search<C: Collector>(
         .iter()
         .enumerate()
         .filter(|(_, r)| !skip.contains(&r.segment_id().uuid_string()));
-    let collect = |(ord, reader): (usize, &tantivy::SegmentReader)| {
-        collector.collect_segment(weight.as_ref(), ord as u32, reader)
-    };
-    let fruits = if parallel {
-        searcher.index().search_executor().map(collect, segments)?
-    } else {
-        segments.map(collect).collect::<tantivy::Result<Vec<_>>>()?
-    };
+    let fruits = searcher.index().search_executor().map(
+        |(ord, reader)| collector.collect_segment(weight.as_ref(), ord as u32, reader),
+        segments,
+    )?;
     collector.merge_fruits(fruits)
 }
 

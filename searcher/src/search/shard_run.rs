@@ -151,8 +151,6 @@ pub(super) fn run_shard(
         column: floe_proto::layout::TIMESTAMP_FIELD.to_string(),
         intervals: aggs.ts_intervals.clone(),
     });
-    // Aggregations are worth running segments in parallel; a top-k alone is not.
-    let parallel = hist.is_some() || aggs.tantivy.is_some();
     let counting = (Count, hist);
     let agg_collector = aggs.tantivy.map(|a| {
         DistributedAggregationCollector::from_aggs(
@@ -168,8 +166,7 @@ pub(super) fn run_shard(
     let (hits, (count, hist), aggs): (Hits, (usize, Option<Counts>), _) = match sort.len() {
         0 | 1 => {
             let c = wanted.then(|| top.order_by(first));
-            let (h, (n, hc), a) =
-                prune::search(shard, query, &(c, counting, agg_collector), skip, parallel)?;
+            let (h, (n, hc), a) = prune::search(shard, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
@@ -181,8 +178,7 @@ pub(super) fn run_shard(
         }
         2 => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)))));
-            let (h, (n, hc), a) =
-                prune::search(shard, query, &(c, counting, agg_collector), skip, parallel)?;
+            let (h, (n, hc), a) = prune::search(shard, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
@@ -194,8 +190,7 @@ pub(super) fn run_shard(
         }
         _ => {
             let c = wanted.then(|| top.order_by((first, key(sort.get(1)), key(sort.get(2)))));
-            let (h, (n, hc), a) =
-                prune::search(shard, query, &(c, counting, agg_collector), skip, parallel)?;
+            let (h, (n, hc), a) = prune::search(shard, query, &(c, counting, agg_collector), skip)?;
             (
                 h.unwrap_or_default()
                     .into_iter()
