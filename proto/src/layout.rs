@@ -186,6 +186,15 @@ impl ShardLayout {
         }
     }
 
+    /// Where the `.keyword` sub-fields of text fields go: columns only from layout 2 on
+    /// (`kc`), indexed and columnar (`k`) before.
+    pub fn keyword_subfield_home(&self) -> Home {
+        match self.kc {
+            Some(_) => Home::ColumnOnly,
+            None => Home::Keyword,
+        }
+    }
+
     /// The token column of a `fielddata: true` text field (`tf.<path>`), if it has one.
     pub fn fielddata_column(&self, mappings: &Mappings, name: &str) -> Option<String> {
         let fm = mappings.get(name)?;
@@ -301,11 +310,12 @@ impl ShardLayout {
         }
         let parent = name.strip_suffix(".keyword")?;
         let fm = mappings.get(parent)?;
+        let home = self.keyword_subfield_home();
         (fm.kind == FieldType::Text && fm.keyword_subfield.is_some()).then(|| ResolvedField {
             field: self.kc.unwrap_or(self.kw),
             path: name.to_string(),
             kind: FieldType::Keyword,
-            column_only: self.kc.is_some(),
+            column_only: home == Home::ColumnOnly,
             index_only: false,
             searchable: true,
         })

@@ -18,6 +18,13 @@ pub fn date_value_rounding_up(value: &Value) -> Option<i64> {
     date_value_rounding(value, true)
 }
 
+/// Whether `value` is date math (`now…` or `<date>||…`), whose rounding depends on the bound.
+pub fn is_date_math(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.starts_with("now") || s.contains("||"))
+}
+
 fn date_value_rounding(value: &Value, up: bool) -> Option<i64> {
     if let Some(s) = value.as_str() {
         if let Some(rest) = s.strip_prefix("now") {

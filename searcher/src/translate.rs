@@ -15,6 +15,7 @@ use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DateTime, Term};
 
 use crate::ast::{QueryAst, ALL_FIELDS};
+use crate::date_math::is_date_math;
 pub use crate::date_math::{date_value, date_value_rounding_up};
 use crate::SearchError;
 
@@ -501,13 +502,7 @@ impl<'a> Translator<'a> {
             floe_proto::layout::TIMESTAMP_PATH
         };
         let spec = self.mappings.get(path).and_then(|fm| fm.format.as_deref());
-        spec.and_then(|spec| {
-            floe_proto::date_format::with_format(spec, |f| {
-                (!f.is_default()).then(|| f.read(value)).flatten()
-            })
-            .flatten()
-        })
-        .or_else(|| date_value(value))
+        floe_proto::date_format::read_date(spec, value).or_else(|| date_value(value))
     }
 
     fn typed_term(&self, r: &ResolvedField, value: &Value) -> Result<Term, SearchError> {
@@ -620,11 +615,8 @@ impl<'a> Translator<'a> {
         // Date math rounding goes up for `gt` and `lte` (`lte: now/d` is all of today).
         let rounded_up = |v: &Option<Value>| -> Option<Value> {
             let v = v.as_ref()?;
-            let math = v
-                .as_str()
-                .is_some_and(|s| s.starts_with("now") || s.contains("||"));
             match date_value_rounding_up(v) {
-                Some(ns) if math && r.kind == FieldType::Date => {
+                Some(ns) if is_date_math(v) && r.kind == FieldType::Date => {
                     Some(Value::String(floe_proto::mapping::format_date(ns)))
                 }
                 _ => Some(v.clone()),

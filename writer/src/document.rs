@@ -72,10 +72,7 @@ impl<'a> DocBuilder<'a> {
                     if let OwnedValue::Str(s) = &v {
                         if let Some(limit) = fm.keyword_subfield {
                             if s.chars().count() <= limit as usize {
-                                let home = match self.layout.kc {
-                                    Some(_) => Home::ColumnOnly,
-                                    None => Home::Keyword,
-                                };
+                                let home = self.layout.keyword_subfield_home();
                                 out.push(home, format!("{path}.keyword"), v.clone());
                             }
                         }
